@@ -1,0 +1,1 @@
+"""Lintel edge package."""

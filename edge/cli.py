@@ -1,0 +1,81 @@
+"""``lintel-edge``: the edge box's command line.
+
+Thin dispatcher: each sub-command's work lives in its own module, imported
+lazily so ``lintel-edge --help`` does not load ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--model",
+        default="buffalo_s",
+        help="model pack: 'buffalo_s' (bundled) or a path to an insightface pack directory",
+    )
+    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lintel-edge", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="count", default=0)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("replay", help="run the pipeline over a video file and print the tracks")
+    p.add_argument("video", help="video file, RTSP URL or USB camera index")
+    p.add_argument("--gallery", type=Path, help="folder of <identity>/<photos>")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--threshold", type=float, default=None, help="match threshold (cosine)")
+    p.add_argument("--server", help="upload the results to this Lintel server URL")
+    p.add_argument("--token", help="device token for --server (or LINTEL_DEVICE_TOKEN)")
+    p.add_argument("--camera", default="replay", help="camera name reported to the server")
+    _add_model_args(p)
+
+    p = sub.add_parser("eval", help="match probe photos against a gallery")
+    p.add_argument("--gallery", type=Path, required=True)
+    p.add_argument("--probes", type=Path, required=True)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--threshold", type=float, default=None)
+    _add_model_args(p)
+
+    p = sub.add_parser("demo", help="build a sample gallery and video, then replay it")
+    p.add_argument("--workdir", type=Path, default=Path("var/demo"))
+    _add_model_args(p)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING - 10 * min(args.verbose, 2),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    from edge.errors import LintelEdgeError
+
+    try:
+        if args.command == "replay":
+            from edge.replay import cli_replay
+
+            return cli_replay(args)
+        if args.command == "eval":
+            from edge.evaluate import cli_eval
+
+            return cli_eval(args)
+        if args.command == "demo":
+            from edge.demo import cli_demo
+
+            return cli_demo(args)
+    except LintelEdgeError as exc:
+        print(f"lintel-edge: error: {exc}", file=sys.stderr)  # noqa: T201
+        return 2
+    raise AssertionError(f"unhandled command {args.command!r}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""Result types of the face engine: our own frozen dataclasses.
+
+Nothing of insightface's ``Face`` dict leaks past ``edge.engine``; every other
+module (pipeline, gallery, registry enrolment) speaks these types only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+Embedding = npt.NDArray[np.float32]
+"""A 1-D, L2-normalised float32 face embedding."""
+
+
+@dataclass(frozen=True, slots=True)
+class BBox:
+    """Axis-aligned box in pixel coordinates of the analysed image."""
+
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+
+    @property
+    def width(self) -> float:
+        return self.x2 - self.x1
+
+    @property
+    def height(self) -> float:
+        return self.y2 - self.y1
+
+
+@dataclass(frozen=True, slots=True)
+class Detection:
+    """One face found by the detector."""
+
+    bbox: BBox
+    det_score: float
+    # 5 landmarks (eyes, nose, mouth corners) as ((x, y), ...), image pixels.
+    landmarks: tuple[tuple[float, float], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FaceQuality:
+    """Quality of one face for recognition; ``score`` in [0, 1], higher is better."""
+
+    score: float
+    size_px: float
+    blur: float
+    det_score: float
+    frontal: float
+    reasons: tuple[str, ...] = field(default=())
+    """Why the face fails the quality gate; empty when usable."""
+
+    @property
+    def usable(self) -> bool:
+        return not self.reasons
+
+
+@dataclass(frozen=True, slots=True)
+class EnrolledFace:
+    """Exactly one usable face from an enrolment photo."""
+
+    embedding: Embedding
+    quality: FaceQuality
+    detection: Detection
+    model_id: str

@@ -1,0 +1,1 @@
+"""Lintel registry package."""

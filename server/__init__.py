@@ -1,0 +1,1 @@
+"""Lintel server package."""

@@ -1,0 +1,142 @@
+"""Edge <-> server wire schemas: defined once, imported by both sides.
+
+Kept free of server imports (pydantic only) so the edge daemon can import it
+without pulling in SQLAlchemy or FastAPI.
+
+Embeddings travel as base64 of little-endian float32 (``embedding_b64``);
+crops as base64 JPEG (``crop_jpeg_b64``). Registered occupants' faces never
+travel edge -> server: a ``known`` sighting carries only the occupant id, the
+similarity and the time.
+"""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from datetime import datetime
+from typing import Annotated, Literal
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+API_PREFIX = "/api/v1"
+MAX_BATCH = 500
+MAX_CROP_BYTES = 96 * 1024
+MAX_EMBEDDING_DIM = 1024
+
+# Namespace for client-made sighting ids: uuid5(NS, f"{device}/{source}/{start}-{end}")
+SIGHTING_NAMESPACE = uuid.UUID("6f1c1a52-3c0b-4d59-9a47-4c2f0e0d7e11")
+
+
+def encode_embedding(vec: npt.NDArray[np.float32]) -> str:
+    """Base64 of the little-endian float32 bytes of a 1-D vector."""
+    return base64.b64encode(np.asarray(vec, dtype="<f4").tobytes()).decode("ascii")
+
+
+def decode_embedding(text: str) -> npt.NDArray[np.float32]:
+    """Inverse of :func:`encode_embedding`; raises ValueError on bad input."""
+    raw = base64.b64decode(text, validate=True)
+    if len(raw) % 4 or not raw:
+        raise ValueError("embedding is not a whole number of float32 values")
+    vec = np.frombuffer(raw, dtype="<f4").astype(np.float32)
+    if vec.size > MAX_EMBEDDING_DIM:
+        raise ValueError(f"embedding has {vec.size} values, more than {MAX_EMBEDDING_DIM}")
+    if not np.all(np.isfinite(vec)):
+        raise ValueError("embedding holds NaN or infinite values")
+    return vec
+
+
+def sighting_id(device: str, source: str, start_frame: int, end_frame: int) -> uuid.UUID:
+    """Deterministic client id: replaying the same source gives the same ids."""
+    return uuid.uuid5(SIGHTING_NAMESPACE, f"{device}/{source}/{start_frame}-{end_frame}")
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SightingIn(_Wire):
+    """One face track at one entrance, as the edge reports it."""
+
+    id: uuid.UUID = Field(description="Client-made id; a re-sent sighting is not stored twice.")
+    camera: Annotated[str, Field(min_length=1, max_length=64)]
+    started_at: AwareDatetime
+    ended_at: AwareDatetime
+    quality: Annotated[float, Field(ge=0.0, le=1.0)]
+    kind: Literal["known", "unknown"]
+    occupant_id: int | None = None
+    similarity: Annotated[float, Field(ge=-1.0, le=1.0)] | None = None
+    model_id: Annotated[str, Field(max_length=128)] | None = None
+    embedding_b64: Annotated[str, Field(max_length=8192)] | None = None
+    crop_jpeg_b64: Annotated[str, Field(max_length=(MAX_CROP_BYTES * 4) // 3 + 4)] | None = None
+
+    @model_validator(mode="after")
+    def _check_kind(self) -> SightingIn:
+        if self.ended_at < self.started_at:
+            raise ValueError("ended_at is before started_at")
+        if self.kind == "known":
+            if self.occupant_id is None:
+                raise ValueError("a known sighting needs occupant_id")
+            if self.embedding_b64 is not None or self.crop_jpeg_b64 is not None:
+                raise ValueError("a known sighting must not carry a face (embedding or crop)")
+        else:
+            if self.occupant_id is not None:
+                raise ValueError("an unknown sighting has no occupant_id")
+            if self.embedding_b64 is None or self.model_id is None:
+                raise ValueError("an unknown sighting needs embedding_b64 and model_id")
+        return self
+
+
+class SightingBatch(_Wire):
+    sightings: Annotated[list[SightingIn], Field(min_length=1, max_length=MAX_BATCH)]
+
+
+class ItemError(_Wire):
+    index: int
+    id: uuid.UUID | None
+    error: str
+
+
+class SightingBatchResult(_Wire):
+    created: int
+    duplicates: int
+    errors: list[ItemError] = []
+
+
+class GalleryTemplate(_Wire):
+    template_id: int
+    occupant_id: int
+    embedding_b64: str
+
+
+class Gallery(_Wire):
+    """A site's gallery for its edges; ``version`` is also the ETag."""
+
+    site_id: int
+    version: int
+    model_id: str
+    templates: list[GalleryTemplate]
+
+
+class Heartbeat(_Wire):
+    version: str
+    model_id: str | None = None
+    uptime_s: float = 0.0
+    cameras: dict[str, CameraStats] = {}
+    outbox_depth: int = 0
+
+
+class CameraStats(_Wire):
+    state: Literal["starting", "running", "reconnecting", "stalled", "stopped"] = "running"
+    fps: float = 0.0
+    frames: int = 0
+    dropped_frames: int = 0
+
+
+class HeartbeatAck(_Wire):
+    server_time: datetime
+    gallery_version: int
+
+
+Heartbeat.model_rebuild()
