@@ -1,0 +1,243 @@
+"""Face-box tracker: one person walking in is one track, not 40 detections.
+
+Greedy association of detections to live tracks on a score built from the
+IoU with each track's *predicted* box (constant velocity, so faces that move
+fast between sampled frames, or two people crossing, keep their tracks), with
+a fallback on centre distance measured in face sizes for fast movers whose
+boxes no longer overlap. A track ends after ``max_misses`` analysed frames
+without a match. Each track keeps the best ``best_k`` faces by quality, as
+aligned crops taken at detection time, so the frame itself can be dropped.
+
+The tracker is pure bookkeeping (no models), so the benchmark uses the same
+class to cluster a naive baseline's per-frame detections into walk-ins.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field
+
+from edge.types import BBox, Detection, FaceQuality
+
+
+class TrackerConfig(BaseModel):
+    """Tracker settings; counts are in *analysed* frames, not source frames."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    iou_min: float = Field(
+        default=0.2,
+        gt=0,
+        le=1,
+        description="IoU with the predicted box for the same face.",
+    )
+    max_centre_distance: float = Field(
+        default=1.0,
+        ge=0,
+        le=5,
+        description="Fallback match: centre distance in face sizes (box side) to the prediction.",
+    )
+    max_size_ratio: float = Field(
+        default=1.8, ge=1, le=4, description="Largest size change between a track and its next box."
+    )
+    max_misses: int = Field(
+        default=5,
+        ge=0,
+        le=1000,
+        description="Analysed frames without a match before a track ends (5 = ~1 s at 5 fps).",
+    )
+    min_hits: int = Field(
+        default=2,
+        ge=1,
+        le=100,
+        description="Detections a track needs to be reported; 1-hit tracks are mostly "
+        "false positives.",
+    )
+    best_k: int = Field(default=3, ge=1, le=16, description="Best-quality faces kept per track.")
+    velocity_smoothing: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="Weight of the newest step in the velocity EMA.",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class FaceSample:
+    """One usable face of a track, kept for embedding when the track ends."""
+
+    frame_index: int
+    timestamp: float
+    detection: Detection
+    quality: FaceQuality
+    aligned: npt.NDArray[np.uint8]
+    """112x112 BGR crop aligned for the recogniser."""
+    context: npt.NDArray[np.uint8] | None = None
+    """A looser crop around the face for people (the unknown's thumbnail)."""
+
+
+@dataclass(slots=True)
+class Track:
+    """A live or ended track of one face (mutable: the tracker owns it)."""
+
+    track_id: int
+    bbox: BBox
+    start_frame: int
+    end_frame: int
+    started_at: float
+    ended_at: float
+    hits: int = 1
+    misses: int = 0
+    velocity: tuple[float, float] = (0.0, 0.0)
+    """Centre displacement per source frame."""
+    best_quality: float = 0.0
+    faces_offered: int = 0
+    best: list[FaceSample] = field(default_factory=list)
+    boxes: list[tuple[int, BBox]] = field(default_factory=list)
+    """(frame index, box) of every matched detection, for tests and the benchmark."""
+
+    def predicted(self, frame_index: int) -> BBox:
+        """The box moved along the velocity to ``frame_index``."""
+        dt = frame_index - self.end_frame
+        dx, dy = self.velocity[0] * dt, self.velocity[1] * dt
+        b = self.bbox
+        return BBox(b.x1 + dx, b.y1 + dy, b.x2 + dx, b.y2 + dy)
+
+    def offer(self, sample: FaceSample, k: int) -> None:
+        """Keep ``sample`` if it is among the ``k`` best faces so far (by quality score)."""
+        self.faces_offered += 1
+        self.best_quality = max(self.best_quality, sample.quality.score)
+        self.best.append(sample)
+        self.best.sort(key=lambda s: s.quality.score, reverse=True)
+        del self.best[k:]
+
+
+def iou(a: BBox, b: BBox) -> float:
+    """Intersection over union of two boxes (0 when disjoint or degenerate)."""
+    ix = max(0.0, min(a.x2, b.x2) - max(a.x1, b.x1))
+    iy = max(0.0, min(a.y2, b.y2) - max(a.y1, b.y1))
+    inter = ix * iy
+    union = a.width * a.height + b.width * b.height - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _centre(b: BBox) -> tuple[float, float]:
+    return (b.x1 + b.x2) / 2, (b.y1 + b.y2) / 2
+
+
+def _size(b: BBox) -> float:
+    return max(1.0, math.sqrt(max(b.width, 0.0) * max(b.height, 0.0)))
+
+
+class IoUTracker:
+    """Associates per-frame face boxes into tracks; see the module docstring."""
+
+    def __init__(self, config: TrackerConfig | None = None) -> None:
+        self.config = config or TrackerConfig()
+        self._active: list[Track] = []
+        self._next_id = 1
+
+    @property
+    def active(self) -> list[Track]:
+        """Tracks still alive (a copy of the list; the tracks themselves are shared)."""
+        return list(self._active)
+
+    def _score(self, track: Track, box: BBox, frame_index: int) -> float:
+        """Association score (> 0 means admissible; higher is better)."""
+        cfg = self.config
+        pred = track.predicted(frame_index)
+        ratio = _size(box) / _size(pred)
+        if ratio > cfg.max_size_ratio or ratio < 1 / cfg.max_size_ratio:
+            return 0.0
+        overlap = iou(pred, box)
+        if overlap >= cfg.iou_min:
+            return 1.0 + overlap
+        (px, py), (bx, by) = _centre(pred), _centre(box)
+        dist = math.hypot(px - bx, py - by) / max(_size(pred), _size(box))
+        if dist <= cfg.max_centre_distance:
+            # Always ranks below any IoU match; closer is better.
+            return 1.0 - dist / (cfg.max_centre_distance + 1e-9) * 0.999
+        return 0.0
+
+    def update(
+        self, boxes: Sequence[BBox], *, frame_index: int, timestamp: float
+    ) -> tuple[list[Track], list[Track]]:
+        """Associate one analysed frame's boxes.
+
+        Returns ``(tracks, ended)``: the track of each box (same order as
+        ``boxes``; new tracks are started for unmatched boxes) and the tracks
+        that ended because they went ``max_misses`` frames unmatched.
+        """
+        cfg = self.config
+        pairs: list[tuple[float, int, int]] = []
+        for ti, track in enumerate(self._active):
+            for bi, box in enumerate(boxes):
+                s = self._score(track, box, frame_index)
+                if s > 0:
+                    pairs.append((s, ti, bi))
+        pairs.sort(key=lambda p: p[0], reverse=True)
+        owner: list[Track | None] = [None] * len(boxes)
+        matched_tracks: set[int] = set()
+        for _, ti, bi in pairs:
+            if ti in matched_tracks or owner[bi] is not None:
+                continue
+            matched_tracks.add(ti)
+            owner[bi] = self._active[ti]
+            self._extend(self._active[ti], boxes[bi], frame_index, timestamp)
+
+        ended: list[Track] = []
+        still: list[Track] = []
+        for ti, track in enumerate(self._active):
+            if ti not in matched_tracks:
+                track.misses += 1
+                if track.misses > cfg.max_misses:
+                    ended.append(track)
+                    continue
+            still.append(track)
+        self._active = still
+
+        result: list[Track] = []
+        for bi, box in enumerate(boxes):
+            found = owner[bi]
+            if found is None:
+                found = Track(
+                    track_id=self._next_id,
+                    bbox=box,
+                    start_frame=frame_index,
+                    end_frame=frame_index,
+                    started_at=timestamp,
+                    ended_at=timestamp,
+                )
+                found.boxes.append((frame_index, box))
+                self._next_id += 1
+                self._active.append(found)
+            result.append(found)
+        return result, ended
+
+    def _extend(self, track: Track, box: BBox, frame_index: int, timestamp: float) -> None:
+        dt = frame_index - track.end_frame
+        if dt > 0:
+            (ox, oy), (nx, ny) = _centre(track.bbox), _centre(box)
+            w = self.config.velocity_smoothing if track.hits > 1 else 1.0
+            vx = (nx - ox) / dt
+            vy = (ny - oy) / dt
+            track.velocity = (
+                w * vx + (1 - w) * track.velocity[0],
+                w * vy + (1 - w) * track.velocity[1],
+            )
+        track.bbox = box
+        track.end_frame = frame_index
+        track.ended_at = timestamp
+        track.hits += 1
+        track.misses = 0
+        track.boxes.append((frame_index, box))
+
+    def flush(self) -> list[Track]:
+        """End every live track (end of stream)."""
+        ended, self._active = self._active, []
+        return ended
