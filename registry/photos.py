@@ -1,0 +1,253 @@
+"""Photo sources: a folder or a zip archive, both refusing anything unsafe.
+
+A row's 照片 cell names a file *inside* the source. Names that try to leave it
+(absolute paths, ``..``, drive letters) are refused per row. A zip archive is
+checked as a whole when opened, before any byte is inflated: an entry that
+escapes the archive root or is a symlink, too many entries, a declared size
+above the per-file cap, a compression ratio typical of zip bombs, or a total
+uncompressed size above the cap make the whole archive an
+:class:`~registry.errors.UnsafeArchiveError`. Reads are capped again at the
+declared size, so a header that lies about its size cannot inflate further.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import posixpath
+import stat
+import unicodedata
+import zipfile
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Protocol
+
+from registry.errors import InputError, PhotoError, UnsafeArchiveError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class PhotoLimits:
+    """Caps for photo sources; the defaults fit 10,000+ phone photos."""
+
+    max_photo_bytes: int = 15 * 1024 * 1024
+    max_entries: int = 200_000
+    max_total_bytes: int = 8 * 1024 * 1024 * 1024
+    # Photos (JPEG/PNG) hardly compress; a ratio like this is a zip bomb.
+    max_ratio: float = 50.0
+    # Below this size ratios are meaningless (a tiny text file compresses well).
+    ratio_min_bytes: int = 64 * 1024
+
+
+class PhotoSource(Protocol):
+    """Where rows' photos come from; ``read`` raises PhotoError for one bad name."""
+
+    description: str
+
+    def read(self, name: str) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
+def clean_name(name: str) -> str:
+    """Validate a photo name from a row: a relative path that stays inside the source."""
+    value = unicodedata.normalize("NFC", name.strip()).replace("\\", "/")
+    while value.startswith("./"):
+        value = value[2:]
+    if not value:
+        raise PhotoError("photo name is empty")
+    if value.startswith("/") or (len(value) > 1 and value[1] == ":"):
+        raise PhotoError(f"photo {name!r} is an absolute path; give a name inside --photos")
+    parts = PurePosixPath(value).parts
+    if ".." in parts:
+        raise PhotoError(f"photo {name!r} points outside the photo folder ('..')")
+    return posixpath.normpath(value)
+
+
+def _index_key(name: str) -> str:
+    return unicodedata.normalize("NFC", name).casefold()
+
+
+class _Index:
+    """Exact, case-insensitive and base-name lookup over relative paths."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.exact = set(names)
+        self.folded: dict[str, list[str]] = defaultdict(list)
+        self.base: dict[str, list[str]] = defaultdict(list)
+        for n in names:
+            self.folded[_index_key(n)].append(n)
+            self.base[_index_key(posixpath.basename(n))].append(n)
+
+    def find(self, wanted: str) -> str:
+        if wanted in self.exact:
+            return wanted
+        for table, key in (
+            (self.folded, _index_key(wanted)),
+            (self.base, _index_key(posixpath.basename(wanted))),
+        ):
+            hits = table.get(key, [])
+            if len(hits) == 1:
+                return hits[0]
+            if len(hits) > 1:
+                raise PhotoError(
+                    f"photo {wanted!r} is ambiguous: {len(hits)} files match "
+                    f"({', '.join(sorted(hits)[:3])}); give the path"
+                )
+        raise PhotoError(f"photo {wanted!r} not found")
+
+
+class FolderSource:
+    """Photos under one folder; symlinks that lead outside it are refused."""
+
+    def __init__(self, root: Path, limits: PhotoLimits | None = None) -> None:
+        if not root.is_dir():
+            raise InputError(f"photo folder {root} does not exist")
+        self.root = root.resolve()
+        self.limits = limits or PhotoLimits()
+        self.description = str(root)
+        self._index: _Index | None = None
+
+    def _lookup(self, wanted: str) -> Path:
+        direct = self.root / wanted
+        if direct.is_file():
+            return direct
+        if self._index is None:
+            names: list[str] = []
+            for dirpath, _dirs, files in os.walk(self.root):
+                rel = Path(dirpath).relative_to(self.root)
+                names.extend((rel / f).as_posix() for f in files)
+                if len(names) > self.limits.max_entries:
+                    raise InputError(
+                        f"photo folder {self.root} holds more than {self.limits.max_entries} files"
+                    )
+            self._index = _Index(names)
+        return self.root / self._index.find(wanted)
+
+    def read(self, name: str) -> bytes:
+        path = self._lookup(clean_name(name))
+        resolved = path.resolve()
+        if not resolved.is_relative_to(self.root):
+            raise PhotoError(f"photo {name!r} is a link that leads outside the photo folder")
+        size = resolved.stat().st_size
+        if size > self.limits.max_photo_bytes:
+            raise PhotoError(
+                f"photo {name!r} is {size // 1024} KiB, more than "
+                f"{self.limits.max_photo_bytes // 1024} KiB"
+            )
+        return resolved.read_bytes()
+
+    def close(self) -> None:
+        return None
+
+
+def _entry_name(info: zipfile.ZipInfo) -> str:
+    """The entry's real name: zips from Chinese Windows store GBK without the UTF-8 flag."""
+    name = info.filename
+    if not info.flag_bits & 0x800:
+        try:
+            raw = name.encode("cp437")
+        except UnicodeEncodeError:
+            return name
+        for encoding in ("utf-8", "gb18030"):
+            try:
+                return raw.decode(encoding)
+            except UnicodeDecodeError:
+                continue
+    return name
+
+
+def _unsafe_entry(name: str) -> bool:
+    value = name.replace("\\", "/")
+    return (
+        value.startswith("/")
+        or (len(value) > 1 and value[1] == ":")
+        or ".." in PurePosixPath(value).parts
+    )
+
+
+class ZipSource:
+    """Photos inside a zip archive, checked as a whole before anything is inflated."""
+
+    def __init__(self, path: Path, limits: PhotoLimits | None = None) -> None:
+        self.limits = limits or PhotoLimits()
+        self.description = str(path)
+        try:
+            self._zip = zipfile.ZipFile(path)
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise InputError(f"photo archive {path}: not a readable zip ({exc})") from None
+        try:
+            self._entries = self._check(path)
+        except BaseException:
+            self._zip.close()
+            raise
+        self._index = _Index(list(self._entries))
+
+    def _check(self, path: Path) -> dict[str, zipfile.ZipInfo]:
+        lim = self.limits
+        infos = self._zip.infolist()
+        if len(infos) > lim.max_entries:
+            raise UnsafeArchiveError(
+                f"photo archive {path} has {len(infos)} entries, more than {lim.max_entries}"
+            )
+        entries: dict[str, zipfile.ZipInfo] = {}
+        total = 0
+        for info in infos:
+            name = _entry_name(info)
+            if _unsafe_entry(name):
+                raise UnsafeArchiveError(
+                    f"photo archive {path} is refused: entry {name!r} points outside the archive"
+                )
+            if stat.S_ISLNK(info.external_attr >> 16):
+                raise UnsafeArchiveError(
+                    f"photo archive {path} is refused: entry {name!r} is a symbolic link"
+                )
+            if info.is_dir():
+                continue
+            if info.file_size > lim.max_photo_bytes:
+                raise UnsafeArchiveError(
+                    f"photo archive {path} is refused: entry {name!r} would inflate to "
+                    f"{info.file_size} bytes, more than {lim.max_photo_bytes}"
+                )
+            ratio = info.file_size / max(info.compress_size, 1)
+            if info.file_size >= lim.ratio_min_bytes and ratio > lim.max_ratio:
+                raise UnsafeArchiveError(
+                    f"photo archive {path} is refused: entry {name!r} has a compression ratio "
+                    f"of {ratio:.0f}:1 (a zip bomb?)"
+                )
+            total += info.file_size
+            if total > lim.max_total_bytes:
+                raise UnsafeArchiveError(
+                    f"photo archive {path} is refused: it would inflate to more than "
+                    f"{lim.max_total_bytes} bytes"
+                )
+            entries[posixpath.normpath(name.replace("\\", "/"))] = info
+        return entries
+
+    def read(self, name: str) -> bytes:
+        info = self._entries[self._index.find(clean_name(name))]
+        try:
+            with self._zip.open(info) as handle:
+                # Never trust the header: read one byte past the declared size.
+                data = handle.read(info.file_size + 1)
+        except (zipfile.BadZipFile, OSError, RuntimeError) as exc:
+            raise PhotoError(f"photo {name!r} cannot be read from the archive ({exc})") from None
+        if len(data) > info.file_size:
+            raise PhotoError(f"photo {name!r} is larger than its archive header says")
+        return data
+
+    def close(self) -> None:
+        self._zip.close()
+
+
+def open_photos(path: Path, limits: PhotoLimits | None = None) -> PhotoSource:
+    """A folder or a ``.zip`` file as a photo source."""
+    if path.is_dir():
+        return FolderSource(path, limits)
+    if path.is_file() and zipfile.is_zipfile(path):
+        return ZipSource(path, limits)
+    if not path.exists():
+        raise InputError(f"photos: {path} does not exist")
+    raise InputError(f"photos: {path} is neither a folder nor a zip archive")

@@ -1,0 +1,170 @@
+"""Read a registry file (CSV in UTF-8/UTF-8-BOM/UTF-16/GBK/GB18030, or XLSX).
+
+Output is a :class:`Sheet`: the mapped columns and :class:`RawRow` objects whose
+``number`` is the row number the user sees in Excel, so every report line can
+point at the right row. Rows whose first cell starts with ``#`` are comments
+(the template documents its columns that way); blank rows are skipped.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime, time
+from pathlib import Path
+
+from registry.columns import map_headers
+from registry.errors import InputError
+
+log = logging.getLogger(__name__)
+
+CellValue = str | int | float | date | datetime | None
+MAX_ROWS = 200_000
+MAX_FILE_BYTES = 200 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class RawRow:
+    """One data row: ``number`` as Excel shows it, ``cells`` keyed by column key."""
+
+    number: int
+    cells: Mapping[str, CellValue]
+
+    def text(self, key: str) -> str:
+        """The cell as trimmed text ('' when absent or empty)."""
+        return cell_text(self.cells.get(key))
+
+
+@dataclass(frozen=True, slots=True)
+class Sheet:
+    source: str
+    encoding: str | None
+    columns: Mapping[str, str]
+    """Column key -> header as written in the file."""
+    rows: tuple[RawRow, ...]
+    ignored_headers: tuple[str, ...]
+
+
+def cell_text(value: CellValue) -> str:
+    """Text of a cell; integral floats lose their '.0' (Excel numbers), dates are ISO."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float):
+        if value.is_integer() and abs(value) < 2**53:
+            return str(int(value))
+        return repr(value)
+    if isinstance(value, datetime):
+        return value.date().isoformat() if value.time() == time() else value.isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    return str(value).strip()
+
+
+def decode_csv_bytes(data: bytes) -> tuple[str, str]:
+    """Decode CSV bytes: BOMs first, then strict UTF-8, then GB18030 (a superset of GBK).
+
+    Returns ``(text, encoding name)``; raises InputError when nothing fits.
+    """
+    if data.startswith(codecs.BOM_UTF8):
+        return data[len(codecs.BOM_UTF8) :].decode("utf-8", errors="strict"), "utf-8-sig"
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        # Excel's "Unicode text" export.
+        return data.decode("utf-16"), "utf-16"
+    for encoding in ("utf-8", "gb18030"):
+        try:
+            return data.decode(encoding, errors="strict"), encoding
+        except UnicodeDecodeError:
+            continue
+    raise InputError("the file is neither UTF-8 nor GBK/GB18030 text; save it as CSV UTF-8")
+
+
+def _sniff_delimiter(text: str) -> str:
+    sample = "\n".join(line for line in text.splitlines()[:20] if not line.startswith("#"))
+    counts = {d: sample.count(d) for d in (",", "\t", ";")}
+    best = max(counts, key=lambda d: counts[d])
+    return best if counts[best] else ","
+
+
+def _is_comment(values: Iterable[CellValue]) -> bool:
+    for value in values:
+        text = cell_text(value)
+        if text:
+            return text.startswith("#")
+    return False
+
+
+def _build(source: str, encoding: str | None, records: Iterable[list[CellValue]]) -> Sheet:
+    header: list[str] | None = None
+    mapping: dict[int, str] = {}
+    ignored: tuple[str, ...] = ()
+    rows: list[RawRow] = []
+    for number, values in enumerate(records, start=1):
+        if not any(cell_text(v) for v in values) or _is_comment(values):
+            continue
+        if header is None:
+            header = [cell_text(v) for v in values]
+            mapping, ignored = map_headers(header)
+            continue
+        if len(rows) >= MAX_ROWS:
+            raise InputError(f"more than {MAX_ROWS} rows; split the file")
+        cells = {key: values[i] for i, key in mapping.items() if i < len(values)}
+        rows.append(RawRow(number=number, cells=cells))
+    if header is None:
+        raise InputError(f"{source}: the file is empty (no header row)")
+    columns = {key: header[i] for i, key in mapping.items()}
+    return Sheet(source, encoding, columns, tuple(rows), ignored)
+
+
+def read_csv_bytes(data: bytes, source: str = "<csv>") -> Sheet:
+    """Parse CSV bytes (see :func:`decode_csv_bytes` for the encodings)."""
+    text, encoding = decode_csv_bytes(data)
+    try:
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter=_sniff_delimiter(text))
+        records: list[list[CellValue]] = [list(r) for r in reader]
+    except csv.Error as exc:
+        raise InputError(f"{source}: not a valid CSV file ({exc})") from None
+    return _build(source, encoding, records)
+
+
+def read_xlsx(path: Path) -> Sheet:
+    """Read the first worksheet of an XLSX workbook (values, not formulas)."""
+    import zipfile
+
+    from openpyxl import load_workbook
+
+    try:
+        workbook = load_workbook(path, read_only=True, data_only=True)
+    except (zipfile.BadZipFile, KeyError, OSError, ValueError) as exc:
+        raise InputError(f"{path}: not a readable XLSX workbook ({exc})") from None
+    try:
+        sheet = workbook.worksheets[0]
+        records = (list(r) for r in sheet.iter_rows(values_only=True))
+        return _build(str(path), None, records)
+    finally:
+        workbook.close()
+
+
+def read_registry(path: Path) -> Sheet:
+    """Read a registry file by extension (.csv/.txt/.tsv or .xlsx/.xlsm)."""
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    if path.stat().st_size > MAX_FILE_BYTES:
+        raise InputError(f"{path}: larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB")
+    suffix = path.suffix.lower()
+    if suffix in (".xlsx", ".xlsm"):
+        sheet = read_xlsx(path)
+    elif suffix in (".csv", ".txt", ".tsv"):
+        sheet = read_csv_bytes(path.read_bytes(), str(path))
+    elif suffix == ".xls":
+        raise InputError(f"{path}: old .xls workbooks are not supported; save as .xlsx or CSV")
+    else:
+        raise InputError(f"{path}: unknown file type {suffix!r}; use .csv or .xlsx")
+    if sheet.ignored_headers:
+        log.warning("ignoring unknown columns: %s", ", ".join(sheet.ignored_headers))
+    return sheet

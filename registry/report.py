@@ -1,0 +1,114 @@
+"""The import report: every bad row, and the summary counts.
+
+Printed to the terminal and, with ``--report FILE``, written as CSV (UTF-8
+with BOM, so Excel opens it with the Chinese intact) or JSON, by extension.
+Row numbers are those Excel shows; ID numbers never appear in a report.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from registry.errors import InputError
+
+
+@dataclass(frozen=True, slots=True)
+class RowIssue:
+    """One problem with one row: ``reason`` is a stable code, ``message`` is for people."""
+
+    row: int
+    column: str
+    reason: str
+    message: str
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    moved_out: int = 0
+    failed: int = 0
+
+
+@dataclass(slots=True)
+class ImportReport:
+    """What an import did (or, with ``dry_run``, would do)."""
+
+    source: str
+    site: str
+    rows: int = 0
+    dry_run: bool = False
+    partial: bool = False
+    written: bool = False
+    summary: Summary = field(default_factory=Summary)
+    issues: list[RowIssue] = field(default_factory=list)
+    enrolled_photos: int = 0
+
+    @property
+    def failed_rows(self) -> int:
+        return len({i.row for i in self.issues})
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "source": self.source,
+            "site": self.site,
+            "rows": self.rows,
+            "dry_run": self.dry_run,
+            "partial": self.partial,
+            "written": self.written,
+            "enrolled_photos": self.enrolled_photos,
+            "summary": asdict(self.summary),
+            "issues": [asdict(i) for i in sorted(self.issues, key=_order)],
+        }
+
+    def render_text(self, max_issues: int = 200) -> str:
+        """The human summary printed at the end of an import."""
+        out = io.StringIO()
+        issues = sorted(self.issues, key=_order)
+        for issue in issues[:max_issues]:
+            who = f" ({issue.name})" if issue.name else ""
+            out.write(f"row {issue.row}{who}, {issue.column}: {issue.message} [{issue.reason}]\n")
+        if len(issues) > max_issues:
+            out.write(f"... and {len(issues) - max_issues} more (see --report FILE)\n")
+        s = self.summary
+        mode = (
+            "dry run, nothing written"
+            if self.dry_run
+            else ("written" if self.written else "nothing written")
+        )
+        out.write(
+            f"{self.source} -> site {self.site!r}: {self.rows} rows; "
+            f"created {s.created}, updated {s.updated}, unchanged {s.unchanged}, "
+            f"moved out {s.moved_out}, failed {s.failed} ({mode})\n"
+        )
+        if issues and not self.written and not self.dry_run and not self.partial:
+            out.write(
+                "All or nothing: fix the rows above and import again, "
+                "or use --partial to import the good rows.\n"
+            )
+        return out.getvalue()
+
+    def write(self, path: Path) -> None:
+        """Write the report as ``.csv`` or ``.json`` (chosen by the extension)."""
+        suffix = path.suffix.lower()
+        if suffix == ".json":
+            text = json.dumps(self.to_dict(), ensure_ascii=False, indent=2) + "\n"
+            path.write_text(text, encoding="utf-8")
+        elif suffix == ".csv":
+            with path.open("w", encoding="utf-8-sig", newline="") as handle:
+                writer = csv.writer(handle)
+                writer.writerow(["row", "column", "reason", "message", "name"])
+                for i in sorted(self.issues, key=_order):
+                    writer.writerow([i.row, i.column, i.reason, i.message, i.name])
+        else:
+            raise InputError(f"--report {path}: use a .csv or .json file name")
+
+
+def _order(issue: RowIssue) -> tuple[int, str]:
+    return (issue.row, issue.column)
