@@ -1,0 +1,160 @@
+"""Photo sources: folder and zip, path traversal and zip bombs refused."""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from registry.errors import InputError, PhotoError, UnsafeArchiveError
+from registry.photos import FolderSource, PhotoLimits, ZipSource, clean_name, open_photos
+
+
+@pytest.mark.parametrize("name", ["../etc/passwd", "a/../../b.jpg", "/etc/passwd", "C:\\x.jpg"])
+def test_names_leaving_the_source_are_refused(name: str) -> None:
+    with pytest.raises(PhotoError):
+        clean_name(name)
+
+
+def test_clean_names() -> None:
+    assert clean_name("./photos\\a.jpg") == "photos/a.jpg"
+    assert clean_name("a/./b.jpg") == "a/b.jpg"
+
+
+def test_folder_lookup(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "张三.JPG").write_bytes(b"z")
+    (tmp_path / "a.jpg").write_bytes(b"a")
+    source = open_photos(tmp_path)
+    assert source.read("a.jpg") == b"a"
+    assert source.read("sub/张三.JPG") == b"z"
+    assert source.read("张三.jpg") == b"z"  # by base name, case-insensitive
+    with pytest.raises(PhotoError, match="not found"):
+        source.read("nobody.jpg")
+    with pytest.raises(PhotoError, match="outside"):
+        source.read("../a.jpg")
+
+
+def test_folder_ambiguous_base_name(tmp_path: Path) -> None:
+    for sub in ("x", "y"):
+        (tmp_path / sub).mkdir()
+        (tmp_path / sub / "a.jpg").write_bytes(b"a")
+    with pytest.raises(PhotoError, match="ambiguous"):
+        FolderSource(tmp_path).read("a.jpg")
+    assert FolderSource(tmp_path).read("x/a.jpg") == b"a"
+
+
+def test_folder_symlink_escape(tmp_path: Path) -> None:
+    secret = tmp_path / "secret.jpg"
+    secret.write_bytes(b"s")
+    root = tmp_path / "photos"
+    root.mkdir()
+    os.symlink(secret, root / "link.jpg")
+    with pytest.raises(PhotoError, match="outside"):
+        FolderSource(root).read("link.jpg")
+
+
+def test_folder_size_limit(tmp_path: Path) -> None:
+    (tmp_path / "big.jpg").write_bytes(b"x" * 2048)
+    with pytest.raises(PhotoError, match="KiB"):
+        FolderSource(tmp_path, PhotoLimits(max_photo_bytes=1024)).read("big.jpg")
+
+
+def _zip(path: Path, entries: dict[str, bytes], method: int = zipfile.ZIP_STORED) -> Path:
+    with zipfile.ZipFile(path, "w", compression=method) as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+    return path
+
+
+def test_zip_lookup_with_top_folder(tmp_path: Path) -> None:
+    path = _zip(tmp_path / "p.zip", {"photos/a.jpg": b"a", "photos/b/c.png": b"c"})
+    source = open_photos(path)
+    try:
+        assert source.read("a.jpg") == b"a"
+        assert source.read("photos/b/c.png") == b"c"
+        assert source.read("c.png") == b"c"
+        with pytest.raises(PhotoError, match="not found"):
+            source.read("d.jpg")
+        with pytest.raises(PhotoError, match="outside"):
+            source.read("../a.jpg")
+    finally:
+        source.close()
+
+
+@pytest.mark.parametrize("name", ["../evil.jpg", "photos/../../evil.jpg", "/abs.jpg"])
+def test_zip_with_traversal_entry_is_refused(tmp_path: Path, name: str) -> None:
+    path = _zip(tmp_path / "p.zip", {"ok.jpg": b"a", name: b"x"})
+    with pytest.raises(UnsafeArchiveError, match="outside the archive"):
+        ZipSource(path)
+
+
+def test_zip_with_symlink_entry_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "p.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        info = zipfile.ZipInfo("link.jpg")
+        info.external_attr = (0o120777 << 16) | 0
+        archive.writestr(info, "/etc/passwd")
+    with pytest.raises(UnsafeArchiveError, match="symbolic link"):
+        ZipSource(path)
+
+
+def test_zip_bomb_by_ratio_is_refused(tmp_path: Path) -> None:
+    # 5 MiB of zeros deflate to ~5 KiB: ratio ~1000:1, far beyond any photo.
+    path = _zip(tmp_path / "bomb.zip", {"a.jpg": bytes(5 * 1024 * 1024)}, zipfile.ZIP_DEFLATED)
+    assert path.stat().st_size < 64 * 1024
+    with pytest.raises(UnsafeArchiveError, match="ratio"):
+        ZipSource(path)
+
+
+def test_zip_declared_sizes_over_caps_are_refused(tmp_path: Path) -> None:
+    big = os.urandom(300 * 1024)
+    path = _zip(tmp_path / "p.zip", {"a.jpg": big, "b.jpg": big})
+    with pytest.raises(UnsafeArchiveError, match="inflate to"):
+        ZipSource(path, PhotoLimits(max_photo_bytes=200 * 1024))
+    with pytest.raises(UnsafeArchiveError, match="more than"):
+        ZipSource(path, PhotoLimits(max_total_bytes=500 * 1024))
+    with pytest.raises(UnsafeArchiveError, match="entries"):
+        ZipSource(path, PhotoLimits(max_entries=1))
+    ZipSource(path).close()  # fine with the default limits
+
+
+def test_zip_lying_header_cannot_inflate_further(tmp_path: Path) -> None:
+    data = os.urandom(4096)
+    path = _zip(tmp_path / "p.zip", {"a.jpg": data}, zipfile.ZIP_DEFLATED)
+    raw = bytearray(path.read_bytes())
+    # Shrink the declared size in the central directory (what ZipFile trusts).
+    cd = raw.rfind(b"PK\x01\x02")
+    raw[cd + 24 : cd + 28] = (100).to_bytes(4, "little")
+    path.write_bytes(bytes(raw))
+    source = ZipSource(path)
+    try:
+        with pytest.raises(PhotoError):
+            source.read("a.jpg")
+    finally:
+        source.close()
+
+
+def test_zip_gbk_names_from_chinese_windows(tmp_path: Path) -> None:
+    path = tmp_path / "p.zip"
+    gbk = "张三.jpg".encode("gbk")
+    placeholder = b"X" * (len(gbk) - 4) + b".jpg"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr(placeholder.decode(), b"z")
+    # What a Chinese Windows zip tool writes: GBK bytes, no UTF-8 flag.
+    path.write_bytes(path.read_bytes().replace(placeholder, gbk))
+    source = ZipSource(path)
+    try:
+        assert source.read("张三.jpg") == b"z"
+    finally:
+        source.close()
+
+
+def test_not_a_zip_or_folder(tmp_path: Path) -> None:
+    (tmp_path / "x.zip").write_bytes(b"nope")
+    with pytest.raises(InputError):
+        open_photos(tmp_path / "x.zip")
+    with pytest.raises(InputError):
+        open_photos(tmp_path / "missing")

@@ -1,0 +1,145 @@
+"""Reading registry files: encodings, XLSX, Chinese and English headers, row numbers."""
+
+from __future__ import annotations
+
+import codecs
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from openpyxl import Workbook
+
+from registry.errors import InputError
+from registry.reader import read_csv_bytes, read_registry
+from registry.template import write_template
+from registry.validate import validate_sheet
+
+SECRET = b"test-secret-0123456789"
+ZH_CSV = (
+    "姓名,证件号码,手机,地址或房号,身份,入住日期,照片\n"
+    "张三,11010519491231002X,13812345678,三幢二单元1203室,业主,2024-03-01,a.jpg\n"
+)
+EN_CSV = (
+    "Name,ID_Number,Phone,Address,Role,Move_In,Photo,External_ID\n"
+    "Zhang San,,138 1234 5678,3-2-1203,owner,2024/3/1,a.jpg,P1\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("data", "encoding"),
+    [
+        (ZH_CSV.encode("gbk"), "gb18030"),
+        (ZH_CSV.encode("gb18030"), "gb18030"),
+        (ZH_CSV.encode("utf-8"), "utf-8"),
+        (codecs.BOM_UTF8 + ZH_CSV.encode("utf-8"), "utf-8-sig"),
+        (ZH_CSV.encode("utf-16"), "utf-16"),
+    ],
+)
+def test_csv_encodings(data: bytes, encoding: str) -> None:
+    sheet = read_csv_bytes(data)
+    assert sheet.encoding == encoding
+    assert sheet.columns["name"] == "姓名"
+    assert sheet.rows[0].text("name") == "张三"
+    assert sheet.rows[0].text("address") == "三幢二单元1203室"
+
+
+def test_gbk_file_on_disk(tmp_path: Path) -> None:
+    path = tmp_path / "住户.csv"
+    path.write_bytes(ZH_CSV.replace(",", "\t").encode("gbk"))  # tab-separated works too
+    sheet = read_registry(path)
+    validated = validate_sheet(sheet, SECRET)
+    assert not validated.issues
+    (record,) = validated.records
+    assert record.name == "张三"
+    assert record.unit.key == "3-2-1203"
+
+
+def test_english_headers_map_to_the_same_keys() -> None:
+    zh = read_csv_bytes(ZH_CSV.encode())
+    en = read_csv_bytes(EN_CSV.encode())
+    assert set(zh.columns) | {"external_id"} == set(en.columns) | {"id_number"}
+    en_record = validate_sheet(en, SECRET).records[0]
+    zh_record = validate_sheet(zh, SECRET).records[0]
+    assert en_record.unit == zh_record.unit
+    assert en_record.role == zh_record.role
+    assert en_record.phone == zh_record.phone == "+8613812345678"
+
+
+def test_row_numbers_are_what_excel_shows() -> None:
+    text = (
+        "# a comment\n\n姓名,外部编号,地址,身份\n张三,1,3-2-1203,业主\n,,,\n李四,2,3-2-1204,租户\n"
+    )
+    sheet = read_csv_bytes(text.encode())
+    assert [r.number for r in sheet.rows] == [4, 6]
+
+
+def test_missing_columns_name_what_is_missing() -> None:
+    with pytest.raises(InputError, match="身份/role") as info:
+        read_csv_bytes("姓名,地址,证件号码\n张三,3-2-1203,x\n".encode())
+    assert "'姓名'" in str(info.value)  # the headers found are listed
+
+
+def test_duplicate_column_is_an_input_error() -> None:
+    with pytest.raises(InputError, match="both mean"):
+        read_csv_bytes("姓名,name,地址,身份,外部编号\n".encode())
+
+
+def test_undecodable_bytes() -> None:
+    with pytest.raises(InputError, match="UTF-8"):
+        read_csv_bytes(b"\x81\x20\xff\xfe\x00" * 10)
+
+
+def test_unknown_extension_and_xls(tmp_path: Path) -> None:
+    for name in ("a.xls", "a.pdf"):
+        (tmp_path / name).write_bytes(b"x")
+        with pytest.raises(InputError):
+            read_registry(tmp_path / name)
+    with pytest.raises(InputError, match="no such file"):
+        read_registry(tmp_path / "missing.csv")
+
+
+def test_xlsx_with_typed_cells(tmp_path: Path) -> None:
+    workbook = Workbook()
+    sheet = workbook.active
+    sheet.append(["姓名 name", "证件号码", "手机", "楼栋", "单元", "房号", "身份", "入住日期"])
+    sheet.append(
+        ["张三", "11010519491231002X", 13812345678, "3号楼", 2, 1203, "业主", datetime(2024, 3, 1)]
+    )
+    # An 18-digit ID typed as a number: Excel keeps 15 significant digits.
+    sheet.append(["李四", 110105194912310020, 13912345678.0, 3, 2, 1203, "家属", None])
+    path = tmp_path / "reg.xlsx"
+    workbook.save(path)
+    validated = validate_sheet(read_registry(path), SECRET)
+    (record,) = validated.records
+    assert record.unit.key == "3-2-1203"
+    assert record.phone == "+8613812345678"
+    assert str(record.move_in) == "2024-03-01"
+    (issue,) = validated.issues
+    assert (issue.row, issue.column, issue.reason) == (3, "证件号码", "bad_id_number")
+
+
+def test_broken_xlsx(tmp_path: Path) -> None:
+    path = tmp_path / "broken.xlsx"
+    path.write_bytes(b"PK\x03\x04 not really")
+    with pytest.raises(InputError, match="XLSX"):
+        read_registry(path)
+
+
+@pytest.mark.parametrize("name", ["template.csv", "template.xlsx"])
+def test_template_round_trips_every_column(tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    write_template(path)
+    sheet = read_registry(path)
+    assert len(sheet.columns) == 11
+    validated = validate_sheet(sheet, SECRET)
+    assert not validated.issues
+    # Its two examples are one unit written two ways.
+    assert {r.unit.key for r in validated.records} == {"3-2-1203"}
+    with pytest.raises(InputError, match="exists"):
+        write_template(path)
+
+
+def test_english_template(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    write_template(path, lang="en")
+    assert set(read_registry(path).columns.values()) >= {"name", "id_number", "photo"}
