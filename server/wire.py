@@ -108,6 +108,8 @@ class GalleryTemplate(_Wire):
     template_id: int
     occupant_id: int
     embedding_b64: str
+    # Which recogniser made the embedding; an edge refuses templates of another model.
+    model_id: str | None = None
 
 
 class Gallery(_Wire):

@@ -1,0 +1,226 @@
+"""``lintel-server``: run the server and administer it from a shell.
+
+Every command reads the same ``LINTEL_*`` settings as the server, so
+``LINTEL_DATABASE_URL=postgresql+psycopg://... lintel-server device add ...``
+works against the production database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lintel-server", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="count", default=0)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="serve the API with uvicorn")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--workers", type=int, default=1)
+
+    p = sub.add_parser("db", help="database schema")
+    dbsub = p.add_subparsers(dest="db_command", required=True)
+    dbsub.add_parser("upgrade", help="migrate to the newest schema")
+    dbsub.add_parser("current", help="print the schema revision")
+
+    p = sub.add_parser("site", help="sites")
+    sitesub = p.add_subparsers(dest="site_command", required=True)
+    q = sitesub.add_parser("add", help="create a site")
+    q.add_argument("name")
+    q.add_argument("--model-id", default=None, help="recognition model id (default: settings)")
+    q.add_argument("--json", action="store_true")
+    sitesub.add_parser("list", help="list sites")
+
+    p = sub.add_parser("device", help="edge devices")
+    devsub = p.add_subparsers(dest="device_command", required=True)
+    q = devsub.add_parser("add", help="register a device; prints its token once")
+    q.add_argument("--site", required=True, help="site name or id")
+    q.add_argument("--name", required=True)
+    q.add_argument("--json", action="store_true", help='print {"device_id", "token"}')
+
+    p = sub.add_parser("user", help="users")
+    usersub = p.add_subparsers(dest="user_command", required=True)
+    q = usersub.add_parser("add", help="create a user and an API token")
+    q.add_argument("username")
+    q.add_argument("--role", required=True, choices=["admin", "manager", "viewer"])
+    q.add_argument("--site", action="append", default=[], help="site name or id (repeatable)")
+    q.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    q.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("stats", help="counts per site")
+    p.add_argument("--site", default=None, help="site name or id (default: all)")
+    p.add_argument("--json", action="store_true")
+    return parser
+
+
+def _out(text: str) -> None:
+    sys.stdout.write(text + "\n")
+
+
+def _emit(data: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        _out(json.dumps(data, sort_keys=True))
+    else:
+        for key, value in data.items():
+            _out(f"{key}: {value}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING - 10 * min(args.verbose, 2),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    from server.errors import LintelError
+    from server.settings import Settings
+
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        sys.stderr.write(f"lintel-server: bad settings: {exc}\n")
+        return 2
+    try:
+        return _dispatch(args, settings)
+    except LintelError as exc:
+        sys.stderr.write(f"lintel-server: error: {exc.detail}\n")
+        return 1
+
+
+def _dispatch(args: argparse.Namespace, settings: Any) -> int:
+    if args.command == "run":
+        return _run(args, settings)
+
+    from server.db import (
+        current_revision,
+        make_engine,
+        make_session_factory,
+        session_scope,
+        upgrade,
+    )
+
+    engine = make_engine(settings.sqlalchemy_url)
+    try:
+        if args.command == "db":
+            if args.db_command == "upgrade":
+                upgrade(engine)
+            _out(f"revision: {current_revision(engine)}")
+            return 0
+        upgrade(engine)  # admin commands on a fresh install just work
+        with session_scope(make_session_factory(engine)) as session:
+            return _admin(args, settings, session)
+    finally:
+        engine.dispose()
+
+
+def _admin(args: argparse.Namespace, settings: Any, session: Any) -> int:
+    from server.audit.service import record
+    from server.devices.service import create_device
+    from server.sites.service import create_site, list_sites, resolve_site
+    from server.stats import site_stats
+    from server.users.service import create_api_token, create_user
+
+    if args.command == "site":
+        if args.site_command == "add":
+            site = create_site(
+                session=session, name=args.name, model_id=args.model_id or settings.default_model_id
+            )
+            record(
+                session=session,
+                actor="cli",
+                action="site.add",
+                object_type="site",
+                object_id=site.id,
+                site_id=site.id,
+            )
+            _emit({"site_id": site.id, "name": site.name, "model_id": site.model_id}, args.json)
+            return 0
+        for site in list_sites(session=session):
+            _out(f"{site.id}\t{site.name}\t{site.model_id}\tgallery v{site.gallery_version}")
+        return 0
+    if args.command == "device":
+        site = resolve_site(session=session, ref=args.site)
+        device, token = create_device(session=session, site_id=site.id, name=args.name)
+        record(
+            session=session,
+            actor="cli",
+            action="device.add",
+            object_type="device",
+            object_id=device.id,
+            site_id=site.id,
+            detail={"name": device.name},
+        )
+        if args.json:
+            _out(json.dumps({"device_id": device.id, "token": token}))
+        else:
+            _out(f"device {device.id} ({device.name}) added to site {site.name}")
+            _out(f"token (shown once, store it on the device): {token}")
+        return 0
+    if args.command == "user":
+        password = None
+        if args.password_stdin:
+            password = sys.stdin.readline().rstrip("\r\n")
+            if not password:
+                sys.stderr.write("lintel-server: error: empty password on stdin\n")
+                return 1
+        site_ids = [resolve_site(session=session, ref=ref).id for ref in args.site]
+        user = create_user(
+            session=session,
+            username=args.username,
+            role=args.role,
+            password=password,
+            site_ids=site_ids,
+        )
+        _row, token = create_api_token(session=session, user_id=user.id, name="cli")
+        record(
+            session=session,
+            actor="cli",
+            action="user.add",
+            object_type="user",
+            object_id=user.id,
+            detail={"username": user.username, "role": user.role, "sites": site_ids},
+        )
+        _emit(
+            {"user_id": user.id, "username": user.username, "role": user.role, "api_token": token},
+            args.json,
+        )
+        return 0
+    if args.command == "stats":
+        site_id = resolve_site(session=session, ref=args.site).id if args.site else None
+        _emit(site_stats(session=session, site_id=site_id), args.json)
+        return 0
+    raise AssertionError(f"unhandled command {args.command!r}")
+
+
+def _run(args: argparse.Namespace, settings: Any) -> int:
+    import uvicorn
+
+    from server.db import make_engine, upgrade
+
+    # Migrate once here, not in every worker.
+    engine = make_engine(settings.sqlalchemy_url)
+    upgrade(engine)
+    engine.dispose()
+    os.environ["LINTEL_MIGRATE_ON_START"] = "false"
+    uvicorn.run(
+        "server.app:app_from_env",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level="warning" if args.verbose == 0 else "info",
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

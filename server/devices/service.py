@@ -1,0 +1,87 @@
+"""Devices (edge boxes) and cameras."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, cast
+
+from sqlalchemy import Table, select
+from sqlalchemy.orm import Session
+
+from server.db import utcnow
+from server.devices.models import Camera, Device
+from server.dialect import insert_ignore
+from server.errors import Conflict, InvalidInput
+from server.security import DEVICE_TOKEN_PREFIX, hash_token, new_token
+
+
+@dataclass(frozen=True, slots=True)
+class CameraRef:
+    """What ingest needs to know of a camera."""
+
+    id: int
+    entrance_id: int | None
+
+
+def create_device(*, session: Session, site_id: int, name: str) -> tuple[Device, str]:
+    """Register a device for a site; returns it with its token (shown once, stored hashed)."""
+    name = name.strip()
+    if not name:
+        raise InvalidInput("device name is empty")
+    exists = session.scalar(select(Device.id).where(Device.site_id == site_id, Device.name == name))
+    if exists is not None:
+        raise Conflict(f"device {name!r} already exists in site {site_id}")
+    token = new_token(DEVICE_TOKEN_PREFIX)
+    device = Device(site_id=site_id, name=name, token_hash=hash_token(token))
+    session.add(device)
+    session.flush()
+    return device, token
+
+
+def cameras_by_name(
+    *, session: Session, device_id: int, names: Iterable[str]
+) -> dict[str, CameraRef]:
+    """The device's cameras of these names, registering unseen names on the fly."""
+    wanted = sorted(set(names))
+    if not wanted:
+        return {}
+    table = cast(Table, Camera.__table__)
+
+    def fetch() -> dict[str, CameraRef]:
+        rows = session.execute(
+            select(Camera.name, Camera.id, Camera.entrance_id).where(
+                Camera.device_id == device_id, Camera.name.in_(wanted)
+            )
+        )
+        return {r.name: CameraRef(id=r.id, entrance_id=r.entrance_id) for r in rows}
+
+    found = fetch()
+    missing = [n for n in wanted if n not in found]
+    if missing:
+        now = utcnow()
+        # ON CONFLICT: another worker may register the same camera concurrently.
+        session.execute(
+            insert_ignore(session, table, ["device_id", "name"]),
+            [{"device_id": device_id, "name": n, "created_at": now} for n in missing],
+        )
+        found = fetch()
+    return found
+
+
+def record_heartbeat(
+    *, session: Session, device: Device, software_version: str, stats: dict[str, Any]
+) -> None:
+    """Store the device's latest heartbeat stats."""
+    device.last_heartbeat_at = utcnow()
+    device.software_version = software_version[:64]
+    device.stats = stats
+    session.flush()
+
+
+def list_devices(*, session: Session, site_id: int | None = None) -> list[Device]:
+    """Devices, optionally of one site."""
+    query = select(Device).order_by(Device.id)
+    if site_id is not None:
+        query = query.where(Device.site_id == site_id)
+    return list(session.scalars(query))

@@ -1,0 +1,90 @@
+"""Prometheus metrics, one registry per app (so tests can build many apps).
+
+With several uvicorn workers each process counts on its own and a scrape
+sees one worker; a multi-worker deployment should scrape each worker or use
+prometheus-client's multiprocess mode.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """The app's counters; ``registry`` is what ``/metrics`` renders."""
+
+    registry: CollectorRegistry
+    requests: Counter
+    latency: Histogram
+    sightings: Counter
+    gallery: Counter
+    heartbeats: Counter
+
+
+def make_metrics() -> Metrics:
+    """A fresh registry with Lintel's metrics."""
+    reg = CollectorRegistry()
+    return Metrics(
+        registry=reg,
+        requests=Counter(
+            "lintel_http_requests",
+            "HTTP requests by route template and status.",
+            ["method", "route", "status"],
+            registry=reg,
+        ),
+        latency=Histogram(
+            "lintel_http_request_seconds",
+            "Request latency by route template.",
+            ["route"],
+            registry=reg,
+        ),
+        sightings=Counter(
+            "lintel_sightings",
+            "Uploaded sightings by outcome (created_known, created_unknown, duplicate, rejected).",
+            ["outcome"],
+            registry=reg,
+        ),
+        gallery=Counter(
+            "lintel_gallery_fetches",
+            "Gallery fetches by result (full, not_modified).",
+            ["result"],
+            registry=reg,
+        ),
+        heartbeats=Counter("lintel_heartbeats", "Device heartbeats received.", registry=reg),
+    )
+
+
+class MetricsMiddleware:
+    """Counts requests and their latency per route template (not per raw path)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+        start = time.perf_counter()
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route: Any = scope.get("route")
+            # Raw paths would give unbounded label values; templates do not.
+            name = getattr(route, "path", None) or "unmatched"
+            self.metrics.requests.labels(scope.get("method", ""), name, str(status)).inc()
+            self.metrics.latency.labels(name).observe(time.perf_counter() - start)

@@ -1,0 +1,74 @@
+"""Registered occupants and their face templates."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Literal
+
+from sqlalchemy import (
+    Date,
+    Float,
+    ForeignKey,
+    Index,
+    LargeBinary,
+    String,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from server.db import Base, UTCDateTime, utcnow
+
+OccupantRole = Literal["owner", "tenant", "family"]
+OccupantStatus = Literal["active", "moved_out"]
+
+
+class Occupant(Base):
+    """A person on a site's register.
+
+    ID numbers are never stored: ``id_hash`` is a keyed HMAC (for matching a
+    re-import) and ``id_last4`` is what a manager may see.
+    """
+
+    __tablename__ = "occupants"
+    __table_args__ = (
+        UniqueConstraint("site_id", "external_id"),
+        Index("ix_occupants_site_id_unit_id", "site_id", "unit_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"))
+    unit_id: Mapped[int | None] = mapped_column(ForeignKey("units.id", ondelete="SET NULL"))
+    name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(16), default="tenant")
+    phone: Mapped[str | None] = mapped_column(String(40))
+    id_hash: Mapped[str | None] = mapped_column(String(64), index=True)
+    id_last4: Mapped[str | None] = mapped_column(String(4))
+    external_id: Mapped[str | None] = mapped_column(String(100))
+    move_in: Mapped[date | None] = mapped_column(Date)
+    move_out: Mapped[date | None] = mapped_column(Date)
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    # Consent / notice record (人脸识别 notice and consent; GDPR Art. 9).
+    consent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    consent_ref: Mapped[str | None] = mapped_column(String(300))
+    notice_given_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class FaceTemplate(Base):
+    """One enrolled face embedding of an occupant (float32 bytes + model id)."""
+
+    __tablename__ = "face_templates"
+    __table_args__ = (Index("ix_face_templates_site_id_model_id", "site_id", "model_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    occupant_id: Mapped[int] = mapped_column(
+        ForeignKey("occupants.id", ondelete="CASCADE"), index=True
+    )
+    # Denormalised so a site's gallery is one indexed query.
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"))
+    embedding: Mapped[bytes] = mapped_column(LargeBinary)
+    model_id: Mapped[str] = mapped_column(String(128))
+    quality: Mapped[float] = mapped_column(Float, default=0.0)
+    source: Mapped[str] = mapped_column(String(300), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

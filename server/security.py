@@ -1,0 +1,93 @@
+"""Credentials: token and ID-number hashing, passwords, request authentication.
+
+Device and API tokens are 256-bit random strings, so a plain SHA-256 is
+enough to store them (nothing to brute-force); passwords are low-entropy and
+get argon2. ID numbers get a keyed HMAC: an 18-digit ID has too little
+entropy for an unkeyed hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Iterator
+from typing import Annotated
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from fastapi import Depends, Request
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from server.devices.models import Device
+from server.errors import AuthRequired
+
+DEVICE_TOKEN_PREFIX = "ltd_"
+API_TOKEN_PREFIX = "ltu_"
+
+_hasher = PasswordHasher()
+
+
+def new_token(prefix: str) -> str:
+    """A fresh bearer token (prefix tells a leaked token's kind at a glance)."""
+    return prefix + secrets.token_urlsafe(32)
+
+
+def hash_token(token: str) -> str:
+    """Hex SHA-256 of a token: what the database stores."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def hash_password(password: str) -> str:
+    """Argon2id hash of a password."""
+    return _hasher.hash(password)
+
+
+def verify_password(password_hash: str, password: str) -> bool:
+    """Whether ``password`` matches ``password_hash``."""
+    try:
+        return _hasher.verify(password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def hash_id_number(id_number: str, *, key: str) -> tuple[str, str]:
+    """(keyed HMAC-SHA256 hex, last 4 characters) of a normalised ID number."""
+    norm = "".join(id_number.split()).upper()
+    digest = hmac.new(key.encode("utf-8"), norm.encode("utf-8"), hashlib.sha256).hexdigest()
+    return digest, norm[-4:]
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    """A session for one request. The route commits; anything not committed is rolled back."""
+    session: Session = request.app.state.session_factory()
+    try:
+        yield session
+    finally:
+        session.rollback()
+        session.close()
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def bearer_token(request: Request) -> str:
+    """The bearer token of the request; :class:`AuthRequired` when absent or malformed."""
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthRequired("missing bearer token")
+    return token.strip()
+
+
+def current_device(request: Request, session: SessionDep) -> Device:
+    """The device owning the request's bearer token; 401 for unknown or disabled tokens."""
+    token = bearer_token(request)
+    device = session.scalar(select(Device).where(Device.token_hash == hash_token(token)))
+    if device is None or device.disabled:
+        raise AuthRequired("unknown or disabled device token")
+    return device
+
+
+DeviceDep = Annotated[Device, Depends(current_device)]

@@ -1,0 +1,40 @@
+"""Counts for ``lintel-server stats`` (and later the dashboard)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from server.occupants.models import FaceTemplate, Occupant
+from server.sightings.service import count_sightings
+from server.sites.models import Unit
+
+
+def site_stats(*, session: Session, site_id: int | None = None) -> dict[str, Any]:
+    """Units, occupants, templates, sightings (known/unknown), clusters, open cases."""
+
+    def count(model: Any) -> int:
+        query = select(func.count()).select_from(model)
+        if site_id is not None:
+            query = query.where(model.site_id == site_id)
+        return int(session.scalar(query) or 0)
+
+    active = select(func.count()).select_from(Occupant).where(Occupant.status == "active")
+    if site_id is not None:
+        active = active.where(Occupant.site_id == site_id)
+    sightings = count_sightings(session=session, site_id=site_id)
+    out: dict[str, Any] = {
+        "site_id": site_id,
+        "units": count(Unit),
+        "occupants": count(Occupant),
+        "occupants_active": int(session.scalar(active) or 0),
+        "templates": count(FaceTemplate),
+        "sightings_known": sightings["known"],
+        "sightings_unknown": sightings["unknown"],
+        # Clustering and cases come with later packages; they fill these in.
+        "clusters": 0,
+        "open_cases": 0,
+    }
+    return out
