@@ -22,7 +22,6 @@ idle 1080p stream.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import queue
@@ -361,8 +360,11 @@ class VideoSource:
                 q.put_nowait(end)
                 return
             except queue.Full:
-                with contextlib.suppress(queue.Empty):
+                try:
                     q.get_nowait()
+                    self.stats.dropped_frames += 1
+                except queue.Empty:
+                    pass
 
     def _reconnect(self) -> CaptureError | None:
         """Reopen a failed live source with backoff; returns an error when giving up."""

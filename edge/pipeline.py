@@ -45,7 +45,13 @@ class EngineLike(Protocol):
         self, image_bgr: npt.NDArray[np.uint8], *, det_size: int | None = None
     ) -> list[Detection]: ...
 
-    def quality(self, image_bgr: npt.NDArray[np.uint8], det: Detection) -> FaceQuality: ...
+    def quality(
+        self,
+        image_bgr: npt.NDArray[np.uint8],
+        det: Detection,
+        *,
+        aligned: npt.NDArray[np.uint8] | None = None,
+    ) -> FaceQuality: ...
 
     def align(self, image_bgr: npt.NDArray[np.uint8], det: Detection) -> npt.NDArray[np.uint8]: ...
 
@@ -221,7 +227,10 @@ class Pipeline:
         )
         k = self.config.tracker.best_k
         for det, track in zip(detections, tracks, strict=True):
-            q = engine.quality(frame.image, det)
+            # Align once: the quality gate measures sharpness on the aligned crop,
+            # and the same crop is what the recogniser will see.
+            aligned = engine.align(frame.image, det)
+            q = engine.quality(frame.image, det, aligned=aligned)
             if not q.usable:
                 continue  # tracked, never embedded
             self.stats.usable_faces += 1
@@ -233,7 +242,7 @@ class Pipeline:
                     timestamp=frame.timestamp,
                     detection=det,
                     quality=q,
-                    aligned=engine.align(frame.image, det),
+                    aligned=aligned,
                     context=self._context_crop(frame.image, det),
                 ),
                 k,

@@ -1,0 +1,192 @@
+"""``lintel-edge replay``: run the stream pipeline over a video and print the tracks.
+
+``--json`` prints one object::
+
+    {"frames": int, "fps": float, "cpu_s": float,
+     "tracks": [{"start_frame", "end_frame", "identity", "similarity", "quality"}],
+     "stats": {...pipeline counters...}}
+
+``identity`` is the gallery folder name, or null for an unknown face.
+``--server URL --token T`` uploads the tracks as sightings through
+:class:`edge.client.LintelClient` (unknowns with embedding and crop, knowns with
+the occupant id only: their faces never leave the box).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from edge.capture import VideoSource
+from edge.errors import LintelEdgeError
+from edge.pipeline import Pipeline, PipelineStats, TrackResult
+from server.wire import MAX_BATCH, SightingIn, encode_embedding, sighting_id
+
+log = logging.getLogger(__name__)
+
+
+def track_to_sighting(
+    result: TrackResult,
+    *,
+    device: str,
+    source: str,
+    camera: str,
+    origin: datetime | None = None,
+    occupant_ids: Mapping[str, int] | None = None,
+) -> SightingIn:
+    """Convert one :class:`TrackResult` to the wire's :class:`SightingIn`.
+
+    ``origin``: the wall-clock time of frame 0 for a file (its timestamps are
+    seconds from the start); None for live sources, whose timestamps are Unix
+    time. A known identity becomes ``occupant_id`` via ``occupant_ids`` or, for
+    server-synced galleries whose identities are occupant ids, ``int(identity)``.
+    Known sightings carry no embedding and no crop.
+    """
+
+    def at(ts: float) -> datetime:
+        if origin is not None:
+            return origin + timedelta(seconds=ts)
+        return datetime.fromtimestamp(ts, UTC)
+
+    common: dict[str, Any] = {
+        "id": sighting_id(device, source, result.start_frame, result.end_frame),
+        "camera": camera,
+        "started_at": at(result.started_at),
+        "ended_at": at(result.ended_at),
+        "quality": min(1.0, max(0.0, result.quality)),
+        "model_id": result.model_id,
+    }
+    similarity = max(-1.0, min(1.0, result.similarity))
+    if result.identity is not None:
+        if occupant_ids is not None and result.identity in occupant_ids:
+            occupant_id = occupant_ids[result.identity]
+        elif result.identity.isdigit():
+            occupant_id = int(result.identity)
+        else:
+            raise LintelEdgeError(
+                f"gallery identity {result.identity!r} is not an occupant id; "
+                "upload needs a server-synced gallery or an identity -> occupant id map"
+            )
+        return SightingIn(kind="known", occupant_id=occupant_id, similarity=similarity, **common)
+    crop = None
+    if result.crop_jpeg is not None:
+        import base64
+
+        crop = base64.b64encode(result.crop_jpeg).decode("ascii")
+    return SightingIn(
+        kind="unknown",
+        similarity=similarity if result.best_candidate is not None else None,
+        embedding_b64=encode_embedding(result.embedding),
+        crop_jpeg_b64=crop,
+        **common,
+    )
+
+
+def track_json(result: TrackResult) -> dict[str, Any]:
+    """The ``--json`` view of one track."""
+    return {
+        "start_frame": result.start_frame,
+        "end_frame": result.end_frame,
+        "identity": result.identity,
+        "similarity": round(result.similarity, 4),
+        "quality": round(result.quality, 4),
+    }
+
+
+def replay_json(results: Sequence[TrackResult], stats: PipelineStats) -> dict[str, Any]:
+    """The whole ``--json`` document."""
+    return {
+        "frames": stats.frames_read,
+        "fps": round(stats.fps, 3),
+        "cpu_s": round(stats.cpu_s, 3),
+        "tracks": [track_json(r) for r in results],
+        "stats": {
+            "frames_analysed": stats.frames_analysed,
+            "sample_every": stats.sample_every,
+            "motion_frames": stats.motion_frames,
+            "detector_calls": stats.detector_calls,
+            "faces_embedded": stats.faces_embedded,
+            "tracks_too_short": stats.tracks_too_short,
+            "tracks_without_usable_face": stats.tracks_without_usable_face,
+            "dropped_frames": stats.dropped_frames,
+            "wall_s": round(stats.wall_s, 3),
+        },
+    }
+
+
+def _client_class() -> Any:
+    try:
+        from edge.client import LintelClient
+    except ImportError as exc:
+        raise LintelEdgeError(
+            f"--server needs the upload client (edge.client), which is not available: {exc}"
+        ) from exc
+    return LintelClient
+
+
+def cli_replay(args: argparse.Namespace) -> int:
+    """``lintel-edge replay VIDEO [--gallery DIR] [--json] [--server URL --token T]``."""
+    from edge.config import ModelConfig
+    from edge.engine import FaceEngine
+
+    token = args.token or os.environ.get("LINTEL_DEVICE_TOKEN")
+    client_cls = None
+    if args.server:
+        if not token:
+            raise LintelEdgeError("--server needs --token (or LINTEL_DEVICE_TOKEN)")
+        client_cls = _client_class()
+
+    # Open the video before loading models: a bad path fails in milliseconds.
+    source = VideoSource(args.video).open()
+    config_kwargs: dict[str, Any] = {"pack": args.model}
+    if args.threads:
+        config_kwargs["threads"] = args.threads
+    if args.threshold is not None:
+        config_kwargs["match_threshold"] = args.threshold
+    engine = FaceEngine.load(ModelConfig(**config_kwargs))
+    gallery = None
+    if args.gallery is not None:
+        from edge.gallery import Gallery
+
+        gallery = Gallery.from_folder(args.gallery, engine)
+    pipeline = Pipeline(engine, gallery)
+    origin = datetime.now(UTC)
+    results = list(pipeline.run(source))
+    stats = pipeline.stats
+
+    if client_cls is not None:
+        sightings = [
+            track_to_sighting(
+                r, device=args.camera, source=str(args.video), camera=args.camera, origin=origin
+            )
+            for r in results
+        ]
+        with client_cls(args.server, token, model_id=engine.model_id) as client:
+            for start in range(0, len(sightings), MAX_BATCH):
+                res = client.upload_sightings(sightings[start : start + MAX_BATCH])
+                log.info("uploaded: %d created, %d duplicates", res.created, res.duplicates)
+
+    if args.json:
+        sys.stdout.write(json.dumps(replay_json(results, stats)) + "\n")
+        return 0
+    out = sys.stdout
+    out.write(
+        f"{args.video}: {stats.frames_read} frames at {stats.fps:.2f} fps, "
+        f"{stats.frames_analysed} analysed, {stats.detector_calls} detector calls, "
+        f"{stats.cpu_s:.2f} CPU s\n"
+    )
+    for r in results:
+        who = r.identity or f"unknown (closest {r.best_candidate})"
+        out.write(
+            f"  frames {r.start_frame:>6}-{r.end_frame:<6} {who:<32} "
+            f"similarity {r.similarity:.3f}  quality {r.quality:.2f}\n"
+        )
+    if not results:
+        out.write("  no face tracks\n")
+    return 0
