@@ -6,6 +6,8 @@ A new domain package adds its ``models`` import here.
 from __future__ import annotations
 
 from server.audit import models as audit_models
+from server.cases import models as cases_models
+from server.clusters import models as clusters_models
 from server.db import Base
 from server.devices import models as devices_models
 from server.occupants import models as occupants_models
@@ -16,6 +18,8 @@ from server.users import models as users_models
 __all__ = [
     "Base",
     "audit_models",
+    "cases_models",
+    "clusters_models",
     "devices_models",
     "occupants_models",
     "sightings_models",
