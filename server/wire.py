@@ -52,6 +52,11 @@ def sighting_id(device: str, source: str, start_frame: int, end_frame: int) -> u
     return uuid.uuid5(SIGHTING_NAMESPACE, f"{device}/{source}/{start_frame}-{end_frame}")
 
 
+def gallery_etag(site_id: int, version: int) -> str:
+    """The HTTP ETag of a site's gallery at ``version`` (quoted, strong)."""
+    return f'"{site_id}.{version}"'
+
+
 class _Wire(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -119,6 +124,11 @@ class Gallery(_Wire):
     version: int
     model_id: str
     templates: list[GalleryTemplate]
+
+    @property
+    def etag(self) -> str:
+        """What to send back as ``If-None-Match`` on the next sync."""
+        return gallery_etag(self.site_id, self.version)
 
 
 class Heartbeat(_Wire):

@@ -12,16 +12,17 @@ from server.devices.service import cameras_by_name, record_heartbeat
 from server.metrics import Metrics
 from server.occupants.service import gallery_entries
 from server.security import DeviceDep, SessionDep
-from server.sites.models import Site
 from server.sites.service import get_site
-from server.wire import Gallery, GalleryTemplate, Heartbeat, HeartbeatAck, encode_embedding
+from server.wire import (
+    Gallery,
+    GalleryTemplate,
+    Heartbeat,
+    HeartbeatAck,
+    encode_embedding,
+    gallery_etag,
+)
 
 router = APIRouter(prefix="/device", tags=["device"])
-
-
-def gallery_etag(site: Site) -> str:
-    """Strong ETag of a site's gallery: changes whenever its version does."""
-    return f'"{site.id}.{site.gallery_version}"'
 
 
 def _matches(if_none_match: str | None, etag: str) -> bool:
@@ -41,7 +42,7 @@ def get_gallery(request: Request, device: DeviceDep, session: SessionDep) -> Res
     """Send the gallery, or 304 when the client's ETag is current."""
     metrics: Metrics = request.app.state.metrics
     site = get_site(session=session, site_id=device.site_id)
-    etag = gallery_etag(site)
+    etag = gallery_etag(site.id, site.gallery_version)
     headers = {"ETag": etag, "Cache-Control": "no-cache"}
     if _matches(request.headers.get("if-none-match"), etag):
         metrics.gallery.labels("not_modified").inc()

@@ -1,0 +1,196 @@
+"""HTTP client of the device API: gallery sync, sighting upload, heartbeat.
+
+Exception tree (every error this module raises on purpose)::
+
+    ClientError (LintelEdgeError)
+    +-- ServerUnreachable      connect error, timeout, 5xx, 429: retry later
+    +-- AuthRefused            401/403: the token is wrong or revoked; retrying will not help
+    +-- Rejected               other 4xx (detail and status attached): fix the request
+    +-- GalleryModelMismatch   the server's templates come from another recogniser
+
+``ClientError.retryable`` tells an outbox whether to keep the batch.
+The ``transport`` seam lets tests run this client against the server app
+in-process.
+"""
+
+from __future__ import annotations
+
+import logging
+from types import TracebackType
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from edge.errors import LintelEdgeError
+from server.wire import (
+    API_PREFIX,
+    Gallery,
+    Heartbeat,
+    HeartbeatAck,
+    SightingBatch,
+    SightingBatchResult,
+    SightingIn,
+)
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "AuthRefused",
+    "ClientError",
+    "GalleryModelMismatch",
+    "LintelClient",
+    "Rejected",
+    "ServerUnreachable",
+]
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+class ClientError(LintelEdgeError):
+    """Base of the device API client's errors."""
+
+    retryable = False
+
+
+class ServerUnreachable(ClientError):
+    """No usable answer (network, timeout, 5xx, 429); the same request may succeed later."""
+
+    retryable = True
+
+
+class AuthRefused(ClientError):
+    """The server refused the device token (401/403)."""
+
+
+class Rejected(ClientError):
+    """The server rejected the request (a 4xx other than auth); ``detail`` says why."""
+
+    def __init__(self, status_code: int, detail: str) -> None:
+        super().__init__(f"server rejected the request ({status_code}): {detail}")
+        self.status_code = status_code
+        self.detail = detail
+
+
+class GalleryModelMismatch(ClientError):
+    """The gallery's templates were made by another recognition model than this edge runs."""
+
+
+class LintelClient:
+    """Synchronous client of ``/api/v1/device/*`` for one device token."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        timeout: float = 10.0,
+        model_id: str | None = None,
+    ) -> None:
+        """``model_id``: the recogniser this edge runs; galleries of other models are refused."""
+        self.model_id = model_id
+        self._http = httpx.Client(
+            base_url=base_url.rstrip("/") + API_PREFIX,
+            headers={"Authorization": f"Bearer {token}"},
+            transport=transport,
+            timeout=timeout,
+        )
+
+    def __enter__(self) -> LintelClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def fetch_gallery(self, etag: str | None = None) -> Gallery | None:
+        """The site's gallery, or None when ``etag`` is still current (304).
+
+        Pass the previous gallery's ``etag`` property (kept with the cached gallery).
+        """
+        headers = {"If-None-Match": etag} if etag else {}
+        response = self._request("GET", "/device/gallery", headers=headers)
+        if response.status_code == 304:
+            return None
+        gallery = self._parse(response, Gallery)
+        self._check_model(gallery)
+        return gallery
+
+    def upload_sightings(self, sightings: list[SightingIn]) -> SightingBatchResult:
+        """Upload one batch; re-sending the same sightings creates nothing twice."""
+        batch = SightingBatch(sightings=sightings)
+        response = self._request(
+            "POST",
+            "/device/sightings",
+            content=batch.model_dump_json(exclude_none=True).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        return self._parse(response, SightingBatchResult)
+
+    def heartbeat(self, heartbeat: Heartbeat) -> HeartbeatAck:
+        """Report liveness and stats; the ack carries the current gallery version."""
+        response = self._request(
+            "POST",
+            "/device/heartbeat",
+            content=heartbeat.model_dump_json().encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        return self._parse(response, HeartbeatAck)
+
+    def _check_model(self, gallery: Gallery) -> None:
+        wanted = self.model_id or gallery.model_id
+        if gallery.model_id != wanted:
+            raise GalleryModelMismatch(
+                f"gallery of site {gallery.site_id} holds {gallery.model_id!r} templates, "
+                f"this edge runs {wanted!r}; re-enrol the site or change the edge's model"
+            )
+        for template in gallery.templates:
+            if template.model_id is not None and template.model_id != wanted:
+                raise GalleryModelMismatch(
+                    f"template {template.template_id} was made by {template.model_id!r}, "
+                    f"this edge runs {wanted!r}"
+                )
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TimeoutException as exc:
+            raise ServerUnreachable(f"{method} {path}: timed out ({exc})") from exc
+        except httpx.TransportError as exc:
+            raise ServerUnreachable(f"{method} {path}: {exc}") from exc
+        status = response.status_code
+        if status < 400 or status == 304:
+            return response
+        detail = _detail(response)
+        if status in (401, 403):
+            raise AuthRefused(f"{method} {path}: token refused ({status}): {detail}")
+        if status >= 500 or status in (408, 429):
+            raise ServerUnreachable(f"{method} {path}: server answered {status}: {detail}")
+        raise Rejected(status, detail)
+
+    @staticmethod
+    def _parse(response: httpx.Response, model: type[_M]) -> _M:
+        try:
+            return model.model_validate_json(response.content)
+        except ValidationError as exc:
+            # A 2xx we cannot read: a proxy page or a server of another version.
+            raise Rejected(response.status_code, f"unexpected response body: {exc}") from exc
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:300]
+    if isinstance(body, dict) and "detail" in body:
+        return str(body["detail"])[:1000]
+    return str(body)[:300]
