@@ -1,0 +1,177 @@
+"""``lintel-registry``: import a property registry (CSV/XLSX + photos) into a site.
+
+Exit codes: 0 imported (or nothing to do), 1 some rows failed (nothing written
+unless --partial), 2 the input or options are unusable (bad file, unsafe zip,
+missing columns, database unreachable). User mistakes never print a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from registry.errors import InputError, NotSupportedError, RegistryError
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_ROWS_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lintel-registry",
+        description="Import a property registry into a Lintel site.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__,
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser(
+        "import",
+        help="import occupants (CSV in UTF-8 or GBK, or XLSX) with their photos",
+        description="Validate every row, enrol every photo, then write all rows in one "
+        "transaction (or none: any bad row and nothing is written, unless --partial).",
+    )
+    p.add_argument("file", type=Path, help="registry file (.csv or .xlsx)")
+    p.add_argument("--site", required=True, help="site name (created if it does not exist)")
+    p.add_argument("--photos", type=Path, help="folder or .zip holding the photos named in 照片")
+    target = p.add_mutually_exclusive_group()
+    target.add_argument(
+        "--db", help="SQLAlchemy database URL (default: the server's, from LINTEL_* settings)"
+    )
+    target.add_argument("--server", help="upload through a Lintel server's API (not yet)")
+    p.add_argument("--token", help="API token for --server")
+    p.add_argument("--dry-run", action="store_true", help="validate and enrol; write nothing")
+    p.add_argument("--partial", action="store_true", help="import the good rows even if some fail")
+    p.add_argument(
+        "--sync", action="store_true", help="mark occupants missing from the file as moved out"
+    )
+    p.add_argument("--report", type=Path, help="also write the report to FILE (.csv or .json)")
+    p.add_argument(
+        "--progress", action="store_true", help="show the progress bar even when not on a TTY"
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=min(4, os.cpu_count() or 1),
+        help="ONNX Runtime threads of the face engine (default: up to 4)",
+    )
+
+    p = sub.add_parser("template", help="write an example registry file with every column")
+    p.add_argument(
+        "file",
+        type=Path,
+        nargs="?",
+        default=Path("registry-template.xlsx"),
+        help="output .xlsx or .csv (default: registry-template.xlsx)",
+    )
+    p.add_argument("--lang", choices=("zh", "en"), default="zh", help="header language")
+    return parser
+
+
+def _secret_and_url(db: str | None) -> tuple[bytes, str]:
+    from pydantic import ValidationError
+
+    from server.settings import Settings
+
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        raise InputError(f"server settings (LINTEL_*) are invalid: {exc}") from None
+    secret = settings.secret_key.get_secret_value().encode("utf-8")
+    if len(secret) < 16:
+        raise InputError("LINTEL_SECRET_KEY is shorter than 16 bytes; ID hashes need a real key")
+    return secret, db or settings.sqlalchemy_url
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    from registry.importer import Enroller, ImportOptions, run_import
+    from registry.photos import PhotoSource, open_photos
+    from registry.reader import read_registry
+    from registry.store import SqlStore
+
+    if args.server or args.token:
+        raise NotSupportedError(
+            "--server/--token: uploading through the API is not supported yet (the admin "
+            "import endpoint does not exist); run the import on the server host with --db"
+        )
+    if args.threads < 1:
+        raise InputError("--threads must be at least 1")
+    if args.report is not None and args.report.suffix.lower() not in (".csv", ".json"):
+        raise InputError(f"--report {args.report}: use a .csv or .json file name")
+    secret, url = _secret_and_url(args.db)
+    sheet = read_registry(args.file)
+    photos: PhotoSource | None = open_photos(args.photos) if args.photos else None
+    store = SqlStore(url, migrate=not args.dry_run)
+    threads = args.threads
+
+    def engine_factory() -> Enroller:
+        from edge.config import ModelConfig
+        from edge.engine import FaceEngine
+
+        return FaceEngine.load(ModelConfig(threads=threads))
+
+    try:
+        result = run_import(
+            sheet,
+            store=store,
+            options=ImportOptions(
+                site=args.site,
+                dry_run=args.dry_run,
+                partial=args.partial,
+                sync=args.sync,
+                progress=args.progress or sys.stderr.isatty(),
+            ),
+            secret=secret,
+            photos=photos,
+            enroller=engine_factory,
+        )
+    finally:
+        if photos is not None:
+            photos.close()
+        store.close()
+    report = result.report
+    sys.stdout.write(report.render_text())
+    if result.gallery_version is not None and report.written:
+        sys.stdout.write(f"site {args.site!r} gallery version {result.gallery_version}\n")
+    if args.report is not None:
+        report.write(args.report)
+        sys.stdout.write(f"report written to {args.report}\n")
+    return EXIT_ROWS_FAILED if report.issues else EXIT_OK
+
+
+def _cmd_template(args: argparse.Namespace) -> int:
+    from registry.template import write_template
+
+    write_template(args.file, lang=args.lang)
+    sys.stdout.write(f"wrote {args.file}\n")
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING - 10 * min(args.verbose, 2),
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        if args.command == "import":
+            return _cmd_import(args)
+        if args.command == "template":
+            return _cmd_template(args)
+    except RegistryError as exc:
+        sys.stderr.write(f"lintel-registry: error: {exc}\n")
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        sys.stderr.write("lintel-registry: interrupted, nothing written\n")
+        return 130
+    raise AssertionError(f"unhandled command {args.command!r}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

