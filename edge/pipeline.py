@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from edge.capture import Frame, ReconnectPolicy, VideoSource
 from edge.motion import MotionConfig, MotionGate
 from edge.tracker import FaceSample, IoUTracker, Track, TrackerConfig
-from edge.types import Detection, Embedding, FaceQuality
+from edge.types import BBox, Detection, Embedding, FaceQuality
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +137,8 @@ class TrackResult:
     faces_used: int
     hits: int
     model_id: str
+    bbox: BBox
+    """Box of the best face, in frame pixels (where in the view the person was)."""
     crop_jpeg: bytes | None = None
     """Thumbnail of the best face; only for unknowns (known faces never leave the box)."""
 
@@ -347,6 +349,7 @@ class Pipeline:
             faces_used=len(track.best),
             hits=track.hits,
             model_id=self.engine.model_id,
+            bbox=track.best[0].detection.bbox,
             crop_jpeg=crop,
         )
 

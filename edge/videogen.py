@@ -220,7 +220,7 @@ def make_video(
 ) -> GeneratedVideo:
     """Write an entrance-like video to ``path`` (``.mp4`` -> mp4v, ``.avi`` -> MJPG)."""
     walkins = list(walkins) if walkins is not None else default_walkins(fps)
-    last = max((w.end_frame for w in walkins), default=0)
+    last = max((w.end_frame for w in walkins), default=-1)
     n_frames = last + 1 + round(tail_s * fps)
     fourcc = cv2.VideoWriter.fourcc(*("MJPG" if path.suffix.lower() == ".avi" else "mp4v"))
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,174 @@
+"""Stream pipeline: motion gating (fake engine, counts) and real models on a generated video."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from edge.engine import FaceEngine
+from edge.gallery import Gallery
+from edge.motion import MotionConfig
+from edge.pipeline import Pipeline, PipelineConfig, TrackResult, fuse
+from edge.types import Detection, FaceQuality
+from edge.videogen import GeneratedVideo, WalkIn, make_idle_video, make_video, write_gallery
+from tests.edge.pipeline_fixtures import (
+    DISTRACTOR,
+    KNOWN,
+    make_scenario_video,
+    overlaps,
+    shared_engine,
+)
+
+
+class CountingEngine:
+    """A fake engine that finds no face and counts detector calls."""
+
+    model_id = "fake/none"
+
+    def __init__(self) -> None:
+        self.detect_calls = 0
+
+    def detect(
+        self, image_bgr: npt.NDArray[np.uint8], *, det_size: int | None = None
+    ) -> list[Detection]:
+        self.detect_calls += 1
+        return []
+
+    def quality(
+        self,
+        image_bgr: npt.NDArray[np.uint8],
+        det: Detection,
+        *,
+        aligned: npt.NDArray[np.uint8] | None = None,
+    ) -> FaceQuality:
+        raise AssertionError("no face, no quality")
+
+    def align(self, image_bgr: npt.NDArray[np.uint8], det: Detection) -> npt.NDArray[np.uint8]:
+        raise AssertionError("no face, no alignment")
+
+    def embed_aligned(self, crops: Sequence[npt.NDArray[np.uint8]]) -> npt.NDArray[np.float32]:
+        raise AssertionError("no face, no embedding")
+
+
+def test_idle_video_skips_the_detector(tmp_path: Path) -> None:
+    video = make_idle_video(tmp_path / "idle.mp4", seconds=6.0, fps=25.0)
+    gated = CountingEngine()
+    pipe = Pipeline(gated)
+    assert list(pipe.run(video.path)) == []
+    assert pipe.stats.frames_read == 150
+    assert pipe.stats.sample_every == 5 and pipe.stats.frames_analysed == 30
+    # Only the very first frame (no background yet) reaches the detector.
+    assert gated.detect_calls == pipe.stats.detector_calls == 1
+
+    ungated = CountingEngine()
+    pipe = Pipeline(ungated, config=PipelineConfig(motion=MotionConfig(enabled=False)))
+    list(pipe.run(video.path))
+    assert ungated.detect_calls == 30
+
+
+def test_motion_wakes_the_detector(tmp_path: Path) -> None:
+    video = make_video(tmp_path / "one.mp4", [WalkIn("t1_p3", 50, 99)], fps=25.0, tail_s=2.0)
+    engine = CountingEngine()
+    pipe = Pipeline(engine)
+    list(pipe.run(video.path))
+    # The first frame, the walk-in's 10 analysed frames, and up to 3 frames while the
+    # background forgets the walker (leaving is a change too); the rest stays gated.
+    assert 11 <= engine.detect_calls <= 14
+    assert pipe.stats.frames_analysed == 30  # 150 frames, every 5th
+
+
+def test_fuse_is_quality_weighted_and_unit_length() -> None:
+    a = np.array([[1.0, 0.0], [0.0, 1.0]], np.float32)
+    f = fuse(a, [3.0, 1.0])
+    assert np.linalg.norm(f) == pytest.approx(1.0)
+    assert f[0] == pytest.approx(3 / np.sqrt(10))
+
+
+# ----------------------------------------------------------------- real models
+
+
+@pytest.fixture(scope="module")
+def engine() -> FaceEngine:
+    return shared_engine()
+
+
+@pytest.fixture(scope="module")
+def scenario_run(
+    tmp_path_factory: pytest.TempPathFactory, engine: FaceEngine
+) -> tuple[GeneratedVideo, list[TrackResult], Pipeline]:
+    folder = tmp_path_factory.mktemp("pipeline")
+    video = make_scenario_video(folder)
+    gallery = Gallery.from_folder(write_gallery(folder / "gallery", [*KNOWN, DISTRACTOR]), engine)
+    pipe = Pipeline(engine, gallery)
+    return video, list(pipe.run(video.path)), pipe
+
+
+@pytest.mark.models
+def test_each_walk_in_is_one_track_with_the_right_identity(
+    scenario_run: tuple[GeneratedVideo, list[TrackResult], Pipeline],
+) -> None:
+    video, results, pipe = scenario_run
+    assert len(results) == len(video.walkins) == 4
+    for wi in video.walkins:
+        mine = [
+            r
+            for r in results
+            if overlaps((r.start_frame, r.end_frame), (wi.start_frame, wi.end_frame))
+        ]
+        # Two walk-ins share a time range (side by side): keep the one on the same side.
+        left = wi.to_xy[0] < 0.5
+        mine = [r for r in mine if ((r.bbox.x1 + r.bbox.x2) / 2 < video.width / 2) == left]
+        assert len(mine) == 1, (wi, results)
+        r = mine[0]
+        expected = wi.identity if wi.identity in KNOWN else None
+        assert r.identity == expected, (wi, r)
+        if expected is not None:
+            assert r.similarity >= 0.5
+            assert r.crop_jpeg is None  # known faces never leave the box
+        else:
+            assert r.similarity < 0.35
+            assert r.crop_jpeg is not None
+            crop = cv2.imdecode(np.frombuffer(r.crop_jpeg, np.uint8), cv2.IMREAD_COLOR)
+            assert crop is not None and max(crop.shape[:2]) <= 160
+        assert np.linalg.norm(r.embedding) == pytest.approx(1.0, abs=1e-4)
+        assert r.embedding.shape == (512,)
+        assert 0.0 < r.quality <= 1.0
+        assert 1 <= r.faces_used <= 3
+    stats = pipe.stats
+    # One recogniser batch per track, never per frame.
+    assert stats.embed_calls == 4 and stats.faces_embedded <= 12
+    assert stats.detector_calls < stats.frames_analysed
+
+
+@pytest.mark.models
+def test_two_people_at_once_get_two_tracks(
+    scenario_run: tuple[GeneratedVideo, list[TrackResult], Pipeline],
+) -> None:
+    video, results, _ = scenario_run
+    together = video.walkins[2]
+    same_time = [
+        r
+        for r in results
+        if overlaps((r.start_frame, r.end_frame), (together.start_frame, together.end_frame))
+    ]
+    assert sorted(str(r.identity) for r in same_time) == sorted([KNOWN[1], "None"])
+
+
+@pytest.mark.models
+def test_small_faces_are_tracked_but_never_embedded(tmp_path: Path, engine: FaceEngine) -> None:
+    video = make_video(
+        tmp_path / "far.mp4",
+        [WalkIn("t1_p3", 10, 59, size_from=26, size_to=32)],
+        fps=25.0,
+        tail_s=1.5,
+    )
+    pipe = Pipeline(engine, None)
+    assert list(pipe.run(video.path)) == []
+    assert pipe.stats.detections >= 5  # the faces were seen...
+    assert pipe.stats.tracks_without_usable_face == 1  # ...as one track, not usable
+    assert pipe.stats.faces_embedded == 0 and pipe.stats.embed_calls == 0

@@ -1,0 +1,124 @@
+"""``lintel-edge replay``: JSON shape, errors, and the TrackResult -> SightingIn conversion."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from edge.cli import main
+from edge.errors import LintelEdgeError
+from edge.pipeline import TrackResult
+from edge.replay import track_to_sighting
+from edge.types import BBox
+from edge.videogen import write_gallery
+from server.wire import decode_embedding, sighting_id
+from tests.edge.pipeline_fixtures import DISTRACTOR, KNOWN, make_scenario_video
+
+
+@pytest.fixture(scope="module")
+def replay_doc(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, Any]:
+    folder = tmp_path_factory.mktemp("replay")
+    video = make_scenario_video(folder)
+    gallery = write_gallery(folder / "gallery", [*KNOWN, DISTRACTOR])
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        rc = main(["replay", str(video.path), "--gallery", str(gallery), "--json"])
+    assert rc == 0
+    doc: dict[str, Any] = json.loads(out.getvalue())
+    doc["_truth"] = video.walkins
+    return doc
+
+
+@pytest.mark.models
+def test_replay_json_shape(replay_doc: dict[str, Any]) -> None:
+    assert replay_doc["frames"] == 25 + 3 * 45 + 2 * 30 + 25
+    assert replay_doc["fps"] == pytest.approx(25.0)
+    assert replay_doc["cpu_s"] > 0
+    tracks = replay_doc["tracks"]
+    assert len(tracks) == 4
+    for t in tracks:
+        assert set(t) == {"start_frame", "end_frame", "identity", "similarity", "quality"}
+        assert isinstance(t["start_frame"], int) and t["end_frame"] >= t["start_frame"]
+        assert t["identity"] is None or isinstance(t["identity"], str)
+    names = sorted(str(t["identity"]) for t in tracks)
+    assert names == sorted([*KNOWN, "None", "None"])
+
+
+def test_replay_missing_video_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["replay", str(tmp_path / "nope.mp4"), "--json"]) == 2
+    err = capsys.readouterr().err
+    assert "video file not found" in err and "Traceback" not in err
+
+
+def test_replay_server_without_token_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("LINTEL_DEVICE_TOKEN", raising=False)
+    video = tmp_path / "v.mp4"
+    video.write_bytes(b"x")
+    assert main(["replay", str(video), "--server", "http://127.0.0.1:9"]) == 2
+    assert "--token" in capsys.readouterr().err
+
+
+def _result(identity: str | None, crop: bytes | None = None) -> TrackResult:
+    emb = np.zeros(512, np.float32)
+    emb[3] = 1.0
+    return TrackResult(
+        track_id=1,
+        start_frame=10,
+        end_frame=40,
+        started_at=0.4,
+        ended_at=1.6,
+        identity=identity,
+        best_candidate=identity or "17",
+        similarity=0.81 if identity else 0.12,
+        quality=0.7,
+        embedding=emb,
+        faces_used=3,
+        hits=7,
+        model_id="buffalo_s/w600k_mbf",
+        bbox=BBox(1, 2, 3, 4),
+        crop_jpeg=crop,
+    )
+
+
+def test_unknown_track_becomes_an_unknown_sighting() -> None:
+    origin = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    s = track_to_sighting(
+        _result(None, b"\xff\xd8jpeg"),
+        device="dev1",
+        source="cam.mp4",
+        camera="door",
+        origin=origin,
+    )
+    assert s.kind == "unknown" and s.occupant_id is None
+    assert s.id == sighting_id("dev1", "cam.mp4", 10, 40)
+    assert (s.ended_at - s.started_at).total_seconds() == pytest.approx(1.2)
+    assert s.started_at == origin.replace(microsecond=400000)
+    assert s.embedding_b64 is not None and decode_embedding(s.embedding_b64)[3] == 1.0
+    assert s.crop_jpeg_b64 is not None and base64.b64decode(s.crop_jpeg_b64) == b"\xff\xd8jpeg"
+    assert s.model_id == "buffalo_s/w600k_mbf"
+
+
+def test_known_track_carries_no_face() -> None:
+    s = track_to_sighting(_result("17"), device="d", source="s", camera="door")
+    assert s.kind == "known" and s.occupant_id == 17 and s.similarity == pytest.approx(0.81)
+    assert s.embedding_b64 is None and s.crop_jpeg_b64 is None
+    # Live timestamps are Unix time.
+    assert s.started_at == datetime.fromtimestamp(0.4, UTC)
+    mapped = track_to_sighting(
+        _result("alice"), device="d", source="s", camera="door", occupant_ids={"alice": 5}
+    )
+    assert mapped.occupant_id == 5
+    with pytest.raises(LintelEdgeError, match="not an occupant id"):
+        track_to_sighting(_result("alice"), device="d", source="s", camera="door")
