@@ -1,0 +1,475 @@
+"""Open-set identification accuracy of the edge face engine, vs a naive baseline.
+
+Usage::
+
+    .venv/bin/python bench/accuracy.py [FACES_DIR] [--seed S] [--splits N]
+        [--model PACK] [--threads N] [--json OUT]
+
+FACES_DIR defaults to ``../shared/eval/faces`` relative to the repository root
+(``faces/<identity>/<n>.jpg``). A ``manifest*.csv`` beside it (``path,identity,
+source``) is used to set ORL photos apart: they are reported on their own, never
+in the headline numbers.
+
+Protocol (one split): identities are shuffled with a seeded RNG and half are
+enrolled with their FIRST photo (by number); the other half are strangers. Every
+other photo is a probe: probes of enrolled identities are genuine, probes of
+strangers are impostors. For a target FPIR (share of stranger probes whose best
+gallery similarity reaches the threshold) the threshold is set on the stranger
+scores, and FNIR is the share of genuine probes not matched to the right
+identity at that threshold. Genuine probes of identities that failed to enrol
+are left out of FNIR (they are counted in the failure-to-enrol rate instead).
+Photos are embedded once; extra splits (``--splits``) only reshuffle who is
+enrolled, so the spread across splits costs nothing.
+
+Pipelines:
+* ours: ``FaceEngine.enrol`` (padded detection, one notable face, quality
+  gates) for enrolment; probes take the central/largest face of
+  ``detect_photo`` (padded + unpadded for large photos), no gate.
+* baseline (insightface-style): detect at 640 on the padded photo, take the
+  largest face, no quality gate, for both enrolment and probes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from edge.config import ModelConfig  # noqa: E402
+from edge.engine import PHOTO_PAD_RATIO, FaceEngine, main_face, read_image  # noqa: E402
+from edge.errors import EnrolmentError, ImageError  # noqa: E402
+from edge.gallery import Gallery, Template, image_files  # noqa: E402
+from edge.types import Detection  # noqa: E402
+
+FPIR_TARGETS = (0.01, 0.001)
+
+
+@dataclass
+class PhotoResult:
+    """One photo through one pipeline: an embedding or why there is none."""
+
+    embedding: npt.NDArray[np.float32] | None
+    failure: str | None  # enrolment reason / "no_face"
+    seconds: float
+
+
+@dataclass
+class Population:
+    name: str
+    photos: dict[str, list[Path]] = field(default_factory=dict)  # identity -> photos
+
+
+def _photo_key(p: Path) -> tuple[int, str]:
+    return (int(p.stem), p.name) if p.stem.isdigit() else (1 << 30, p.name)
+
+
+def load_populations(faces: Path) -> list[Population]:
+    """Headline population (everything but ORL) and, if present, ORL on its own."""
+    orl: set[str] = set()
+    for manifest in sorted(faces.parent.glob("manifest*.csv")):
+        with manifest.open(newline="") as fh:
+            for row in csv.DictReader(fh):
+                if row.get("source", "").startswith("orl:"):
+                    orl.add(row["identity"])
+    main = Population("headline (ORL excluded)")
+    orl_pop = Population("ORL only (23x28 grey crops)")
+    for sub in sorted(p for p in faces.iterdir() if p.is_dir()):
+        photos = sorted(image_files(sub), key=_photo_key)
+        if not photos:
+            continue
+        is_orl = sub.name in orl or sub.name.startswith("ORL_")
+        (orl_pop if is_orl else main).photos[sub.name] = photos
+    return [p for p in (main, orl_pop) if p.photos]
+
+
+def _largest(dets: list[Detection]) -> Detection | None:
+    return max(dets, key=lambda d: d.bbox.width * d.bbox.height, default=None)
+
+
+def run_ours(engine: FaceEngine, path: Path, *, enrol: bool) -> PhotoResult:
+    t0 = time.perf_counter()
+    if enrol:
+        try:
+            face = engine.enrol(path)
+        except EnrolmentError as exc:
+            return PhotoResult(None, exc.reason, time.perf_counter() - t0)
+        return PhotoResult(face.embedding, None, time.perf_counter() - t0)
+    try:
+        img = read_image(path)
+    except ImageError:
+        return PhotoResult(None, "unreadable", time.perf_counter() - t0)
+    det = main_face(engine.detect_photo(img), img.shape)
+    if det is None:
+        return PhotoResult(None, "no_face", time.perf_counter() - t0)
+    emb = engine.embed(img, [det])[0]
+    return PhotoResult(emb, None, time.perf_counter() - t0)
+
+
+def run_baseline(engine: FaceEngine, path: Path) -> PhotoResult:
+    t0 = time.perf_counter()
+    try:
+        img = read_image(path)
+    except ImageError:
+        return PhotoResult(None, "unreadable", time.perf_counter() - t0)
+    h, w = img.shape[:2]
+    pad = round(max(h, w) * PHOTO_PAD_RATIO)
+    padded = np.pad(img, ((pad, pad), (pad, pad), (0, 0)))
+    det = _largest(engine.detect(padded, det_size=640))
+    if det is None:
+        return PhotoResult(None, "no_face", time.perf_counter() - t0)
+    emb = engine.embed(padded, [det])[0]
+    return PhotoResult(emb, None, time.perf_counter() - t0)
+
+
+def threshold_at_fpir(stranger_scores: npt.NDArray[np.float64], fpir: float) -> float:
+    """Lowest threshold at which at most ``fpir`` of the strangers reach it."""
+    desc = np.sort(stranger_scores)[::-1]
+    allowed = int(np.floor(fpir * desc.size))
+    if allowed >= desc.size:
+        return float(desc[-1])
+    # Just above the (allowed+1)-th highest stranger score.
+    return float(np.nextafter(desc[allowed], np.inf))
+
+
+@dataclass
+class SplitMetrics:
+    n_enrolled: int
+    n_fte: int
+    n_genuine: int
+    n_stranger: int
+    n_probe_ftd: int
+    n_probes: int
+    thresholds: dict[float, float]
+    fnir: dict[float, float]
+    fnir_at_default: float
+    fpir_at_default: float
+    fnir_with_fte: dict[float, float]
+    """FNIR if the probes of identities that failed to enrol count as misses."""
+
+
+def evaluate_split(
+    pop: Population,
+    enrol: dict[str, PhotoResult],
+    probes: dict[Path, PhotoResult],
+    enrolled_ids: set[str],
+    *,
+    model_id: str,
+    default_threshold: float,
+) -> SplitMetrics:
+    """Metrics of one enrolled/stranger split from precomputed embeddings."""
+    templates = [
+        Template(i, enrol[i].embedding, model_id)  # type: ignore[arg-type]
+        for i in sorted(enrolled_ids)
+        if enrol[i].embedding is not None
+    ]
+    n_fte = sum(1 for i in enrolled_ids if enrol[i].embedding is None)
+    gallery = Gallery.from_templates(templates, model_id=model_id, threshold=default_threshold)
+    genuine: list[tuple[str, PhotoResult]] = []
+    stranger: list[PhotoResult] = []
+    n_fte_probes = 0
+    for ident, photos in pop.photos.items():
+        if ident in enrolled_ids:
+            if enrol[ident].embedding is None:
+                n_fte_probes += len(photos) - 1
+                continue  # failed to enrol: counted in FTE, not in FNIR
+            genuine.extend((ident, probes[p]) for p in photos[1:])
+        else:
+            stranger.extend(probes[p] for p in photos)
+
+    def best(results: list[PhotoResult]) -> tuple[list[str | None], npt.NDArray[np.float64]]:
+        names: list[str | None] = [None] * len(results)
+        sims = np.full(len(results), -1.0)
+        idx = [k for k, r in enumerate(results) if r.embedding is not None]
+        if idx and len(gallery):
+            matrix = np.stack([results[k].embedding for k in idx])  # type: ignore[misc]
+            for k, m in zip(idx, gallery.match(matrix, model_id=model_id), strict=True):
+                names[k], sims[k] = m.best, m.similarity
+        return names, sims
+
+    g_names, g_sims = best([r for _, r in genuine])
+    g_true = np.array([n == ident for n, (ident, _) in zip(g_names, genuine, strict=True)])
+    _, s_sims = best(stranger)
+    thresholds = {f: threshold_at_fpir(s_sims, f) for f in FPIR_TARGETS} if s_sims.size else {}
+
+    def fnir(t: float) -> float:
+        return float(np.mean(~(g_true & (g_sims >= t)))) if g_sims.size else float("nan")
+
+    all_probes = [r for _, r in genuine] + stranger
+    return SplitMetrics(
+        n_enrolled=len(enrolled_ids),
+        n_fte=n_fte,
+        n_genuine=len(genuine),
+        n_stranger=len(stranger),
+        n_probe_ftd=sum(1 for r in all_probes if r.embedding is None),
+        n_probes=len(all_probes),
+        thresholds=thresholds,
+        fnir={f: fnir(t) for f, t in thresholds.items()},
+        fnir_at_default=fnir(default_threshold),
+        fpir_at_default=float(np.mean(s_sims >= default_threshold)) if s_sims.size else 0.0,
+        fnir_with_fte={
+            f: (fnir(t) * len(genuine) + n_fte_probes) / max(len(genuine) + n_fte_probes, 1)
+            for f, t in thresholds.items()
+        },
+    )
+
+
+def split_ids(identities: list[str], seed: int) -> set[str]:
+    ids = sorted(identities)
+    random.Random(seed).shuffle(ids)
+    return set(ids[: len(ids) // 2])
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:6.2f}%"
+
+
+def bench_population(engine: FaceEngine, pop: Population, seeds: list[int]) -> dict[str, object]:
+    ids = list(pop.photos)
+    # Every identity's first photo is embedded both ways: it is an enrolment photo
+    # in some splits (ours: gated enrol) and a stranger probe in others.
+    ours_enrol = {i: run_ours(engine, pop.photos[i][0], enrol=True) for i in ids}
+    ours_probe: dict[Path, PhotoResult] = {}
+    base: dict[Path, PhotoResult] = {}
+    for i in ids:
+        for p in pop.photos[i]:
+            ours_probe[p] = run_ours(engine, p, enrol=False)
+            base[p] = run_baseline(engine, p)
+    base_enrol = {i: base[pop.photos[i][0]] for i in ids}
+
+    report: dict[str, object] = {"population": pop.name, "identities": len(ids)}
+    n_photos = sum(len(v) for v in pop.photos.values())
+    report["photos"] = n_photos
+    for label, enrol, probes in (
+        ("ours", ours_enrol, ours_probe),
+        ("baseline", base_enrol, base),
+    ):
+        splits = [
+            evaluate_split(
+                pop,
+                enrol,
+                probes,
+                split_ids(ids, s),
+                model_id=engine.model_id,
+                default_threshold=engine.threshold,
+            )
+            for s in seeds
+        ]
+        faces = [r for r in probes.values() if r.embedding is not None]
+        ms = 1000 * float(np.mean([r.seconds for r in faces])) if faces else float("nan")
+        report[label] = {
+            "ms_per_face": ms,
+            "fte_reasons": _count([enrol[i].failure for i in ids if enrol[i].failure is not None]),
+            "splits": [
+                {
+                    "seed": s,
+                    "enrolled": m.n_enrolled,
+                    "fte": m.n_fte,
+                    "genuine_probes": m.n_genuine,
+                    "stranger_probes": m.n_stranger,
+                    "probe_ftd": m.n_probe_ftd,
+                    "probes": m.n_probes,
+                    "thresholds": {str(f): t for f, t in m.thresholds.items()},
+                    "fnir": {str(f): v for f, v in m.fnir.items()},
+                    "fnir_with_fte": {str(f): v for f, v in m.fnir_with_fte.items()},
+                    "fnir_at_default": m.fnir_at_default,
+                    "fpir_at_default": m.fpir_at_default,
+                }
+                for s, m in zip(seeds, splits, strict=True)
+            ],
+        }
+    report["pairwise"] = pairwise(pop, ours_probe)
+    return report
+
+
+SITE_GALLERY = 600
+"""Occupants of the rental block in the problem statement: the gallery size the
+threshold must hold at (a stranger's 1:N score is a max over this many)."""
+
+
+def pairwise(pop: Population, probes: dict[Path, PhotoResult]) -> dict[str, float]:
+    """All-pairs cosine statistics, and thresholds extrapolated to a site gallery.
+
+    With per-pair false-match rate p at threshold t, a stranger matches someone
+    in a gallery of N independent templates with probability 1 - (1 - p)^N; so
+    FPIR f at N needs p = 1 - (1 - f)^(1/N).
+    """
+    embs: list[npt.NDArray[np.float32]] = []
+    owner: list[int] = []
+    for k, ident in enumerate(pop.photos):
+        for p in pop.photos[ident]:
+            e = probes[p].embedding
+            if e is not None:
+                embs.append(e)
+                owner.append(k)
+    if len(embs) < 2:
+        return {}
+    m = np.stack(embs)
+    o = np.asarray(owner)
+    sims = m @ m.T
+    iu = np.triu_indices(len(embs), k=1)
+    same = o[iu[0]] == o[iu[1]]
+    pair = sims[iu]
+    imp, gen = np.sort(pair[~same]), pair[same]
+    out: dict[str, float] = {
+        "impostor_pairs": float(imp.size),
+        "genuine_pairs": float(gen.size),
+        "impostor_median": float(np.median(imp)),
+        "impostor_p99": float(np.quantile(imp, 0.99)),
+        "impostor_max": float(imp[-1]),
+    }
+    for f in FPIR_TARGETS:
+        p = 1.0 - (1.0 - f) ** (1.0 / SITE_GALLERY)
+        if p * imp.size >= 1.0:  # at least one pair beyond it, else unmeasurable
+            t = float(np.quantile(imp, 1.0 - p))
+            out[f"t_fpir_{f:g}_at_{SITE_GALLERY}"] = t
+            out[f"genuine_pair_fnmr_at_t_fpir_{f:g}"] = float(np.mean(gen < t))
+    return out
+
+
+def _count(items: list[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for x in items:
+        out[x] = out.get(x, 0) + 1
+    return out
+
+
+def print_report(rep: dict[str, object], threshold: float) -> None:
+    ours, base = rep["ours"], rep["baseline"]
+    assert isinstance(ours, dict) and isinstance(base, dict)
+    print(f"\n== {rep['population']}: {rep['identities']} identities, {rep['photos']} photos")
+    s_o, s_b = ours["splits"][0], base["splits"][0]
+    print(
+        f"   split seed {s_o['seed']}: {s_o['enrolled']} enrolled, {s_o['genuine_probes']} "
+        f"genuine probes (ours), {s_o['stranger_probes']} stranger probes"
+    )
+    rows: list[tuple[str, str, str]] = []
+    for f in FPIR_TARGETS:
+        k = str(f)
+        if k not in s_o["fnir"]:
+            continue
+        rows.append(
+            (
+                f"FNIR @ FPIR {100 * f:g}%",
+                f"{_pct(s_o['fnir'][k])} (t={s_o['thresholds'][k]:.3f})",
+                f"{_pct(s_b['fnir'][k])} (t={s_b['thresholds'][k]:.3f})",
+            )
+        )
+    if "0.01" in s_o["fnir_with_fte"]:
+        rows.append(
+            (
+                "  same, FTE probes as misses",
+                _pct(s_o["fnir_with_fte"]["0.01"]),
+                _pct(s_b["fnir_with_fte"]["0.01"]),
+            )
+        )
+    rows.append(
+        (
+            f"FNIR / FPIR @ t={threshold:.2f}",
+            f"{_pct(s_o['fnir_at_default'])} / {_pct(s_o['fpir_at_default'])}",
+            f"{_pct(s_b['fnir_at_default'])} / {_pct(s_b['fpir_at_default'])}",
+        )
+    )
+    rows.append(
+        (
+            "failure to enrol",
+            f"{_pct(s_o['fte'] / max(s_o['enrolled'], 1))} ({s_o['fte']}/{s_o['enrolled']})",
+            f"{_pct(s_b['fte'] / max(s_b['enrolled'], 1))} ({s_b['fte']}/{s_b['enrolled']})",
+        )
+    )
+    rows.append(
+        (
+            "failure to detect (probes)",
+            f"{_pct(s_o['probe_ftd'] / max(s_o['probes'], 1))}",
+            f"{_pct(s_b['probe_ftd'] / max(s_b['probes'], 1))}",
+        )
+    )
+    rows.append(("ms per face", f"{ours['ms_per_face']:.1f}", f"{base['ms_per_face']:.1f}"))
+    if len(ours["splits"]) > 1:
+        for f in FPIR_TARGETS:
+            k = str(f)
+            vals = [s["fnir"].get(k) for s in ours["splits"] if k in s["fnir"]]
+            bvals = [s["fnir"].get(k) for s in base["splits"] if k in s["fnir"]]
+            thr = [s["thresholds"][k] for s in ours["splits"] if k in s["thresholds"]]
+            if vals:
+                rows.append(
+                    (
+                        f"FNIR @ FPIR {100 * f:g}%, {len(vals)} splits",
+                        f"mean {_pct(float(np.mean(vals)))} max {_pct(max(vals))} "
+                        f"t {min(thr):.3f}-{max(thr):.3f}",
+                        f"mean {_pct(float(np.mean(bvals)))} max {_pct(max(bvals))}",
+                    )
+                )
+        dv = [s["fnir_at_default"] for s in ours["splits"]]
+        dp = [s["fpir_at_default"] for s in ours["splits"]]
+        rows.append(
+            (
+                f"@ t={threshold:.2f}, all splits (ours)",
+                f"FNIR mean {_pct(float(np.mean(dv)))}, FPIR mean {_pct(float(np.mean(dp)))} "
+                f"max {_pct(max(dp))}",
+                "",
+            )
+        )
+    w0 = max(len(r[0]) for r in rows)
+    w1 = max(len(r[1]) for r in [*rows, ("", "ours", "")])
+    print(f"   {'':<{w0}}  {'ours':<{w1}}  baseline")
+    for a, b, c in rows:
+        print(f"   {a:<{w0}}  {b:<{w1}}  {c}")
+    print(f"   failure-to-enrol reasons (all identities, ours): {ours['fte_reasons']}")
+    pw = rep.get("pairwise")
+    if isinstance(pw, dict) and pw:
+        print(
+            f"   all pairs (ours probes): {pw['impostor_pairs']:.0f} impostor, impostor cosine "
+            f"median {pw['impostor_median']:.3f} p99 {pw['impostor_p99']:.3f} "
+            f"max {pw['impostor_max']:.3f}"
+        )
+        for f in FPIR_TARGETS:
+            k = f"t_fpir_{f:g}_at_{SITE_GALLERY}"
+            if k in pw:
+                print(
+                    f"   extrapolated to a {SITE_GALLERY}-person gallery: FPIR {100 * f:g}% "
+                    f"needs t >= {pw[k]:.3f}; genuine pairs below it "
+                    f"{_pct(pw[f'genuine_pair_fnmr_at_t_fpir_{f:g}'])}"
+                )
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("faces", nargs="?", type=Path, default=REPO.parent / "shared/eval/faces")
+    ap.add_argument("--seed", type=int, default=20261128, help="seed of the reported split")
+    ap.add_argument("--splits", type=int, default=5, help="extra seeded splits for the spread")
+    ap.add_argument("--model", default="buffalo_s")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threshold", type=float, default=None, help="override the pack default")
+    ap.add_argument("--json", type=Path, help="also write the full results here")
+    args = ap.parse_args(argv)
+    if not args.faces.is_dir():
+        print(f"accuracy: no faces folder at {args.faces}", file=sys.stderr)
+        return 2
+    engine = FaceEngine.load(
+        ModelConfig(pack=args.model, threads=args.threads, match_threshold=args.threshold)
+    )
+    seeds = [args.seed] + [args.seed + k for k in range(1, args.splits)]
+    print(f"model {engine.model_id}, threshold in use {engine.threshold:.3f}, faces {args.faces}")
+    reports = []
+    for pop in load_populations(args.faces):
+        rep = bench_population(engine, pop, seeds)
+        print_report(rep, engine.threshold)
+        reports.append(rep)
+    if args.json:
+        args.json.write_text(json.dumps(reports, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

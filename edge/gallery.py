@@ -1,0 +1,252 @@
+"""The local gallery: enrolled identities' templates and 1:N matching.
+
+A template is one L2-normalised embedding of one enrolment photo. An identity
+may have several; its similarity to a probe is the MAX cosine over its
+templates (a second photo helps when it is closer, never hurts when it is not).
+
+Templates are only comparable with embeddings of the same recogniser, so the
+gallery carries the ``model_id`` it was built with and refuses anything else.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+
+from edge.errors import EnrolmentError, GalleryError
+
+if TYPE_CHECKING:
+    from edge.engine import FaceEngine
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """Result of matching one embedding against the gallery."""
+
+    identity: str | None
+    """The decision: the closest identity if its similarity reaches the threshold."""
+    best: str | None
+    """The closest identity whatever the threshold (None for an empty gallery)."""
+    similarity: float
+    """Cosine similarity to ``best`` (max over its templates); -1 when there is none."""
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    """One enrolled embedding of one identity, as a server sync delivers it."""
+
+    identity: str
+    embedding: npt.NDArray[np.float32]
+    model_id: str
+
+
+def image_files(folder: Path) -> list[Path]:
+    """Image files directly in ``folder`` (not hidden), in a stable order."""
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
+    )
+
+
+class Gallery:
+    """Identities, their template matrix and the owner of each template row."""
+
+    def __init__(
+        self,
+        identities: Sequence[str],
+        templates: npt.NDArray[np.float32],
+        owners: npt.NDArray[np.intp],
+        *,
+        model_id: str,
+        threshold: float,
+    ) -> None:
+        """Low-level constructor; prefer :meth:`from_folder` / :meth:`from_templates`.
+
+        ``templates`` is (m, dim), ``owners[i]`` the index in ``identities`` of
+        row ``i``. Rows are re-normalised and grouped by owner here.
+        """
+        tpl = np.asarray(templates, dtype=np.float32)
+        own = np.asarray(owners, dtype=np.intp)
+        if tpl.ndim != 2 or own.shape != (tpl.shape[0],):
+            raise GalleryError(f"templates {tpl.shape} and owners {own.shape} do not line up")
+        if len(set(identities)) != len(identities):
+            raise GalleryError("identity names must be unique")
+        if own.size and (own.min() < 0 or own.max() >= len(identities)):
+            raise GalleryError("template owner index out of range")
+        if not np.all(np.isfinite(tpl)):
+            raise GalleryError("templates hold NaN or infinite values")
+        norms = np.linalg.norm(tpl, axis=1, keepdims=True)
+        if np.any(norms < 1e-6):
+            raise GalleryError("a template is the zero vector")
+        # Group rows by owner so a per-identity max is one np.maximum.reduceat.
+        order = np.argsort(own, kind="stable")
+        self.identities: tuple[str, ...] = tuple(identities)
+        self.templates: npt.NDArray[np.float32] = np.ascontiguousarray(tpl[order] / norms[order])
+        self.owners: npt.NDArray[np.intp] = own[order]
+        self.model_id = model_id
+        self.threshold = float(threshold)
+        present = np.unique(self.owners)
+        self._present = present  # identities that have at least one template
+        self._starts = np.searchsorted(self.owners, present)
+
+    @property
+    def dim(self) -> int:
+        """Embedding dimension (0 for a gallery without templates)."""
+        return int(self.templates.shape[1]) if self.templates.size else 0
+
+    def __len__(self) -> int:
+        return len(self.identities)
+
+    # ----------------------------------------------------------------- builders
+
+    @classmethod
+    def from_folder(cls, folder: Path | str, engine: FaceEngine) -> Gallery:
+        """Enrol ``folder/<identity>/<photo>`` with ``engine``.
+
+        Every photo must hold exactly one usable face; otherwise
+        :class:`GalleryError` lists EVERY bad file with its reason (fix them all
+        in one pass, not one per run). Files outside identity folders and
+        non-image files are ignored with a warning.
+        """
+        root = Path(folder)
+        if not root.is_dir():
+            raise GalleryError(f"gallery folder {root} does not exist or is not a directory")
+        identities: list[str] = []
+        rows: list[npt.NDArray[np.float32]] = []
+        owners: list[int] = []
+        problems: list[str] = []
+        for sub in sorted(p for p in root.iterdir() if not p.name.startswith(".")):
+            if not sub.is_dir():
+                log.warning("gallery %s: ignoring %s (not in an identity folder)", root, sub.name)
+                continue
+            photos = image_files(sub)
+            if not photos:
+                problems.append(f"{sub.relative_to(root)}/: no photos")
+                continue
+            idx = len(identities)
+            identities.append(sub.name)
+            for photo in photos:
+                rel = photo.relative_to(root)
+                try:
+                    face = engine.enrol(photo, name=str(rel))
+                except EnrolmentError as exc:
+                    problems.append(f"{rel}: {exc.reason}: {exc}")
+                    continue
+                rows.append(face.embedding)
+                owners.append(idx)
+        if problems:
+            raise GalleryError(
+                f"gallery {root}: {len(problems)} unusable photo(s):\n  " + "\n  ".join(problems)
+            )
+        if not identities:
+            raise GalleryError(f"gallery {root}: no identity folders")
+        log.info("gallery %s: %d identities, %d templates", root, len(identities), len(rows))
+        return cls(
+            identities,
+            np.stack(rows),
+            np.asarray(owners, dtype=np.intp),
+            model_id=engine.model_id,
+            threshold=engine.threshold,
+        )
+
+    @classmethod
+    def from_templates(
+        cls, templates: Iterable[Template], *, model_id: str, threshold: float
+    ) -> Gallery:
+        """Build from synced templates; every template must carry ``model_id``."""
+        identities: dict[str, int] = {}
+        rows: list[npt.NDArray[np.float32]] = []
+        owners: list[int] = []
+        for t in templates:
+            if t.model_id != model_id:
+                raise GalleryError(
+                    f"template of {t.identity!r} was made by model {t.model_id!r}; "
+                    f"this gallery is for {model_id!r} (re-enrol with this model)"
+                )
+            vec = np.asarray(t.embedding, dtype=np.float32).reshape(-1)
+            if rows and vec.shape != rows[0].shape:
+                raise GalleryError(
+                    f"template of {t.identity!r} has {vec.size} values, others {rows[0].size}"
+                )
+            rows.append(vec)
+            owners.append(identities.setdefault(t.identity, len(identities)))
+        matrix = np.stack(rows) if rows else np.zeros((0, 0), dtype=np.float32)
+        return cls(
+            list(identities),
+            matrix,
+            np.asarray(owners, dtype=np.intp),
+            model_id=model_id,
+            threshold=threshold,
+        )
+
+    # ----------------------------------------------------------------- matching
+
+    def similarities(
+        self, embeddings: npt.NDArray[np.float32], *, model_id: str | None = None
+    ) -> npt.NDArray[np.float32]:
+        """(n, identities) matrix: max cosine of each probe to each identity (-1 if none)."""
+        probes = self._check(embeddings, model_id)
+        out = np.full((probes.shape[0], len(self.identities)), -1.0, dtype=np.float32)
+        if probes.shape[0] == 0 or self.templates.shape[0] == 0:
+            return out
+        sims = probes @ self.templates.T  # (n, m)
+        out[:, self._present] = np.maximum.reduceat(sims, self._starts, axis=1)
+        return out
+
+    def match(
+        self,
+        embeddings: npt.NDArray[np.float32],
+        *,
+        model_id: str | None = None,
+        threshold: float | None = None,
+    ) -> list[Match]:
+        """Match (n, dim) or (dim,) embeddings; one :class:`Match` per row.
+
+        Pass ``model_id`` (the engine's) so embeddings of another recogniser are
+        refused instead of silently compared. ``threshold`` overrides the gallery's.
+        """
+        thr = self.threshold if threshold is None else float(threshold)
+        sims = self.similarities(embeddings, model_id=model_id)
+        if sims.shape[1] == 0:
+            return [Match(None, None, -1.0) for _ in range(sims.shape[0])]
+        best_idx = np.argmax(sims, axis=1)
+        out: list[Match] = []
+        for row, j in zip(sims, best_idx, strict=True):
+            sim = float(row[j])
+            if sim <= -1.0 and j not in self._present:
+                out.append(Match(None, None, -1.0))
+                continue
+            name = self.identities[int(j)]
+            out.append(Match(name if sim >= thr else None, name, sim))
+        return out
+
+    def _check(
+        self, embeddings: npt.NDArray[np.float32], model_id: str | None
+    ) -> npt.NDArray[np.float32]:
+        if model_id is not None and model_id != self.model_id:
+            raise GalleryError(
+                f"embeddings from model {model_id!r} cannot be matched against a gallery "
+                f"enrolled with {self.model_id!r}"
+            )
+        arr = np.asarray(embeddings, dtype=np.float32)
+        if arr.ndim == 1:
+            arr = arr[None, :]
+        if arr.ndim != 2:
+            raise GalleryError(f"embeddings must be (n, dim), got shape {arr.shape}")
+        if self.dim and arr.shape[0] and arr.shape[1] != self.dim:
+            raise GalleryError(
+                f"embeddings have {arr.shape[1]} values, the gallery's templates {self.dim} "
+                f"(model {self.model_id!r})"
+            )
+        return arr
