@@ -139,6 +139,8 @@ class TrackResult:
     model_id: str
     bbox: BBox
     """Box of the best face, in frame pixels (where in the view the person was)."""
+    best_frame: int
+    """Frame index of the best face (``bbox`` is its box)."""
     crop_jpeg: bytes | None = None
     """Thumbnail of the best face; only for unknowns (known faces never leave the box)."""
 
@@ -350,6 +352,7 @@ class Pipeline:
             hits=track.hits,
             model_id=self.engine.model_id,
             bbox=track.best[0].detection.bbox,
+            best_frame=track.best[0].frame_index,
             crop_jpeg=crop,
         )
 

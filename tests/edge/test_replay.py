@@ -88,6 +88,7 @@ def _result(identity: str | None, crop: bytes | None = None) -> TrackResult:
         hits=7,
         model_id="buffalo_s/w600k_mbf",
         bbox=BBox(1, 2, 3, 4),
+        best_frame=20,
         crop_jpeg=crop,
     )
 

@@ -1,0 +1,285 @@
+"""Edge throughput: our stream pipeline vs. a naive per-frame baseline, same video, one run.
+
+    .venv/bin/python bench/edge_throughput.py [VIDEO ...] [--gallery DIR] [--json OUT]
+
+Defaults: every ``../shared/eval/video/*.mp4`` (relative to the repository
+root) and a gallery built from ``../shared/eval/faces/Lin-Manuel_Miranda`` (the
+enrolment photo for the hamilton clip). ``--gallery`` takes a folder of
+``<identity>/<photos>`` or a single identity's photo folder.
+
+For each video it measures, as CPU seconds per second of video (i.e. the
+fraction of one core a live stream would use), with ``time.process_time``:
+
+* decode: grab + retrieve every frame (what any analysis pays at least);
+  grab: grab only (what our sampling pays for frames it does not analyse);
+* ours: :class:`edge.pipeline.Pipeline` with its defaults (sampling, motion
+  gate, detector, quality gate, tracker, one embedding batch per track);
+* baseline: insightface ``FaceAnalysis``-like: decode every frame, detect at
+  640, align and embed EVERY face on EVERY frame, match each face. Built from
+  the same model_zoo models through :class:`edge.engine.FaceEngine`.
+
+Walk-ins: the baseline's per-frame detections are clustered with the same
+IoU tracker (its ``max_misses`` scaled to the same time span). A "walk-in" is
+a baseline cluster that lasts >= 0.5 s and holds at least one face that passes
+the quality gate (quality and clustering are bookkeeping: their CPU is not
+charged to the baseline). A walk-in is "found" when one of our tracks
+overlaps it in time and its best face box overlaps the cluster's box at that
+frame; "agree" counts found walk-ins whose identity (gallery name or unknown)
+is the same in both (the baseline's identity is the majority vote of its
+per-frame matches).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from edge.capture import VideoSource  # noqa: E402
+from edge.engine import FaceEngine  # noqa: E402
+from edge.gallery import Gallery, image_files  # noqa: E402
+from edge.pipeline import Pipeline, PipelineConfig, TrackResult, sample_every_for  # noqa: E402
+from edge.tracker import IoUTracker, Track, iou  # noqa: E402
+
+DEFAULT_EVAL = REPO.parent / "shared" / "eval"
+MIN_WALKIN_S = 0.5
+
+
+@dataclass
+class Walkin:
+    """A baseline cluster: its boxes, votes and whether it ever had a usable face."""
+
+    track: Track
+    votes: Counter[str | None] = field(default_factory=Counter)
+    usable: bool = False
+
+    @property
+    def identity(self) -> str | None:
+        return self.votes.most_common(1)[0][0] if self.votes else None
+
+    def box_at(self, frame: int) -> tuple[int, object]:
+        return min(self.track.boxes, key=lambda fb: abs(fb[0] - frame))
+
+
+@dataclass
+class Row:
+    video: str
+    resolution: str
+    fps: float
+    video_s: float
+    decode_core: float
+    grab_core: float
+    ours_core: float
+    base_core: float
+    ours_analysed: int
+    base_analysed: int
+    ours_detector_calls: int
+    ours_faces_embedded: int
+    base_faces_embedded: int
+    ours_tracks: int
+    base_clusters: int
+    walkins: int
+    found: int
+    agree: int
+    ours_identities: dict[str, int]
+    base_identities: dict[str, int]
+
+    @property
+    def ratio(self) -> float:
+        return self.ours_core / self.base_core if self.base_core else float("nan")
+
+
+def decode_cost(path: Path) -> tuple[float, float, int, float, str]:
+    """(decode CPU s, grab-only CPU s, frames, fps, WxH) of a whole file."""
+    with VideoSource(path) as src:
+        t0 = time.process_time()
+        n = sum(1 for _ in src.frames())
+        decode = time.process_time() - t0
+        fps, res = src.fps, f"{src.width}x{src.height}"
+    with VideoSource(path) as src:
+        t0 = time.process_time()
+        list(src.frames(sample_every=10**9))  # retrieves frame 0 only
+        grab = time.process_time() - t0
+    return decode, grab, n, fps, res
+
+
+def run_ours(
+    engine: FaceEngine, gallery: Gallery, path: Path, config: PipelineConfig
+) -> tuple[list[TrackResult], Pipeline]:
+    pipe = Pipeline(engine, gallery, config)
+    return list(pipe.run(path)), pipe
+
+
+def run_baseline(
+    engine: FaceEngine, gallery: Gallery, path: Path, config: PipelineConfig
+) -> tuple[float, int, int, list[Walkin]]:
+    """(charged CPU s, frames, faces embedded, clusters) of the naive per-frame loop."""
+    src = VideoSource(path).open()
+    every = sample_every_for(src.fps, config.analyse_fps)
+    tcfg = config.tracker.model_copy(update={"max_misses": config.tracker.max_misses * every})
+    tracker = IoUTracker(tcfg)
+    clusters: dict[int, Walkin] = {}
+    done: list[Walkin] = []
+    bookkeeping = 0.0
+    frames = embedded = 0
+    t0 = time.process_time()
+    for frame in src.frames():
+        frames += 1
+        dets = engine.detect(frame.image, det_size=640)
+        aligned = [engine.align(frame.image, d) for d in dets]
+        names: list[str | None] = []
+        if aligned:
+            emb = engine.embed_aligned(aligned)
+            embedded += len(aligned)
+            names = [m.identity for m in gallery.match(emb)]
+        b0 = time.process_time()
+        tracks, ended = tracker.update(
+            [d.bbox for d in dets], frame_index=frame.index, timestamp=frame.timestamp
+        )
+        for det, crop, name, track in zip(dets, aligned, names, tracks, strict=True):
+            c = clusters.setdefault(track.track_id, Walkin(track))
+            c.votes[name] += 1
+            if not c.usable and engine.quality(frame.image, det, aligned=crop).usable:
+                c.usable = True
+        done.extend(clusters.pop(t.track_id) for t in ended if t.track_id in clusters)
+        bookkeeping += time.process_time() - b0
+    cpu = time.process_time() - t0 - bookkeeping
+    for t in tracker.flush():
+        if t.track_id in clusters:
+            done.append(clusters.pop(t.track_id))
+    return cpu, frames, embedded, done
+
+
+def compare(walkins: list[Walkin], ours: list[TrackResult], fps: float) -> tuple[int, int, int]:
+    """(walk-ins, found, agree); see the module docstring."""
+    real = [
+        w
+        for w in walkins
+        if w.usable and (w.track.end_frame - w.track.start_frame + 1) / fps >= MIN_WALKIN_S
+    ]
+    found = agree = 0
+    for w in real:
+        best: TrackResult | None = None
+        best_iou = 0.0
+        for r in ours:
+            if r.start_frame > w.track.end_frame or w.track.start_frame > r.end_frame:
+                continue
+            _, box = w.box_at(r.best_frame)
+            overlap = iou(box, r.bbox)  # type: ignore[arg-type]
+            if overlap > best_iou:
+                best, best_iou = r, overlap
+        if best is not None and best_iou >= 0.2:
+            found += 1
+            agree += best.identity == w.identity
+    return len(real), found, agree
+
+
+def load_gallery(arg: Path | None, engine: FaceEngine, tmp: Path) -> Gallery:
+    folder = arg or DEFAULT_EVAL / "faces" / "Lin-Manuel_Miranda"
+    if not folder.is_dir():
+        raise SystemExit(f"gallery folder not found: {folder}")
+    if image_files(folder):  # a single identity's photos: wrap it
+        target = tmp / "gallery" / folder.name
+        target.mkdir(parents=True)
+        for p in image_files(folder):
+            shutil.copy(p, target / p.name)
+        folder = tmp / "gallery"
+    return Gallery.from_folder(folder, engine)
+
+
+def fmt_ids(ids: dict[str, int]) -> str:
+    return ", ".join(f"{k}:{v}" for k, v in sorted(ids.items())) or "-"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("videos", nargs="*", type=Path)
+    ap.add_argument("--gallery", type=Path, default=None)
+    ap.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
+    ap.add_argument("--analyse-fps", type=float, default=None)
+    ap.add_argument("--det-size", type=int, default=None)
+    args = ap.parse_args(argv)
+    videos = args.videos or sorted((DEFAULT_EVAL / "video").glob("*.mp4"))
+    if not videos:
+        raise SystemExit(f"no videos given and none in {DEFAULT_EVAL / 'video'}")
+    overrides: dict[str, object] = {}
+    if args.analyse_fps:
+        overrides["analyse_fps"] = args.analyse_fps
+    if args.det_size:
+        overrides["det_size"] = args.det_size
+    config = PipelineConfig.model_validate(overrides)
+    engine = FaceEngine.load()
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        gallery = load_gallery(args.gallery, engine, Path(tmp))
+        for path in videos:
+            decode, grab, n, fps, res = decode_cost(path)
+            video_s = n / fps
+            results, pipe = run_ours(engine, gallery, path, config)
+            base_cpu, base_frames, base_emb, clusters = run_baseline(engine, gallery, path, config)
+            walkins, found, agree = compare(clusters, results, fps)
+            rows.append(
+                Row(
+                    video=path.name,
+                    resolution=res,
+                    fps=round(fps, 2),
+                    video_s=round(video_s, 2),
+                    decode_core=decode / video_s,
+                    grab_core=grab / video_s,
+                    ours_core=pipe.stats.cpu_s / video_s,
+                    base_core=base_cpu / video_s,
+                    ours_analysed=pipe.stats.frames_analysed,
+                    base_analysed=base_frames,
+                    ours_detector_calls=pipe.stats.detector_calls,
+                    ours_faces_embedded=pipe.stats.faces_embedded,
+                    base_faces_embedded=base_emb,
+                    ours_tracks=len(results),
+                    base_clusters=len(clusters),
+                    walkins=walkins,
+                    found=found,
+                    agree=agree,
+                    ours_identities=dict(Counter(str(r.identity) for r in results)),
+                    base_identities=dict(Counter(str(w.identity) for w in clusters if w.usable)),
+                )
+            )
+            print(f"done {path.name}", file=sys.stderr)
+
+    header = (
+        "| video | res | video s | decode | grab only | ours | baseline | ours/base "
+        "| analysed ours/base | det calls | embedded ours/base | tracks | walk-ins "
+        "| found | same id |"
+    )
+    print(header)
+    print("|" + "---|" * 15)
+    for r in rows:
+        print(
+            f"| {r.video} | {r.resolution}@{r.fps:g} | {r.video_s:.1f} | {r.decode_core:.3f} "
+            f"| {r.grab_core:.3f} | {r.ours_core:.3f} | {r.base_core:.3f} | {r.ratio:.3f} "
+            f"| {r.ours_analysed}/{r.base_analysed} | {r.ours_detector_calls} "
+            f"| {r.ours_faces_embedded}/{r.base_faces_embedded} | {r.ours_tracks} "
+            f"| {r.walkins} | {r.found} | {r.agree}/{r.found} |"
+        )
+    print("\n(decode, grab only, ours, baseline: CPU seconds per video second = cores)")
+    for r in rows:
+        print(
+            f"{r.video}: identities ours {{{fmt_ids(r.ours_identities)}}}; "
+            f"baseline clusters with a usable face {{{fmt_ids(r.base_identities)}}}"
+        )
+    if args.json:
+        args.json.write_text(
+            json.dumps([asdict(r) | {"ratio": r.ratio} for r in rows], indent=2) + "\n"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
