@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import Engine, text
 
+from server.cases.views import router as cases_router
 from server.db import make_engine, make_session_factory, upgrade
 from server.devices.views import router as devices_router
 from server.errors import install_handlers
@@ -61,6 +62,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     install_handlers(app)
     app.include_router(devices_router, prefix=API_PREFIX)
     app.include_router(sightings_router, prefix=API_PREFIX)
+    app.include_router(cases_router, prefix=API_PREFIX)
     # Outermost first: the size limit must act before anything reads the body.
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)

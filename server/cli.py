@@ -57,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     q.add_argument("--json", action="store_true")
 
+    # -- clustering worker (engineer F; logic in server/clusters/worker.py) --
+    p = sub.add_parser("worker", help="cluster unknown sightings and open cases until stopped")
+    p.add_argument("--once", action="store_true", help="drain the pending work, then exit")
+    p.add_argument("--batch", type=int, default=1000, help="sightings per site per transaction")
+    p.add_argument("--poll", type=float, default=1.0, help="seconds to sleep when idle")
+
     p = sub.add_parser("stats", help="counts per site")
     p.add_argument("--site", default=None, help="site name or id (default: all)")
     p.add_argument("--json", action="store_true")
@@ -99,6 +105,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace, settings: Any) -> int:
     if args.command == "run":
         return _run(args, settings)
+    if args.command == "worker":
+        from server.clusters.worker import cli_worker
+
+        return cli_worker(args, settings)
 
     from server.db import (
         current_revision,

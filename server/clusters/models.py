@@ -84,8 +84,6 @@ class UnknownCluster(Base):
     count_since: Mapped[date | None] = mapped_column(Date)
     suppression: Mapped[str | None] = mapped_column(String(16))
     suppressed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    occupant_id: Mapped[int | None] = mapped_column(
-        ForeignKey("occupants.id", ondelete="SET NULL")
-    )
+    occupant_id: Mapped[int | None] = mapped_column(ForeignKey("occupants.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

@@ -1,0 +1,711 @@
+"""Cases: opening them from clusters, suppression, retroactive resolution, outcomes.
+
+Every function flushes and never commits: a route or the worker owns the
+transaction, so an outcome, its effects (templates, whitelist, cluster
+suppression, gallery bump) and its audit records land together or not at all.
+
+Outcomes and what they do to the cluster (documented behaviour):
+
+========================  ==========================================================
+outcome                   effect
+========================  ==========================================================
+enrolled                  new occupant of the unit; templates from the embeddings of
+                          the case's best sightings (gallery version bumps); cluster
+                          suppressed as ``occupant``; other clusters matching the new
+                          templates are resolved too (retroactive).
+merged_into_occupant      same, but the templates go to an existing occupant.
+visitor                   cluster suppressed for ``visitor_suppress_days`` after its
+                          last sighting; afterwards only days after the case count, so
+                          a visitor who keeps coming becomes a new case (3 new days).
+staff / courier           whitelist entry from the cluster (centroid + exemplars);
+                          the cluster and any later cluster matching it open no case.
+false_match               the cluster is retired (it mixed people); new sightings of
+                          whoever it was form fresh clusters and count from zero.
+moved_out                 like visitor, for ``moved_out_suppress_days``.
+resolved_by_enrolment     set by the system when an occupant enrolled later (registry
+                          import or another case) matches the cluster.
+cluster_merged            set by the system when the cluster merged into one that
+                          already had a case (the history stays with the closed one).
+========================  ==========================================================
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from server.audit.service import record
+from server.cases.errors import BadOutcome, CaseClosed, CaseNotFound
+from server.cases.models import Case, CaseEvent, WhitelistEntry
+from server.cases.rules import CaseRule, case_due_day, local_day, priority
+from server.clusters.models import ClusterSiteState, UnknownCluster
+from server.clusters.service import SiteConfig, cluster_days, cluster_vectors, site_config
+from server.db import utcnow
+from server.occupants.models import FaceTemplate, Occupant
+from server.occupants.service import add_template, upsert_occupant
+from server.sightings.models import Sighting
+from server.sites.models import Unit
+
+log = logging.getLogger(__name__)
+
+SYSTEM = "system:worker"
+NOT_CLOSED = ("open", "assigned")
+
+
+# -- events and audit ---------------------------------------------------------------------
+def _event(
+    session: Session, case: Case, *, actor: str, kind: str, detail: dict[str, Any] | None = None
+) -> None:
+    session.add(CaseEvent(case_id=case.id, actor=actor, kind=kind, detail=detail))
+    record(
+        session=session,
+        actor=actor,
+        action=f"case.{kind}",
+        object_type="case",
+        object_id=case.id,
+        site_id=case.site_id,
+        detail=detail,
+    )
+
+
+def _close(
+    session: Session, case: Case, *, actor: str, outcome: str, detail: dict[str, Any] | None = None
+) -> None:
+    case.status = "closed"
+    case.outcome = outcome
+    case.closed_at = utcnow()
+    session.flush()  # the partial unique index must see the case closed before a new one
+    _event(session, case, actor=actor, kind="closed", detail={"outcome": outcome, **(detail or {})})
+
+
+def open_case_of(*, session: Session, cluster_id: int) -> Case | None:
+    """The cluster's case that is not closed, if any (at most one: a unique index)."""
+    return session.scalar(
+        select(Case).where(Case.cluster_id == cluster_id, Case.status.in_(NOT_CLOSED))
+    )
+
+
+# -- matching clusters against people -------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class TemplateMatch:
+    """The best registered person a cluster resembles."""
+
+    occupant_id: int
+    site_id: int
+    similarity: float
+
+
+def _templates(
+    session: Session, *, model_id: str, min_id: int = 0, site_id: int | None = None
+) -> tuple[npt.NDArray[np.float32], list[int], list[int], list[int]]:
+    """(embeddings, occupant ids, site ids, template ids) of active occupants' templates."""
+    query = (
+        select(
+            FaceTemplate.id, FaceTemplate.occupant_id, FaceTemplate.site_id, FaceTemplate.embedding
+        )
+        .join(Occupant, Occupant.id == FaceTemplate.occupant_id)
+        .where(
+            FaceTemplate.model_id == model_id,
+            FaceTemplate.id > min_id,
+            Occupant.status == "active",
+        )
+        .order_by(FaceTemplate.id)
+    )
+    if site_id is not None:
+        query = query.where(FaceTemplate.site_id == site_id)
+    rows = session.execute(query).all()
+    if not rows:
+        return np.zeros((0, 0), dtype=np.float32), [], [], []
+    mat = np.vstack([_unit(np.frombuffer(r.embedding, "<f4")) for r in rows])
+    return mat, [r.occupant_id for r in rows], [r.site_id for r in rows], [r.id for r in rows]
+
+
+def _unit(v: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    return (v / max(float(np.linalg.norm(v)), 1e-12)).astype(np.float32)
+
+
+def best_template_match(
+    *, session: Session, cluster: UnknownCluster, rule: CaseRule
+) -> TemplateMatch | None:
+    """The registered occupant (any site) the cluster matches best, if above the threshold.
+
+    Scale note: this compares against every active template of the model; at
+    district scale it belongs in a vector index (faiss/usearch), not numpy.
+    """
+    mat, occupants, sites, _ = _templates(session, model_id=cluster.model_id)
+    if not occupants:
+        return None
+    sims = (cluster_vectors(cluster) @ mat.T).max(axis=0)
+    # Prefer the cluster's own site on near-equal scores: a resident is not a neighbour.
+    order = sorted(
+        range(len(occupants)),
+        key=lambda i: (-(sims[i] + (0.01 if sites[i] == cluster.site_id else 0)), i),
+    )
+    i = order[0]
+    if float(sims[i]) < rule.occupant_match_threshold:
+        return None
+    return TemplateMatch(occupant_id=occupants[i], site_id=sites[i], similarity=float(sims[i]))
+
+
+def _whitelist_match(
+    *, session: Session, cluster: UnknownCluster, rule: CaseRule
+) -> WhitelistEntry | None:
+    vectors = cluster_vectors(cluster)
+    best: tuple[float, WhitelistEntry] | None = None
+    for entry in session.scalars(
+        select(WhitelistEntry)
+        .where(
+            WhitelistEntry.site_id == cluster.site_id,
+            WhitelistEntry.model_id == cluster.model_id,
+            WhitelistEntry.active.is_(True),
+        )
+        .order_by(WhitelistEntry.id)
+    ):
+        emb = np.frombuffer(entry.embeddings, "<f4").reshape(-1, vectors.shape[1])
+        sim = float(np.max(vectors @ emb.T))
+        if sim >= rule.occupant_match_threshold and (best is None or sim > best[0]):
+            best = (sim, entry)
+    return None if best is None else best[1]
+
+
+# -- the worker's side: open, update, resolve -----------------------------------------------
+def evaluate_clusters(
+    *,
+    session: Session,
+    cluster_ids: Iterable[int],
+    config: SiteConfig,
+    now: datetime | None = None,
+) -> list[Case]:
+    """Apply the case rule to clusters that just changed; returns the cases opened."""
+    opened: list[Case] = []
+    ids = sorted(set(cluster_ids))
+    if not ids:
+        return opened
+    clusters = session.scalars(
+        select(UnknownCluster).where(UnknownCluster.id.in_(ids)).order_by(UnknownCluster.id)
+    ).all()
+    open_cases = {
+        c.cluster_id: c
+        for c in session.scalars(
+            select(Case).where(Case.cluster_id.in_(ids), Case.status.in_(NOT_CLOSED))
+        )
+    }
+    wall = now or utcnow()
+    for cluster in clusters:
+        if cluster.status != "active":
+            continue
+        current = max(wall, cluster.last_seen)
+        days = cluster_days(cluster)
+        case = open_cases.get(cluster.id)
+        if case is not None:
+            case.priority = priority(
+                days=days,
+                night_entries=cluster.night_entries,
+                last_seen=cluster.last_seen,
+                now=current,
+                rule=config.rule,
+            )
+            continue
+        if cluster.suppression in ("occupant", "neighbour", "whitelist"):
+            continue
+        if (
+            cluster.suppression in ("visitor", "moved_out")
+            and cluster.suppressed_until is not None
+            and cluster.last_seen < cluster.suppressed_until
+        ):
+            continue
+        if case_due_day(days, config.rule, since=cluster.count_since) is None:
+            continue
+        if _suppress_if_known(session=session, cluster=cluster, rule=config.rule):
+            continue
+        case = Case(
+            site_id=cluster.site_id,
+            cluster_id=cluster.id,
+            status="open",
+            priority=priority(
+                days=days,
+                night_entries=cluster.night_entries,
+                last_seen=cluster.last_seen,
+                now=current,
+                rule=config.rule,
+            ),
+            triggered_at=cluster.last_seen,
+            notes="",
+        )
+        session.add(case)
+        session.flush()
+        _event(
+            session,
+            case,
+            actor=SYSTEM,
+            kind="opened",
+            detail={
+                "cluster_id": cluster.id,
+                "days": cluster.days,
+                "night_entries": cluster.night_entries,
+            },
+        )
+        opened.append(case)
+    session.flush()
+    return opened
+
+
+def _suppress_if_known(*, session: Session, cluster: UnknownCluster, rule: CaseRule) -> bool:
+    """Suppress a cluster that is a registered occupant (here or elsewhere) or whitelisted."""
+    match = best_template_match(session=session, cluster=cluster, rule=rule)
+    if match is not None:
+        cluster.occupant_id = match.occupant_id
+        cluster.suppression = "occupant" if match.site_id == cluster.site_id else "neighbour"
+        log.info(
+            "cluster %s matches occupant %s of site %s (%.2f): %s",
+            cluster.id,
+            match.occupant_id,
+            match.site_id,
+            match.similarity,
+            cluster.suppression,
+        )
+        return True
+    entry = _whitelist_match(session=session, cluster=cluster, rule=rule)
+    if entry is not None:
+        cluster.suppression = "whitelist"
+        return True
+    return False
+
+
+def on_clusters_merged(
+    *, session: Session, survivor: UnknownCluster, absorbed: UnknownCluster
+) -> None:
+    """Keep "one cluster, at most one open case" when two clusters merge."""
+    moved = open_case_of(session=session, cluster_id=absorbed.id)
+    if moved is None:
+        return
+    kept = open_case_of(session=session, cluster_id=survivor.id)
+    if kept is None:
+        moved.cluster_id = survivor.id
+        session.flush()
+        _event(
+            session,
+            moved,
+            actor=SYSTEM,
+            kind="cluster_merged",
+            detail={"from_cluster": absorbed.id, "to_cluster": survivor.id},
+        )
+    else:
+        _close(
+            session,
+            moved,
+            actor=SYSTEM,
+            outcome="cluster_merged",
+            detail={"into_case": kept.id, "to_cluster": survivor.id},
+        )
+
+
+def resolve_for_templates(
+    *,
+    session: Session,
+    site_id: int,
+    embeddings: npt.NDArray[np.float32],
+    occupant_ids: Sequence[int],
+    template_sites: Sequence[int],
+    model_id: str,
+    rule: CaseRule,
+    actor: str = SYSTEM,
+    skip_cluster: int | None = None,
+) -> list[int]:
+    """Resolve the site's clusters that match newly enrolled templates (retroactive).
+
+    A match with a template of this site makes the cluster that occupant's
+    (an open case closes as ``resolved_by_enrolment``); a match with another
+    site's occupant marks it a visiting neighbour. Returns the clusters changed.
+    """
+    if len(occupant_ids) == 0:
+        return []
+    changed: list[int] = []
+    clusters = session.scalars(
+        select(UnknownCluster)
+        .where(
+            UnknownCluster.site_id == site_id,
+            UnknownCluster.model_id == model_id,
+            UnknownCluster.status == "active",
+        )
+        .order_by(UnknownCluster.id)
+    ).all()
+    for cluster in clusters:
+        if cluster.id == skip_cluster or cluster.suppression in ("occupant", "whitelist"):
+            continue
+        sims = (cluster_vectors(cluster) @ embeddings.T).max(axis=0)
+        i = int(np.argmax(sims))
+        if float(sims[i]) < rule.occupant_match_threshold:
+            continue
+        own = template_sites[i] == site_id
+        if not own and cluster.suppression == "neighbour":
+            continue
+        cluster.occupant_id = occupant_ids[i]
+        cluster.suppression = "occupant" if own else "neighbour"
+        changed.append(cluster.id)
+        case = open_case_of(session=session, cluster_id=cluster.id)
+        if case is not None and own:
+            case.occupant_id = occupant_ids[i]
+            _close(
+                session,
+                case,
+                actor=actor,
+                outcome="resolved_by_enrolment",
+                detail={"occupant_id": occupant_ids[i], "similarity": round(float(sims[i]), 4)},
+            )
+        elif case is not None:
+            _event(
+                session,
+                case,
+                actor=actor,
+                kind="neighbour_match",
+                detail={"occupant_id": occupant_ids[i], "similarity": round(float(sims[i]), 4)},
+            )
+    session.flush()
+    return changed
+
+
+def resolve_new_templates(*, session: Session, state: ClusterSiteState, model_id: str) -> int:
+    """Check templates enrolled since the site's cursor against its clusters.
+
+    This is how a registry import (or any enrolment elsewhere) resolves open
+    clusters and cases retroactively without the importer knowing about cases.
+    Returns how many clusters changed.
+    """
+    config = site_config(state)
+    mat, occupants, sites, tids = _templates(
+        session, model_id=model_id, min_id=state.template_cursor
+    )
+    if not tids:
+        return 0
+    changed = resolve_for_templates(
+        session=session,
+        site_id=state.site_id,
+        embeddings=mat,
+        occupant_ids=occupants,
+        template_sites=sites,
+        model_id=model_id,
+        rule=config.rule,
+    )
+    state.template_cursor = max(tids)
+    session.flush()
+    return len(changed)
+
+
+# -- queries ------------------------------------------------------------------------------
+def get_case(*, session: Session, case_id: int, site_ids: set[int] | None = None) -> Case:
+    """The case; :class:`CaseNotFound` if missing or outside ``site_ids`` (None: any)."""
+    case = session.get(Case, case_id)
+    if case is None or (site_ids is not None and case.site_id not in site_ids):
+        raise CaseNotFound(f"case {case_id} does not exist")
+    return case
+
+
+def list_cases(
+    *, session: Session, site_id: int, statuses: Sequence[str] = ("open",), limit: int = 200
+) -> list[Case]:
+    """A site's cases with these statuses, highest priority first (then oldest)."""
+    return list(
+        session.scalars(
+            select(Case)
+            .where(Case.site_id == site_id, Case.status.in_(statuses))
+            .order_by(Case.priority.desc(), Case.id)
+            .limit(limit)
+        )
+    )
+
+
+def case_events(*, session: Session, case_id: int) -> list[CaseEvent]:
+    """A case's history, oldest first."""
+    return list(
+        session.scalars(
+            select(CaseEvent).where(CaseEvent.case_id == case_id).order_by(CaseEvent.id)
+        )
+    )
+
+
+# -- manager actions ------------------------------------------------------------------------
+def _active(session: Session, case_id: int, site_ids: set[int] | None) -> Case:
+    case = get_case(session=session, case_id=case_id, site_ids=site_ids)
+    if case.status not in NOT_CLOSED:
+        raise CaseClosed(f"case {case_id} is closed ({case.outcome})")
+    return case
+
+
+def _cluster(session: Session, case: Case) -> UnknownCluster:
+    cluster = session.get(UnknownCluster, case.cluster_id)
+    if cluster is None:  # pragma: no cover - FK cascade makes this impossible
+        raise CaseNotFound(f"case {case.id} has no cluster")
+    return cluster
+
+
+def _config(session: Session, site_id: int) -> SiteConfig:
+    return site_config(session.get(ClusterSiteState, site_id))
+
+
+def assign_case(
+    *, session: Session, case_id: int, user_id: int, actor: str, site_ids: set[int] | None = None
+) -> Case:
+    """Give the case to a user (status ``assigned``)."""
+    case = _active(session, case_id, site_ids)
+    case.assigned_to = user_id
+    case.status = "assigned"
+    _event(session, case, actor=actor, kind="assigned", detail={"user_id": user_id})
+    session.flush()
+    return case
+
+
+def record_contact(
+    *,
+    session: Session,
+    case_id: int,
+    kind: str,
+    result: str,
+    notes: str,
+    actor: str,
+    site_ids: set[int] | None = None,
+) -> Case:
+    """Record a call or a visit and what came of it; the case stays open."""
+    if kind not in ("call", "visit"):
+        raise BadOutcome("contact kind must be 'call' or 'visit'")
+    case = _active(session, case_id, site_ids)
+    if notes:
+        case.notes = (case.notes + "\n" + notes).strip()
+    _event(session, case, actor=actor, kind=kind, detail={"result": result, "notes": notes})
+    session.flush()
+    return case
+
+
+def case_embeddings(*, session: Session, case: Case) -> npt.NDArray[np.float32]:
+    """Embeddings of the case's best sightings (the crops the manager saw), best first."""
+    cluster = _cluster(session, case)
+    rows = {
+        r.id: r.embedding
+        for r in session.execute(
+            select(Sighting.id, Sighting.embedding).where(Sighting.id.in_(cluster.best_sightings))
+        )
+        if r.embedding is not None
+    }
+    vecs = [_unit(np.frombuffer(rows[s], "<f4")) for s in cluster.best_sightings if s in rows]
+    if not vecs:
+        # Crops and sightings may have expired: fall back to the cluster's own vectors.
+        return cluster_vectors(cluster)
+    return np.vstack(vecs)
+
+
+def _templates_into(
+    session: Session, case: Case, occupant: Occupant, *, actor: str, outcome: str
+) -> int:
+    cluster = _cluster(session, case)
+    vecs = case_embeddings(session=session, case=case)
+    for n, vec in enumerate(vecs):
+        add_template(
+            session=session,
+            occupant_id=occupant.id,
+            embedding=vec,
+            model_id=cluster.model_id,
+            quality=float(cluster.best_qualities[n]) if n < len(cluster.best_qualities) else 0.0,
+            source=f"case:{case.id}",
+        )
+    cluster.occupant_id = occupant.id
+    cluster.suppression = "occupant"
+    case.occupant_id = occupant.id
+    case.unit_id = occupant.unit_id
+    _close(
+        session,
+        case,
+        actor=actor,
+        outcome=outcome,
+        detail={"occupant_id": occupant.id, "templates": len(vecs)},
+    )
+    # Other clusters of the same person (split by pose or time) resolve now too.
+    resolve_for_templates(
+        session=session,
+        site_id=case.site_id,
+        embeddings=vecs,
+        occupant_ids=[occupant.id] * len(vecs),
+        template_sites=[case.site_id] * len(vecs),
+        model_id=cluster.model_id,
+        rule=_config(session, case.site_id).rule,
+        actor=actor,
+        skip_cluster=cluster.id,
+    )
+    return len(vecs)
+
+
+def enrol_from_case(
+    *,
+    session: Session,
+    case_id: int,
+    unit_id: int,
+    name: str,
+    role: str = "tenant",
+    phone: str | None = None,
+    actor: str,
+    site_ids: set[int] | None = None,
+) -> Occupant:
+    """Enrol the case's person as an occupant of a unit, templates from the case's crops."""
+    case = _active(session, case_id, site_ids)
+    unit = session.get(Unit, unit_id)
+    if unit is None or unit.site_id != case.site_id:
+        raise BadOutcome(f"unit {unit_id} is not a unit of the case's site")
+    occupant = upsert_occupant(
+        session=session, site_id=case.site_id, name=name, unit_id=unit_id, role=role, phone=phone
+    )
+    _templates_into(session, case, occupant, actor=actor, outcome="enrolled")
+    return occupant
+
+
+def merge_into_occupant(
+    *,
+    session: Session,
+    case_id: int,
+    occupant_id: int,
+    actor: str,
+    site_ids: set[int] | None = None,
+) -> Occupant:
+    """The case's person is an existing occupant of the site: add templates to them."""
+    case = _active(session, case_id, site_ids)
+    occupant = session.get(Occupant, occupant_id)
+    if occupant is None or occupant.site_id != case.site_id:
+        raise BadOutcome(f"occupant {occupant_id} is not an occupant of the case's site")
+    _templates_into(session, case, occupant, actor=actor, outcome="merged_into_occupant")
+    return occupant
+
+
+def _suppress_for(cluster: UnknownCluster, *, kind: str, days: int, tz_rule: SiteConfig) -> None:
+    cluster.suppression = kind
+    cluster.suppressed_until = cluster.last_seen + timedelta(days=days)
+    # Only days after the case count towards a new one.
+    cluster.count_since = local_day(cluster.last_seen, tz_rule.tz) + timedelta(days=1)
+
+
+def close_as_visitor(
+    *, session: Session, case_id: int, notes: str, actor: str, site_ids: set[int] | None = None
+) -> Case:
+    """A visitor: close; the cluster opens no case for ``visitor_suppress_days``."""
+    case = _active(session, case_id, site_ids)
+    config = _config(session, case.site_id)
+    cluster = _cluster(session, case)
+    _suppress_for(cluster, kind="visitor", days=config.rule.visitor_suppress_days, tz_rule=config)
+    _close(session, case, actor=actor, outcome="visitor", detail={"notes": notes})
+    return case
+
+
+def close_as_moved_out(
+    *, session: Session, case_id: int, notes: str, actor: str, site_ids: set[int] | None = None
+) -> Case:
+    """The person has moved out: close; suppressed for ``moved_out_suppress_days``."""
+    case = _active(session, case_id, site_ids)
+    config = _config(session, case.site_id)
+    cluster = _cluster(session, case)
+    _suppress_for(
+        cluster, kind="moved_out", days=config.rule.moved_out_suppress_days, tz_rule=config
+    )
+    _close(session, case, actor=actor, outcome="moved_out", detail={"notes": notes})
+    return case
+
+
+def close_as_false_match(
+    *, session: Session, case_id: int, notes: str, actor: str, site_ids: set[int] | None = None
+) -> Case:
+    """The cluster mixes people: close and retire it (new sightings start afresh)."""
+    case = _active(session, case_id, site_ids)
+    cluster = _cluster(session, case)
+    cluster.status = "retired"
+    _close(session, case, actor=actor, outcome="false_match", detail={"notes": notes})
+    return case
+
+
+def add_whitelist(
+    *,
+    session: Session,
+    site_id: int,
+    kind: str,
+    label: str,
+    model_id: str,
+    embeddings: npt.NDArray[np.float32],
+    actor: str,
+    cluster_id: int | None = None,
+) -> WhitelistEntry:
+    """Whitelist staff or a courier by face; matching clusters never become cases."""
+    if kind not in ("staff", "courier"):
+        raise BadOutcome("whitelist kind must be 'staff' or 'courier'")
+    vecs = np.asarray(embeddings, dtype=np.float32)
+    if vecs.ndim != 2 or vecs.shape[0] == 0 or not np.all(np.isfinite(vecs)):
+        raise BadOutcome("whitelist needs at least one finite embedding")
+    vecs = np.vstack([_unit(v) for v in vecs])
+    entry = WhitelistEntry(
+        site_id=site_id,
+        kind=kind,
+        label=label,
+        model_id=model_id,
+        embeddings=vecs.astype("<f4").tobytes(),
+        cluster_id=cluster_id,
+        active=True,
+        created_by=actor,
+    )
+    session.add(entry)
+    session.flush()
+    record(
+        session=session,
+        actor=actor,
+        action="whitelist.add",
+        object_type="whitelist_entry",
+        object_id=entry.id,
+        site_id=site_id,
+        detail={"kind": kind, "label": label, "cluster_id": cluster_id},
+    )
+    # Existing clusters of this person stop counting too.
+    for cluster in session.scalars(
+        select(UnknownCluster).where(
+            UnknownCluster.site_id == site_id,
+            UnknownCluster.model_id == model_id,
+            UnknownCluster.status == "active",
+            UnknownCluster.suppression.is_(None),
+        )
+    ):
+        if (
+            float(np.max(cluster_vectors(cluster) @ vecs.T))
+            >= _config(session, site_id).rule.occupant_match_threshold
+        ):
+            cluster.suppression = "whitelist"
+    session.flush()
+    return entry
+
+
+def whitelist_from_case(
+    *,
+    session: Session,
+    case_id: int,
+    kind: str,
+    label: str,
+    actor: str,
+    site_ids: set[int] | None = None,
+) -> WhitelistEntry:
+    """Staff or courier: whitelist the cluster's face and close the case."""
+    case = _active(session, case_id, site_ids)
+    cluster = _cluster(session, case)
+    entry = add_whitelist(
+        session=session,
+        site_id=case.site_id,
+        kind=kind,
+        label=label,
+        model_id=cluster.model_id,
+        embeddings=cluster_vectors(cluster),
+        actor=actor,
+        cluster_id=cluster.id,
+    )
+    cluster.suppression = "whitelist"
+    _close(
+        session, case, actor=actor, outcome=kind, detail={"whitelist_id": entry.id, "label": label}
+    )
+    return entry

@@ -1,0 +1,314 @@
+"""Cases API for managers: the queue, one case, and outcomes.
+
+``GET /api/v1/cases?site=<id or name>&status=open`` lists a site's cases,
+highest priority first; ``GET /api/v1/cases/{id}`` shows one with its history;
+``POST /api/v1/cases/{id}/actions`` takes one action (a JSON object with an
+``action`` field); ``POST /api/v1/whitelist`` whitelists staff/couriers by
+face. Authentication: a user's bearer token (``lintel-server user add``);
+viewers may read, managers and admins may act, each only on their sites.
+Routes are thin: the service does the work and the route commits once, so an
+outcome, its effects and its audit records are one transaction.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from server.audit.service import record
+from server.cases import service
+from server.cases.models import Case
+from server.clusters.models import UnknownCluster
+from server.errors import AuthRequired, Forbidden, InvalidInput
+from server.security import SessionDep, bearer_token
+from server.sites.service import resolve_site
+from server.users.models import User
+from server.users.service import site_ids_of, user_for_token
+from server.wire import decode_embedding
+
+router = APIRouter(tags=["cases"])
+
+
+# -- auth ---------------------------------------------------------------------------------
+class Caller(BaseModel):
+    """The authenticated user and the sites they may see (None: all)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    user_id: int
+    role: str
+    site_ids: frozenset[int] | None
+
+    @property
+    def actor(self) -> str:
+        return f"user:{self.user_id}"
+
+    @property
+    def scope(self) -> set[int] | None:
+        return None if self.site_ids is None else set(self.site_ids)
+
+    def check_site(self, site_id: int) -> None:
+        if self.site_ids is not None and site_id not in self.site_ids:
+            raise Forbidden(f"no access to site {site_id}")
+
+
+def current_caller(request: Request, session: SessionDep) -> Caller:
+    """Any enabled user with a valid API token."""
+    user: User | None = user_for_token(session=session, token=bearer_token(request))
+    if user is None:
+        raise AuthRequired("unknown or disabled API token")
+    ids = site_ids_of(session=session, user=user)
+    session.commit()  # keep the token's last-use time
+    return Caller(user_id=user.id, role=user.role, site_ids=None if ids is None else frozenset(ids))
+
+
+def current_manager(caller: Annotated[Caller, Depends(current_caller)]) -> Caller:
+    """A manager or an admin (viewers may not act on cases)."""
+    if caller.role not in ("manager", "admin"):
+        raise Forbidden("managers only")
+    return caller
+
+
+CallerDep = Annotated[Caller, Depends(current_caller)]
+ManagerDep = Annotated[Caller, Depends(current_manager)]
+
+
+# -- schemas ------------------------------------------------------------------------------
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CaseOut(_Out):
+    id: int
+    site_id: int
+    cluster_id: int
+    status: str
+    outcome: str | None
+    priority: float
+    triggered_at: datetime
+    opened_at: datetime
+    closed_at: datetime | None
+    assigned_to: int | None
+    days_seen: int
+    days: list[str]
+    night_entries: int
+    entrances: list[int]
+    first_seen: datetime
+    last_seen: datetime
+    sightings: int
+    best_sighting_ids: list[int] = Field(description="Sightings whose crops show this person.")
+    suppression: str | None
+    occupant_id: int | None = Field(description="Matched or enrolled occupant, if any.")
+
+
+class CaseEventOut(_Out):
+    at: datetime
+    actor: str
+    kind: str
+    detail: dict[str, object] | None
+
+
+class CaseDetail(CaseOut):
+    notes: str
+    unit_id: int | None
+    events: list[CaseEventOut]
+
+
+def _out(case: Case, cluster: UnknownCluster) -> dict[str, object]:
+    return {
+        "id": case.id,
+        "site_id": case.site_id,
+        "cluster_id": case.cluster_id,
+        "status": case.status,
+        "outcome": case.outcome,
+        "priority": round(case.priority, 4),
+        "triggered_at": case.triggered_at,
+        "opened_at": case.opened_at,
+        "closed_at": case.closed_at,
+        "assigned_to": case.assigned_to,
+        "days_seen": len(cluster.days),
+        "days": cluster.days,
+        "night_entries": cluster.night_entries,
+        "entrances": cluster.entrances,
+        "first_seen": cluster.first_seen,
+        "last_seen": cluster.last_seen,
+        "sightings": cluster.count,
+        "best_sighting_ids": cluster.best_sightings,
+        "suppression": cluster.suppression,
+        "occupant_id": case.occupant_id or cluster.occupant_id,
+    }
+
+
+class _Action(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Assign(_Action):
+    action: Literal["assign"]
+    user_id: int | None = Field(default=None, description="Default: the caller.")
+
+
+class Contact(_Action):
+    action: Literal["call", "visit"]
+    result: Annotated[str, Field(min_length=1, max_length=200)]
+    notes: Annotated[str, Field(max_length=4000)] = ""
+
+
+class Enrol(_Action):
+    action: Literal["enrol"]
+    unit_id: int
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    role: Literal["owner", "tenant", "family"] = "tenant"
+    phone: Annotated[str, Field(max_length=40)] | None = None
+
+
+class MergeIntoOccupant(_Action):
+    action: Literal["merge_into_occupant"]
+    occupant_id: int
+
+
+class Whitelist(_Action):
+    action: Literal["staff", "courier"]
+    label: Annotated[str, Field(max_length=200)] = ""
+
+
+class Close(_Action):
+    action: Literal["visitor", "false_match", "moved_out"]
+    notes: Annotated[str, Field(max_length=4000)] = ""
+
+
+CaseAction = Annotated[
+    Assign | Contact | Enrol | MergeIntoOccupant | Whitelist | Close,
+    Field(discriminator="action"),
+]
+
+
+class WhitelistIn(_Action):
+    site: Annotated[str, Field(min_length=1, description="Site name or id.")]
+    kind: Literal["staff", "courier"]
+    label: Annotated[str, Field(max_length=200)] = ""
+    model_id: str | None = Field(default=None, description="Default: the site's model.")
+    embeddings_b64: Annotated[list[str], Field(min_length=1, max_length=32)]
+
+
+class WhitelistOut(_Out):
+    id: int
+    site_id: int
+    kind: str
+    label: str
+
+
+# -- routes -------------------------------------------------------------------------------
+def _detail(session: SessionDep, case: Case) -> CaseDetail:
+    cluster = session.get(UnknownCluster, case.cluster_id)
+    assert cluster is not None  # FK with cascade
+    events = [
+        CaseEventOut(at=e.at, actor=e.actor, kind=e.kind, detail=e.detail)
+        for e in service.case_events(session=session, case_id=case.id)
+    ]
+    return CaseDetail.model_validate(
+        {**_out(case, cluster), "notes": case.notes, "unit_id": case.unit_id, "events": events}
+    )
+
+
+@router.get("/cases", response_model=list[CaseOut], summary="A site's cases, by priority")
+def list_cases(
+    session: SessionDep,
+    caller: CallerDep,
+    site: Annotated[str, Query(description="Site name or id.")],
+    status: Annotated[str, Query(description="Comma-separated: open, assigned, closed.")] = "open",
+) -> list[CaseOut]:
+    """Cases of a site with the given statuses, highest priority first."""
+    statuses = [s.strip() for s in status.split(",") if s.strip()]
+    if not statuses or any(s not in ("open", "assigned", "closed") for s in statuses):
+        raise InvalidInput("status must be open, assigned and/or closed")
+    site_row = resolve_site(session=session, ref=site)
+    caller.check_site(site_row.id)
+    cases = service.list_cases(session=session, site_id=site_row.id, statuses=statuses)
+    clusters = {
+        c.id: c
+        for c in session.query(UnknownCluster).filter(
+            UnknownCluster.id.in_([c.cluster_id for c in cases])
+        )
+    }
+    return [CaseOut.model_validate(_out(c, clusters[c.cluster_id])) for c in cases]
+
+
+@router.get("/cases/{case_id}", response_model=CaseDetail, summary="One case and its history")
+def get_case(case_id: int, session: SessionDep, caller: CallerDep) -> CaseDetail:
+    """A case; viewing it is audited (it leads to a person's face crops)."""
+    case = service.get_case(session=session, case_id=case_id, site_ids=caller.scope)
+    record(
+        session=session,
+        actor=caller.actor,
+        action="case.view",
+        object_type="case",
+        object_id=case.id,
+        site_id=case.site_id,
+    )
+    out = _detail(session, case)
+    session.commit()
+    return out
+
+
+@router.post("/cases/{case_id}/actions", response_model=CaseDetail, summary="Act on a case")
+def act_on_case(
+    case_id: int, body: CaseAction, session: SessionDep, caller: ManagerDep
+) -> CaseDetail:
+    """Assign, record a call/visit, or close with an outcome; one transaction, audited."""
+    kw: dict[str, Any] = {
+        "session": session,
+        "case_id": case_id,
+        "actor": caller.actor,
+        "site_ids": caller.scope,
+    }
+    if isinstance(body, Assign):
+        service.assign_case(**kw, user_id=body.user_id or caller.user_id)
+    elif isinstance(body, Contact):
+        service.record_contact(**kw, kind=body.action, result=body.result, notes=body.notes)
+    elif isinstance(body, Enrol):
+        service.enrol_from_case(
+            **kw, unit_id=body.unit_id, name=body.name, role=body.role, phone=body.phone
+        )
+    elif isinstance(body, MergeIntoOccupant):
+        service.merge_into_occupant(**kw, occupant_id=body.occupant_id)
+    elif isinstance(body, Whitelist):
+        service.whitelist_from_case(**kw, kind=body.action, label=body.label)
+    elif body.action == "visitor":
+        service.close_as_visitor(**kw, notes=body.notes)
+    elif body.action == "false_match":
+        service.close_as_false_match(**kw, notes=body.notes)
+    else:
+        service.close_as_moved_out(**kw, notes=body.notes)
+    case = service.get_case(session=session, case_id=case_id)
+    out = _detail(session, case)
+    session.commit()
+    return out
+
+
+@router.post("/whitelist", response_model=WhitelistOut, summary="Whitelist staff or a courier")
+def add_whitelist(body: WhitelistIn, session: SessionDep, caller: ManagerDep) -> WhitelistOut:
+    """Whitelist a person by face embeddings (e.g. from their staff photo)."""
+    import numpy as np
+
+    site_row = resolve_site(session=session, ref=body.site)
+    caller.check_site(site_row.id)
+    try:
+        vecs = np.vstack([decode_embedding(e) for e in body.embeddings_b64])
+    except ValueError as exc:
+        raise InvalidInput(f"bad embedding: {exc}") from exc
+    entry = service.add_whitelist(
+        session=session,
+        site_id=site_row.id,
+        kind=body.kind,
+        label=body.label,
+        model_id=body.model_id or site_row.model_id,
+        embeddings=vecs,
+        actor=caller.actor,
+    )
+    out = WhitelistOut(id=entry.id, site_id=entry.site_id, kind=entry.kind, label=entry.label)
+    session.commit()
+    return out

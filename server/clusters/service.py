@@ -1,0 +1,427 @@
+"""Clustering unknown sightings of a site into :class:`UnknownCluster` rows.
+
+:func:`cluster_pending` is the unit of work of the worker: it takes the site's
+oldest unprocessed sightings (in id order, i.e. arrival order), puts each
+unknown one in a cluster with :class:`server.clusters.algo.Clusterer`,
+updates the clusters' numeric state and statistics, records merges, and marks
+the sightings processed. It only flushes; the caller owns the transaction and
+must hold the site (see :func:`claim_site`).
+
+Re-clustering from scratch (:func:`recluster_site`) replays the same
+sightings in the same order and therefore gives the same grouping.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import numpy.typing as npt
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from server.cases.rules import CaseRule, is_night, local_day, site_zone
+from server.clusters.algo import Clusterer, ClusterParams, ClusterState
+from server.clusters.models import ClusterSiteState, UnknownCluster
+from server.db import utcnow
+from server.dialect import insert_ignore
+from server.errors import InvalidInput
+from server.sightings.models import Sighting
+
+log = logging.getLogger(__name__)
+
+BEST_CROPS = 5
+"""Best-quality sightings kept per cluster (their crops are shown; their embeddings enrol)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SiteConfig:
+    """A site's clustering thresholds, case rule and timezone."""
+
+    params: ClusterParams
+    rule: CaseRule
+    tz: ZoneInfo
+
+
+@dataclass(slots=True)
+class BatchResult:
+    """What one :func:`cluster_pending` call did."""
+
+    processed: int = 0
+    unknown: int = 0
+    created: int = 0
+    merges: list[tuple[int, int]] = field(default_factory=list)
+    touched: set[int] = field(default_factory=set)
+    """Live clusters that gained sightings or absorbed another cluster."""
+    last_event: datetime | None = None
+
+
+# -- per-site state ---------------------------------------------------------------
+def ensure_site_state(*, session: Session, site_id: int) -> None:
+    """Create the site's state row if missing (safe when two workers race)."""
+    table = ClusterSiteState.__table__
+    stmt = insert_ignore(session, table, ["site_id"])  # type: ignore[arg-type]
+    session.execute(stmt, [{"site_id": site_id, "timezone": "Asia/Shanghai", "template_cursor": 0}])
+
+
+def claim_site(*, session: Session, site_id: int) -> ClusterSiteState | None:
+    """Lock the site's state row for this transaction; None if another worker holds it.
+
+    PostgreSQL: ``SELECT ... FOR UPDATE SKIP LOCKED``. SQLite has no row locks
+    (one writer at a time for the whole file), so there the row is read plainly
+    and a single in-process worker is the supported setup.
+    """
+    query = select(ClusterSiteState).where(ClusterSiteState.site_id == site_id)
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    return session.scalar(query.execution_options(populate_existing=True))
+
+
+def site_config(state: ClusterSiteState | None) -> SiteConfig:
+    """The thresholds in force for a site (its overrides over the defaults)."""
+    if state is None:
+        return SiteConfig(params=ClusterParams(), rule=CaseRule(), tz=site_zone(None))
+    return SiteConfig(
+        params=ClusterParams.model_validate(state.cluster_params or {}),
+        rule=CaseRule.model_validate(state.case_rule or {}),
+        tz=site_zone(state.timezone),
+    )
+
+
+def configure_site(
+    *,
+    session: Session,
+    site_id: int,
+    timezone: str | None = None,
+    cluster_params: ClusterParams | None = None,
+    case_rule: CaseRule | None = None,
+) -> SiteConfig:
+    """Set a site's timezone, clustering thresholds and/or case rule (validated)."""
+    ensure_site_state(session=session, site_id=site_id)
+    state = session.get(ClusterSiteState, site_id, populate_existing=True)
+    if state is None:  # pragma: no cover - the insert above guarantees it
+        raise InvalidInput(f"site {site_id} has no clustering state")
+    if timezone is not None:
+        try:
+            site_zone(timezone)
+        except (KeyError, ValueError) as exc:
+            raise InvalidInput(f"unknown timezone {timezone!r}") from exc
+        state.timezone = timezone
+    if cluster_params is not None:
+        state.cluster_params = cluster_params.model_dump(mode="json")
+    if case_rule is not None:
+        state.case_rule = case_rule.model_dump(mode="json")
+    session.flush()
+    return site_config(state)
+
+
+# -- numeric state <-> rows ---------------------------------------------------------
+def to_state(cluster_id: int, total: bytes, count: int, exemplars: bytes) -> ClusterState:
+    """Decode a cluster's stored numeric state."""
+    tot = np.frombuffer(total, dtype="<f8").astype(np.float64)
+    ex = np.frombuffer(exemplars, dtype="<f4").astype(np.float32).reshape(-1, tot.shape[0])
+    return ClusterState(id=cluster_id, total=tot, count=count, exemplars=list(ex))
+
+
+def write_state(row: UnknownCluster, state: ClusterState) -> None:
+    """Store a cluster's numeric state on its row."""
+    row.total = np.asarray(state.total, dtype="<f8").tobytes()
+    row.count = state.count
+    row.exemplars = np.asarray(np.vstack(state.exemplars), dtype="<f4").tobytes()
+
+
+def cluster_vectors(row: UnknownCluster) -> npt.NDArray[np.float32]:
+    """The cluster's centroid and exemplars as rows (for matching against templates)."""
+    state = to_state(row.id, row.total, row.count, row.exemplars)
+    return np.vstack([state.centroid, *state.exemplars]).astype(np.float32)
+
+
+def load_states(*, session: Session, site_id: int, model_id: str) -> list[ClusterState]:
+    """Numeric state of the site's active clusters of one model, by id."""
+    rows = session.execute(
+        select(
+            UnknownCluster.id,
+            UnknownCluster.total,
+            UnknownCluster.count.label("n"),
+            UnknownCluster.exemplars,
+        )
+        .where(
+            UnknownCluster.site_id == site_id,
+            UnknownCluster.model_id == model_id,
+            UnknownCluster.status == "active",
+        )
+        .order_by(UnknownCluster.id)
+    )
+    return [to_state(r.id, r.total, r.n, r.exemplars) for r in rows]
+
+
+# -- statistics -----------------------------------------------------------------------
+def add_sighting_stats(
+    row: UnknownCluster,
+    *,
+    sighting_id: int,
+    started_at: datetime,
+    entrance_id: int | None,
+    quality: float,
+    tz: ZoneInfo,
+    rule: CaseRule,
+) -> None:
+    """Count one sighting in a cluster's days, night entries, entrances, times and crops."""
+    # JSON columns are replaced, never mutated in place, so SQLAlchemy sees the change.
+    day = local_day(started_at, tz).isoformat()
+    if day not in row.days:
+        row.days = sorted([*row.days, day])
+    if is_night(started_at, tz, rule):
+        row.night_entries = (row.night_entries or 0) + 1
+    if entrance_id is not None and entrance_id not in row.entrances:
+        row.entrances = sorted([*row.entrances, entrance_id])
+    if row.first_seen is None or started_at < row.first_seen:
+        row.first_seen = started_at
+    if row.last_seen is None or started_at > row.last_seen:
+        row.last_seen = started_at
+    _set_best(
+        row, [*zip(row.best_qualities, row.best_sightings, strict=True), (quality, sighting_id)]
+    )
+
+
+def _set_best(row: UnknownCluster, pairs: Iterable[tuple[float, int]]) -> None:
+    # Highest quality first; equal qualities: the older sighting (lower id) first.
+    best = sorted(set(pairs), key=lambda p: (-p[0], p[1]))[:BEST_CROPS]
+    row.best_qualities = [float(q) for q, _ in best]
+    row.best_sightings = [int(s) for _, s in best]
+
+
+def merge_stats(survivor: UnknownCluster, absorbed: UnknownCluster) -> None:
+    """Fold an absorbed cluster's statistics into the survivor's."""
+    survivor.days = sorted(set(survivor.days) | set(absorbed.days))
+    survivor.night_entries = (survivor.night_entries or 0) + (absorbed.night_entries or 0)
+    survivor.entrances = sorted(set(survivor.entrances) | set(absorbed.entrances))
+    survivor.first_seen = min(survivor.first_seen, absorbed.first_seen)
+    survivor.last_seen = max(survivor.last_seen, absorbed.last_seen)
+    _set_best(
+        survivor,
+        [
+            *zip(survivor.best_qualities, survivor.best_sightings, strict=True),
+            *zip(absorbed.best_qualities, absorbed.best_sightings, strict=True),
+        ],
+    )
+    if survivor.suppression is None and absorbed.suppression is not None:
+        survivor.suppression = absorbed.suppression
+        survivor.suppressed_until = absorbed.suppressed_until
+        survivor.occupant_id = absorbed.occupant_id
+    survivor.count_since = _later(survivor.count_since, absorbed.count_since)
+
+
+def _later(a: date | None, b: date | None) -> date | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return max(a, b)
+
+
+def cluster_days(row: UnknownCluster) -> list[date]:
+    """The cluster's distinct days seen, as dates."""
+    return [date.fromisoformat(d) for d in row.days]
+
+
+# -- the unit of work -----------------------------------------------------------------
+def pending_sightings(*, session: Session, site_id: int, limit: int) -> Sequence[Any]:
+    """The site's oldest unprocessed sightings (id order), locked where the database can."""
+    query = (
+        select(
+            Sighting.id,
+            Sighting.kind,
+            Sighting.started_at,
+            Sighting.entrance_id,
+            Sighting.quality,
+            Sighting.model_id,
+            Sighting.embedding,
+        )
+        .where(Sighting.site_id == site_id, Sighting.processed.is_(False))
+        .order_by(Sighting.id)
+        .limit(limit)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    return session.execute(query).all()
+
+
+def cluster_pending(
+    *, session: Session, site_id: int, config: SiteConfig, limit: int = 1000
+) -> BatchResult:
+    """Cluster up to ``limit`` of the site's unprocessed sightings (flush only).
+
+    The caller must hold the site (:func:`claim_site`) so that no other worker
+    clusters it at the same time.
+    """
+    result = BatchResult()
+    rows = pending_sightings(session=session, site_id=site_id, limit=limit)
+    if not rows:
+        return result
+    result.processed = len(rows)
+    unknown = [r for r in rows if r.kind == "unknown" and r.embedding is not None]
+    result.unknown = len(unknown)
+    final_cluster: dict[int, int] = {}
+    by_model: dict[str, list[Any]] = {}
+    for r in unknown:
+        by_model.setdefault(r.model_id or "", []).append(r)
+
+    for model_id, items in by_model.items():
+        _cluster_model(
+            session=session,
+            site_id=site_id,
+            model_id=model_id,
+            items=items,
+            config=config,
+            result=result,
+            final_cluster=final_cluster,
+        )
+
+    # Mark the whole batch processed (known sightings only need the flag).
+    session.execute(
+        update(Sighting),
+        [{"id": r.id, "processed": True, "cluster_id": final_cluster.get(r.id)} for r in rows],
+    )
+    if unknown:
+        result.last_event = max(r.started_at for r in unknown)
+    session.flush()
+    return result
+
+
+def _cluster_model(
+    *,
+    session: Session,
+    site_id: int,
+    model_id: str,
+    items: list[Any],
+    config: SiteConfig,
+    result: BatchResult,
+    final_cluster: dict[int, int],
+) -> None:
+    states = load_states(session=session, site_id=site_id, model_id=model_id)
+    new_rows: dict[int, UnknownCluster] = {}
+    current: list[Any] = [None]
+
+    def allocate() -> int:
+        # Rows are inserted one at a time so ids grow with creation order: the
+        # clusterer treats "lower id" as "older" for ties and merge survivors.
+        r = current[0]
+        row = UnknownCluster(
+            site_id=site_id,
+            model_id=model_id,
+            status="active",
+            total=b"",
+            count=0,
+            exemplars=b"",
+            days=[],
+            night_entries=0,
+            entrances=[],
+            first_seen=r.started_at,
+            last_seen=r.started_at,
+            best_sightings=[],
+            best_qualities=[],
+        )
+        session.add(row)
+        session.flush()
+        new_rows[row.id] = row
+        return row.id
+
+    clusterer = Clusterer(config.params, states, new_id=allocate)
+    assigned: list[tuple[Any, int]] = []
+    merges: list[tuple[int, int]] = []
+    for r in items:
+        current[0] = r
+        vec = np.frombuffer(r.embedding, dtype="<f4")
+        try:
+            a = clusterer.add(vec)
+        except ValueError:
+            log.warning("sighting %s has an unusable embedding; left unclustered", r.id)
+            continue
+        result.created += int(a.created)
+        merges.extend(a.merged)
+        assigned.append((r, a.cluster_id))
+
+    result.merges.extend(merges)
+    involved = {cid for _, cid in assigned} | {x for m in merges for x in m}
+    rows_by_id = {
+        row.id: row
+        for row in session.scalars(select(UnknownCluster).where(UnknownCluster.id.in_(involved)))
+    }
+    from server.cases.service import on_clusters_merged
+
+    for absorbed, survivor in merges:
+        merge_stats(rows_by_id[survivor], rows_by_id[absorbed])
+        rows_by_id[absorbed].status = "merged"
+        rows_by_id[absorbed].merged_into_id = survivor
+        rows_by_id[absorbed].count = 0
+        session.execute(
+            update(Sighting)
+            .where(Sighting.cluster_id == absorbed)
+            .values(cluster_id=survivor)
+            .execution_options(synchronize_session=False)
+        )
+        on_clusters_merged(
+            session=session, survivor=rows_by_id[survivor], absorbed=rows_by_id[absorbed]
+        )
+    for r, cid in assigned:
+        live = clusterer.resolve(cid)
+        final_cluster[r.id] = live
+        add_sighting_stats(
+            rows_by_id[live],
+            sighting_id=r.id,
+            started_at=r.started_at,
+            entrance_id=r.entrance_id,
+            quality=float(r.quality),
+            tz=config.tz,
+            rule=config.rule,
+        )
+    for cid in {clusterer.resolve(c) for c in involved}:
+        if cid in clusterer.clusters:
+            write_state(rows_by_id[cid], clusterer.clusters[cid])
+            result.touched.add(cid)
+
+
+def recluster_site(
+    *, session: Session, site_id: int, params: ClusterParams | None = None
+) -> dict[int, int]:
+    """Cluster the site's unknown sightings from scratch, in id order, without storing.
+
+    Returns sighting id -> cluster label; compare groupings with
+    :func:`server.clusters.algo.same_grouping`.
+    """
+    out: dict[int, int] = {}
+    clusterers: dict[str, Clusterer] = {}
+    counter = iter(range(1, 1 << 62))
+
+    def new_id() -> int:
+        # One id space across models, so labels of different models never collide.
+        return next(counter)
+
+    firsts: list[tuple[int, str, int]] = []
+    rows = session.execute(
+        select(Sighting.id, Sighting.model_id, Sighting.embedding)
+        .where(Sighting.site_id == site_id, Sighting.kind == "unknown")
+        .order_by(Sighting.id)
+    )
+    for r in rows:
+        if r.embedding is None:
+            continue
+        model = r.model_id or ""
+        if model not in clusterers:
+            clusterers[model] = Clusterer(params, new_id=new_id)
+        c = clusterers[model]
+        firsts.append((r.id, r.model_id or "", c.add(np.frombuffer(r.embedding, "<f4")).cluster_id))
+    for sid, model, cid in firsts:
+        out[sid] = clusterers[model].resolve(cid)
+    return out
+
+
+def touch(row: UnknownCluster) -> None:
+    """Mark a cluster updated now (actions that change it without new sightings)."""
+    row.updated_at = utcnow()
