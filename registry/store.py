@@ -263,7 +263,8 @@ def _apply(session: Session, plan: Plan) -> int:
                 f"{occupant.id} when writing (changed concurrently?)"
             )
         if change.face is not None:
-            _delete_registry_templates(session, occupant.id)
+            if change.action == "update":
+                _delete_registry_templates(session, occupant.id)
             occupants.add_template(
                 session=session,
                 occupant_id=occupant.id,

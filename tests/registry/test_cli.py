@@ -44,7 +44,8 @@ def test_import_from_zip_report_and_reimport(
     report = tmp_path / "report.json"
     argv = ["import", "--site", "幸福小区", str(reg), "--photos", str(photos), "--db", db]
     assert main([*argv, "--report", str(report)]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert "enrolling" not in err  # no progress bar when stderr is not a terminal
     assert "created 4, updated 0, unchanged 0, moved out 0, failed 0" in out
     data = json.loads(report.read_text(encoding="utf-8"))
     assert data["summary"]["created"] == 4 and data["written"] and data["issues"] == []
@@ -165,10 +166,13 @@ def test_dry_run_does_not_create_the_database(
             "--db",
             f"sqlite:///{db_path}",
             "--dry-run",
+            "--progress",
         ]
     )
     assert code == 0
-    assert "created 4" in capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert "created 4" in out and "dry run, nothing written" in out
+    assert "enrolling" in err and "4/4" in err  # --progress forces the bar
     assert not db_path.exists()
 
 

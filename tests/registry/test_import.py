@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import func, select
 
 from edge.engine import FaceEngine
+from registry.errors import InputError
 from registry.idnumber import check_char
 from registry.importer import ImportOptions, ImportResult, run_import
 from registry.photos import FolderSource
@@ -226,3 +227,16 @@ def test_same_person_twice_via_different_keys(
     result = _import(store, engine, photo_dir, rows)
     assert [(i.row, i.reason) for i in result.report.issues] == [(3, "duplicate")]
     assert "row 2" in result.report.issues[0].message
+
+
+def test_site_with_another_model_is_refused(
+    store: SqlStore, engine: FaceEngine, photo_dir: Path
+) -> None:
+    from server.db import session_scope
+    from server.sites.service import create_site
+
+    with session_scope(store._factory) as session:
+        create_site(session=session, name="幸福小区", model_id="some-other-model")
+    with pytest.raises(InputError, match="some-other-model"):
+        _import(store, engine, photo_dir, ROWS)
+    assert _counts(store)[:3] == (0, 0, 0)
