@@ -53,8 +53,8 @@ class CaseRule(BaseModel):
         ge=0,
         le=3650,
         description=(
-            "After a 'visitor' outcome the cluster opens no case for this many days; after "
-            "that only days seen after the case closed count towards a new case."
+            "After a 'visitor' outcome the cluster opens no case for this many days "
+            "(from its last sighting); afterwards only days after that count towards a new case."
         ),
     )
     moved_out_suppress_days: int = Field(

@@ -15,8 +15,9 @@ enrolled                  new occupant of the unit; templates from the embedding
                           templates are resolved too (retroactive).
 merged_into_occupant      same, but the templates go to an existing occupant.
 visitor                   cluster suppressed for ``visitor_suppress_days`` after its
-                          last sighting; afterwards only days after the case count, so
-                          a visitor who keeps coming becomes a new case (3 new days).
+                          last sighting; afterwards only days after the suppression
+                          ends count, so a visitor who keeps coming becomes a new case
+                          after ``min_days`` new days in a window.
 staff / courier           whitelist entry from the cluster (centroid + exemplars);
                           the cluster and any later cluster matching it open no case.
 false_match               the cluster is retired (it mixed people); new sightings of
@@ -53,6 +54,8 @@ from server.occupants.models import FaceTemplate, Occupant
 from server.occupants.service import add_template, upsert_occupant
 from server.sightings.models import Sighting
 from server.sites.models import Unit
+from server.users.models import User
+from server.users.service import site_ids_of
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +225,12 @@ def evaluate_clusters(
             and cluster.last_seen < cluster.suppressed_until
         ):
             continue
-        if case_due_day(days, config.rule, since=cluster.count_since) is None:
+        since = cluster.count_since
+        if cluster.suppression in ("visitor", "moved_out") and cluster.suppressed_until:
+            # Days seen while suppressed do not count: after it ends, min_days new days.
+            end = local_day(cluster.suppressed_until, config.tz)
+            since = end if since is None else max(since, end)
+        if case_due_day(days, config.rule, since=since) is None:
             continue
         if _suppress_if_known(session=session, cluster=cluster, rule=config.rule):
             continue
@@ -454,8 +462,14 @@ def _config(session: Session, site_id: int) -> SiteConfig:
 def assign_case(
     *, session: Session, case_id: int, user_id: int, actor: str, site_ids: set[int] | None = None
 ) -> Case:
-    """Give the case to a user (status ``assigned``)."""
+    """Give the case to a user (status ``assigned``) who may see the case's site."""
     case = _active(session, case_id, site_ids)
+    user = session.get(User, user_id)
+    if user is None or user.disabled or user.role == "viewer":
+        raise BadOutcome(f"user {user_id} cannot take cases")
+    allowed = site_ids_of(session=session, user=user)
+    if allowed is not None and case.site_id not in allowed:
+        raise BadOutcome(f"user {user_id} has no access to the case's site")
     case.assigned_to = user_id
     case.status = "assigned"
     _event(session, case, actor=actor, kind="assigned", detail={"user_id": user_id})

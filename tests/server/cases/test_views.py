@@ -1,0 +1,115 @@
+"""Cases API: auth and site scope, priority order, detail with history, actions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import httpx
+from sqlalchemy import Engine, select
+
+from server.audit.models import AuditEvent
+from server.db import make_session_factory
+from server.users.service import create_api_token, create_user
+from server.wire import API_PREFIX, encode_embedding
+from tests.server.clusters.support import look, new_session, person, seen_on, work
+from tests.server.conftest import DeviceCreds
+
+
+def _token(engine: Engine, username: str, role: str, site_ids: list[int]) -> dict[str, str]:
+    with make_session_factory(engine)() as s:
+        user = create_user(session=s, username=username, role=role, site_ids=site_ids)
+        _row, token = create_api_token(session=s, user_id=user.id)
+        s.commit()
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_queue_is_in_priority_order_and_scoped_to_the_callers_sites(
+    engine: Engine,
+    client: httpx.Client,
+    device: DeviceCreds,
+    make_device: Callable[..., DeviceCreds],
+) -> None:
+    other = make_device(site="Other Court", name="gate")
+    seen_on(engine, device.device_id, (person(31), 31), [0, 1, 2])
+    seen_on(engine, device.device_id, (person(32), 32), [0, 1, 2, 3, 4])  # more days: first
+    work(engine)
+    manager = _token(engine, "manager", "manager", [device.site_id])
+    stranger = _token(engine, "stranger", "manager", [other.site_id])
+
+    assert client.get(f"{API_PREFIX}/cases", params={"site": device.site_id}).status_code == 401
+    r = client.get(f"{API_PREFIX}/cases", params={"site": device.site_id}, headers=stranger)
+    assert r.status_code == 403
+    r = client.get(
+        f"{API_PREFIX}/cases", params={"site": "Sunny Court", "status": "open"}, headers=manager
+    )
+    assert r.status_code == 200, r.text
+    cases = r.json()
+    assert [c["days_seen"] for c in cases] == [5, 3]
+    assert cases[0]["priority"] > cases[1]["priority"]
+    assert len(cases[0]["best_sighting_ids"]) == 5
+    r = client.get(f"{API_PREFIX}/cases/{cases[0]['id']}", headers=stranger)
+    assert r.status_code == 404  # other sites' cases do not exist for this caller
+    bad = client.get(
+        f"{API_PREFIX}/cases", params={"site": device.site_id, "status": "nope"}, headers=manager
+    )
+    assert bad.status_code == 422
+
+
+def test_actions_close_cases_and_are_audited_viewers_cannot_act(
+    engine: Engine, client: httpx.Client, device: DeviceCreds
+) -> None:
+    seen_on(engine, device.device_id, (person(33), 33), [0, 1, 2])
+    work(engine)
+    manager = _token(engine, "manager", "manager", [device.site_id])
+    viewer = _token(engine, "viewer", "viewer", [device.site_id])
+    case_id = client.get(
+        f"{API_PREFIX}/cases", params={"site": device.site_id}, headers=viewer
+    ).json()[0]["id"]
+    url = f"{API_PREFIX}/cases/{case_id}/actions"
+
+    assert client.post(url, json={"action": "visitor"}, headers=viewer).status_code == 403
+    r = client.post(url, json={"action": "assign"}, headers=manager)
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "assigned"
+    r = client.post(url, json={"action": "visit", "result": "nobody home"}, headers=manager)
+    assert [e["kind"] for e in r.json()["events"]] == ["opened", "assigned", "visit"]
+    assert client.post(url, json={"action": "fly"}, headers=manager).status_code == 422
+    r = client.post(url, json={"action": "visitor", "notes": "cousin"}, headers=manager)
+    body = r.json()
+    assert (body["status"], body["outcome"], body["suppression"]) == (
+        "closed",
+        "visitor",
+        "visitor",
+    )
+    assert client.post(url, json={"action": "false_match"}, headers=manager).status_code == 409
+
+    detail = client.get(f"{API_PREFIX}/cases/{case_id}", headers=viewer).json()
+    assert detail["events"][-1]["kind"] == "closed"
+    assert detail["events"][-1]["actor"].startswith("user:")
+    with new_session(engine) as s:
+        actions = set(s.scalars(select(AuditEvent.action)))
+    assert {"case.assigned", "case.visit", "case.closed", "case.view"} <= actions
+    closed = client.get(
+        f"{API_PREFIX}/cases", params={"site": device.site_id, "status": "closed"}, headers=viewer
+    ).json()
+    assert [c["id"] for c in closed] == [case_id]
+
+
+def test_whitelist_endpoint(engine: Engine, client: httpx.Client, device: DeviceCreds) -> None:
+    manager = _token(engine, "manager", "manager", [device.site_id])
+    body = {
+        "site": str(device.site_id),
+        "kind": "courier",
+        "label": "JD",
+        "embeddings_b64": [encode_embedding(look(person(34), 1))],
+    }
+    r = client.post(f"{API_PREFIX}/whitelist", json=body, headers=manager)
+    assert r.status_code == 200, r.text
+    seen_on(engine, device.device_id, (person(34), 34), [0, 1, 2, 3])
+    work(engine)
+    cases = client.get(
+        f"{API_PREFIX}/cases", params={"site": device.site_id}, headers=manager
+    ).json()
+    assert cases == []
+    bad = {**body, "embeddings_b64": ["not base64!"]}
+    assert client.post(f"{API_PREFIX}/whitelist", json=bad, headers=manager).status_code == 422
