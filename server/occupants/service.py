@@ -47,10 +47,12 @@ def upsert_occupant(
     consent_ref: str | None = None,
     notice_given_at: datetime | None = None,
 ) -> Occupant:
-    """Create or update an occupant, matched by external id, else ID hash, else (unit, name).
+    """Create or update an occupant: matched by external id, else ID hash, else (unit, name).
 
-    Pass ``id_hash``/``id_last4`` from :func:`server.security.hash_id_number`,
-    never a plain ID number. Moving out (or back in) bumps the gallery version.
+    All other fields are set as given; ``external_id``, ``id_hash`` and
+    ``id_last4`` left None keep their stored values. Pass ``id_hash``/``id_last4``
+    from :func:`server.security.hash_id_number`, never a plain ID number.
+    Moving out (or back in) bumps the gallery version.
     """
     if role not in ROLES:
         raise InvalidInput(f"role must be one of {ROLES}, not {role!r}")
@@ -74,11 +76,10 @@ def upsert_occupant(
         occupant = session.scalar(
             select(Occupant).where(Occupant.site_id == site_id, Occupant.id_hash == id_hash)
         )
-    if occupant is None and unit_id is not None:
+    if occupant is None and external_id is None and id_hash is None:
+        same_unit = Occupant.unit_id.is_(None) if unit_id is None else Occupant.unit_id == unit_id
         occupant = session.scalar(
-            select(Occupant).where(
-                Occupant.site_id == site_id, Occupant.unit_id == unit_id, Occupant.name == name
-            )
+            select(Occupant).where(Occupant.site_id == site_id, same_unit, Occupant.name == name)
         )
     if occupant is None:
         occupant = Occupant(site_id=site_id, name=name, status=status)
@@ -88,9 +89,14 @@ def upsert_occupant(
     occupant.unit_id = unit_id
     occupant.role = role
     occupant.phone = phone
-    occupant.external_id = external_id
-    occupant.id_hash = id_hash
-    occupant.id_last4 = id_last4
+    # Identity keys are only ever added or replaced, never wiped by a caller
+    # that did not know them (e.g. a re-import without the ID column).
+    if external_id is not None:
+        occupant.external_id = external_id
+    if id_hash is not None:
+        occupant.id_hash = id_hash
+    if id_last4 is not None:
+        occupant.id_last4 = id_last4
     occupant.move_in = move_in
     occupant.move_out = move_out
     occupant.status = status

@@ -50,9 +50,7 @@ def test_disabled_device_is_refused(
     assert client.get(GALLERY, headers=device.headers).status_code == 401
 
 
-def test_gallery_etag_round_trip(
-    client: httpx.Client, device: DeviceCreds, engine: Engine
-) -> None:
+def test_gallery_etag_round_trip(client: httpx.Client, device: DeviceCreds, engine: Engine) -> None:
     occ = _enrol(engine, device.site_id, "wang", seed=1)
     r = client.get(GALLERY, headers=device.headers)
     assert r.status_code == 200

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import httpx
 import numpy as np
@@ -29,7 +30,7 @@ def _occupant(engine: Engine, site_id: int, name: str = "wang") -> int:
         return occ.id
 
 
-def _post(client: httpx.Client, creds: DeviceCreds, items: list[dict]) -> SightingBatchResult:
+def _post(client: httpx.Client, creds: DeviceCreds, items: list[Any]) -> SightingBatchResult:
     r = client.post(URL, json={"sightings": items}, headers=creds.headers)
     assert r.status_code == 200, r.text
     return SightingBatchResult.model_validate_json(r.content)
@@ -49,7 +50,7 @@ def test_resent_batch_creates_nothing_twice(
     again = _post(client, device, items)
     assert (again.created, again.duplicates, again.errors) == (0, 10, [])
     # Partly new: only the new ones are created.
-    mixed = _post(client, device, items[:3] + [unknown_item(n=99)])
+    mixed = _post(client, device, [*items[:3], unknown_item(n=99)])
     assert (mixed.created, mixed.duplicates) == (1, 3)
     assert _count(session) == 11
 
@@ -98,7 +99,15 @@ def test_per_item_errors_do_not_sink_the_batch(
     result = _post(
         client,
         device,
-        [good, bad_embedding, not_jpeg, wrong_model, known_with_face, reversed_times, not_an_object],
+        [
+            good,
+            bad_embedding,
+            not_jpeg,
+            wrong_model,
+            known_with_face,
+            reversed_times,
+            not_an_object,
+        ],
     )
     assert result.created == 1
     assert [e.index for e in result.errors] == [1, 2, 3, 4, 5, 6]

@@ -1,0 +1,126 @@
+"""``lintel-server`` admin commands against both databases."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import httpx
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from server.audit.models import AuditEvent
+from server.cli import main
+from server.security import verify_password
+from server.users.models import ApiToken, User, UserSite
+from server.wire import API_PREFIX
+from tests.server.conftest import TEST_SECRET
+
+
+@pytest.fixture
+def cli_env(monkeypatch: pytest.MonkeyPatch, db_url: str, engine: object) -> None:
+    monkeypatch.setenv("LINTEL_DATABASE_URL", db_url)
+    monkeypatch.setenv("LINTEL_ENV", "test")
+    monkeypatch.setenv("LINTEL_SECRET_KEY", TEST_SECRET)
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    rc = main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_device_add_prints_a_working_token(
+    cli_env: None, capsys: pytest.CaptureFixture[str], client: httpx.Client, session: Session
+) -> None:
+    rc, out, _ = _run(capsys, "site", "add", "Sunny Court", "--json")
+    assert rc == 0
+    site = json.loads(out)
+    rc, out, _ = _run(capsys, "device", "add", "--site", "Sunny Court", "--name", "gate", "--json")
+    assert rc == 0
+    created = json.loads(out)
+    assert set(created) == {"device_id", "token"}
+    r = client.get(
+        f"{API_PREFIX}/device/gallery", headers={"Authorization": f"Bearer {created['token']}"}
+    )
+    assert r.status_code == 200 and r.json()["site_id"] == site["site_id"]
+    # Never stored in plain text.
+    assert created["token"] not in str(session.execute(select(AuditEvent.detail)).all())
+    actions = session.scalars(select(AuditEvent.action).order_by(AuditEvent.id))
+    assert list(actions) == ["site.add", "device.add", "gallery.download"]
+
+
+def test_device_add_errors(cli_env: None, capsys: pytest.CaptureFixture[str]) -> None:
+    rc, _, err = _run(capsys, "device", "add", "--site", "nowhere", "--name", "gate")
+    assert rc == 1 and "nowhere" in err
+    _run(capsys, "site", "add", "S")
+    assert _run(capsys, "device", "add", "--site", "S", "--name", "g")[0] == 0
+    rc, _, err = _run(capsys, "device", "add", "--site", "S", "--name", "g")
+    assert rc == 1 and "already exists" in err
+
+
+def test_user_add_hashes_password_and_scopes_sites(
+    cli_env: None,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    session: Session,
+) -> None:
+    _run(capsys, "site", "add", "S1")
+    monkeypatch.setattr("sys.stdin", io.StringIO("correct horse\n"))
+    rc, out, _ = _run(
+        capsys,
+        "user",
+        "add",
+        "alice",
+        "--role",
+        "manager",
+        "--site",
+        "S1",
+        "--password-stdin",
+        "--json",
+    )
+    assert rc == 0
+    info = json.loads(out)
+    assert info["api_token"].startswith("ltu_")
+    user = session.scalar(select(User).where(User.username == "alice"))
+    assert user is not None and user.password_hash is not None
+    assert user.password_hash.startswith("$argon2")
+    assert verify_password(user.password_hash, "correct horse")
+    assert not verify_password(user.password_hash, "wrong")
+    assert session.scalar(select(UserSite.site_id).where(UserSite.user_id == user.id)) is not None
+    assert session.scalar(select(ApiToken.token_hash)) != info["api_token"]
+    # A manager without a site is refused.
+    rc, _, err = _run(capsys, "user", "add", "bob", "--role", "manager")
+    assert rc == 1 and "--site" in err
+
+
+def test_stats_json_has_every_key(cli_env: None, capsys: pytest.CaptureFixture[str]) -> None:
+    _run(capsys, "site", "add", "S1")
+    rc, out, _ = _run(capsys, "stats", "--site", "S1", "--json")
+    assert rc == 0
+    stats = json.loads(out)
+    for key in (
+        "units",
+        "occupants",
+        "templates",
+        "sightings_known",
+        "sightings_unknown",
+        "clusters",
+        "open_cases",
+    ):
+        assert stats[key] == 0
+
+
+def test_db_upgrade_reports_revision(cli_env: None, capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out, _ = _run(capsys, "db", "upgrade")
+    assert rc == 0 and out.startswith("revision: 0")
+
+
+def test_refuses_default_secret_outside_dev(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("LINTEL_ENV", "prod")
+    monkeypatch.delenv("LINTEL_SECRET_KEY", raising=False)
+    rc, _, err = _run(capsys, "stats", "--json")
+    assert rc == 2 and "LINTEL_SECRET_KEY" in err
