@@ -166,35 +166,34 @@ def run_import(
                     keep.add(stored.id)
         move_out = [o.id for o in snapshot.occupants if o.status == "active" and o.id not in keep]
 
-    report = ImportReport(
-        source=sheet.source,
-        site=options.site,
-        rows=len(sheet.rows),
-        dry_run=options.dry_run,
-        partial=options.partial,
-        issues=run.issues,
-        enrolled_photos=len(faces),
-    )
-    report.summary = Summary(
-        created=sum(c.action == "create" for c in changes),
-        updated=sum(c.action == "update" for c in changes),
-        unchanged=unchanged,
-        moved_out=len(move_out),
-        failed=len(failed_rows),
-    )
     plan = Plan(
         site=options.site,
         model_id=model_id,
         changes=tuple(changes),
         move_out=tuple(move_out),
     )
-    if options.dry_run or (failed_rows and not options.partial):
-        return ImportResult(report, plan, None)
-    if not changes and not move_out:
-        report.written = True  # nothing to write is a successful import
-        return ImportResult(report, plan, snapshot.gallery_version or None)
-    version = store.apply(plan)
-    report.written = True
+    written, version = False, None
+    if not options.dry_run and not (failed_rows and not options.partial):
+        # Nothing to write is a successful import too (a re-import of the same file).
+        version = store.apply(plan) if changes or move_out else snapshot.gallery_version or None
+        written = True
+    report = ImportReport(
+        source=sheet.source,
+        site=options.site,
+        rows=len(sheet.rows),
+        dry_run=options.dry_run,
+        partial=options.partial,
+        written=written,
+        summary=Summary(
+            created=sum(c.action == "create" for c in changes),
+            updated=sum(c.action == "update" for c in changes),
+            unchanged=unchanged,
+            moved_out=len(move_out),
+            failed=len(failed_rows),
+        ),
+        issues=tuple(sorted(run.issues, key=lambda i: (i.row, i.column))),
+        enrolled_photos=len(faces),
+    )
     return ImportResult(report, plan, version)
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time
 from pathlib import Path
 
-from registry.columns import map_headers
+from registry.columns import map_headers, match_header
 from registry.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 CellValue = str | int | float | date | datetime | None
 MAX_ROWS = 200_000
 MAX_FILE_BYTES = 200 * 1024 * 1024
+MAX_TITLE_ROWS = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,16 +100,27 @@ def _is_comment(values: Iterable[CellValue]) -> bool:
     return False
 
 
+def _looks_like_header(values: list[CellValue]) -> bool:
+    """At least two cells are known column names (a title row has one cell of text)."""
+    return sum(match_header(cell_text(v)) is not None for v in values if cell_text(v)) >= 2
+
+
 def _build(source: str, encoding: str | None, records: Iterable[list[CellValue]]) -> Sheet:
     header: list[str] | None = None
     mapping: dict[int, str] = {}
     ignored: tuple[str, ...] = ()
     rows: list[RawRow] = []
+    skipped: list[list[CellValue]] = []
     for number, values in enumerate(records, start=1):
         if not any(cell_text(v) for v in values) or _is_comment(values):
             continue
         if header is None:
-            header = [cell_text(v) for v in values]
+            # Sheets exported from property systems often start with a title row
+            # ("幸福小区住户登记表"); the header is the first row naming columns.
+            if not _looks_like_header(values) and len(skipped) < MAX_TITLE_ROWS:
+                skipped.append(values)
+                continue
+            header = [cell_text(v) for v in (values if _looks_like_header(values) else skipped[0])]
             mapping, ignored = map_headers(header)
             continue
         if len(rows) >= MAX_ROWS:
@@ -116,7 +128,11 @@ def _build(source: str, encoding: str | None, records: Iterable[list[CellValue]]
         cells = {key: values[i] for i, key in mapping.items() if i < len(values)}
         rows.append(RawRow(number=number, cells=cells))
     if header is None:
+        if skipped:
+            map_headers([cell_text(v) for v in skipped[0]])  # raises: names what is missing
         raise InputError(f"{source}: the file is empty (no header row)")
+    if not rows:
+        raise InputError(f"{source}: the file has a header but no rows")
     columns = {key: header[i] for i, key in mapping.items()}
     return Sheet(source, encoding, columns, tuple(rows), ignored)
 

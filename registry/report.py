@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from registry.errors import InputError
@@ -36,7 +36,7 @@ class Summary:
     failed: int = 0
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class ImportReport:
     """What an import did (or, with ``dry_run``, would do)."""
 
@@ -46,8 +46,8 @@ class ImportReport:
     dry_run: bool = False
     partial: bool = False
     written: bool = False
-    summary: Summary = field(default_factory=Summary)
-    issues: list[RowIssue] = field(default_factory=list)
+    summary: Summary = Summary()
+    issues: tuple[RowIssue, ...] = ()
     enrolled_photos: int = 0
 
     @property

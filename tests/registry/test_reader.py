@@ -143,3 +143,24 @@ def test_english_template(tmp_path: Path) -> None:
     path = tmp_path / "t.csv"
     write_template(path, lang="en")
     assert set(read_registry(path).columns.values()) >= {"name", "id_number", "photo"}
+
+
+def test_title_rows_above_the_header_are_skipped(tmp_path: Path) -> None:
+    workbook = Workbook()
+    sheet = workbook.active
+    sheet.append(["幸福小区住户登记表"])
+    sheet.append(["导出时间 2024-05-01"])
+    sheet.append(["姓名", "外部编号", "地址", "身份"])
+    sheet.append(["张三", "E1", "3-2-1203", "业主"])
+    path = tmp_path / "titled.xlsx"
+    workbook.save(path)
+    read = read_registry(path)
+    assert read.columns["name"] == "姓名"
+    assert [r.number for r in read.rows] == [4]
+
+
+def test_header_without_rows_is_an_input_error() -> None:
+    with pytest.raises(InputError, match="no rows"):
+        read_csv_bytes("姓名,外部编号,地址,身份\n".encode())
+    with pytest.raises(InputError, match="empty"):
+        read_csv_bytes(b"\n\n")
