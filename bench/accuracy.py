@@ -269,7 +269,7 @@ def bench_population(engine: FaceEngine, pop: Population, seeds: list[int]) -> d
         ms = 1000 * float(np.mean([r.seconds for r in faces])) if faces else float("nan")
         report[label] = {
             "ms_per_face": ms,
-            "fte_reasons": _count([enrol[i].failure for i in ids if enrol[i].failure is not None]),
+            "fte_reasons": _count([f for i in ids if (f := enrol[i].failure) is not None]),
             "splits": [
                 {
                     "seed": s,

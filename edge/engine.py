@@ -20,6 +20,7 @@ import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -34,6 +35,10 @@ from edge.types import BBox, Detection, EnrolledFace, FaceQuality
 log = logging.getLogger(__name__)
 
 Image = npt.NDArray[np.uint8]
+"""A BGR uint8 image as the engine returns it."""
+ImageLike = npt.NDArray[Any]
+"""What the engine accepts: any ndarray (cv2's stubs type their results loosely);
+the dtype and channels are checked at run time by :func:`as_bgr`."""
 
 EMBED_CHUNK = 16
 """Aligned faces per recogniser call (batches give the same embeddings as singles)."""
@@ -58,7 +63,7 @@ the image) is a bystander, not a second subject."""
 _PHOTO_NMS_IOU = 0.4
 
 
-def read_image(source: Image | bytes | Path | str, *, name: str | None = None) -> Image:
+def read_image(source: ImageLike | bytes | Path | str, *, name: str | None = None) -> Image:
     """Decode a photo to a 3-channel BGR uint8 array.
 
     Accepts an array (grey, BGR or BGRA), encoded bytes or a file path. Raises
@@ -90,7 +95,7 @@ def read_image(source: Image | bytes | Path | str, *, name: str | None = None) -
     return np.ascontiguousarray(img, dtype=np.uint8)
 
 
-def as_bgr(image: npt.NDArray[np.generic], *, name: str = "<array>") -> Image:
+def as_bgr(image: ImageLike, *, name: str = "<array>") -> Image:
     """Check an in-memory image and bring it to contiguous 3-channel BGR uint8."""
     if image.dtype != np.uint8:
         raise ImageError(f"{name}: expected a uint8 image, got {image.dtype}")
@@ -185,7 +190,7 @@ class FaceEngine:
 
     # ------------------------------------------------------------------ detection
 
-    def detect(self, image_bgr: Image, *, det_size: int | None = None) -> list[Detection]:
+    def detect(self, image_bgr: ImageLike, *, det_size: int | None = None) -> list[Detection]:
         """Faces in a frame, best score first. ``det_size`` overrides the config's.
 
         The image is letterboxed into a ``det_size`` square (rounded up to a
@@ -199,7 +204,7 @@ class FaceEngine:
         boxes, kpss = self._detector.detect(img, input_size=(size, size))
         return _to_detections(boxes, kpss)
 
-    def detect_photo(self, image_bgr: Image) -> list[Detection]:
+    def detect_photo(self, image_bgr: ImageLike) -> list[Detection]:
         """Faces in a still photo, tight crops included; coordinates of the original.
 
         Pads the photo (:data:`PHOTO_PAD_RATIO`) so a face that fills the frame is
@@ -218,7 +223,7 @@ class FaceEngine:
 
     # ------------------------------------------------------------ quality, embed
 
-    def align(self, image_bgr: Image, det: Detection) -> Image:
+    def align(self, image_bgr: ImageLike, det: Detection) -> Image:
         """The recogniser's input: a 112x112 BGR crop aligned on the 5 keypoints."""
         from insightface.utils import face_align
 
@@ -229,13 +234,13 @@ class FaceEngine:
         return np.ascontiguousarray(crop, dtype=np.uint8)
 
     def quality(
-        self, image_bgr: Image, det: Detection, *, aligned: Image | None = None
+        self, image_bgr: ImageLike, det: Detection, *, aligned: ImageLike | None = None
     ) -> FaceQuality:
         """Quality of one detected face under the engine's :class:`QualityConfig`."""
         crop = self.align(image_bgr, det) if aligned is None else aligned
         return assess(det, crop, self.quality_config)
 
-    def embed_aligned(self, crops: Sequence[Image]) -> npt.NDArray[np.float32]:
+    def embed_aligned(self, crops: Sequence[ImageLike]) -> npt.NDArray[np.float32]:
         """Embeddings of aligned crops: shape (n, dim), float32, L2-normalised."""
         out = np.empty((len(crops), self.embedding_dim), dtype=np.float32)
         for start in range(0, len(crops), EMBED_CHUNK):
@@ -252,14 +257,14 @@ class FaceEngine:
         out /= norms
         return out
 
-    def embed(self, image_bgr: Image, dets: Sequence[Detection]) -> npt.NDArray[np.float32]:
+    def embed(self, image_bgr: ImageLike, dets: Sequence[Detection]) -> npt.NDArray[np.float32]:
         """Align every detection and embed them: shape (len(dets), dim)."""
         img = as_bgr(image_bgr)
         return self.embed_aligned([self.align(img, d) for d in dets])
 
     # ------------------------------------------------------------------ enrolment
 
-    def enrol(self, image: Image | bytes | Path, *, name: str | None = None) -> EnrolledFace:
+    def enrol(self, image: ImageLike | bytes | Path, *, name: str | None = None) -> EnrolledFace:
         """The one usable face of an enrolment photo, or :class:`EnrolmentError`.
 
         Rule for "several faces" (:func:`notable_faces`): a second face counts only
