@@ -105,6 +105,18 @@ class _Run:
             stored = self.by_ext.get(record.external_id or "")
             if stored is None and record.protected_id is not None:
                 stored = self.by_hash.get(record.protected_id.id_hash)
+            other = self.by_hash.get(record.protected_id.id_hash) if record.protected_id else None
+            if stored is not None and other is not None and other.id != stored.id:
+                # Writing it would give two occupants one ID number.
+                self.issue(
+                    record,
+                    "id_number",
+                    "conflict",
+                    f"external id {record.external_id!r} is one registered person but this "
+                    f"ID number (***{other.id_last4}) is another's "
+                    f"(external id {other.external_id!r}); fix one of them",
+                )
+                continue
             if stored is not None and stored.id in claimed:
                 self.issue(
                     record,

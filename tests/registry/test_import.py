@@ -240,3 +240,16 @@ def test_site_with_another_model_is_refused(
     with pytest.raises(InputError, match="some-other-model"):
         _import(store, engine, photo_dir, ROWS)
     assert _counts(store)[:3] == (0, 0, 0)
+
+
+def test_external_id_and_id_number_of_two_different_people(
+    store: SqlStore, engine: FaceEngine, photo_dir: Path
+) -> None:
+    _import(store, engine, photo_dir, ROWS)
+    # E1 is 张三, but the ID number given is 李四's.
+    rows = [f"张三,{make_id(2)},,3-2-1203,业主,,,E1\n"]
+    result = _import(store, engine, photo_dir, rows, partial=True)
+    ((row, column, reason),) = [(i.row, i.column, i.reason) for i in result.report.issues]
+    assert (row, column, reason) == (2, "证件号码", "conflict")
+    assert "E2" in result.report.issues[0].message
+    assert result.report.summary.updated == 0
