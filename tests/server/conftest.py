@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import Engine, inspect, text
+from sqlalchemy import Engine, MetaData
 from sqlalchemy.orm import Session
 
 from server.app import create_app
@@ -102,16 +102,21 @@ def _session_engine(db_url: str) -> Iterator[Engine]:
     eng.dispose()
 
 
+_REFLECTED: dict[str, MetaData] = {}
+
+
 def _empty_all_tables(eng: Engine) -> None:
-    names = [n for n in inspect(eng).get_table_names() if n != "alembic_version"]
+    # Children before parents, so plain DELETEs satisfy the foreign keys;
+    # on small tables that is much cheaper than TRUNCATE on PostgreSQL.
+    # Reflected (not Base.metadata) so tables of every package are emptied.
+    meta = _REFLECTED.get(str(eng.url))
+    if meta is None:
+        meta = _REFLECTED[str(eng.url)] = MetaData()
+        meta.reflect(eng)
     with eng.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            joined = ", ".join(f'"{n}"' for n in names)
-            conn.execute(text(f"TRUNCATE {joined} RESTART IDENTITY CASCADE"))
-        else:
-            conn.execute(text("PRAGMA defer_foreign_keys=ON"))
-            for name in names:
-                conn.execute(text(f'DELETE FROM "{name}"'))
+        for table in reversed(meta.sorted_tables):
+            if table.name != "alembic_version":
+                conn.execute(table.delete())
 
 
 @pytest.fixture
