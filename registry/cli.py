@@ -89,6 +89,16 @@ def _secret_and_url(db: str | None) -> tuple[bytes, str]:
     return secret, db or settings.sqlalchemy_url
 
 
+def _actor() -> str:
+    """The audit log's actor: the operating-system user running the CLI."""
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no passwd entry (containers)
+        return "cli:unknown"
+
+
 def _cmd_import(args: argparse.Namespace) -> int:
     from registry.importer import Enroller, ImportOptions, run_import
     from registry.photos import PhotoSource, open_photos
@@ -126,6 +136,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
                 partial=args.partial,
                 sync=args.sync,
                 progress=args.progress or sys.stderr.isatty(),
+                actor=_actor(),
             ),
             secret=secret,
             photos=photos,

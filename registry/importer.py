@@ -53,6 +53,8 @@ class ImportOptions:
     partial: bool = False
     sync: bool = False
     progress: bool = False
+    actor: str = "lintel-registry"
+    """Who runs the import, for the audit log."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +185,8 @@ def run_import(
         model_id=model_id,
         changes=tuple(changes),
         move_out=tuple(move_out),
+        source=sheet.source,
+        actor=options.actor,
     )
     written, version = False, None
     if not options.dry_run and not (failed_rows and not options.partial):

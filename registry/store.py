@@ -95,6 +95,9 @@ class Plan:
     changes: tuple[Change, ...] = ()
     move_out: tuple[int, ...] = ()
     move_out_date: date = field(default_factory=date.today)
+    source: str = ""
+    """The registry file, for the audit log."""
+    actor: str = "lintel-registry"
 
 
 class RegistryStore(Protocol):
@@ -214,6 +217,7 @@ def _apply(session: Session, plan: Plan) -> int:
     """Write a plan through the server's services (flush only; the caller commits)."""
     from sqlalchemy import select
 
+    from server.audit import service as audit
     from server.occupants import service as occupants
     from server.occupants.models import Occupant
     from server.sites import service as sites
@@ -283,6 +287,21 @@ def _apply(session: Session, plan: Plan) -> int:
         # Their face leaves the gallery and the database (deletion on move-out).
         occupants.delete_templates(session=session, occupant_id=occupant_id)
         touched_gallery = True
+    audit.record(
+        session=session,
+        actor=plan.actor,
+        action="registry.import",
+        object_type="site",
+        object_id=site.id,
+        site_id=site.id,
+        detail={
+            "source": plan.source,
+            "created": sum(c.action == "create" for c in plan.changes),
+            "updated": sum(c.action == "update" for c in plan.changes),
+            "templates": sum(c.face is not None for c in plan.changes),
+            "moved_out": len(plan.move_out),
+        },
+    )
     session.flush()
     if touched_gallery:
         # Templates added/deleted above already bumped the version; one more bump

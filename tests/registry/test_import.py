@@ -16,6 +16,7 @@ from registry.importer import ImportOptions, ImportResult, run_import
 from registry.photos import FolderSource
 from registry.reader import read_csv_bytes
 from registry.store import SqlStore
+from server.audit.models import AuditEvent
 from server.occupants.models import FaceTemplate, Occupant
 from server.sites.models import Site, Unit
 from tests.registry.conftest import SECRET
@@ -104,6 +105,11 @@ def test_first_import_then_idempotent_reimport(
         assert blob is not None
         vec = np.frombuffer(blob, dtype="<f4")
         assert vec.shape == (512,) and abs(float(np.linalg.norm(vec)) - 1.0) < 1e-3
+
+    with store.engine.connect() as conn:
+        action, detail = conn.execute(select(AuditEvent.action, AuditEvent.detail)).one()
+    assert action == "registry.import"
+    assert detail["created"] == 4 and detail["templates"] == 4 and detail["source"] == "reg.csv"
 
     again = _import(store, engine, photo_dir, ROWS)
     s = again.report.summary
