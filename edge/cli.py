@@ -44,6 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=None)
     _add_model_args(p)
 
+    p = sub.add_parser("run", help="run the edge daemon (cameras -> outbox -> server)")
+    p.add_argument("--config", type=Path, required=True, help="edge.yaml (see deploy/)")
+    p.add_argument(
+        "--validate-config",
+        action="store_true",
+        help="check the config file, print the problems (file:line: key: why) and exit",
+    )
+
     p = sub.add_parser("demo", help="build a sample gallery and video, then replay it")
     p.add_argument("--workdir", type=Path, default=Path("var/demo"))
     _add_model_args(p)
@@ -67,6 +75,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from edge.evaluate import cli_eval
 
             return cli_eval(args)
+        if args.command == "run":
+            from edge.daemon import cli_run
+
+            return cli_run(args)
         if args.command == "demo":
             from edge.demo import cli_demo
 

@@ -1,0 +1,204 @@
+"""The edge daemon's config file (``lintel-edge run --config edge.yaml``).
+
+A tree of pydantic models: unknown keys are refused, every threshold is
+bounded and described, and :func:`load_config` turns a validation error into a
+message that names the file, the key path and the line of the bad value.
+Secrets (the device token) come from the environment, never the file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from edge.capture import ReconnectPolicy
+from edge.config import ModelConfig
+from edge.errors import LintelEdgeError
+from edge.pipeline import PipelineConfig
+
+
+class ConfigError(LintelEdgeError):
+    """The config file is missing, not YAML, or invalid (names file, key and line)."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DeviceConfig(_Strict):
+    name: str = Field(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="This box's name; part of every sighting id, so keep it stable.",
+    )
+    data_dir: Path = Field(
+        default=Path("var/edge"),
+        description="Where the outbox and the cached gallery live (must survive reboots).",
+    )
+
+
+class ServerConfig(_Strict):
+    url: str = Field(description="Base URL of the Lintel server, e.g. https://lintel.example.org")
+    token_env: str = Field(
+        default="LINTEL_DEVICE_TOKEN",
+        pattern=r"^[A-Z_][A-Z0-9_]*$",
+        description="Environment variable holding the device token (never put it in the file).",
+    )
+    timeout_s: float = Field(default=10.0, gt=0, le=120, description="HTTP timeout per request.")
+    batch_size: int = Field(default=50, ge=1, le=500, description="Sightings per upload request.")
+    upload_interval_s: float = Field(
+        default=2.0, gt=0, le=600, description="Pause between outbox drains when it is empty."
+    )
+    retry_max_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="Cap on the doubling wait after failed uploads (server unreachable).",
+    )
+    gallery_sync_s: float = Field(
+        default=60.0, ge=5, le=86400, description="How often to ask for a new gallery (ETag)."
+    )
+    heartbeat_s: float = Field(default=30.0, ge=5, le=3600, description="Heartbeat period.")
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", v):
+            raise ValueError("must be an http:// or https:// URL")
+        return v.rstrip("/")
+
+
+class CameraConfig(_Strict):
+    name: str = Field(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Camera name as the server knows it (bound to an entrance there).",
+    )
+    source: str = Field(
+        min_length=1,
+        description="rtsp://…/http:// URL, a USB camera index ('0'), or a video file path.",
+    )
+    reconnect: ReconnectPolicy = Field(
+        default_factory=lambda: ReconnectPolicy(max_attempts=None),
+        description="Backoff for a stream that fails; the daemon retries forever by default.",
+    )
+    stall_timeout_s: float = Field(
+        default=10.0,
+        ge=1,
+        le=600,
+        description="A stream open but delivering no frame for this long is reopened.",
+    )
+    pipeline: PipelineConfig | None = Field(
+        default=None, description="Per-camera override of the top-level pipeline settings."
+    )
+
+
+class OutboxConfig(_Strict):
+    max_mb: int = Field(
+        default=512,
+        ge=1,
+        le=1_000_000,
+        description="Disk cap for undelivered sightings; when full the oldest are dropped "
+        "(and counted). An unknown sighting is ~15 KiB, so 512 MiB holds ~35,000.",
+    )
+
+
+class EdgeConfig(_Strict):
+    device: DeviceConfig
+    server: ServerConfig | None = Field(
+        default=None, description="Omit to run offline (results only logged and kept)."
+    )
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+    outbox: OutboxConfig = Field(default_factory=OutboxConfig)
+    cameras: list[CameraConfig] = Field(min_length=1, max_length=64)
+
+    @field_validator("cameras")
+    @classmethod
+    def _unique_names(cls, cams: list[CameraConfig]) -> list[CameraConfig]:
+        names = [c.name for c in cams]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"camera names must be unique: {', '.join(dupes)}")
+        return cams
+
+    def token(self) -> str:
+        """The device token from the environment; a clear error when unset."""
+        assert self.server is not None
+        value = os.environ.get(self.server.token_env, "").strip()
+        if not value:
+            raise ConfigError(
+                f"the device token is not set: export {self.server.token_env}=… "
+                "(create one with `lintel-server device add`)"
+            )
+        return value
+
+
+class _LineLoader(yaml.SafeLoader):
+    """SafeLoader that remembers the line of every mapping key's value."""
+
+
+def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    mapping = loader.construct_mapping(node, deep=True)
+    lines = {loader.construct_object(k): v.start_mark.line + 1 for k, v in node.value}
+    mapping["__lines__"] = lines
+    return mapping
+
+
+_LineLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+    _construct_mapping,
+)
+
+
+def _strip_lines(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: _strip_lines(v) for k, v in data.items() if k != "__lines__"}
+    if isinstance(data, list):
+        return [_strip_lines(v) for v in data]
+    return data
+
+
+def _line_of(data: Any, loc: tuple[int | str, ...]) -> int | None:
+    line = None
+    for part in loc:
+        if isinstance(data, dict):
+            line = data.get("__lines__", {}).get(part, line)
+            data = data.get(part)
+        elif isinstance(data, list) and isinstance(part, int) and part < len(data):
+            data = data[part]
+        else:
+            break
+    return line
+
+
+def load_config(path: Path) -> EdgeConfig:
+    """Read and validate a config file; raises :class:`ConfigError` naming the bad line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
+    try:
+        raw = yaml.load(text, Loader=_LineLoader)  # a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping (device:, cameras:, …)")
+    try:
+        return EdgeConfig.model_validate(_strip_lines(raw))
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            key = ".".join(str(p) for p in loc) or "(top level)"
+            line = _line_of(raw, loc)
+            where = f"{path}:{line}" if line else str(path)
+            problems.append(f"{where}: {key}: {err['msg']}")
+        raise ConfigError("invalid config:\n  " + "\n  ".join(problems)) from exc
