@@ -77,12 +77,33 @@ def decode_csv_bytes(data: bytes) -> tuple[str, str]:
     if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         # Excel's "Unicode text" export.
         return data.decode("utf-16"), "utf-16"
-    for encoding in ("utf-8", "gb18030"):
-        try:
-            return data.decode(encoding, errors="strict"), encoding
-        except UnicodeDecodeError:
-            continue
-    raise InputError("the file is neither UTF-8 nor GBK/GB18030 text; save it as CSV UTF-8")
+    try:
+        return data.decode("utf-8", errors="strict"), "utf-8"
+    except UnicodeDecodeError as exc:
+        _refuse_damaged_utf8(data, exc)
+    try:
+        return data.decode("gb18030", errors="strict"), "gb18030"
+    except UnicodeDecodeError:
+        raise InputError(
+            "the file is neither UTF-8 nor GBK/GB18030 text; save it as CSV UTF-8"
+        ) from None
+
+
+def _refuse_damaged_utf8(data: bytes, exc: UnicodeDecodeError) -> None:
+    """Refuse UTF-8 with a few bad bytes instead of misreading it all as GB18030.
+
+    GB18030 decodes almost any byte string, so a UTF-8 file with one damaged
+    character would otherwise import every Chinese name as mojibake.
+    """
+    text = data.decode("utf-8", errors="replace")
+    bad = text.count("\ufffd")
+    good = sum(1 for ch in text if ord(ch) > 127 and ch != "\ufffd")
+    if good >= 10 * bad:
+        line = data[: exc.start].count(b"\n") + 1
+        raise InputError(
+            f"the file is UTF-8 but has {bad} damaged character(s), the first on line {line}; "
+            "fix or re-save it as CSV UTF-8"
+        )
 
 
 def _sniff_delimiter(text: str) -> str:

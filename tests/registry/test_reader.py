@@ -164,3 +164,10 @@ def test_header_without_rows_is_an_input_error() -> None:
         read_csv_bytes("姓名,外部编号,地址,身份\n".encode())
     with pytest.raises(InputError, match="empty"):
         read_csv_bytes(b"\n\n")
+
+
+def test_damaged_utf8_is_not_misread_as_gbk() -> None:
+    data = ("姓名,外部编号,地址,身份\n" + "张三丰,E1,3-2-1203,业主\n" * 5).encode()
+    damaged = data.replace("丰".encode(), b"\xe4\xb8", 1)  # one character cut short
+    with pytest.raises(InputError, match="line 2"):
+        read_csv_bytes(damaged)
