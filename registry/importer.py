@@ -209,6 +209,7 @@ def run_import(
         ),
         issues=tuple(sorted(run.issues, key=lambda i: (i.row, i.column))),
         enrolled_photos=len(faces),
+        new_site=snapshot.site_id is None,
     )
     return ImportResult(report, plan, version)
 

@@ -49,6 +49,8 @@ class ImportReport:
     summary: Summary = Summary()
     issues: tuple[RowIssue, ...] = ()
     enrolled_photos: int = 0
+    new_site: bool = False
+    """The site did not exist before this import (it is created when written)."""
 
     @property
     def failed_rows(self) -> int:
@@ -63,6 +65,7 @@ class ImportReport:
             "partial": self.partial,
             "written": self.written,
             "enrolled_photos": self.enrolled_photos,
+            "new_site": self.new_site,
             "summary": asdict(self.summary),
             "issues": [asdict(i) for i in sorted(self.issues, key=_order)],
         }
@@ -82,8 +85,9 @@ class ImportReport:
             if self.dry_run
             else ("written" if self.written else "nothing written")
         )
+        new = " (new site)" if self.new_site else ""
         out.write(
-            f"{self.source} -> site {self.site!r}: {self.rows} rows; "
+            f"{self.source} -> site {self.site!r}{new}: {self.rows} rows; "
             f"created {s.created}, updated {s.updated}, unchanged {s.unchanged}, "
             f"moved out {s.moved_out}, failed {s.failed} ({mode})\n"
         )

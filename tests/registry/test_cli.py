@@ -47,11 +47,14 @@ def test_import_from_zip_report_and_reimport(
     out, err = capsys.readouterr()
     assert "enrolling" not in err  # no progress bar when stderr is not a terminal
     assert "created 4, updated 0, unchanged 0, moved out 0, failed 0" in out
+    assert "(new site)" in out
     data = json.loads(report.read_text(encoding="utf-8"))
     assert data["summary"]["created"] == 4 and data["written"] and data["issues"] == []
 
     assert main(argv) == 0
-    assert "created 0, updated 0, unchanged 4" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "created 0, updated 0, unchanged 4" in out
+    assert "(new site)" not in out
 
 
 def test_bad_rows_exit_1_and_the_csv_report_names_them(
