@@ -83,8 +83,25 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            route: Any = scope.get("route")
-            # Raw paths would give unbounded label values; templates do not.
-            name = getattr(route, "path", None) or "unmatched"
+            name = _route_template(scope)
             self.metrics.requests.labels(scope.get("method", ""), name, str(status)).inc()
             self.metrics.latency.labels(name).observe(time.perf_counter() - start)
+
+
+def _route_template(scope: Scope) -> str:
+    """The matched route's path template, e.g. ``/api/v1/cases/{case_id}``.
+
+    Raw paths would give unbounded label values; templates do not. FastAPI
+    puts the route *without* its router prefix in the scope, so the prefix
+    is taken from the raw path (as many leading segments as are extra).
+    """
+    route: Any = scope.get("route")
+    template = getattr(route, "path", None)
+    if not isinstance(template, str):
+        return "unmatched"
+    raw = [p for p in str(scope.get("path", "")).split("/") if p]
+    own = [p for p in template.split("/") if p]
+    extra = len(raw) - len(own)
+    if extra <= 0:
+        return template
+    return "/" + "/".join(raw[:extra] + own)

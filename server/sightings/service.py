@@ -15,7 +15,7 @@ import binascii
 import logging
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, cast
 
@@ -57,7 +57,6 @@ class IngestOutcome:
     result: SightingBatchResult
     created_known: int = 0
     created_unknown: int = 0
-    rejected_reasons: list[str] = field(default_factory=list)
 
 
 def _format_validation_error(exc: ValidationError) -> str:

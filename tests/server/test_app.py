@@ -31,6 +31,10 @@ def test_metrics_count_sightings(client: httpx.Client, device: DeviceCreds) -> N
     assert 'lintel_sightings_total{outcome="created_unknown"} 1.0' in text
     assert 'lintel_sightings_total{outcome="duplicate"} 1.0' in text
     assert "lintel_http_request_seconds_bucket" in text
+    assert (
+        'lintel_http_requests_total{method="POST",route="/api/v1/device/sightings",status="200"}'
+        " 2.0" in text
+    )
 
 
 def test_openapi_documents_the_device_api(client: httpx.Client) -> None:
