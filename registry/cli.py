@@ -112,8 +112,13 @@ def _cmd_import(args: argparse.Namespace) -> int:
         )
     if args.threads < 1:
         raise InputError("--threads must be at least 1")
-    if args.report is not None and args.report.suffix.lower() not in (".csv", ".json"):
-        raise InputError(f"--report {args.report}: use a .csv or .json file name")
+    if args.report is not None:
+        if args.report.suffix.lower() not in (".csv", ".json"):
+            raise InputError(f"--report {args.report}: use a .csv or .json file name")
+        # Checked first: finding out after a long import that the report cannot be written
+        # would lose the list of bad rows.
+        if not args.report.absolute().parent.is_dir():
+            raise InputError(f"--report {args.report}: the folder does not exist")
     secret, url = _secret_and_url(args.db)
     sheet = read_registry(args.file)
     photos: PhotoSource | None = open_photos(args.photos) if args.photos else None
@@ -176,6 +181,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "template":
             return _cmd_template(args)
     except RegistryError as exc:
+        sys.stderr.write(f"lintel-registry: error: {exc}\n")
+        return EXIT_BAD_INPUT
+    except OSError as exc:  # unreadable file, unwritable report, disk full
         sys.stderr.write(f"lintel-registry: error: {exc}\n")
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:

@@ -147,6 +147,14 @@ class SqlStore:
         self.engine.dispose()
 
     def snapshot(self, site: str) -> SiteSnapshot:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        try:
+            return self._snapshot(site)
+        except SQLAlchemyError as exc:
+            raise StoreError(f"site {site!r}: cannot read the register: {exc}") from None
+
+    def _snapshot(self, site: str) -> SiteSnapshot:
         from sqlalchemy import select
 
         from server.db import session_scope

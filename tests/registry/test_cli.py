@@ -131,6 +131,8 @@ def test_unsafe_zip_exits_2_without_traceback(
     [
         (["--server", "https://x", "--token", "t"], "not supported yet"),
         (["--report", "r.txt"], ".csv or .json"),
+        (["--report", "no/such/folder/r.csv"], "folder does not exist"),
+        (["--db", "not a url"], "not a database URL"),
     ],
 )
 def test_option_errors(
