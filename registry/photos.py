@@ -39,6 +39,56 @@ class PhotoLimits:
     max_ratio: float = 50.0
     # Below this size ratios are meaningless (a tiny text file compresses well).
     ratio_min_bytes: int = 64 * 1024
+    # A 50 MP phone photo decodes to 150 MB; a crafted 30000x30000 PNG of a few KiB
+    # would decode to 2.7 GB (a decompression bomb of its own).
+    max_pixels: int = 64_000_000
+
+
+def image_dimensions(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG, JPEG or WebP header without decoding; None if unknown."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if data[:2] == b"\xff\xd8":
+        i = 2
+        while i + 9 < len(data):
+            if data[i] != 0xFF:
+                return None
+            marker = data[i + 1]
+            if marker == 0xFF:  # fill byte
+                i += 1
+                continue
+            length = int.from_bytes(data[i + 2 : i + 4], "big")
+            # SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC) carry the size.
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+                height = int.from_bytes(data[i + 5 : i + 7], "big")
+                width = int.from_bytes(data[i + 7 : i + 9], "big")
+                return width, height
+            i += 2 + length
+        return None
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP" and len(data) >= 30:
+        chunk = data[12:16]
+        if chunk == b"VP8X":
+            width = int.from_bytes(data[24:27], "little") + 1
+            height = int.from_bytes(data[27:30], "little") + 1
+            return width, height
+        if chunk == b"VP8 ":
+            return int.from_bytes(data[26:28], "little") & 0x3FFF, int.from_bytes(
+                data[28:30], "little"
+            ) & 0x3FFF
+        if chunk == b"VP8L":
+            bits = int.from_bytes(data[21:25], "little")
+            return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    return None
+
+
+def check_pixels(data: bytes, name: str, limits: PhotoLimits) -> None:
+    """Refuse a photo whose header declares more pixels than ``limits.max_pixels``."""
+    size = image_dimensions(data)
+    if size is not None and size[0] * size[1] > limits.max_pixels:
+        raise PhotoError(
+            f"photo {name!r} is {size[0]}x{size[1]} pixels, more than "
+            f"{limits.max_pixels // 1_000_000} megapixels"
+        )
 
 
 class PhotoSource(Protocol):
@@ -137,7 +187,9 @@ class FolderSource:
                 f"photo {name!r} is {size // 1024} KiB, more than "
                 f"{self.limits.max_photo_bytes // 1024} KiB"
             )
-        return resolved.read_bytes()
+        data = resolved.read_bytes()
+        check_pixels(data, name, self.limits)
+        return data
 
     def close(self) -> None:
         return None
@@ -236,6 +288,7 @@ class ZipSource:
             raise PhotoError(f"photo {name!r} cannot be read from the archive ({exc})") from None
         if len(data) > info.file_size:
             raise PhotoError(f"photo {name!r} is larger than its archive header says")
+        check_pixels(data, name, self.limits)
         return data
 
     def close(self) -> None:

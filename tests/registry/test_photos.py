@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 
 from registry.errors import InputError, PhotoError, UnsafeArchiveError
-from registry.photos import FolderSource, PhotoLimits, ZipSource, clean_name, open_photos
+from registry.photos import (
+    FolderSource,
+    PhotoLimits,
+    ZipSource,
+    clean_name,
+    image_dimensions,
+    open_photos,
+)
 
 
 @pytest.mark.parametrize("name", ["../etc/passwd", "a/../../b.jpg", "/etc/passwd", "C:\\x.jpg"])
@@ -158,3 +165,42 @@ def test_not_a_zip_or_folder(tmp_path: Path) -> None:
         open_photos(tmp_path / "x.zip")
     with pytest.raises(InputError):
         open_photos(tmp_path / "missing")
+
+
+def _png_header(width: int, height: int) -> bytes:
+    import struct
+    import zlib
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + struct.pack(">I", len(ihdr))
+        + chunk
+        + struct.pack(">I", zlib.crc32(chunk))
+    )
+
+
+@pytest.mark.parametrize("ext", [".png", ".jpg", ".webp"])
+def test_image_dimensions_from_headers(ext: str) -> None:
+    import cv2
+    import numpy as np
+
+    ok, buf = cv2.imencode(ext, np.zeros((30, 50, 3), np.uint8))
+    assert ok
+    assert image_dimensions(buf.tobytes()) == (50, 30)
+    assert image_dimensions(b"not an image") is None
+
+
+def test_pixel_bombs_are_refused(tmp_path: Path) -> None:
+    # A PNG header declaring 30000x30000 pixels: tiny on disk, 2.7 GB decoded.
+    (tmp_path / "huge.png").write_bytes(_png_header(30_000, 30_000) + b"\x00" * 64)
+    with pytest.raises(PhotoError, match="megapixels"):
+        FolderSource(tmp_path).read("huge.png")
+    archive = _zip(tmp_path / "p.zip", {"huge.png": _png_header(30_000, 30_000)})
+    source = ZipSource(archive)
+    try:
+        with pytest.raises(PhotoError, match="megapixels"):
+            source.read("huge.png")
+    finally:
+        source.close()
