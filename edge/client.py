@@ -25,6 +25,7 @@ from pydantic import BaseModel, ValidationError
 from edge.errors import LintelEdgeError
 from server.wire import (
     API_PREFIX,
+    MAX_BATCH,
     Gallery,
     Heartbeat,
     HeartbeatAck,
@@ -126,7 +127,15 @@ class LintelClient:
         return gallery
 
     def upload_sightings(self, sightings: list[SightingIn]) -> SightingBatchResult:
-        """Upload one batch; re-sending the same sightings creates nothing twice."""
+        """Upload one batch; re-sending the same sightings creates nothing twice.
+
+        An empty list sends nothing; more than ``MAX_BATCH`` is a caller bug
+        (``ValueError``): split the outbox into batches first.
+        """
+        if not sightings:
+            return SightingBatchResult(created=0, duplicates=0)
+        if len(sightings) > MAX_BATCH:
+            raise ValueError(f"{len(sightings)} sightings in one batch; at most {MAX_BATCH}")
         batch = SightingBatch(sightings=sightings)
         response = self._request(
             "POST",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import numpy.typing as npt
 from fastapi import APIRouter, Request, Response
@@ -21,6 +23,8 @@ from server.wire import (
     encode_embedding,
     gallery_etag,
 )
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/device", tags=["device"])
 
@@ -91,6 +95,15 @@ def post_heartbeat(
 ) -> HeartbeatAck:
     """Store the device's stats; the reply tells it the current gallery version."""
     site = get_site(session=session, site_id=device.site_id)
+    if heartbeat.model_id is not None and heartbeat.model_id != site.model_id:
+        # The edge will refuse the gallery; say so where an operator looks.
+        log.warning(
+            "device %s runs model %r but site %s uses %r",
+            device.id,
+            heartbeat.model_id,
+            site.id,
+            site.model_id,
+        )
     cameras_by_name(session=session, device_id=device.id, names=heartbeat.cameras.keys())
     record_heartbeat(
         session=session,

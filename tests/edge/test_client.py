@@ -27,7 +27,7 @@ from server.devices.service import create_device
 from server.occupants.service import add_template, upsert_occupant
 from server.settings import Settings
 from server.sites.service import create_site
-from server.wire import Heartbeat, SightingIn, decode_embedding, encode_embedding
+from server.wire import MAX_BATCH, Heartbeat, SightingIn, decode_embedding, encode_embedding
 from tests.server.asgi import SyncASGITransport
 
 T0 = datetime(2026, 11, 28, 19, 0, tzinfo=UTC)
@@ -218,3 +218,13 @@ def test_unparseable_success_body_is_rejected() -> None:
         pytest.raises(Rejected),
     ):
         c.heartbeat(Heartbeat(version="1"))
+
+
+def test_batch_size_limits_are_checked_before_sending() -> None:
+    def fail(request: httpx.Request) -> httpx.Response:
+        raise AssertionError("no request expected")
+
+    with LintelClient("http://x", "t", transport=httpx.MockTransport(fail)) as c:
+        assert c.upload_sightings([]).created == 0
+        with pytest.raises(ValueError, match="at most"):
+            c.upload_sightings([_unknown(i) for i in range(MAX_BATCH + 1)])

@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -124,3 +130,44 @@ def test_refuses_default_secret_outside_dev(
     monkeypatch.delenv("LINTEL_SECRET_KEY", raising=False)
     rc, _, err = _run(capsys, "stats", "--json")
     assert rc == 2 and "LINTEL_SECRET_KEY" in err
+
+
+def test_run_serves_the_api_over_http(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``lintel-server run`` on a fresh SQLite data dir, used by the edge client over TCP."""
+    from edge.client import LintelClient
+    from server.wire import Heartbeat
+
+    for key in [k for k in os.environ if k.startswith("LINTEL_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("LINTEL_DATA_DIR", str(tmp_path))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "server.cli", "run", "--port", str(port)],
+        env={**os.environ},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(150):
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        else:
+            pytest.fail("server did not come up")
+        _run(capsys, "site", "add", "S")
+        token = json.loads(_run(capsys, "device", "add", "--site", "S", "--name", "g", "--json")[1])
+        with LintelClient(base, token["token"]) as c:
+            assert c.heartbeat(Heartbeat(version="t")).gallery_version == 1
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        if proc.stderr:
+            proc.stderr.close()

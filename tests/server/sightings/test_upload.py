@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -203,3 +204,16 @@ def test_oversized_chunked_body_is_413(client: httpx.Client, device: DeviceCreds
     )
     assert "content-length" not in r.request.headers
     assert r.status_code == 413
+
+
+def test_same_batch_sent_concurrently_is_stored_once(
+    client: httpx.Client, device: DeviceCreds, session: Session
+) -> None:
+    # The edge retries on timeout while the first request may still be running:
+    # the unique id + ON CONFLICT must hold across concurrent transactions.
+    items = [unknown_item(n=i) for i in range(20)]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: _post(client, device, items), range(4)))
+    assert sum(r.created for r in results) == 20
+    assert sum(r.duplicates for r in results) == 60
+    assert _count(session) == 20
