@@ -34,11 +34,13 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import pickle
 import random
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -53,6 +55,10 @@ from edge.gallery import Gallery, Template, image_files  # noqa: E402
 from edge.types import Detection  # noqa: E402
 
 FPIR_TARGETS = (0.01, 0.001)
+THRESHOLD_GRID = (0.25, 0.30, 0.325, 0.35, 0.375, 0.40, 0.45)
+ENROL_TRIES = 3
+"""ours+retry: like a registry clerk asking for another photo, try up to this many
+of an identity's photos (in order) until one enrols."""
 
 
 @dataclass
@@ -62,6 +68,8 @@ class PhotoResult:
     embedding: npt.NDArray[np.float32] | None
     failure: str | None  # enrolment reason / "no_face"
     seconds: float
+    photo_index: int = 0
+    """For enrolments: which of the identity's photos was enrolled (0 = the first)."""
 
 
 @dataclass
@@ -156,6 +164,8 @@ class SplitMetrics:
     fpir_at_default: float
     fnir_with_fte: dict[float, float]
     """FNIR if the probes of identities that failed to enrol count as misses."""
+    grid: dict[float, tuple[float, float]]
+    """threshold -> (FNIR, FPIR) on this split."""
 
 
 def evaluate_split(
@@ -183,7 +193,8 @@ def evaluate_split(
             if enrol[ident].embedding is None:
                 n_fte_probes += len(photos) - 1
                 continue  # failed to enrol: counted in FTE, not in FNIR
-            genuine.extend((ident, probes[p]) for p in photos[1:])
+            used = enrol[ident].photo_index
+            genuine.extend((ident, probes[p]) for k, p in enumerate(photos) if k != used)
         else:
             stranger.extend(probes[p] for p in photos)
 
@@ -217,6 +228,10 @@ def evaluate_split(
         fnir={f: fnir(t) for f, t in thresholds.items()},
         fnir_at_default=fnir(default_threshold),
         fpir_at_default=float(np.mean(s_sims >= default_threshold)) if s_sims.size else 0.0,
+        grid={
+            t: (fnir(t), float(np.mean(s_sims >= t)) if s_sims.size else 0.0)
+            for t in THRESHOLD_GRID
+        },
         fnir_with_fte={
             f: (fnir(t) * len(genuine) + n_fte_probes) / max(len(genuine) + n_fte_probes, 1)
             for f, t in thresholds.items()
@@ -234,17 +249,58 @@ def _pct(x: float) -> str:
     return f"{100 * x:6.2f}%"
 
 
-def bench_population(engine: FaceEngine, pop: Population, seeds: list[int]) -> dict[str, object]:
+def enrol_with_retry(engine: FaceEngine, photos: list[Path]) -> PhotoResult:
+    """ours+retry: the first of the first :data:`ENROL_TRIES` photos that enrols."""
+    first = run_ours(engine, photos[0], enrol=True)
+    if first.embedding is not None:
+        return first
+    for k, photo in enumerate(photos[1:ENROL_TRIES], start=1):
+        r = run_ours(engine, photo, enrol=True)
+        if r.embedding is not None:
+            return PhotoResult(r.embedding, None, r.seconds, photo_index=k)
+    return first
+
+
+def embed_population(
+    engine: FaceEngine, pop: Population
+) -> tuple[
+    dict[str, PhotoResult], dict[str, PhotoResult], dict[Path, PhotoResult], dict[Path, PhotoResult]
+]:
+    """Run every photo through both pipelines once (the slow part)."""
     ids = list(pop.photos)
     # Every identity's first photo is embedded both ways: it is an enrolment photo
     # in some splits (ours: gated enrol) and a stranger probe in others.
     ours_enrol = {i: run_ours(engine, pop.photos[i][0], enrol=True) for i in ids}
+    retry_enrol = {
+        i: ours_enrol[i]
+        if ours_enrol[i].embedding is not None
+        else enrol_with_retry(engine, pop.photos[i])
+        for i in ids
+    }
     ours_probe: dict[Path, PhotoResult] = {}
     base: dict[Path, PhotoResult] = {}
     for i in ids:
         for p in pop.photos[i]:
             ours_probe[p] = run_ours(engine, p, enrol=False)
             base[p] = run_baseline(engine, p)
+    return ours_enrol, retry_enrol, ours_probe, base
+
+
+def bench_population(
+    engine: FaceEngine, pop: Population, seeds: list[int], cache: Path | None = None
+) -> dict[str, object]:
+    ids = list(pop.photos)
+    key = f"{engine.model_id}|{pop.name}|{len(ids)}"
+    stored: dict[str, object] = {}
+    if cache is not None and cache.exists():
+        stored = pickle.loads(cache.read_bytes())
+    if key in stored:
+        ours_enrol, retry_enrol, ours_probe, base = stored[key]  # type: ignore[misc]
+    else:
+        ours_enrol, retry_enrol, ours_probe, base = embed_population(engine, pop)
+        if cache is not None:
+            stored[key] = (ours_enrol, retry_enrol, ours_probe, base)
+            cache.write_bytes(pickle.dumps(stored))
     base_enrol = {i: base[pop.photos[i][0]] for i in ids}
 
     report: dict[str, object] = {"population": pop.name, "identities": len(ids)}
@@ -252,6 +308,7 @@ def bench_population(engine: FaceEngine, pop: Population, seeds: list[int]) -> d
     report["photos"] = n_photos
     for label, enrol, probes in (
         ("ours", ours_enrol, ours_probe),
+        ("ours_retry", retry_enrol, ours_probe),
         ("baseline", base_enrol, base),
     ):
         splits = [
@@ -282,6 +339,7 @@ def bench_population(engine: FaceEngine, pop: Population, seeds: list[int]) -> d
                     "thresholds": {str(f): t for f, t in m.thresholds.items()},
                     "fnir": {str(f): v for f, v in m.fnir.items()},
                     "fnir_with_fte": {str(f): v for f, v in m.fnir_with_fte.items()},
+                    "grid": {str(t): v for t, v in m.grid.items()},
                     "fnir_at_default": m.fnir_at_default,
                     "fpir_at_default": m.fpir_at_default,
                 }
@@ -334,6 +392,9 @@ def pairwise(pop: Population, probes: dict[Path, PhotoResult]) -> dict[str, floa
             t = float(np.quantile(imp, 1.0 - p))
             out[f"t_fpir_{f:g}_at_{SITE_GALLERY}"] = t
             out[f"genuine_pair_fnmr_at_t_fpir_{f:g}"] = float(np.mean(gen < t))
+    for t in THRESHOLD_GRID:
+        out[f"fmr_at_{t:g}"] = float(np.mean(imp >= t))
+        out[f"fnmr_at_{t:g}"] = float(np.mean(gen < t))
     return out
 
 
@@ -344,94 +405,76 @@ def _count(items: list[str]) -> dict[str, int]:
     return out
 
 
-def print_report(rep: dict[str, object], threshold: float) -> None:
-    ours, base = rep["ours"], rep["baseline"]
-    assert isinstance(ours, dict) and isinstance(base, dict)
+COLUMNS = (("ours", "ours"), ("ours_retry", "ours+retry"), ("baseline", "baseline"))
+
+
+def print_report(rep: dict[str, Any], threshold: float) -> None:
+    """One table per population: the seeded split, then the spread over all splits."""
+    cols = [(rep[key], title) for key, title in COLUMNS]
+    first = [c["splits"][0] for c, _ in cols]
     print(f"\n== {rep['population']}: {rep['identities']} identities, {rep['photos']} photos")
-    s_o, s_b = ours["splits"][0], base["splits"][0]
+    s0 = first[0]
     print(
-        f"   split seed {s_o['seed']}: {s_o['enrolled']} enrolled, {s_o['genuine_probes']} "
-        f"genuine probes (ours), {s_o['stranger_probes']} stranger probes"
+        f"   split seed {s0['seed']}: {s0['enrolled']} identities enrolled, "
+        f"{s0['stranger_probes']} stranger probes; genuine probes: "
+        + ", ".join(f"{t} {s['genuine_probes']}" for (_, t), s in zip(cols, first, strict=True))
     )
-    rows: list[tuple[str, str, str]] = []
+    rows: list[list[str]] = [["", *(t for _, t in cols)]]
+
+    def row(label: str, cells: list[str]) -> None:
+        rows.append([label, *cells])
+
     for f in FPIR_TARGETS:
         k = str(f)
-        if k not in s_o["fnir"]:
-            continue
-        rows.append(
-            (
+        if k in s0["fnir"]:
+            row(
                 f"FNIR @ FPIR {100 * f:g}%",
-                f"{_pct(s_o['fnir'][k])} (t={s_o['thresholds'][k]:.3f})",
-                f"{_pct(s_b['fnir'][k])} (t={s_b['thresholds'][k]:.3f})",
+                [f"{_pct(s['fnir'][k])} t={s['thresholds'][k]:.3f}" for s in first],
             )
-        )
-    if "0.01" in s_o["fnir_with_fte"]:
-        rows.append(
-            (
-                "  same, FTE probes as misses",
-                _pct(s_o["fnir_with_fte"]["0.01"]),
-                _pct(s_b["fnir_with_fte"]["0.01"]),
-            )
-        )
-    rows.append(
-        (
-            f"FNIR / FPIR @ t={threshold:.2f}",
-            f"{_pct(s_o['fnir_at_default'])} / {_pct(s_o['fpir_at_default'])}",
-            f"{_pct(s_b['fnir_at_default'])} / {_pct(s_b['fpir_at_default'])}",
-        )
+    if "0.01" in s0["fnir"]:
+        row("  FTE probes as misses", [_pct(s["fnir_with_fte"]["0.01"]) for s in first])
+    row(
+        f"FNIR / FPIR @ t={threshold:.2f}",
+        [f"{_pct(s['fnir_at_default'])} / {_pct(s['fpir_at_default'])}" for s in first],
     )
-    rows.append(
-        (
-            "failure to enrol",
-            f"{_pct(s_o['fte'] / max(s_o['enrolled'], 1))} ({s_o['fte']}/{s_o['enrolled']})",
-            f"{_pct(s_b['fte'] / max(s_b['enrolled'], 1))} ({s_b['fte']}/{s_b['enrolled']})",
-        )
+    row(
+        "failure to enrol",
+        [f"{_pct(s['fte'] / max(s['enrolled'], 1))} ({s['fte']}/{s['enrolled']})" for s in first],
     )
-    rows.append(
-        (
-            "failure to detect (probes)",
-            f"{_pct(s_o['probe_ftd'] / max(s_o['probes'], 1))}",
-            f"{_pct(s_b['probe_ftd'] / max(s_b['probes'], 1))}",
-        )
-    )
-    rows.append(("ms per face", f"{ours['ms_per_face']:.1f}", f"{base['ms_per_face']:.1f}"))
-    if len(ours["splits"]) > 1:
+    row("failure to detect (probes)", [_pct(s["probe_ftd"] / max(s["probes"], 1)) for s in first])
+    row("ms per face (probes)", [f"{c['ms_per_face']:.1f}" for c, _ in cols])
+    n_splits = len(cols[0][0]["splits"])
+    if n_splits > 1:
         for f in FPIR_TARGETS:
             k = str(f)
-            vals = [s["fnir"].get(k) for s in ours["splits"] if k in s["fnir"]]
-            bvals = [s["fnir"].get(k) for s in base["splits"] if k in s["fnir"]]
-            thr = [s["thresholds"][k] for s in ours["splits"] if k in s["thresholds"]]
-            if vals:
-                rows.append(
-                    (
-                        f"FNIR @ FPIR {100 * f:g}%, {len(vals)} splits",
-                        f"mean {_pct(float(np.mean(vals)))} max {_pct(max(vals))} "
-                        f"t {min(thr):.3f}-{max(thr):.3f}",
-                        f"mean {_pct(float(np.mean(bvals)))} max {_pct(max(bvals))}",
-                    )
+            cells = []
+            for c, _ in cols:
+                vals = [s["fnir"][k] for s in c["splits"] if k in s["fnir"]]
+                thr = [s["thresholds"][k] for s in c["splits"] if k in s["thresholds"]]
+                cells.append(
+                    f"{_pct(float(np.mean(vals)))} max {_pct(max(vals))} "
+                    f"t {min(thr):.2f}-{max(thr):.2f}"
+                    if vals
+                    else "-"
                 )
-        dv = [s["fnir_at_default"] for s in ours["splits"]]
-        dp = [s["fpir_at_default"] for s in ours["splits"]]
-        rows.append(
-            (
-                f"@ t={threshold:.2f}, all splits (ours)",
-                f"FNIR mean {_pct(float(np.mean(dv)))}, FPIR mean {_pct(float(np.mean(dp)))} "
-                f"max {_pct(max(dp))}",
-                "",
-            )
-        )
-    w0 = max(len(r[0]) for r in rows)
-    w1 = max(len(r[1]) for r in [*rows, ("", "ours", "")])
-    print(f"   {'':<{w0}}  {'ours':<{w1}}  baseline")
-    for a, b, c in rows:
-        print(f"   {a:<{w0}}  {b:<{w1}}  {c}")
-    print(f"   failure-to-enrol reasons (all identities, ours): {ours['fte_reasons']}")
+            row(f"FNIR @ FPIR {100 * f:g}%, mean of {n_splits}", cells)
+        for t in THRESHOLD_GRID:
+            cells = []
+            for c, _ in cols:
+                fn = [s["grid"][str(t)][0] for s in c["splits"]]
+                fp = [s["grid"][str(t)][1] for s in c["splits"]]
+                cells.append(f"{_pct(float(np.mean(fn)))} / {_pct(float(np.mean(fp)))}")
+            row(f"FNIR / FPIR @ t={t:.3f}, mean", cells)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("   " + "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)))
+    for c, title in cols[:2]:
+        print(f"   failure-to-enrol reasons, all identities ({title}): {c['fte_reasons']}")
     pw = rep.get("pairwise")
     if isinstance(pw, dict) and pw:
         print(
-            f"   all pairs (ours probes): {pw['impostor_pairs']:.0f} impostor, impostor cosine "
-            f"median {pw['impostor_median']:.3f} p99 {pw['impostor_p99']:.3f} "
-            f"max {pw['impostor_max']:.3f}"
+            f"   all pairs (ours probes): {pw['impostor_pairs']:.0f} impostor, cosine median "
+            f"{pw['impostor_median']:.3f} p99 {pw['impostor_p99']:.3f} max {pw['impostor_max']:.3f}"
         )
         for f in FPIR_TARGETS:
             k = f"t_fpir_{f:g}_at_{SITE_GALLERY}"
@@ -440,6 +483,14 @@ def print_report(rep: dict[str, object], threshold: float) -> None:
                     f"   extrapolated to a {SITE_GALLERY}-person gallery: FPIR {100 * f:g}% "
                     f"needs t >= {pw[k]:.3f}; genuine pairs below it "
                     f"{_pct(pw[f'genuine_pair_fnmr_at_t_fpir_{f:g}'])}"
+                )
+        for t in THRESHOLD_GRID:
+            k = f"fmr_at_{t:g}"
+            if k in pw:
+                print(
+                    f"   t={t:.3f}: pair FMR {pw[k]:.2e} -> FPIR at {SITE_GALLERY} people "
+                    f"~{_pct(1 - (1 - pw[k]) ** SITE_GALLERY)}; genuine pairs below "
+                    f"{_pct(pw[f'fnmr_at_{t:g}'])}"
                 )
 
 
@@ -452,6 +503,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--threshold", type=float, default=None, help="override the pack default")
     ap.add_argument("--json", type=Path, help="also write the full results here")
+    ap.add_argument(
+        "--cache", type=Path, help="pickle of per-photo embeddings, reused between runs (dev)"
+    )
     args = ap.parse_args(argv)
     if not args.faces.is_dir():
         print(f"accuracy: no faces folder at {args.faces}", file=sys.stderr)
@@ -463,7 +517,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model {engine.model_id}, threshold in use {engine.threshold:.3f}, faces {args.faces}")
     reports = []
     for pop in load_populations(args.faces):
-        rep = bench_population(engine, pop, seeds)
+        rep = bench_population(engine, pop, seeds, args.cache)
         print_report(rep, engine.threshold)
         reports.append(rep)
     if args.json:
