@@ -208,16 +208,26 @@ class FaceEngine:
         """Faces in a still photo, tight crops included; coordinates of the original.
 
         Pads the photo (:data:`PHOTO_PAD_RATIO`) so a face that fills the frame is
-        found. When padding would shrink the photo below its own resolution in the
-        detector (large photos), it also detects on the unpadded photo so small
-        faces are not lost, and merges both with non-maximum suppression.
+        found. A large photo is first shrunk so the padded result is ``det_size``
+        (no 8000 px padded copies of phone photos); as the padded pass then sees
+        the photo at reduced resolution, such photos also get a pass on the
+        unpadded photo so small faces are not lost, and both are merged with
+        non-maximum suppression.
         """
         img = as_bgr(image_bgr)
         h, w = img.shape[:2]
-        pad = round(max(h, w) * PHOTO_PAD_RATIO)
-        padded = np.pad(img, ((pad, pad), (pad, pad), (0, 0)))  # black border
-        dets = [_shift(d, -pad, -pad) for d in self.detect(padded)]
-        if max(h, w) + 2 * pad > self.config.det_size:
+        det_size = self.config.det_size
+        scale = min(1.0, det_size / (max(h, w) * (1 + 2 * PHOTO_PAD_RATIO)))
+        small = img
+        if scale < 1.0:
+            size = (max(1, round(w * scale)), max(1, round(h * scale)))
+            small = np.asarray(cv2.resize(img, size, interpolation=cv2.INTER_AREA), np.uint8)
+        pad = round(max(small.shape[:2]) * PHOTO_PAD_RATIO)
+        padded = np.pad(small, ((pad, pad), (pad, pad), (0, 0)))  # black border
+        sx = w / small.shape[1]
+        sy = h / small.shape[0]
+        dets = [_shift(d, -pad, -pad, sx, sy) for d in self.detect(padded)]
+        if scale < 1.0:
             dets = _nms(dets + self.detect(img), _PHOTO_NMS_IOU)
         return dets
 
@@ -388,12 +398,13 @@ def _to_detections(
     return out
 
 
-def _shift(det: Detection, dx: float, dy: float) -> Detection:
+def _shift(det: Detection, dx: float, dy: float, sx: float = 1.0, sy: float = 1.0) -> Detection:
+    """Translate by (dx, dy), then scale by (sx, sy): padded/resized -> original pixels."""
     b = det.bbox
     return Detection(
-        bbox=BBox(b.x1 + dx, b.y1 + dy, b.x2 + dx, b.y2 + dy),
+        bbox=BBox((b.x1 + dx) * sx, (b.y1 + dy) * sy, (b.x2 + dx) * sx, (b.y2 + dy) * sy),
         det_score=det.det_score,
-        landmarks=tuple((x + dx, y + dy) for x, y in det.landmarks),
+        landmarks=tuple(((x + dx) * sx, (y + dy) * sy) for x, y in det.landmarks),
     )
 
 

@@ -144,6 +144,24 @@ def test_tight_crop_needs_padding(engine: FaceEngine, t1_image: np.ndarray) -> N
         assert -0.35 * h < b.y1 < 0.35 * h and 0.65 * h < b.y2 < 1.35 * h
 
 
+def test_large_photos_keep_original_coordinates(
+    engine: FaceEngine, t1_image: np.ndarray, tom_image: np.ndarray
+) -> None:
+    # A phone-sized photo is shrunk before padding; boxes still come back in its pixels.
+    big = cv2.resize(t1_image, None, fx=3, fy=3, interpolation=cv2.INTER_CUBIC)
+    ref = engine.detect(t1_image)
+    found = engine.detect_photo(big)
+    assert len(found) == 6
+    for d in ref:
+        scaled = BBox(d.bbox.x1 * 3, d.bbox.y1 * 3, d.bbox.x2 * 3, d.bbox.y2 * 3)
+        assert max(_iou(scaled, f.bbox) for f in found) > 0.7
+    # A huge tight chip: the face fills 1500x1500 px and still needs the padding.
+    huge_chip = cv2.resize(tom_image, (1500, 1500), interpolation=cv2.INTER_CUBIC)
+    assert engine.detect(huge_chip) == []
+    (face,) = engine.detect_photo(huge_chip)
+    assert 0.4 * 1500 < face.bbox.width < 1.1 * 1500
+
+
 def test_package_face_chip_needs_padding(engine: FaceEngine, tom_image: np.ndarray) -> None:
     assert tom_image.shape[:2] == (112, 112)
     assert engine.detect(tom_image) == []
