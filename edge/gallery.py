@@ -10,6 +10,7 @@ gallery carries the ``model_id`` it was built with and refuses anything else.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -111,13 +112,20 @@ class Gallery:
     # ----------------------------------------------------------------- builders
 
     @classmethod
-    def from_folder(cls, folder: Path | str, engine: FaceEngine) -> Gallery:
+    def from_folder(
+        cls, folder: Path | str, engine: FaceEngine, *, cache: Path | str | None = None
+    ) -> Gallery:
         """Enrol ``folder/<identity>/<photo>`` with ``engine``.
 
         Every photo must hold exactly one usable face; otherwise
         :class:`GalleryError` lists EVERY bad file with its reason (fix them all
         in one pass, not one per run). Files outside identity folders and
         non-image files are ignored with a warning.
+
+        ``cache``: an ``.npz`` file of enrolled embeddings keyed by the photo's
+        SHA-256, the model id and the quality gates, so re-running over an
+        unchanged folder skips detection and embedding. A stale or unreadable
+        cache is ignored and rewritten.
         """
         root = Path(folder)
         if not root.is_dir():
@@ -126,6 +134,7 @@ class Gallery:
         rows: list[npt.NDArray[np.float32]] = []
         owners: list[int] = []
         problems: list[str] = []
+        store = _EmbeddingCache(Path(cache), engine) if cache is not None else None
         for sub in sorted(p for p in root.iterdir() if not p.name.startswith(".")):
             if not sub.is_dir():
                 log.warning("gallery %s: ignoring %s (not in an identity folder)", root, sub.name)
@@ -138,11 +147,20 @@ class Gallery:
             identities.append(sub.name)
             for photo in photos:
                 rel = photo.relative_to(root)
+                key = store.key(photo) if store is not None else None
+                cached = store.get(key) if store is not None and key is not None else None
+                if cached is not None:
+                    rows.append(cached)
+                    owners.append(idx)
+                    continue
                 try:
                     face = engine.enrol(photo, name=str(rel))
                 except EnrolmentError as exc:
-                    problems.append(f"{rel}: {exc.reason}: {exc}")
+                    detail = str(exc).removeprefix(f"{rel}: ")
+                    problems.append(f"{rel}: {exc.reason}: {detail}")
                     continue
+                if store is not None and key is not None:
+                    store.put(key, face.embedding)
                 rows.append(face.embedding)
                 owners.append(idx)
         if problems:
@@ -151,6 +169,8 @@ class Gallery:
             )
         if not identities:
             raise GalleryError(f"gallery {root}: no identity folders")
+        if store is not None:
+            store.save()
         log.info("gallery %s: %d identities, %d templates", root, len(identities), len(rows))
         return cls(
             identities,
@@ -250,3 +270,46 @@ class Gallery:
                 f"(model {self.model_id!r})"
             )
         return arr
+
+
+class _EmbeddingCache:
+    """Enrolled embeddings on disk, keyed by photo hash + model id + quality gates."""
+
+    def __init__(self, path: Path, engine: FaceEngine) -> None:
+        self.path = path
+        # Enrolment decisions depend on the gates, so they are part of the key.
+        self._salt = f"{engine.model_id}|{engine.quality_config.model_dump_json()}"
+        self._data: dict[str, npt.NDArray[np.float32]] = {}
+        self._dirty = False
+        if path.is_file():
+            try:
+                with np.load(path, allow_pickle=False) as npz:
+                    keys = [str(k) for k in npz["keys"]]
+                    self._data = dict(
+                        zip(keys, np.asarray(npz["embeddings"], np.float32), strict=True)
+                    )
+            except (OSError, ValueError, KeyError) as exc:
+                log.warning("ignoring unreadable gallery cache %s: %s", path, exc)
+
+    def key(self, photo: Path) -> str | None:
+        try:
+            digest = hashlib.sha256(photo.read_bytes()).hexdigest()
+        except OSError:
+            return None  # enrol() will report the unreadable file
+        return hashlib.sha256(f"{self._salt}|{digest}".encode()).hexdigest()
+
+    def get(self, key: str) -> npt.NDArray[np.float32] | None:
+        return self._data.get(key)
+
+    def put(self, key: str, embedding: npt.NDArray[np.float32]) -> None:
+        self._data[key] = np.asarray(embedding, np.float32)
+        self._dirty = True
+
+    def save(self) -> None:
+        if not self._dirty:
+            return
+        keys = sorted(self._data)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp.npz")
+        np.savez(tmp, keys=np.asarray(keys), embeddings=np.stack([self._data[k] for k in keys]))
+        tmp.replace(self.path)  # atomic: a crash never leaves half a cache

@@ -122,3 +122,42 @@ def test_gallery_names_every_bad_photo(
 def test_gallery_folder_missing(tmp_path: Path) -> None:
     with pytest.raises(GalleryError, match="does not exist"):
         Gallery.from_folder(tmp_path / "nope", engine=None)  # type: ignore[arg-type]
+
+
+@pytest.mark.models
+def test_gallery_cache_skips_unchanged_photos(
+    engine: FaceEngine,
+    tmp_path: Path,
+    tom_image: np.ndarray,
+    yao_image: np.ndarray,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    root = tmp_path / "g"
+    write_image(root / "tom" / "1.png", tom_image)
+    write_image(root / "yao" / "1.jpg", yao_image)
+    cache = tmp_path / "cache" / "gallery.npz"
+    first = Gallery.from_folder(root, engine, cache=cache)
+    assert cache.is_file()
+
+    def no_enrol(*args: object, **kwargs: object) -> None:
+        raise AssertionError("enrol called for a cached photo")
+
+    with monkeypatch.context() as m:
+        m.setattr(engine, "enrol", no_enrol)
+        again = Gallery.from_folder(root, engine, cache=cache)
+    np.testing.assert_array_equal(first.templates, again.templates)
+    assert again.identities == first.identities
+
+    # A changed photo is a cache miss and is enrolled again.
+    calls: list[str] = []
+    real_enrol = engine.enrol
+
+    def counting_enrol(*args: object, **kwargs: object) -> object:
+        calls.append(str(kwargs.get("name")))
+        return real_enrol(*args, **kwargs)  # type: ignore[arg-type]
+
+    write_image(root / "yao" / "1.jpg", cv2.flip(yao_image, 1))
+    with monkeypatch.context() as m:
+        m.setattr(engine, "enrol", counting_enrol)
+        Gallery.from_folder(root, engine, cache=cache)
+    assert calls == ["yao/1.jpg"]
