@@ -1,0 +1,55 @@
+"""Wiring of the web UI into the app: router, static files, security headers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from server.web.routes import PREFIX, router
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+# No inline scripts or styles anywhere: scripts and CSS come from /web/static only.
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
+    (b"content-security-policy", CSP.encode()),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"same-origin"),
+    (b"x-content-type-options", b"nosniff"),
+)
+
+
+class WebSecurityHeaders:
+    """Adds CSP, X-Frame-Options, Referrer-Policy and nosniff to every web UI response."""
+
+    def __init__(self, app: ASGIApp, prefix: str = PREFIX) -> None:
+        self.app = app
+        self.prefix = prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if path != self.prefix and not path.startswith(self.prefix + "/"):
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                present = {k.lower() for k, _ in message.get("headers", [])}
+                extra = [(k, v) for k, v in SECURITY_HEADERS if k not in present]
+                message["headers"] = [*message.get("headers", []), *extra]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def install_web(app: FastAPI) -> None:
+    """Mount the manager web UI under ``/web`` (pages, static files, headers)."""
+    app.include_router(router)
+    app.mount(f"{PREFIX}/static", StaticFiles(directory=STATIC_DIR), name="web-static")
+    app.add_middleware(WebSecurityHeaders)

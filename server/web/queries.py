@@ -1,0 +1,534 @@
+"""Read-side queries behind the web pages (queue, case, dashboard, devices, audit).
+
+Everything here only reads; changes go through :mod:`server.cases.service`,
+so the web UI and the JSON API act the same way. Every function takes the
+caller's site scope (None: all sites) and never returns rows outside it.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy.orm import Session
+
+from server.audit.models import AuditEvent
+from server.cases.models import Case, CaseEvent
+from server.cases.rules import site_zone
+from server.clusters.models import ClusterSiteState, UnknownCluster
+from server.db import utcnow
+from server.devices.models import Device
+from server.occupants.models import Occupant
+from server.sightings.models import Sighting
+from server.sites.models import Building, Entrance, Site, Unit
+from server.users.models import User
+
+QUEUE_LIMIT = 200
+PICKER_LIMIT = 50
+STRIP_DAYS = 14
+ONLINE_WITHIN = timedelta(seconds=90)
+"""A device is online if it sent a heartbeat this recently (3 periods of the edge's 30 s)."""
+
+
+def _in_scope(column: Any, scope: set[int] | None) -> ColumnElement[bool]:
+    if scope is None:
+        return column.is_not(None)
+    return column.in_(sorted(scope))
+
+
+def visible_sites(*, session: Session, scope: set[int] | None) -> list[Site]:
+    """Sites the caller may see, by name."""
+    return list(session.scalars(select(Site).where(_in_scope(Site.id, scope)).order_by(Site.name)))
+
+
+def site_timezones(*, session: Session, site_ids: Sequence[int]) -> dict[int, ZoneInfo]:
+    """Each site's timezone (the clustering default where a site has no state yet)."""
+    rows = session.execute(
+        select(ClusterSiteState.site_id, ClusterSiteState.timezone).where(
+            ClusterSiteState.site_id.in_(sorted(set(site_ids)))
+        )
+    )
+    zones = {r.site_id: site_zone(r.timezone) for r in rows}
+    return {sid: zones.get(sid, site_zone(None)) for sid in site_ids}
+
+
+def usernames(*, session: Session, user_ids: Sequence[int]) -> dict[int, str]:
+    """Display names of users."""
+    if not user_ids:
+        return {}
+    rows = session.execute(select(User.id, User.username).where(User.id.in_(sorted(set(user_ids)))))
+    return {r.id: r.username for r in rows}
+
+
+def actor_label(actor: str, names: dict[int, str]) -> str:
+    """``user:3`` -> the username; other actors (system, device, cli) as they are."""
+    kind, _, ident = actor.partition(":")
+    if kind == "user" and ident.isdigit():
+        return names.get(int(ident), actor)
+    return actor
+
+
+def _user_ids_in(actors: Sequence[str]) -> list[int]:
+    out = []
+    for actor in actors:
+        kind, _, ident = actor.partition(":")
+        if kind == "user" and ident.isdigit():
+            out.append(int(ident))
+    return out
+
+
+# -- queue ----------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class QueueRow:
+    """One case as the queue shows it."""
+
+    case_id: int
+    site_id: int
+    site_name: str
+    status: str
+    priority: float
+    days_seen: int
+    night_entries: int
+    first_seen: datetime
+    last_seen: datetime
+    entrances: tuple[str, ...]
+    crop_sighting_id: int | None
+    assigned_to: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueCounts:
+    """Counts for the queue's header (within the site/building filter)."""
+
+    open: int
+    assigned: int
+    mine: int
+    closed_7d: int
+
+
+def _entrance_names(session: Session, ids: Sequence[int]) -> dict[int, str]:
+    if not ids:
+        return {}
+    rows = session.execute(select(Entrance.id, Entrance.name).where(Entrance.id.in_(sorted(ids))))
+    return {r.id: r.name for r in rows}
+
+
+def _building_entrances(session: Session, building_id: int) -> set[int]:
+    return set(session.scalars(select(Entrance.id).where(Entrance.building_id == building_id)))
+
+
+def _first_crop(session: Session, sighting_ids: Sequence[int]) -> dict[int, bool]:
+    if not sighting_ids:
+        return {}
+    rows = session.execute(
+        select(Sighting.id, Sighting.has_crop).where(Sighting.id.in_(sorted(set(sighting_ids))))
+    )
+    return {r.id: bool(r.has_crop) for r in rows}
+
+
+def queue(
+    *,
+    session: Session,
+    scope: set[int] | None,
+    site_id: int | None = None,
+    building_id: int | None = None,
+    statuses: Sequence[str] = ("open", "assigned"),
+    assigned_to: int | None = None,
+) -> tuple[list[QueueRow], QueueCounts]:
+    """Cases by priority (highest first, then oldest) and the header counts."""
+    where: list[ColumnElement[bool]] = [_in_scope(Case.site_id, scope)]
+    if site_id is not None:
+        where.append(Case.site_id == site_id)
+    pairs = session.execute(
+        select(Case, UnknownCluster)
+        .join(UnknownCluster, UnknownCluster.id == Case.cluster_id)
+        .where(*where, Case.status.in_(list(statuses)))
+        .order_by(Case.priority.desc(), Case.id)
+    ).all()
+    if building_id is not None:
+        # Clusters keep entrance ids, not buildings: a case is in a building if it
+        # was seen at one of the building's entrances.
+        doors = _building_entrances(session, building_id)
+        pairs = [p for p in pairs if doors.intersection(p[1].entrances)]
+    if assigned_to is not None:
+        pairs = [p for p in pairs if p[0].assigned_to == assigned_to]
+    pairs = pairs[:QUEUE_LIMIT]
+    entrance_ids = sorted({e for _c, cl in pairs for e in cl.entrances})
+    names = _entrance_names(session, entrance_ids)
+    crops = _first_crop(session, [cl.best_sightings[0] for _c, cl in pairs if cl.best_sightings])
+    sites = {s.id: s.name for s in session.scalars(select(Site))}
+    people = usernames(session=session, user_ids=[c.assigned_to for c, _ in pairs if c.assigned_to])
+    rows = []
+    for case, cluster in pairs:
+        best = next((s for s in cluster.best_sightings if crops.get(s)), None)
+        rows.append(
+            QueueRow(
+                case_id=case.id,
+                site_id=case.site_id,
+                site_name=sites.get(case.site_id, str(case.site_id)),
+                status=case.status,
+                priority=round(case.priority, 2),
+                days_seen=len(cluster.days),
+                night_entries=cluster.night_entries,
+                first_seen=cluster.first_seen,
+                last_seen=cluster.last_seen,
+                entrances=tuple(names.get(e, f"#{e}") for e in cluster.entrances),
+                crop_sighting_id=best,
+                assigned_to=people.get(case.assigned_to) if case.assigned_to else None,
+            )
+        )
+    return rows, queue_counts(
+        session=session, scope=scope, site_id=site_id, building_id=building_id, me=assigned_to
+    )
+
+
+def queue_counts(
+    *,
+    session: Session,
+    scope: set[int] | None,
+    site_id: int | None,
+    building_id: int | None,
+    me: int | None,
+    now: datetime | None = None,
+) -> QueueCounts:
+    """Open / assigned / assigned-to-me / closed-in-7-days counts under the filter."""
+    now = now or utcnow()
+    where: list[ColumnElement[bool]] = [_in_scope(Case.site_id, scope)]
+    if site_id is not None:
+        where.append(Case.site_id == site_id)
+    rows = session.execute(
+        select(Case.status, Case.assigned_to, Case.closed_at, UnknownCluster.entrances)
+        .join(UnknownCluster, UnknownCluster.id == Case.cluster_id)
+        .where(
+            *where,
+            or_(Case.status != "closed", Case.closed_at >= now - timedelta(days=7)),
+        )
+    ).all()
+    if building_id is not None:
+        doors = _building_entrances(session, building_id)
+        rows = [r for r in rows if doors.intersection(r.entrances)]
+    return QueueCounts(
+        open=sum(1 for r in rows if r.status == "open"),
+        assigned=sum(1 for r in rows if r.status == "assigned"),
+        mine=sum(1 for r in rows if r.status == "assigned" and me and r.assigned_to == me),
+        closed_7d=sum(1 for r in rows if r.status == "closed"),
+    )
+
+
+def buildings(*, session: Session, scope: set[int] | None, site_id: int | None) -> list[Building]:
+    """Buildings for the queue filter."""
+    query = select(Building).where(_in_scope(Building.site_id, scope))
+    if site_id is not None:
+        query = query.where(Building.site_id == site_id)
+    return list(session.scalars(query.order_by(Building.site_id, Building.name)))
+
+
+# -- case page ------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class StripRow:
+    """One site-local day of the days x hours strip: sightings per hour 0..23."""
+
+    day: date
+    hours: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    """One history entry of a case."""
+
+    at: datetime
+    actor: str
+    kind: str
+    detail: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class CaseView:
+    """Everything the case page shows."""
+
+    case: Case
+    cluster: UnknownCluster
+    site_name: str
+    tz: ZoneInfo
+    crops: tuple[int, ...]
+    strip: tuple[StripRow, ...]
+    entrances: tuple[tuple[str, int], ...]
+    events: tuple[EventRow, ...]
+    assigned_to: str | None
+    unit: str | None
+    occupant: str | None
+
+
+def sighting_strip(
+    *, session: Session, cluster_id: int, tz: ZoneInfo, days: int = STRIP_DAYS
+) -> tuple[list[StripRow], Counter[int]]:
+    """Sightings per (site-local day, hour) for the cluster's latest ``days`` days seen,
+    and sightings per entrance id."""
+    rows = session.execute(
+        select(Sighting.started_at, Sighting.entrance_id).where(Sighting.cluster_id == cluster_id)
+    ).all()
+    grid: dict[date, list[int]] = {}
+    doors: Counter[int] = Counter()
+    for r in rows:
+        local = r.started_at.astimezone(tz)
+        grid.setdefault(local.date(), [0] * 24)[local.hour] += 1
+        if r.entrance_id is not None:
+            doors[r.entrance_id] += 1
+    latest = sorted(grid)[-days:]
+    return [StripRow(day=d, hours=tuple(grid[d])) for d in latest], doors
+
+
+def case_view(*, session: Session, case: Case) -> CaseView:
+    """Crops, strip, entrances and history of a case (already scope-checked)."""
+    cluster = session.get(UnknownCluster, case.cluster_id)
+    assert cluster is not None  # FK with cascade
+    site = session.get(Site, case.site_id)
+    tz = site_timezones(session=session, site_ids=[case.site_id])[case.site_id]
+    crops = _first_crop(session, cluster.best_sightings)
+    strip, doors = sighting_strip(session=session, cluster_id=cluster.id, tz=tz)
+    door_ids = sorted(set(doors) | set(cluster.entrances))
+    names = _entrance_names(session, door_ids)
+    events = list(
+        session.scalars(
+            select(CaseEvent).where(CaseEvent.case_id == case.id).order_by(CaseEvent.id)
+        )
+    )
+    people = usernames(
+        session=session,
+        user_ids=_user_ids_in([e.actor for e in events])
+        + ([case.assigned_to] if case.assigned_to else []),
+    )
+    unit = session.get(Unit, case.unit_id) if case.unit_id else None
+    occupant_id = case.occupant_id or cluster.occupant_id
+    occupant = session.get(Occupant, occupant_id) if occupant_id else None
+    return CaseView(
+        case=case,
+        cluster=cluster,
+        site_name=site.name if site else str(case.site_id),
+        tz=tz,
+        crops=tuple(s for s in cluster.best_sightings if crops.get(s)),
+        strip=tuple(strip),
+        entrances=tuple(
+            sorted(
+                ((names.get(d, f"#{d}"), doors.get(d, 0)) for d in door_ids), key=lambda x: -x[1]
+            )
+        ),
+        events=tuple(
+            EventRow(
+                at=e.at, actor=actor_label(e.actor, people), kind=e.kind, detail=e.detail or {}
+            )
+            for e in events
+        ),
+        assigned_to=people.get(case.assigned_to) if case.assigned_to else None,
+        unit=unit.address if unit else None,
+        occupant=occupant.name if occupant else None,
+    )
+
+
+def search_units(*, session: Session, site_id: int, q: str) -> list[Unit]:
+    """A site's units whose address or key contains ``q`` (the enrol picker)."""
+    query = select(Unit).where(Unit.site_id == site_id)
+    q = q.strip()
+    if q:
+        like = f"%{q.replace('%', '').replace('_', '')}%"
+        query = query.where(or_(Unit.address.ilike(like), Unit.address_key.ilike(like.upper())))
+    return list(session.scalars(query.order_by(Unit.address_key).limit(PICKER_LIMIT)))
+
+
+def search_occupants(*, session: Session, site_id: int, q: str) -> list[tuple[Occupant, str]]:
+    """A site's active occupants whose name contains ``q``, with their unit's address."""
+    query = (
+        select(Occupant, Unit.address)
+        .outerjoin(Unit, Unit.id == Occupant.unit_id)
+        .where(Occupant.site_id == site_id, Occupant.status == "active")
+    )
+    q = q.strip()
+    if q:
+        query = query.where(Occupant.name.ilike(f"%{q.replace('%', '').replace('_', '')}%"))
+    rows = session.execute(query.order_by(Occupant.name, Occupant.id).limit(PICKER_LIMIT)).all()
+    return [(r[0], r[1] or "") for r in rows]
+
+
+# -- dashboard ------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class DayCount:
+    """Sightings on one site-local day."""
+
+    day: date
+    known: int
+    unknown: int
+
+
+@dataclass(frozen=True, slots=True)
+class Dashboard:
+    """A site's safety report."""
+
+    site: Site
+    open_cases: int
+    assigned_cases: int
+    resolved_7d: tuple[tuple[str, int], ...]
+    median_days_to_resolve: float | None
+    resolved_30d: int
+    per_day: tuple[DayCount, ...]
+    devices_online: int
+    devices_total: int
+
+
+def dashboard(
+    *, session: Session, site: Site, now: datetime | None = None, days: int = 14
+) -> Dashboard:
+    """Open cases, resolved this week by outcome, median days to resolve (cases closed
+    in the last 30 days), sightings per site-local day (last ``days`` days), devices online."""
+    now = now or utcnow()
+    tz = site_timezones(session=session, site_ids=[site.id])[site.id]
+    status_counts = dict(
+        session.execute(
+            select(Case.status, func.count())
+            .where(Case.site_id == site.id, Case.status != "closed")
+            .group_by(Case.status)
+        ).all()
+    )
+    closed = session.execute(
+        select(Case.outcome, Case.opened_at, Case.closed_at).where(
+            Case.site_id == site.id,
+            Case.status == "closed",
+            Case.closed_at >= now - timedelta(days=30),
+        )
+    ).all()
+    week = Counter(r.outcome or "?" for r in closed if r.closed_at >= now - timedelta(days=7))
+    durations = [(r.closed_at - r.opened_at).total_seconds() / 86400 for r in closed]
+    start_day = now.astimezone(tz).date() - timedelta(days=days - 1)
+    # Bucketed here, not in SQL: the day boundary is the site's, and SQLite and
+    # PostgreSQL disagree on time zone functions. Only two small columns are read.
+    since = datetime.combine(start_day, datetime.min.time(), tzinfo=tz)
+    per: dict[date, list[int]] = {start_day + timedelta(days=i): [0, 0] for i in range(days)}
+    for started, kind in session.execute(
+        select(Sighting.started_at, Sighting.kind).where(
+            Sighting.site_id == site.id, Sighting.started_at >= since
+        )
+    ):
+        slot = per.get(started.astimezone(tz).date())
+        if slot is not None:
+            slot[0 if kind == "known" else 1] += 1
+    devices = list(session.scalars(select(Device).where(Device.site_id == site.id)))
+    return Dashboard(
+        site=site,
+        open_cases=int(status_counts.get("open", 0)),
+        assigned_cases=int(status_counts.get("assigned", 0)),
+        resolved_7d=tuple(sorted(week.items(), key=lambda kv: (-kv[1], kv[0]))),
+        median_days_to_resolve=round(statistics.median(durations), 1) if durations else None,
+        resolved_30d=len(closed),
+        per_day=tuple(DayCount(day=d, known=v[0], unknown=v[1]) for d, v in sorted(per.items())),
+        devices_online=sum(1 for d in devices if is_online(d, now)),
+        devices_total=len(devices),
+    )
+
+
+# -- devices --------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class DeviceRow:
+    """One device on the devices page."""
+
+    id: int
+    name: str
+    site_name: str
+    online: bool
+    disabled: bool
+    last_heartbeat: datetime | None
+    version: str | None
+    fps: float | None
+    dropped_frames: int | None
+    outbox: int | None
+    cameras: tuple[tuple[str, str], ...]
+
+
+def is_online(device: Device, now: datetime) -> bool:
+    """Heartbeat within :data:`ONLINE_WITHIN` and not disabled."""
+    beat = device.last_heartbeat_at
+    return not device.disabled and beat is not None and now - beat <= ONLINE_WITHIN
+
+
+def devices(
+    *, session: Session, scope: set[int] | None, site_id: int | None, now: datetime | None = None
+) -> list[DeviceRow]:
+    """Devices with their last heartbeat's stats (summed over cameras)."""
+    now = now or utcnow()
+    query = select(Device, Site.name).join(Site, Site.id == Device.site_id)
+    query = query.where(_in_scope(Device.site_id, scope))
+    if site_id is not None:
+        query = query.where(Device.site_id == site_id)
+    out = []
+    for device, site_name in session.execute(query.order_by(Site.name, Device.name)).all():
+        stats = device.stats or {}
+        cams = stats.get("cameras") or {}
+        cams = cams if isinstance(cams, dict) else {}
+        fps = sum(float(c.get("fps", 0.0)) for c in cams.values() if isinstance(c, dict))
+        dropped = sum(int(c.get("dropped_frames", 0)) for c in cams.values() if isinstance(c, dict))
+        outbox = stats.get("outbox_depth")
+        out.append(
+            DeviceRow(
+                id=device.id,
+                name=device.name,
+                site_name=site_name,
+                online=is_online(device, now),
+                disabled=device.disabled,
+                last_heartbeat=device.last_heartbeat_at,
+                version=device.software_version,
+                fps=round(fps, 1) if device.stats else None,
+                dropped_frames=dropped if device.stats else None,
+                outbox=int(outbox) if isinstance(outbox, int) else None,
+                cameras=tuple(
+                    (str(n), str(c.get("state", "?")) if isinstance(c, dict) else "?")
+                    for n, c in sorted(cams.items())
+                ),
+            )
+        )
+    return out
+
+
+# -- audit ----------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class AuditRow:
+    """One audit event for display."""
+
+    at: datetime
+    actor: str
+    action: str
+    object: str
+    site_name: str
+    detail: dict[str, Any]
+
+
+def audit(
+    *,
+    session: Session,
+    scope: set[int] | None,
+    case_id: int | None = None,
+    limit: int = 200,
+) -> list[AuditRow]:
+    """Recent audit events of the caller's sites (admins also see site-less ones)."""
+    query = select(AuditEvent)
+    if scope is not None:
+        query = query.where(AuditEvent.site_id.in_(sorted(scope)))
+    if case_id is not None:
+        query = query.where(AuditEvent.object_type == "case", AuditEvent.object_id == str(case_id))
+    events = list(session.scalars(query.order_by(AuditEvent.id.desc()).limit(limit)))
+    names = usernames(session=session, user_ids=_user_ids_in([e.actor for e in events]))
+    sites = {s.id: s.name for s in session.scalars(select(Site))}
+    return [
+        AuditRow(
+            at=e.at,
+            actor=actor_label(e.actor, names),
+            action=e.action,
+            object=f"{e.object_type} {e.object_id or ''}".strip(),
+            site_name=sites.get(e.site_id, "") if e.site_id else "",
+            detail=e.detail or {},
+        )
+        for e in events
+    ]

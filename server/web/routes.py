@@ -1,0 +1,651 @@
+"""The manager web UI: login, queue, case page with actions, crops, dashboard, devices, audit.
+
+Server-rendered (Jinja2), no build step, no inline scripts. Thin routes: reads
+come from :mod:`server.web.queries`, every change goes through
+:mod:`server.cases.service` (the same functions as the JSON API), and the
+route commits once, so an outcome, its effects and its audit land together.
+
+Access: a session cookie (:mod:`server.web.session`); admins see every site,
+managers and viewers only theirs; another site's case, crop or dashboard does
+not exist for them (404). Viewers may look but not act. Every POST form
+carries the session's CSRF token; every crop view and case view is audited.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass
+from datetime import datetime, tzinfo
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+from urllib.parse import quote, urlencode
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+from fastapi.templating import Jinja2Templates
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from sqlalchemy import select
+from starlette.responses import RedirectResponse, Response
+
+from server.audit.service import record
+from server.cases import service
+from server.db import utcnow
+from server.errors import Forbidden, InvalidInput, LintelError, NotFound
+from server.security import SessionDep, hash_password, verify_password
+from server.settings import Settings
+from server.sightings import crops as crop_store
+from server.sightings.models import Sighting
+from server.sites.models import Building, Site
+from server.users.models import User
+from server.users.service import site_ids_of
+from server.web import queries
+from server.web.errors import CsrfRejected, LoginLocked, LoginRequired, ReadOnly
+from server.web.i18n import LANG_COOKIE, LANGS, request_language, translator
+from server.web.session import (
+    FAILED,
+    SUCCEEDED,
+    WebSession,
+    clear_session,
+    client_ip,
+    csrf_ok,
+    lockout_wait_s,
+    login_audit_key,
+    new_session,
+    password_fingerprint,
+    read_session,
+    write_session,
+)
+
+log = logging.getLogger(__name__)
+
+PREFIX = "/web"
+TEMPLATES = Jinja2Templates(directory=str(Path(__file__).resolve().parent / "templates"))
+# Verified against when the username does not exist, so both paths cost one argon2 check.
+_DUMMY_HASH = hash_password("lintel-no-such-user")
+
+
+# -- errors as pages ------------------------------------------------------------------------
+class WebRoute(APIRoute):
+    """Renders domain errors as HTML pages (the JSON API keeps its JSON handler)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def guarded(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except LoginRequired:
+                if request.method in ("GET", "HEAD"):
+                    target = request.url.path + (
+                        f"?{request.url.query}" if request.url.query else ""
+                    )
+                    return RedirectResponse(f"{PREFIX}/login?next={quote(target)}", status_code=303)
+                return error_page(request, 401, "error.login_required")
+            except LoginLocked as exc:
+                return error_page(
+                    request,
+                    429,
+                    "login.locked",
+                    headers={"Retry-After": str(exc.retry_after_s)},
+                    minutes=max(1, (exc.retry_after_s + 59) // 60),
+                )
+            except LintelError as exc:
+                key = {401: "error.login_required", 403: "error.forbidden", 404: "error.not_found"}
+                return error_page(request, exc.status_code, key.get(exc.status_code, exc.detail))
+            except RequestValidationError:
+                return error_page(request, 422, "error.bad_request")
+
+        return guarded
+
+
+router = APIRouter(prefix=PREFIX, route_class=WebRoute, include_in_schema=False)
+
+
+# -- the caller -----------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class WebUser:
+    """The logged-in user, their site scope (None: all) and the session's CSRF token."""
+
+    user_id: int
+    username: str
+    role: str
+    site_ids: frozenset[int] | None
+    csrf: str
+
+    @property
+    def actor(self) -> str:
+        return f"user:{self.user_id}"
+
+    @property
+    def scope(self) -> set[int] | None:
+        return None if self.site_ids is None else set(self.site_ids)
+
+    @property
+    def can_act(self) -> bool:
+        return self.role in ("admin", "manager")
+
+    def sees(self, site_id: int) -> bool:
+        return self.site_ids is None or site_id in self.site_ids
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def current_user(request: Request, session: SessionDep) -> WebUser:
+    """The session's user; :class:`LoginRequired` when logged out, disabled or re-keyed."""
+    web = read_session(request, _settings(request))
+    if web is None or web.uid is None:
+        raise LoginRequired("not logged in")
+    user = session.get(User, web.uid)
+    if user is None or user.disabled or password_fingerprint(user.password_hash) != web.pw:
+        raise LoginRequired("session no longer valid")
+    ids = site_ids_of(session=session, user=user)
+    return WebUser(
+        user_id=user.id,
+        username=user.username,
+        role=user.role,
+        site_ids=None if ids is None else frozenset(ids),
+        csrf=web.csrf,
+    )
+
+
+UserDep = Annotated[WebUser, Depends(current_user)]
+
+
+async def verified_form(request: Request) -> dict[str, str]:
+    """The POSTed form, once its CSRF token matched the session's; else 403."""
+    form = await request.form()
+    web = read_session(request, _settings(request))
+    if not csrf_ok(web, form.get("csrf_token")):
+        raise CsrfRejected("missing or wrong CSRF token")
+    return {k: v for k, v in form.items() if k != "csrf_token" and isinstance(v, str)}
+
+
+FormDep = Annotated[dict[str, str], Depends(verified_form)]
+
+
+def _actor(user: WebUser) -> WebUser:
+    if not user.can_act:
+        raise ReadOnly("viewers may not change cases")
+    return user
+
+
+# -- rendering ------------------------------------------------------------------------------
+def _localtime(value: datetime | None, tz: tzinfo | None = None) -> str:
+    if value is None:
+        return "—"
+    return (
+        value.astimezone(tz).strftime("%Y-%m-%d %H:%M")
+        if tz
+        else value.strftime("%Y-%m-%d %H:%M UTC")
+    )
+
+
+TEMPLATES.env.filters["localtime"] = _localtime
+
+
+def _safe_next(target: str | None) -> str:
+    """Only our own pages: no open redirect through ``next``."""
+    if (
+        target
+        and target.startswith(f"{PREFIX}/")
+        and not any(c in target for c in ("\\", "\n", "\r"))
+    ):
+        return target
+    return f"{PREFIX}/queue"
+
+
+def page(
+    request: Request,
+    template: str,
+    *,
+    user: WebUser | None,
+    status: int = 200,
+    headers: Mapping[str, str] | None = None,
+    web: WebSession | None = None,
+    **context: Any,
+) -> Response:
+    """Render a page with the translator, the user and the CSRF token in context."""
+    lang = request_language(request)
+    csrf = user.csrf if user else (web.csrf if web else "")
+    here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    response = TEMPLATES.TemplateResponse(
+        request,
+        template,
+        {
+            "t": translator(lang),
+            "lang": lang,
+            "langs": LANGS,
+            "user": user,
+            "csrf": csrf,
+            "here": here,
+            "here_q": quote(here),
+            "prefix": PREFIX,
+            **context,
+        },
+        status_code=status,
+        headers=dict(headers or {}),
+    )
+    # Pages show personal data: never cache them in shared or browser caches.
+    response.headers["Cache-Control"] = "no-store"
+    if web is not None:
+        write_session(response, web, _settings(request))
+    return response
+
+
+def error_page(
+    request: Request,
+    status: int,
+    message_key: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    **values: Any,
+) -> Response:
+    """A small error page in the request's language."""
+    return page(
+        request,
+        "error.html",
+        user=None,
+        status=status,
+        headers=headers,
+        status_code=status,
+        message_key=message_key,
+        values=values,
+    )
+
+
+# -- login ----------------------------------------------------------------------------------
+@router.get("", summary="Web UI root")
+def root() -> Response:
+    return RedirectResponse(f"{PREFIX}/queue", status_code=303)
+
+
+@router.get("/login")
+def login_form(request: Request, next: str | None = None) -> Response:
+    """The login page; gives an anonymous session (for its CSRF token) if there is none."""
+    web = read_session(request, _settings(request)) or new_session()
+    return page(request, "login.html", user=None, web=web, next=_safe_next(next), error=None)
+
+
+@router.post("/login")
+def login(request: Request, session: SessionDep, form: FormDep) -> Response:
+    """Check the password (argon2); lock out after repeated failures; rotate the session."""
+    username = form.get("username", "").strip()[:100]
+    password = form.get("password", "")
+    target = _safe_next(form.get("next"))
+    ip = client_ip(request)
+    object_id, actor = login_audit_key(username, ip)
+    wait = lockout_wait_s(session=session, username=username, ip=ip)
+    if wait:
+        raise LoginLocked("too many failed logins", retry_after_s=wait)
+    user = session.scalar(select(User).where(User.username == username)) if username else None
+    ok = verify_password(
+        user.password_hash if user and user.password_hash else _DUMMY_HASH, password
+    )
+    if user is None or user.disabled or not user.password_hash or not ok:
+        record(
+            session=session, actor=actor, action=FAILED, object_type="login", object_id=object_id
+        )
+        session.commit()
+        log.info("web login failed for %r from %s", username, ip)
+        wait = lockout_wait_s(session=session, username=username, ip=ip)
+        if wait:
+            raise LoginLocked("too many failed logins", retry_after_s=wait)
+        web = read_session(request, _settings(request)) or new_session()
+        return page(
+            request, "login.html", user=None, web=web, status=401, next=target, error="login.failed"
+        )
+    record(
+        session=session,
+        actor=actor,
+        action=SUCCEEDED,
+        object_type="login",
+        object_id=object_id,
+        detail={"user_id": user.id},
+    )
+    session.commit()
+    response = RedirectResponse(target, status_code=303)
+    # A new CSRF token with the login: a token planted before login is worthless.
+    write_session(response, new_session(user.id, user.password_hash), _settings(request))
+    return response
+
+
+@router.post("/logout")
+def logout(request: Request, session: SessionDep, user: UserDep, form: FormDep) -> Response:
+    """End the session (the cookie is removed) and audit it."""
+    record(
+        session=session,
+        actor=user.actor,
+        action="web.logout",
+        object_type="user",
+        object_id=user.user_id,
+    )
+    session.commit()
+    response = RedirectResponse(f"{PREFIX}/login", status_code=303)
+    clear_session(response, _settings(request))
+    return response
+
+
+@router.get("/lang")
+def switch_language(to: str, next: str | None = None) -> Response:
+    """Remember the chosen language in a cookie and go back."""
+    response = RedirectResponse(_safe_next(next), status_code=303)
+    if to in LANGS:
+        response.set_cookie(LANG_COOKIE, to, max_age=365 * 86400, path="/", samesite="lax")
+    return response
+
+
+# -- queue ----------------------------------------------------------------------------------
+STATUS_FILTERS: dict[str, tuple[str, ...]] = {
+    "active": ("open", "assigned"),
+    "open": ("open",),
+    "assigned": ("assigned",),
+    "closed": ("closed",),
+}
+
+
+def _visible_site(session: SessionDep, user: WebUser, site_id: int) -> Site:
+    site = session.get(Site, site_id)
+    if site is None or not user.sees(site.id):
+        raise NotFound(f"site {site_id} does not exist")
+    return site
+
+
+@router.get("/queue")
+def queue_page(
+    request: Request,
+    session: SessionDep,
+    user: UserDep,
+    site: Annotated[int | None, Query()] = None,
+    building: Annotated[int | None, Query()] = None,
+    status: Annotated[Literal["active", "open", "assigned", "closed"], Query()] = "active",
+    mine: Annotated[bool, Query()] = False,
+    done: Annotated[int | None, Query()] = None,
+) -> Response:
+    """Cases by priority with filters and counts."""
+    if site is not None:
+        _visible_site(session, user, site)
+    if building is not None:
+        row = session.get(Building, building)
+        if row is None or not user.sees(row.site_id) or (site is not None and row.site_id != site):
+            raise NotFound(f"building {building} does not exist")
+    rows, counts = queries.queue(
+        session=session,
+        scope=user.scope,
+        site_id=site,
+        building_id=building,
+        statuses=STATUS_FILTERS[status],
+        assigned_to=user.user_id if mine else None,
+    )
+    sites = queries.visible_sites(session=session, scope=user.scope)
+    zones = queries.site_timezones(session=session, site_ids=[s.id for s in sites])
+    closed = None
+    if done is not None:
+        try:
+            closed = service.get_case(session=session, case_id=done, site_ids=user.scope)
+        except LintelError:
+            closed = None
+    return page(
+        request,
+        "queue.html",
+        user=user,
+        rows=rows,
+        counts=counts,
+        sites=sites,
+        zones=zones,
+        buildings=queries.buildings(session=session, scope=user.scope, site_id=site),
+        f_site=site,
+        f_building=building,
+        f_status=status,
+        f_mine=mine,
+        closed=closed,
+        now=utcnow(),
+    )
+
+
+# -- case -----------------------------------------------------------------------------------
+@router.get("/cases/{case_id}")
+def case_page(
+    request: Request,
+    session: SessionDep,
+    user: UserDep,
+    case_id: int,
+    unit_q: Annotated[str, Query(max_length=100)] = "",
+    occupant_q: Annotated[str, Query(max_length=100)] = "",
+) -> Response:
+    """One case: crops, days x hours strip, entrances, history, notes and the actions."""
+    case = service.get_case(session=session, case_id=case_id, site_ids=user.scope)
+    record(
+        session=session,
+        actor=user.actor,
+        action="case.view",
+        object_type="case",
+        object_id=case.id,
+        site_id=case.site_id,
+        detail={"via": "web"},
+    )
+    view = queries.case_view(session=session, case=case)
+    units = queries.search_units(session=session, site_id=case.site_id, q=unit_q)
+    occupants = queries.search_occupants(session=session, site_id=case.site_id, q=occupant_q)
+    session.commit()
+    return page(
+        request,
+        "case.html",
+        user=user,
+        v=view,
+        units=units,
+        occupants=occupants,
+        unit_q=unit_q,
+        occupant_q=occupant_q,
+        hours=range(24),
+    )
+
+
+class _Form(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+_F = TypeVar("_F", bound=_Form)
+
+
+class ContactForm(_Form):
+    kind: Literal["call", "visit"]
+    result: Annotated[str, Field(min_length=1, max_length=200)]
+    notes: Annotated[str, Field(max_length=4000)] = ""
+
+
+class EnrolForm(_Form):
+    unit_id: int
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    role: Literal["owner", "tenant", "family"] = "tenant"
+    phone: Annotated[str, Field(max_length=40)] | None = None
+
+    @field_validator("phone")
+    @classmethod
+    def _empty_is_none(cls, value: str | None) -> str | None:
+        return value or None
+
+
+class MergeForm(_Form):
+    occupant_id: int
+
+
+class CloseForm(_Form):
+    outcome: Literal["visitor", "false_match", "moved_out", "staff", "courier"]
+    notes: Annotated[str, Field(max_length=4000)] = ""
+    label: Annotated[str, Field(max_length=200)] = ""
+
+
+def _parse(model: type[_F], form: dict[str, str]) -> _F:
+    try:
+        return model.model_validate(form)
+    except ValidationError as exc:
+        fields = ", ".join(str(e["loc"][0]) for e in exc.errors() if e["loc"])
+        raise InvalidInput(f"invalid form fields: {fields}") from exc
+
+
+def _to_case(case_id: int) -> Response:
+    return RedirectResponse(f"{PREFIX}/cases/{case_id}", status_code=303)
+
+
+def _to_queue(case_id: int) -> Response:
+    return RedirectResponse(f"{PREFIX}/queue?{urlencode({'done': case_id})}", status_code=303)
+
+
+def _kw(session: SessionDep, user: WebUser, case_id: int) -> dict[str, Any]:
+    return {"session": session, "case_id": case_id, "actor": user.actor, "site_ids": user.scope}
+
+
+@router.post("/cases/{case_id}/assign")
+def assign(case_id: int, session: SessionDep, user: UserDep, form: FormDep) -> Response:
+    """Take the case (assigned to me)."""
+    _actor(user)
+    _parse(_Form, form)
+    service.assign_case(**_kw(session, user, case_id), user_id=user.user_id)
+    session.commit()
+    return _to_case(case_id)
+
+
+@router.post("/cases/{case_id}/contact")
+def contact(case_id: int, session: SessionDep, user: UserDep, form: FormDep) -> Response:
+    """Log a call or a visit and its result; the case stays open."""
+    _actor(user)
+    body = _parse(ContactForm, form)
+    service.record_contact(
+        **_kw(session, user, case_id), kind=body.kind, result=body.result, notes=body.notes
+    )
+    session.commit()
+    return _to_case(case_id)
+
+
+@router.post("/cases/{case_id}/enrol")
+def enrol(case_id: int, session: SessionDep, user: UserDep, form: FormDep) -> Response:
+    """Enrol the person into a unit (templates from the case's crops); closes the case."""
+    _actor(user)
+    body = _parse(EnrolForm, form)
+    service.enrol_from_case(
+        **_kw(session, user, case_id),
+        unit_id=body.unit_id,
+        name=body.name,
+        role=body.role,
+        phone=body.phone,
+    )
+    session.commit()
+    return _to_queue(case_id)
+
+
+@router.post("/cases/{case_id}/merge")
+def merge(case_id: int, session: SessionDep, user: UserDep, form: FormDep) -> Response:
+    """The person is an existing occupant: add the case's faces to them; closes the case."""
+    _actor(user)
+    body = _parse(MergeForm, form)
+    service.merge_into_occupant(**_kw(session, user, case_id), occupant_id=body.occupant_id)
+    session.commit()
+    return _to_queue(case_id)
+
+
+@router.post("/cases/{case_id}/close")
+def close(case_id: int, session: SessionDep, user: UserDep, form: FormDep) -> Response:
+    """Visitor, moved out, false match, or staff/courier (whitelisted); closes the case."""
+    _actor(user)
+    body = _parse(CloseForm, form)
+    kw = _kw(session, user, case_id)
+    if body.outcome in ("staff", "courier"):
+        service.whitelist_from_case(**kw, kind=body.outcome, label=body.label or body.notes)
+    elif body.outcome == "visitor":
+        service.close_as_visitor(**kw, notes=body.notes)
+    elif body.outcome == "moved_out":
+        service.close_as_moved_out(**kw, notes=body.notes)
+    else:
+        service.close_as_false_match(**kw, notes=body.notes)
+    session.commit()
+    return _to_queue(case_id)
+
+
+# -- crops ----------------------------------------------------------------------------------
+@router.get("/crops/{sighting_id}")
+def crop(
+    sighting_id: int,
+    session: SessionDep,
+    user: UserDep,
+    case: Annotated[int | None, Query()] = None,
+) -> Response:
+    """A face crop, for logged-in users of its site only; every view is audited."""
+    sighting = session.get(Sighting, sighting_id)
+    if sighting is None or not user.sees(sighting.site_id):
+        raise NotFound(f"crop {sighting_id} does not exist")
+    jpeg = crop_store.get(session=session, sighting_id=sighting_id)
+    if jpeg is None:
+        raise NotFound(f"crop {sighting_id} does not exist (expired?)")
+    record(
+        session=session,
+        actor=user.actor,
+        action="crop.view",
+        object_type="sighting",
+        object_id=sighting_id,
+        site_id=sighting.site_id,
+        detail={"case_id": case} if case is not None else None,
+    )
+    session.commit()
+    return Response(
+        jpeg,
+        media_type="image/jpeg",
+        headers={"Cache-Control": "private, no-store", "X-Content-Type-Options": "nosniff"},
+    )
+
+
+# -- dashboard, devices, audit --------------------------------------------------------------
+@router.get("/dashboard")
+def dashboard_page(
+    request: Request,
+    session: SessionDep,
+    user: UserDep,
+    site: Annotated[int | None, Query()] = None,
+) -> Response:
+    """A site's safety report (the first visible site unless one is chosen)."""
+    sites = queries.visible_sites(session=session, scope=user.scope)
+    if site is not None:
+        chosen: Site | None = _visible_site(session, user, site)
+    else:
+        chosen = sites[0] if sites else None
+    report = queries.dashboard(session=session, site=chosen) if chosen else None
+    tz = (
+        queries.site_timezones(session=session, site_ids=[chosen.id])[chosen.id] if chosen else None
+    )
+    peak = max((d.known + d.unknown for d in report.per_day), default=0) if report else 0
+    return page(
+        request, "dashboard.html", user=user, sites=sites, report=report, tz=tz, peak=max(peak, 1)
+    )
+
+
+@router.get("/devices")
+def devices_page(
+    request: Request,
+    session: SessionDep,
+    user: UserDep,
+    site: Annotated[int | None, Query()] = None,
+) -> Response:
+    """Devices: online/offline, last heartbeat, fps, dropped frames, outbox depth."""
+    if site is not None:
+        _visible_site(session, user, site)
+    rows = queries.devices(session=session, scope=user.scope, site_id=site)
+    sites = queries.visible_sites(session=session, scope=user.scope)
+    return page(request, "devices.html", user=user, rows=rows, sites=sites, f_site=site)
+
+
+@router.get("/audit")
+def audit_page(
+    request: Request,
+    session: SessionDep,
+    user: UserDep,
+    case: Annotated[int | None, Query()] = None,
+) -> Response:
+    """Recent audit events of the caller's sites (admins and managers)."""
+    if not user.can_act:
+        raise Forbidden("the audit log is for managers and admins")
+    rows = queries.audit(session=session, scope=user.scope, case_id=case)
+    return page(request, "audit.html", user=user, rows=rows, f_case=case)

@@ -1,0 +1,70 @@
+"""Web UI fixtures: one migrated SQLite database per test session, emptied after each test.
+
+The web layer is database-agnostic (every change goes through the cases
+services, which run on both databases in tests/server), so these tests use
+SQLite only and stay fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import Engine
+
+from server.app import create_app
+from server.db import make_engine, upgrade
+from server.settings import Settings
+from tests.server.asgi import SyncASGITransport
+from tests.server.conftest import MODEL, TEST_SECRET, _empty_all_tables
+from tests.web.world import World, build_world
+
+
+@pytest.fixture(scope="session")
+def _web_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+    url = f"sqlite:///{tmp_path_factory.mktemp('webdb') / 'lintel.sqlite3'}"
+    eng = make_engine(url)
+    upgrade(eng)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def engine(_web_engine: Engine) -> Iterator[Engine]:
+    """The migrated engine; every table is emptied after the test."""
+    yield _web_engine
+    _empty_all_tables(_web_engine)
+
+
+@pytest.fixture
+def settings(_web_engine: Engine, tmp_path: Path) -> Settings:
+    return Settings(
+        env="test",
+        secret_key=TEST_SECRET,  # type: ignore[arg-type]
+        database_url=str(_web_engine.url),
+        data_dir=tmp_path,
+        migrate_on_start=False,
+        default_model_id=MODEL,
+    )
+
+
+@pytest.fixture
+def app(settings: Settings, engine: Engine) -> FastAPI:
+    return create_app(settings, engine=engine)
+
+
+@pytest.fixture
+def client(app: FastAPI) -> Iterator[httpx.Client]:
+    """An httpx client on the in-process app that keeps cookies and does not follow redirects."""
+    transport = SyncASGITransport(app)
+    with httpx.Client(transport=transport, base_url="http://lintel.test") as c:
+        yield c
+    transport.close()
+
+
+@pytest.fixture
+def world(engine: Engine) -> World:
+    return build_world(engine)
