@@ -26,6 +26,7 @@ from server.limits import BodySizeLimit
 from server.metrics import MetricsMiddleware, make_metrics
 from server.settings import Settings
 from server.sightings.views import router as sightings_router
+from server.web.install import install_web
 from server.wire import API_PREFIX, SightingBatch
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.include_router(devices_router, prefix=API_PREFIX)
     app.include_router(sightings_router, prefix=API_PREFIX)
     app.include_router(cases_router, prefix=API_PREFIX)
+    # Manager web UI (engineer W): pages under /web, their static files and headers.
+    install_web(app)
     # Outermost first: the size limit must act before anything reads the body.
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
