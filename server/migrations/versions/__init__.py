@@ -1,0 +1,1 @@
+"""Alembic revision scripts (a package so a regular install ships them)."""
