@@ -217,3 +217,17 @@ def test_same_batch_sent_concurrently_is_stored_once(
     assert sum(r.created for r in results) == 20
     assert sum(r.duplicates for r in results) == 60
     assert _count(session) == 20
+
+
+def test_nul_characters_are_item_errors_not_500(
+    client: httpx.Client, device: DeviceCreds, session: Session
+) -> None:
+    # PostgreSQL text cannot hold NUL; found by the schemathesis run.
+    result = _post(client, device, [unknown_item(camera="door\x00a"), unknown_item(n=1)])
+    assert result.created == 1
+    assert [e.index for e in result.errors] == [0]
+    assert "NUL" in result.errors[0].error
+    r = client.post(
+        f"{API_PREFIX}/device/heartbeat", json={"version": "1\x00"}, headers=device.headers
+    )
+    assert r.status_code == 422
