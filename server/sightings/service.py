@@ -16,7 +16,7 @@ import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from pydantic import ValidationError
@@ -40,6 +40,10 @@ from server.wire import (
 )
 
 log = logging.getLogger(__name__)
+
+_EARLIEST = datetime(1970, 1, 2, tzinfo=UTC)
+_LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+_MAX_ID = 2**31 - 1  # occupants.id is a 32-bit INTEGER on PostgreSQL
 
 
 @dataclass(slots=True)
@@ -109,6 +113,13 @@ def ingest_batch(*, session: Session, device: Device, items: Sequence[Any]) -> I
             continue
         if item.id in seen:
             in_batch_duplicates += 1
+            continue
+        if not (item.started_at >= _EARLIEST and item.ended_at <= _LATEST):
+            # Also keeps far-off offsets from overflowing the UTC conversion.
+            reject(index, item.id, "times must lie between 1970 and 2200")
+            continue
+        if item.occupant_id is not None and not 1 <= item.occupant_id <= _MAX_ID:
+            reject(index, item.id, f"occupant {item.occupant_id} is not on this site")
             continue
         embedding: bytes | None = None
         crop: bytes | None = None

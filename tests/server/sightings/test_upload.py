@@ -231,3 +231,22 @@ def test_nul_characters_are_item_errors_not_500(
         f"{API_PREFIX}/device/heartbeat", json={"version": "1\x00"}, headers=device.headers
     )
     assert r.status_code == 422
+
+
+def test_out_of_range_values_are_item_errors_not_500(
+    client: httpx.Client, device: DeviceCreds
+) -> None:
+    # An occupant id beyond PostgreSQL's INTEGER, and times whose UTC
+    # conversion overflows, once made the whole request fail.
+    early = "0001-01-01T00:00:00+05:00"
+    late = "9999-12-31T23:59:00-05:00"
+    items = [
+        known_item(2**40),
+        {**unknown_item(n=1), "started_at": early, "ended_at": early},
+        {**unknown_item(n=2), "started_at": late, "ended_at": late},
+        unknown_item(n=3),
+    ]
+    result = _post(client, device, items)
+    assert result.created == 1
+    assert [e.index for e in result.errors] == [0, 1, 2]
+    assert "between 1970 and 2200" in result.errors[1].error
