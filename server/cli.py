@@ -95,11 +95,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValidationError as exc:
         sys.stderr.write(f"lintel-server: bad settings: {exc}\n")
         return 2
+    from sqlalchemy.exc import OperationalError
+
     try:
         return _dispatch(args, settings)
     except LintelError as exc:
         sys.stderr.write(f"lintel-server: error: {exc.detail}\n")
         return 1
+    except OperationalError as exc:
+        # Wrong URL, server down, bad credentials: one line, not a traceback.
+        sys.stderr.write(f"lintel-server: cannot use the database: {exc.orig or exc}\n")
+        return 2
 
 
 def _dispatch(args: argparse.Namespace, settings: Any) -> int:

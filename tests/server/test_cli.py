@@ -171,3 +171,17 @@ def test_run_serves_the_api_over_http(
         proc.wait(timeout=20)
         if proc.stderr:
             proc.stderr.close()
+
+
+def test_unreachable_database_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("LINTEL_DATABASE_URL", f"postgresql+psycopg://nobody@127.0.0.1:{port}/x")
+    monkeypatch.setenv("LINTEL_ENV", "dev")
+    rc, _, err = _run(capsys, "stats", "--json")
+    assert rc == 2
+    assert err.startswith("lintel-server: cannot use the database:")
+    assert "Traceback" not in err
