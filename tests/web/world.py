@@ -14,7 +14,9 @@ from datetime import timedelta
 import cv2
 import httpx
 import numpy as np
+from argon2 import PasswordHasher
 from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
 
 from server.cases.models import Case
 from server.devices.models import Camera
@@ -29,6 +31,11 @@ from server.users.service import create_user
 from tests.server.clusters.support import DAY0, MODEL, ingest, item, look, new_session, person, work
 
 PASSWORD = "correct horse battery staple"
+# Argon2 with the production cost takes ~0.7 s a check on a busy 2-core box; the
+# stored hash carries its parameters, so a cheap hash makes test logins fast while
+# the login code path (argon2 verify) stays the real one.
+CHEAP_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+CHEAP_HASH = CHEAP_HASHER.hash(PASSWORD)
 CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
@@ -96,12 +103,10 @@ def build_world(engine: Engine) -> World:
             )
             get_or_create_unit(session=s, site_id=site.id, address_key=f"{label}1-1-102")
             ids[label] = (device.id, unit.id)
-        create_user(session=s, username="admin", role="admin", password=PASSWORD)
-        create_user(session=s, username="mgr_a", role="manager", password=PASSWORD, site_ids=[a.id])
-        create_user(
-            session=s, username="viewer_a", role="viewer", password=PASSWORD, site_ids=[a.id]
-        )
-        create_user(session=s, username="mgr_b", role="manager", password=PASSWORD, site_ids=[b.id])
+        _user(s, "admin", "admin")
+        _user(s, "mgr_a", "manager", [a.id])
+        _user(s, "viewer_a", "viewer", [a.id])
+        _user(s, "mgr_b", "manager", [b.id])
         s.commit()
         site_a, site_b = a.id, b.id
     seed_person(engine, ids["A"][0], 41, [0, 1, 2, 3, 4], hour=3)  # 19:00 Shanghai
@@ -120,6 +125,12 @@ def build_world(engine: Engine) -> World:
         unit_b=ids["B"][1],
         case_b=case_b,
     )
+
+
+def _user(s: Session, username: str, role: str, site_ids: list[int] | None = None) -> None:
+    user = create_user(session=s, username=username, role=role, site_ids=site_ids or [])
+    user.password_hash = CHEAP_HASH
+    s.flush()
 
 
 def csrf_of(html: str) -> str:
