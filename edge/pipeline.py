@@ -97,6 +97,15 @@ class PipelineConfig(BaseModel):
         description="Detector input size (the frame is letterboxed into it); None uses the "
         "engine's configured size.",
     )
+    still_detect_every: int = Field(
+        default=5,
+        ge=1,
+        le=1000,
+        description="While tracks are alive but nothing moves, detect on every Nth analysed "
+        "frame only (5 = once a second at 5 fps). A motionless face (someone waiting, a "
+        "poster) then costs 1/N of the detector; tracks still end after "
+        "tracker.max_misses detector calls without a match.",
+    )
     motion: MotionConfig = Field(default_factory=MotionConfig)
     tracker: TrackerConfig = Field(default_factory=TrackerConfig)
     context_scale: float = Field(
@@ -212,6 +221,7 @@ class Pipeline:
         self.motion = MotionGate(self.config.motion)
         self.tracker = IoUTracker(self.config.tracker)
         self.stats = PipelineStats()
+        self._still = 0  # analysed frames without motion while tracks are alive
 
     # -- per frame ---------------------------------------------------------
     def process(self, frame: Frame) -> list[TrackResult]:
@@ -220,8 +230,17 @@ class Pipeline:
         moved = self.motion.update(frame.image)
         if moved:
             self.stats.motion_frames += 1
-        if not moved and not self.tracker.active:
-            return []  # idle scene, nobody being tracked: the detector stays off
+        if not moved:
+            if not self.tracker.active:
+                return []  # idle scene, nobody being tracked: the detector stays off
+            # Tracks alive but nothing moves: a person standing still, or a face on a
+            # poster. Check on them only every ``still_detect_every`` analysed frames,
+            # so a static face cannot keep the detector running on every frame.
+            self._still += 1
+            if self._still % self.config.still_detect_every:
+                return []
+        else:
+            self._still = 0
         engine = self.engine
         detections = engine.detect(frame.image, det_size=self.config.det_size)
         self.stats.detector_calls += 1

@@ -172,3 +172,19 @@ def test_small_faces_are_tracked_but_never_embedded(tmp_path: Path, engine: Face
     assert pipe.stats.detections >= 5  # the faces were seen...
     assert pipe.stats.tracks_without_usable_face == 1  # ...as one track, not usable
     assert pipe.stats.faces_embedded == 0 and pipe.stats.embed_calls == 0
+
+
+@pytest.mark.models
+def test_a_motionless_face_does_not_keep_the_detector_busy(
+    tmp_path: Path, engine: FaceEngine
+) -> None:
+    # A face that never moves (a poster, someone waiting) for the whole 6 s.
+    poster = WalkIn("t1_p3", 0, 149, (0.5, 0.5), (0.5, 0.5), 100, 100)
+    video = make_video(tmp_path / "poster.mp4", [poster], fps=25.0, tail_s=0.0)
+    pipe = Pipeline(engine, None)
+    results = list(pipe.run(video.path))
+    assert pipe.stats.frames_analysed == 30
+    # First frame, then one check every 5 analysed frames: 1 + 29 // 5.
+    assert pipe.stats.detector_calls == 1 + 29 // 5
+    assert len(results) == 1 and results[0].identity is None
+    assert results[0].start_frame == 0 and results[0].end_frame >= 125
