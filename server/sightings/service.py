@@ -192,7 +192,9 @@ def ingest_batch(*, session: Session, device: Device, items: Sequence[Any]) -> I
                 camera_id=cam.id,
                 entrance_id=cam.entrance_id,
                 received_at=now,
-                processed=False,
+                # Known sightings have nothing to cluster: born processed, so the
+                # clustering worker never rewrites them (most of the traffic).
+                processed=r.item.kind == "known",
                 cluster_id=None,
             )
             values.append(r.values)
