@@ -45,7 +45,7 @@ from server.occupants.service import upsert_occupant  # noqa: E402
 from server.sites.service import create_site  # noqa: E402
 from server.wire import API_PREFIX, encode_embedding  # noqa: E402
 
-MODEL = "buffalo_s"
+MODEL = "buffalo_s/w600k_mbf"  # the edge's bundled pack id
 
 
 @dataclass(frozen=True)

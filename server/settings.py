@@ -43,10 +43,10 @@ class Settings(BaseSettings):
         description="Largest request body accepted; larger ones get 413.",
     )
     default_model_id: str = Field(
-        default="buffalo_s",
+        default="buffalo_s/w600k_mbf",
         min_length=1,
-        description="Recognition model id given to new sites; templates of other models "
-        "are not served to their edges.",
+        description="Recognition model id given to new sites (the edge's "
+        "'<pack>/<recogniser>' id); templates of other models are not served to their edges.",
     )
     db_pool_size: int = Field(
         default=5, ge=1, le=100, description="Connections per worker (PostgreSQL)."
