@@ -134,18 +134,24 @@ def usable_faces(idents: list[str], paths: list[str], min_px: int) -> list[str]:
     return out
 
 
-def day_entries(p: Person, day: int, rng: np.random.Generator) -> list[tuple[datetime, int]]:
-    """(time, photo row) of each entry of one person on one day (site-local times)."""
+def day_entries(
+    p: Person, day: int, rng: np.random.Generator, scale: int = 1
+) -> list[tuple[datetime, int]]:
+    """(time, photo row) of each entry of one person on one day (site-local times).
+
+    ``scale`` multiplies the entries of residents and couriers (a load test:
+    more traffic from the same people, so the truth stays known).
+    """
     base = datetime(2026, 3, 2, tzinfo=TZ) + timedelta(days=day)
     if p.role in ("resident", "unregistered"):
         if rng.random() > 0.85:  # away some days
             return []
-        n = int(rng.integers(1, 3))
+        n = int(rng.integers(1, 3)) * scale
         hours = rng.choice([8.0, 12.5, 18.5, 21.0, 23.0], size=n)
     elif p.role == "courier":
         if rng.random() > 0.8:
             return []
-        n = int(rng.integers(2, 6))
+        n = int(rng.integers(2, 6)) * scale
         hours = rng.uniform(9.0, 20.0, size=n)
     else:
         if day not in p.visit_days:
@@ -284,7 +290,7 @@ async def simulate(args: argparse.Namespace) -> dict[str, Any]:
         for day in range(args.days):
             items: list[dict[str, Any]] = []
             for p in people:
-                for at, photo in day_entries(p, day, rng):
+                for at, photo in day_entries(p, day, rng, args.traffic_scale):
                     item = wire_item(p, at, embs[photo], gallery)
                     truth[item["id"]] = p
                     items.append(item)
@@ -413,6 +419,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument(
         "--min-face-px", type=int, default=60, help="skip photos smaller than this (edge gate)"
+    )
+    ap.add_argument(
+        "--traffic-scale", type=int, default=1, help="multiply residents' and couriers' entries"
     )
     ap.add_argument("--batch", type=int, default=1000, help="worker batch size")
     ap.add_argument("--edge-threshold", type=float, default=None, help="default: the pack's")

@@ -72,8 +72,9 @@ def process_site(
     """One transaction of work on one site; None when another worker holds it."""
     stats = PassStats()
     with session_scope(factory) as session:
+        # ON CONFLICT DO NOTHING in the same transaction: if another worker is
+        # creating the row right now, this waits for it, then the claim skips.
         ensure_site_state(session=session, site_id=site_id)
-    with session_scope(factory) as session:
         state = claim_site(session=session, site_id=site_id)
         if state is None:
             return None
