@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
 from edge.capture import ReconnectPolicy
 from edge.config import ModelConfig
@@ -39,7 +46,15 @@ class DeviceConfig(_Strict):
     )
     data_dir: Path = Field(
         default=Path("var/edge"),
-        description="Where the outbox and the cached gallery live (must survive reboots).",
+        description="Where the outbox, the cached gallery and status.json live "
+        "(must survive reboots).",
+    )
+    status_interval_s: float = Field(
+        default=5.0,
+        ge=0.2,
+        le=300,
+        description="How often <data_dir>/status.json (per-camera state, fps, drops, "
+        "outbox counters) is rewritten; also the camera watchdog's tick.",
     )
 
 
@@ -64,7 +79,15 @@ class ServerConfig(_Strict):
     gallery_sync_s: float = Field(
         default=60.0, ge=5, le=86400, description="How often to ask for a new gallery (ETag)."
     )
-    heartbeat_s: float = Field(default=30.0, ge=5, le=3600, description="Heartbeat period.")
+    heartbeat_s: float = Field(default=30.0, ge=1, le=3600, description="Heartbeat period.")
+    drain_on_stop_s: float = Field(
+        default=10.0,
+        ge=0,
+        le=300,
+        description="On SIGTERM, how long to keep uploading what is queued before exiting "
+        "(the rest stays in the outbox for the next start). Keep it below systemd's "
+        "TimeoutStopSec minus the camera shutdown.",
+    )
 
     @field_validator("url")
     @classmethod
@@ -83,7 +106,9 @@ class CameraConfig(_Strict):
     )
     source: str = Field(
         min_length=1,
-        description="rtsp://…/http:// URL, a USB camera index ('0'), or a video file path.",
+        description="rtsp://…/http:// URL, a USB camera index ('0'), or a video file path. "
+        "${NAME} is replaced by the environment variable NAME (keep camera passwords "
+        "out of the file: rtsp://admin:${CAM_PASSWORD}@192.0.2.10/stream1).",
     )
     reconnect: ReconnectPolicy = Field(
         default_factory=lambda: ReconnectPolicy(max_attempts=None),
@@ -95,9 +120,43 @@ class CameraConfig(_Strict):
         le=600,
         description="A stream open but delivering no frame for this long is reopened.",
     )
+    open_timeout_s: float = Field(
+        default=10.0, gt=0, le=120, description="Give up opening a stream after this long."
+    )
+    queue_size: int = Field(
+        default=4,
+        ge=1,
+        le=256,
+        description="Frames buffered between the camera reader and the analysis; when "
+        "full the oldest is dropped and counted (a fresh frame beats a backlog).",
+    )
     pipeline: PipelineConfig | None = Field(
         default=None, description="Per-camera override of the top-level pipeline settings."
     )
+    loop: bool = Field(
+        default=False,
+        description="Video files only: play the file again when it ends (demos, soak "
+        "tests). Without it a file camera ends, and when every camera has ended the "
+        "daemon forwards what is queued and exits.",
+    )
+    start_at: AwareDatetime | None = Field(
+        default=None,
+        description="Video files only: the wall-clock time of the file's first frame "
+        "(e.g. 2026-11-20T18:00:00+08:00). Sighting times and ids derive from it, so "
+        "processing the same recording twice sends nothing twice. Default: the time "
+        "the file is opened.",
+    )
+
+    @field_validator("source")
+    @classmethod
+    def _expand_env(cls, v: str) -> str:
+        def sub(m: re.Match[str]) -> str:
+            name = m.group(1)
+            if name not in os.environ:
+                raise ValueError(f"environment variable {name} is not set")
+            return os.environ[name]
+
+        return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", sub, v)
 
 
 class OutboxConfig(_Strict):
@@ -146,8 +205,23 @@ class _LineLoader(yaml.SafeLoader):
 
 
 def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: dict[Any, int] = {}
+    for key_node, _value in node.value:
+        key = loader.construct_object(key_node)
+        if key in seen:
+            # PyYAML keeps the last of two equal keys silently; a config typo
+            # like two `source:` lines must not pick one at random.
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"duplicate key {key!r} (first on line {seen[key]})",
+                key_node.start_mark,
+            )
+        seen[key] = key_node.start_mark.line + 1
     mapping = loader.construct_mapping(node, deep=True)
-    lines = {loader.construct_object(k): v.start_mark.line + 1 for k, v in node.value}
+    # The key's line, not the value's: for a nested mapping the value starts
+    # on the next line, and "the bad line" is where the key is written.
+    lines = {loader.construct_object(k): k.start_mark.line + 1 for k, _v in node.value}
     mapping["__lines__"] = lines
     return mapping
 
@@ -174,6 +248,9 @@ def _line_of(data: Any, loc: tuple[int | str, ...]) -> int | None:
             data = data.get(part)
         elif isinstance(data, list) and isinstance(part, int) and part < len(data):
             data = data[part]
+            item_lines = data.get("__lines__") if isinstance(data, dict) else None
+            if item_lines:
+                line = min(item_lines.values())  # the list item's first line
         else:
             break
     return line
@@ -187,6 +264,10 @@ def load_config(path: Path) -> EdgeConfig:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
     try:
         raw = yaml.load(text, Loader=_LineLoader)  # a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise ConfigError(f"{where}: not valid YAML: {exc.problem}") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):

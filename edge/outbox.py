@@ -29,6 +29,9 @@ from server.wire import SightingIn
 
 log = logging.getLogger(__name__)
 
+MAX_DEAD = 10_000
+"""Rejected sightings kept for inspection; older ones are deleted (and counted)."""
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
     id TEXT PRIMARY KEY,
@@ -65,6 +68,8 @@ class OutboxStats:
     dropped: int
     dead: int
     delivered: int
+    queued: int = 0
+    """Sightings ever accepted by :meth:`Outbox.put` (a persistent counter)."""
 
 
 class Outbox:
@@ -121,6 +126,9 @@ class Outbox:
             )
             if cur.rowcount == 0:
                 return False
+            # Every sighting ever queued, in the same transaction as the row:
+            # queued == delivered + depth + dropped + dead always holds.
+            self._bump(conn, "queued", 1)
             self._enforce_limit(conn)
         return True
 
@@ -159,8 +167,9 @@ class Outbox:
         if not ids:
             return
         with self._tx() as conn:
-            conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
-            self._bump(conn, "delivered", len(ids))
+            cur = conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
+            # rowcount, not len(ids): an id acked twice is delivered once.
+            self._bump(conn, "delivered", max(0, cur.rowcount))
 
     def fail(self, ids: list[str]) -> None:
         """A delivery attempt for these failed in a retryable way."""
@@ -187,6 +196,16 @@ class Outbox:
                     (entry_id, now, error, row[0]),
                 )
                 conn.execute("DELETE FROM outbox WHERE id = ?", (entry_id,))
+            # The dead table is for an operator to inspect, not an archive: keep
+            # the newest MAX_DEAD so a server that rejects everything cannot
+            # fill the disk through it.
+            cur = conn.execute(
+                "DELETE FROM dead WHERE id IN "
+                "(SELECT id FROM dead ORDER BY failed_at DESC, id LIMIT -1 OFFSET ?)",
+                (MAX_DEAD,),
+            )
+            if cur.rowcount > 0:
+                self._bump(conn, "dead_dropped", cur.rowcount)
 
     def stats(self) -> OutboxStats:
         with self._lock:
@@ -201,4 +220,5 @@ class Outbox:
             dropped=counters.get("dropped", 0),
             dead=dead,
             delivered=counters.get("delivered", 0),
+            queued=counters.get("queued", 0),
         )

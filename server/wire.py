@@ -158,6 +158,10 @@ class Heartbeat(_Wire):
     uptime_s: float = 0.0
     cameras: dict[str, CameraStats] = {}
     outbox_depth: int = 0
+    # Sightings the edge's full outbox dropped (oldest first) and ones the
+    # server refused (kept in the edge's dead table); both should stay 0.
+    outbox_dropped: int = 0
+    outbox_dead: int = 0
 
 
 class CameraStats(_Wire):
@@ -165,6 +169,7 @@ class CameraStats(_Wire):
     fps: float = 0.0
     frames: int = 0
     dropped_frames: int = 0
+    reconnects: int = 0
 
 
 class HeartbeatAck(_Wire):
