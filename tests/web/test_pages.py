@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from zoneinfo import ZoneInfo
 
 import httpx
 from sqlalchemy import Engine, select
@@ -14,7 +15,7 @@ from server.devices.models import Device
 from server.devices.service import record_heartbeat
 from server.sites.models import Building
 from server.sites.service import get_or_create_building, get_or_create_entrance
-from tests.server.clusters.support import new_session
+from tests.server.clusters.support import ingest, item, new_session, person
 from tests.web.world import World, csrf_of, login
 
 
@@ -108,6 +109,22 @@ def test_dashboard_counts_outcomes_and_devices_online(
     assert re.search(r"<td>Visitor</td><td>1</td>", dash.text)
     assert re.search(r'<span class="n">1/1</span> Devices online', dash.text)
     assert "<svg" in dash.text and "<desc" in dash.text
+
+
+def test_dashboard_counts_sightings_per_site_day(
+    client: httpx.Client, world: World, engine: Engine
+) -> None:
+    # 23:30 UTC yesterday is already today in Shanghai: the day is the site's.
+    now = utcnow()
+    late = (now - timedelta(days=1)).replace(hour=23, minute=30, second=0, microsecond=0)
+    if late > now:
+        late -= timedelta(days=1)
+    ingest(engine, world.device_a, [item(person(77), late), item(person(78), late)])
+    login(client, "mgr_a")
+    dash = client.get("/web/dashboard")
+    local_day = late.astimezone(ZoneInfo("Asia/Shanghai")).date().isoformat()
+    assert f"<tr><td>{local_day}</td><td>0</td><td>2</td></tr>" in dash.text
+    assert dash.text.count("</td><td>0</td><td>0</td></tr>") == 13  # the other days
 
 
 def test_devices_page_shows_heartbeat_stats_and_offline_devices(
