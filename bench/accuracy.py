@@ -90,7 +90,7 @@ def load_populations(faces: Path) -> list[Population]:
             for row in csv.DictReader(fh):
                 if row.get("source", "").startswith("orl:"):
                     orl.add(row["identity"])
-    main = Population("headline (ORL excluded)")
+    main = Population(f"{faces.name} (ORL excluded)")
     orl_pop = Population("ORL only (23x28 grey crops)")
     for sub in sorted(p for p in faces.iterdir() if p.is_dir()):
         photos = sorted(image_files(sub), key=_photo_key)
