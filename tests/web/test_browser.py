@@ -13,12 +13,16 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import uvicorn
 from fastapi import FastAPI
 
 from tests.web.world import PASSWORD, World
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
 
 CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
@@ -75,12 +79,12 @@ def base_url(app: FastAPI) -> Iterator[str]:
     thread.join(timeout=10)
 
 
-def _open_count(page: sync_api.Page) -> int:
+def _open_count(page: Page) -> int:
     return int(page.locator("#count-open").inner_text())
 
 
 def test_manager_enrols_the_top_case_and_sees_it_leave_the_queue(
-    browser: sync_api.Browser, base_url: str, world: World
+    browser: Browser, base_url: str, world: World
 ) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
     context = browser.new_context(base_url=base_url, locale="en-US")
@@ -131,9 +135,11 @@ def test_manager_enrols_the_top_case_and_sees_it_leave_the_queue(
 
     # Phone-sized screen: the queue still shows every case, as stacked cards.
     phone = browser.new_context(
-        base_url=base_url, viewport={"width": 390, "height": 844}, locale="zh-CN"
+        base_url=base_url,
+        viewport={"width": 390, "height": 844},
+        locale="zh-CN",
+        storage_state=context.storage_state(),  # the same logged-in session
     )
-    phone.add_cookies(context.cookies())
     mobile = phone.new_page()
     mobile.goto("/web/queue")
     assert mobile.locator("tr.case-row").count() == before - 1
@@ -146,9 +152,7 @@ def test_manager_enrols_the_top_case_and_sees_it_leave_the_queue(
     context.close()
 
 
-def test_scope_and_csrf_hold_in_the_browser(
-    browser: sync_api.Browser, base_url: str, world: World
-) -> None:
+def test_scope_and_csrf_hold_in_the_browser(browser: Browser, base_url: str, world: World) -> None:
     context = browser.new_context(base_url=base_url, locale="en-US")
     page = context.new_page()
     page.goto("/web/login")
