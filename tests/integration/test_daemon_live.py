@@ -1,0 +1,96 @@
+"""The daemon on a live stream: the camera drops and comes back, the server goes
+away and comes back, SIGTERM ends it; the server ends up with every track once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge.videogen import GeneratedVideo
+from tests.integration.harness import DaemonProcess, LiveStream, ServerProcess
+
+pytestmark = pytest.mark.models
+
+
+def test_live_stream_and_server_outages_lose_and_double_nothing(
+    tmp_path: Path,
+    ffmpeg: str,
+    entrance_video: GeneratedVideo,
+    server: ServerProcess,
+    processes: list[Any],
+) -> None:
+    stream = LiveStream(entrance_video.path, tmp_path / "ffmpeg.log")
+    processes.append(stream)
+    stream.start()
+    daemon = DaemonProcess(
+        tmp_path / "edge",
+        server=server,
+        cameras=[
+            {
+                "name": "door",
+                "source": stream.url,
+                "stall_timeout_s": 3,
+                "open_timeout_s": 3,
+                "reconnect": {"initial_delay_s": 0.2, "max_delay_s": 1.0, "max_attempts": None},
+            }
+        ],
+    )
+    processes.append(daemon)
+    daemon.start()
+
+    # 1. Running: tracks are recorded and delivered.
+    daemon.wait(
+        lambda s: s["cameras"]["door"]["state"] == "running" and s["outbox"]["delivered"] >= 1,
+        timeout=40,
+        what="a first delivered sighting",
+    )
+
+    # 2. The camera drops: the daemon notices and reconnects when it is back.
+    stream.stop()
+    daemon.wait(
+        lambda s: s["cameras"]["door"]["state"] == "reconnecting",
+        timeout=15,
+        what="the camera to be reported reconnecting",
+    )
+    tracks_before = daemon.camera()["tracks"]
+    stream.start()
+    daemon.wait(
+        lambda s: s["cameras"]["door"]["state"] == "running"
+        and s["cameras"]["door"]["tracks"] > tracks_before,
+        timeout=30,
+        what="the camera running again with a new track",
+    )
+    assert daemon.camera()["reconnects"] + daemon.camera()["opens"] >= 2
+
+    # 3. The server goes away: the outbox holds what is seen meanwhile.
+    server.kill()
+    queued_at_outage = daemon.status()["outbox"]["queued"]
+    daemon.wait(
+        lambda s: s["outbox"]["queued"] > queued_at_outage and s["outbox"]["depth"] > 0,
+        timeout=30,
+        what="sightings held in the outbox during the outage",
+    )
+    st = daemon.status()
+    assert st["server"]["last_error"], "the failed uploads should be reported"
+
+    server.start()
+    daemon.wait(
+        lambda s: s["outbox"]["depth"] == 0 and s["outbox"]["delivered"] > st["outbox"]["delivered"],
+        timeout=30,
+        what="the outbox to drain after the server came back",
+    )
+
+    # 4. SIGTERM: a clean, quick exit with everything delivered.
+    code, took = daemon.terminate()
+    assert code == 0, daemon.log_tail()
+    assert took < 15, f"SIGTERM took {took:.1f} s"
+    final = daemon.status()
+    assert final["stopping"] is True
+    ob = final["outbox"]
+    assert ob["depth"] == 0 and ob["dropped"] == 0 and ob["dead"] == 0, ob
+    total, distinct = server.counts()
+    assert total == distinct, "a sighting was stored twice"
+    assert total == ob["queued"] == ob["delivered"] == final["cameras"]["door"]["tracks"]
+    assert total >= 3
