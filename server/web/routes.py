@@ -31,6 +31,7 @@ from starlette.responses import RedirectResponse, Response
 
 from server.audit.service import record
 from server.cases import service
+from server.cases.models import Case
 from server.db import utcnow
 from server.errors import Forbidden, InvalidInput, LintelError, NotFound
 from server.security import SessionDep, hash_password, verify_password
@@ -581,6 +582,9 @@ def crop(
     jpeg = crop_store.get(session=session, sighting_id=sighting_id)
     if jpeg is None:
         raise NotFound(f"crop {sighting_id} does not exist (expired?)")
+    # The case the crop was shown for, when it is a real case of the same site
+    # (the query parameter is only a hint for the audit trail).
+    shown_for = session.get(Case, case) if case is not None else None
     record(
         session=session,
         actor=user.actor,
@@ -588,7 +592,11 @@ def crop(
         object_type="sighting",
         object_id=sighting_id,
         site_id=sighting.site_id,
-        detail={"case_id": case} if case is not None else None,
+        detail=(
+            {"case_id": shown_for.id}
+            if shown_for is not None and shown_for.site_id == sighting.site_id
+            else None
+        ),
     )
     session.commit()
     return Response(

@@ -200,6 +200,15 @@ def test_crops_are_served_to_the_site_and_every_view_is_audited(
         assert len(views) == 2
         assert all(v.actor == f"user:{_uid(engine, 'mgr_a')}" for v in views)
         assert views[0].detail == {"case_id": case_id}
+    # A made-up case id is not written into the audit trail as if it were true.
+    client.get(f"/web/crops/{sighting_id}?case={case_id + 1000}")
+    with new_session(engine) as s:
+        last = s.scalars(
+            select(AuditEvent)
+            .where(AuditEvent.action == "crop.view")
+            .order_by(AuditEvent.id.desc())
+        ).first()
+        assert last is not None and last.detail is None
     client.get(f"/web/cases/{case_id}")
     with new_session(engine) as s:
         assert (

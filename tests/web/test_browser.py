@@ -109,6 +109,13 @@ def test_manager_enrols_the_top_case_and_sees_it_leave_the_queue(
     rows.first.get_by_role("link").click()
     page.wait_for_url(re.compile(rf"/web/cases/{top}$"))
     assert page.locator("#days-seen").inner_text() == "5"
+    # Every visible form control has a label (screen readers, voice control).
+    unlabelled = page.evaluate(
+        "() => [...document.querySelectorAll('input:not([type=hidden]), select, textarea')]"
+        ".filter(el => el.labels.length === 0 && !el.getAttribute('aria-label'))"
+        ".map(el => el.name)"
+    )
+    assert unlabelled == []
     page.screenshot(path=str(SHOTS / "case.png"), full_page=True)
 
     # Unit picker: search, then choose from the matches.
