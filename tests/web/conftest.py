@@ -2,11 +2,12 @@
 
 The web layer is database-agnostic (every change goes through the cases
 services, which run on both databases in tests/server), so these tests use
-SQLite only and stay fast.
+SQLite by default and stay fast.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +26,11 @@ from tests.web.world import World, build_world
 
 @pytest.fixture(scope="session")
 def _web_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
-    url = f"sqlite:///{tmp_path_factory.mktemp('webdb') / 'lintel.sqlite3'}"
+    # LINTEL_TEST_WEB_DB_URL runs them on another (empty, disposable) database,
+    # e.g. a PostgreSQL one, by hand.
+    url = os.environ.get("LINTEL_TEST_WEB_DB_URL") or (
+        f"sqlite:///{tmp_path_factory.mktemp('webdb') / 'lintel.sqlite3'}"
+    )
     eng = make_engine(url)
     upgrade(eng)
     yield eng
