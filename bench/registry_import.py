@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 
 from edge.config import ModelConfig
-from edge.engine import FaceEngine
+from edge.engine import FaceEngine, read_image
 from edge.errors import EnrolmentError
 from registry.idnumber import check_char
 from registry.importer import ImportOptions, run_import
@@ -65,7 +65,7 @@ def base_faces(engine: FaceEngine) -> list[np.ndarray]:
         vec / "gdp.jpg",
         vec / "yaoming.jpg",
     ):
-        img = cv2.imread(str(path))
+        img = read_image(path)
         for det in engine.detect_photo(img):
             b = det.bbox
             if det.det_score < 0.75 or min(b.width, b.height) < 36:
