@@ -65,7 +65,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edge.capture import VideoSource
-from edge.client import AuthRefused, ClientError, LintelClient, Rejected
+from edge.client import AuthRefused, ClientError, GalleryModelMismatch, LintelClient, Rejected
 from edge.daemon_config import CameraConfig, EdgeConfig, load_config
 from edge.errors import CaptureError, LintelEdgeError
 from edge.gallery import Gallery, Match, Template
@@ -312,6 +312,10 @@ class EdgeDaemon:
             return False
         try:
             wire = self.client.fetch_gallery(self.gallery_etag)
+        except GalleryModelMismatch as exc:
+            # Not a network blip: every unknown sighting will be refused too.
+            log.error("gallery refused: %s", exc)
+            return False
         except ClientError as exc:
             log.warning("gallery sync failed (keeping the current one): %s", exc)
             return False
@@ -646,7 +650,13 @@ class EdgeDaemon:
             self._threads.append(t)
 
         if self.client is not None:
-            self.sync_gallery_once()  # before the cameras, so residents match at once
+            if self.gallery is None:
+                # First start: wait (up to the HTTP timeout) for a gallery so
+                # residents match from the first track. With a cached one the
+                # cameras start at once and the sync thread refreshes it.
+                self.sync_gallery_once()
+            else:
+                self._gallery_wakeup.set()
             spawn("forwarder", self._forwarder)
             spawn("gallery-sync", self._gallery_loop)
             spawn("heartbeat", self._heartbeat_loop)

@@ -124,7 +124,18 @@ class ServerProcess:
         _stop(self.proc, signal.SIGKILL)
         self.proc = None
 
+    def pause(self) -> None:
+        """SIGSTOP: connections are still accepted by the kernel, nothing answers."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
     def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)  # a paused server cannot stop
         _stop(self.proc)
         self.proc = None
 

@@ -57,8 +57,10 @@ def test_live_stream_and_server_outages_lose_and_double_nothing(
     tracks_before = daemon.camera()["tracks"]
     stream.start()
     daemon.wait(
-        lambda s: s["cameras"]["door"]["state"] == "running"
-        and s["cameras"]["door"]["tracks"] > tracks_before,
+        lambda s: (
+            s["cameras"]["door"]["state"] == "running"
+            and s["cameras"]["door"]["tracks"] > tracks_before
+        ),
         timeout=30,
         what="the camera running again with a new track",
     )
@@ -76,8 +78,9 @@ def test_live_stream_and_server_outages_lose_and_double_nothing(
     assert st["server"]["last_error"], "the failed uploads should be reported"
 
     server.start()
+    delivered_before = st["outbox"]["delivered"]
     daemon.wait(
-        lambda s: s["outbox"]["depth"] == 0 and s["outbox"]["delivered"] > st["outbox"]["delivered"],
+        lambda s: s["outbox"]["depth"] == 0 and s["outbox"]["delivered"] > delivered_before,
         timeout=30,
         what="the outbox to drain after the server came back",
     )
