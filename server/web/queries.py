@@ -92,6 +92,7 @@ class QueueRow:
     site_id: int
     site_name: str
     status: str
+    outcome: str | None
     priority: float
     days_seen: int
     night_entries: int
@@ -173,6 +174,7 @@ def queue(
                 site_id=case.site_id,
                 site_name=sites.get(case.site_id, str(case.site_id)),
                 status=case.status,
+                outcome=case.outcome,
                 priority=round(case.priority, 2),
                 days_seen=len(cluster.days),
                 night_entries=cluster.night_entries,

@@ -186,7 +186,17 @@ def _localtime(value: datetime | None, tz: tzinfo | None = None) -> str:
     )
 
 
+def _brief(value: object, limit: int = 4) -> str:
+    """A history/audit detail value on one short line (long lists are cut)."""
+    if isinstance(value, list | tuple):
+        items = [str(v) for v in value]
+        more = f" … (+{len(items) - limit})" if len(items) > limit else ""
+        return ", ".join(items[:limit]) + more
+    return str(value)
+
+
 TEMPLATES.env.filters["localtime"] = _localtime
+TEMPLATES.env.filters["brief"] = _brief
 
 
 def _safe_next(target: str | None) -> str:

@@ -66,7 +66,9 @@ def test_queue_filters_by_building_and_status(
         f"/web/cases/{case_id}/close",
         data={"outcome": "false_match", "csrf_token": csrf_of(page.text)},
     )
-    assert _rows(client.get("/web/queue?status=closed").text) == [case_id]
+    closed = client.get("/web/queue?status=closed").text
+    assert _rows(closed) == [case_id]
+    assert 'data-label="Status">Closed: False match' in closed
     assert case_id not in _rows(client.get("/web/queue?status=open").text)
     assert client.get("/web/queue?status=bogus").status_code == 422
 
@@ -86,6 +88,8 @@ def test_case_page_has_a_days_by_hours_strip_and_history(
     assert "A1 east door — 5 times" in page.text
     assert re.findall(r'<img src="/web/crops/\d+\?case=', page.text)  # crops shown
     assert "<strong>opened</strong>" in page.text
+    # Long detail lists are cut short in the history.
+    assert "days: 2026-03-02, 2026-03-03, 2026-03-04, 2026-03-05 … (+1)" in page.text
 
 
 def test_dashboard_counts_outcomes_and_devices_online(
