@@ -151,10 +151,13 @@ def test_manager_enrols_the_top_case_and_sees_it_leave_the_queue(
     mobile.goto("/web/queue")
     assert mobile.locator("tr.case-row").count() == before - 1
     mobile.screenshot(path=str(SHOTS / "queue-phone-zh.png"), full_page=True)
+    fits = "() => document.documentElement.scrollWidth <= window.innerWidth"
+    assert mobile.evaluate(fits)  # no sideways scrolling of the page
     mobile.locator("tr.case-row a").first.click()
     mobile.wait_for_url(re.compile(r"/web/cases/\d+$"))
     assert mobile.get_by_role("button", name="登记并结案").is_visible()
     mobile.screenshot(path=str(SHOTS / "case-phone-zh.png"), full_page=True)
+    assert mobile.evaluate(fits)  # the wide strip scrolls inside its own box
     phone.close()
     context.close()
 
