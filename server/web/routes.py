@@ -400,6 +400,8 @@ def queue_page(
             closed = service.get_case(session=session, case_id=done, site_ids=user.scope)
         except LintelError:
             closed = None
+        if closed is not None and closed.status != "closed":
+            closed = None
     return page(
         request,
         "queue.html",
