@@ -59,7 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads",
         type=int,
         default=min(4, os.cpu_count() or 1),
-        help="ONNX Runtime threads of the face engine (default: up to 4)",
+        help="ONNX Runtime threads per face engine (default: up to 4)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="enrolment processes, each with its own engine (for many photos on many "
+        "cores: e.g. --workers 4 --threads 2 on 8 cores; default 1)",
     )
 
     p = sub.add_parser("template", help="write an example registry file with every column")
@@ -100,7 +107,8 @@ def _actor() -> str:
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
-    from registry.importer import Enroller, ImportOptions, run_import
+    from registry.enrol import EnrolBackend, Enroller, ProcessPoolBackend
+    from registry.importer import ImportOptions, run_import
     from registry.photos import PhotoSource, open_photos
     from registry.reader import read_registry
     from registry.store import SqlStore
@@ -110,8 +118,8 @@ def _cmd_import(args: argparse.Namespace) -> int:
             "--server/--token: uploading through the API is not supported yet (the admin "
             "import endpoint does not exist); run the import on the server host with --db"
         )
-    if args.threads < 1:
-        raise InputError("--threads must be at least 1")
+    if args.threads < 1 or args.workers < 1:
+        raise InputError("--threads and --workers must be at least 1")
     if args.report is not None:
         if args.report.suffix.lower() not in (".csv", ".json"):
             raise InputError(f"--report {args.report}: use a .csv or .json file name")
@@ -125,7 +133,11 @@ def _cmd_import(args: argparse.Namespace) -> int:
     store = SqlStore(url, migrate=not args.dry_run)
     threads = args.threads
 
-    def engine_factory() -> Enroller:
+    workers = args.workers
+
+    def engine_factory() -> Enroller | EnrolBackend:
+        if workers > 1:
+            return ProcessPoolBackend(workers, threads=threads)
         from edge.config import ModelConfig
         from edge.engine import FaceEngine
 

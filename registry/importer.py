@@ -12,14 +12,14 @@ enrolled again.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Protocol
 
 from edge.errors import EnrolmentError, LintelEdgeError
-from edge.types import EnrolledFace
+from registry.enrol import EnrolBackend, Enroller, Job, as_backend
 from registry.errors import InputError, PhotoError
 from registry.photos import PhotoSource
 from registry.reader import Sheet
@@ -36,14 +36,6 @@ from registry.store import (
 from registry.validate import OccupantRecord, validate_sheet
 
 log = logging.getLogger(__name__)
-
-
-class Enroller(Protocol):
-    """The face engine as the importer sees it (``edge.engine.FaceEngine`` fits)."""
-
-    model_id: str
-
-    def enrol(self, image: bytes, *, name: str | None = None) -> EnrolledFace: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,13 +133,14 @@ def run_import(
     options: ImportOptions,
     secret: bytes,
     photos: PhotoSource | None = None,
-    enroller: Callable[[], Enroller] | None = None,
+    enroller: Callable[[], Enroller | EnrolBackend] | None = None,
 ) -> ImportResult:
     """Import a read sheet into ``options.site``; see the module docstring.
 
-    ``enroller`` is a factory called only if some photo needs enrolling (loading
-    the face engine costs a second). Raises InputError for problems with the
-    input as a whole; row problems end up in the report.
+    ``enroller`` is a factory of an engine or an :class:`~registry.enrol.EnrolBackend`,
+    called only if some photo needs enrolling (loading the face engine costs a
+    second). Raises InputError for problems with the input as a whole; row
+    problems end up in the report.
     """
     snapshot = store.snapshot(options.site)
     run = _Run(sheet, snapshot, options, secret)
@@ -219,18 +212,18 @@ def _enrol_photos(
     records: list[OccupantRecord],
     matched: dict[int, StoredOccupant | None],
     photos: PhotoSource | None,
-    enroller_factory: Callable[[], Enroller] | None,
+    enroller_factory: Callable[[], Enroller | EnrolBackend] | None,
 ) -> tuple[dict[int, NewFace], str]:
     """Read every row's photo and enrol the new or changed ones (with a progress bar)."""
     from tqdm import tqdm
 
     site_model = run.snapshot.model_id
     with_photo = [(r, r.photo) for r in records if r.photo]
-    faces: dict[int, NewFace] = {}
-    engine: Enroller | None = None
-    model_id = site_model or ""
     if with_photo and photos is None:
         raise InputError("the file names photos; give the folder or zip with --photos")
+    by_row = {r.row: r for r, _ in with_photo}
+    hashes: dict[int, str] = {}
+    faces: dict[int, NewFace] = {}
     bar = tqdm(
         total=len(with_photo),
         unit="photo",
@@ -239,15 +232,17 @@ def _enrol_photos(
         disable=not run.options.progress or not with_photo,
         dynamic_ncols=True,
     )
-    try:
+
+    def pending() -> Iterator[Job]:
+        """Photos that need the engine; unreadable and unchanged ones are settled here."""
         for record, photo in with_photo:
-            bar.update(1)
             if photos is None:
-                break
+                return
             try:
                 data = photos.read(photo)
             except PhotoError as exc:
                 run.issue(record, "photo", "bad_photo", str(exc))
+                bar.update(1)
                 continue
             sha = hashlib.sha256(data).hexdigest()
             stored = matched.get(record.row)
@@ -256,21 +251,30 @@ def _enrol_photos(
                 and stored.photo_sha256 == sha
                 and (site_model is None or stored.template_model_id == site_model)
             ):
-                continue  # the same photo is already enrolled with the site's model
-            if engine is None:
-                engine = _load_engine(enroller_factory, site_model)
-                model_id = engine.model_id
-            try:
-                face = engine.enrol(data, name=photo)
-            except EnrolmentError as exc:
-                run.issue(record, "photo", exc.reason, str(exc))
+                bar.update(1)  # the same photo is already enrolled with the site's model
                 continue
-            faces[record.row] = NewFace(
-                embedding=face.embedding,
-                model_id=face.model_id,
-                quality=face.quality.score,
-                photo_sha256=sha,
-            )
+            hashes[record.row] = sha
+            yield Job(record.row, photo, data)
+
+    model_id = site_model or ""
+    try:
+        jobs = pending()
+        first = next(jobs, None)
+        if first is not None:
+            backend = _load_backend(enroller_factory, site_model)
+            model_id = backend.model_id
+            for job, outcome in backend.run(itertools.chain([first], jobs)):
+                bar.update(1)
+                record = by_row[job.key]
+                if isinstance(outcome, EnrolmentError):
+                    run.issue(record, "photo", outcome.reason, str(outcome))
+                    continue
+                faces[job.key] = NewFace(
+                    embedding=outcome.embedding,
+                    model_id=outcome.model_id,
+                    quality=outcome.quality,
+                    photo_sha256=hashes[job.key],
+                )
     finally:
         bar.close()
     if not model_id:
@@ -278,19 +282,21 @@ def _enrol_photos(
     return faces, model_id
 
 
-def _load_engine(factory: Callable[[], Enroller] | None, site_model: str | None) -> Enroller:
+def _load_backend(
+    factory: Callable[[], Enroller | EnrolBackend] | None, site_model: str | None
+) -> EnrolBackend:
     if factory is None:
         raise InputError("photos need enrolling but no face engine is available")
     try:
-        engine = factory()
+        backend = as_backend(factory())
     except LintelEdgeError as exc:
         raise InputError(f"cannot load the face engine: {exc}") from None
-    if site_model is not None and engine.model_id != site_model:
+    if site_model is not None and backend.model_id != site_model:
         raise InputError(
             f"the site's gallery uses model {site_model!r} but the face engine is "
-            f"{engine.model_id!r}; templates of another model never reach its edges"
+            f"{backend.model_id!r}; templates of another model never reach its edges"
         )
-    return engine
+    return backend
 
 
 def _bundled_model_id() -> str:

@@ -259,3 +259,33 @@ def test_external_id_and_id_number_of_two_different_people(
     assert (row, column, reason) == (2, "证件号码", "conflict")
     assert "E2" in result.report.issues[0].message
     assert result.report.summary.updated == 0
+
+
+def test_process_pool_gives_the_same_templates(
+    store: SqlStore, engine: FaceEngine, photo_dir: Path, tmp_path: Path
+) -> None:
+    from registry.enrol import ProcessPoolBackend
+
+    rows = [*ROWS, f"孙七,{make_id(5)},,3-2-1206,业主,,two.jpg,E5\n"]
+    sheet = read_csv_bytes((HEADER + "".join(rows)).encode("gbk"), "reg.csv")
+    result = run_import(
+        sheet,
+        store=store,
+        options=ImportOptions(site="幸福小区", partial=True),
+        secret=SECRET,
+        photos=FolderSource(photo_dir),
+        enroller=lambda: ProcessPoolBackend(2, threads=1),
+    )
+    assert (result.report.summary.created, result.report.summary.failed) == (4, 1)
+    assert [i.reason for i in result.report.issues] == ["several_faces"]
+    # Same photos through the in-process engine: the same embeddings.
+    with store.engine.connect() as conn:
+        stored = dict(
+            conn.execute(
+                select(Occupant.external_id, FaceTemplate.embedding).join(
+                    FaceTemplate, FaceTemplate.occupant_id == Occupant.id
+                )
+            ).all()
+        )
+    direct = engine.enrol((photo_dir / "hanks.jpg").read_bytes()).embedding
+    assert np.allclose(np.frombuffer(stored["E4"], dtype="<f4"), direct, atol=1e-5)

@@ -1,0 +1,166 @@
+"""Enrolment backends: the face engine in this process, or a pool of worker processes.
+
+A registry of 10,000 photos is CPU-bound on the face engine; on a server with
+more cores, several processes (each with its own ONNX Runtime sessions) scale
+almost linearly where more intra-op threads do not. Both backends take a
+*stream* of jobs and keep only a bounded window of photos in memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from edge.errors import EnrolmentError
+from edge.types import EnrolledFace
+from registry.errors import InputError
+
+log = logging.getLogger(__name__)
+
+
+class Enroller(Protocol):
+    """The face engine as the importer sees it (``edge.engine.FaceEngine`` fits)."""
+
+    model_id: str
+
+    def enrol(self, image: bytes, *, name: str | None = None) -> EnrolledFace: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One photo to enrol; ``key`` is the importer's (the row number)."""
+
+    key: int
+    name: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Enrolled:
+    """What the importer keeps of an enrolled face (picklable across processes)."""
+
+    embedding: np.ndarray
+    quality: float
+    model_id: str
+
+
+Outcome = Enrolled | EnrolmentError
+
+
+@runtime_checkable
+class EnrolBackend(Protocol):
+    model_id: str
+
+    def run(self, jobs: Iterable[Job]) -> Iterator[tuple[Job, Outcome]]:
+        """Enrol every job; yields each job with its face or its EnrolmentError."""
+        ...
+
+
+class InProcessBackend:
+    """One engine in this process (the default; best on a 2-core box)."""
+
+    def __init__(self, engine: Enroller) -> None:
+        self.engine = engine
+        self.model_id = engine.model_id
+
+    def run(self, jobs: Iterable[Job]) -> Iterator[tuple[Job, Outcome]]:
+        for job in jobs:
+            try:
+                face = self.engine.enrol(job.data, name=job.name)
+            except EnrolmentError as exc:
+                yield job, exc
+                continue
+            yield job, Enrolled(face.embedding, face.quality.score, face.model_id)
+
+
+def as_backend(obj: Enroller | EnrolBackend) -> EnrolBackend:
+    """Wrap a bare engine in :class:`InProcessBackend`."""
+    if isinstance(obj, EnrolBackend):
+        return obj
+    return InProcessBackend(obj)
+
+
+# --------------------------------------------------------------- process pool
+
+_worker_engine: Enroller | None = None
+
+
+def _worker_init(pack: str, threads: int) -> None:
+    global _worker_engine
+    from edge.config import ModelConfig
+    from edge.engine import FaceEngine
+
+    _worker_engine = FaceEngine.load(ModelConfig(pack=pack, threads=threads))
+
+
+def _worker_enrol(data: bytes, name: str) -> tuple[str, object, object, object]:
+    # EnrolmentError does not survive pickling (its __init__ takes two
+    # arguments), so outcomes cross the process boundary as plain tuples.
+    if _worker_engine is None:
+        raise RuntimeError("worker engine not initialised")
+    try:
+        face = _worker_engine.enrol(data, name=name)
+    except EnrolmentError as exc:
+        return ("error", exc.reason, str(exc), None)
+    return ("ok", face.embedding, face.quality.score, face.model_id)
+
+
+def _outcome(result: tuple[str, object, object, object]) -> Outcome:
+    kind, a, b, c = result
+    if kind == "error":
+        return EnrolmentError(str(a), str(b))
+    if not isinstance(a, np.ndarray) or not isinstance(b, float) or not isinstance(c, str):
+        raise TypeError("malformed result from an enrolment worker")
+    return Enrolled(a, b, c)
+
+
+class ProcessPoolBackend:
+    """``workers`` processes, each with its own engine of ``threads`` intra-op threads."""
+
+    def __init__(self, workers: int, threads: int = 1, pack: str = "buffalo_s") -> None:
+        from edge.errors import LintelEdgeError
+        from edge.models import resolve_pack
+
+        if workers < 2:
+            raise ValueError("a process pool needs at least 2 workers; use InProcessBackend")
+        try:
+            # Resolved here (cheap, no ONNX Runtime) so the site's model can be
+            # checked before any worker starts.
+            self.model_id = resolve_pack(pack).model_id
+        except LintelEdgeError as exc:
+            raise InputError(f"cannot load the face engine: {exc}") from None
+        self.workers = workers
+        self.threads = threads
+        self.pack = pack
+
+    def run(self, jobs: Iterable[Job]) -> Iterator[tuple[Job, Outcome]]:
+        # spawn, not fork: a forked child would inherit whatever threads (ONNX
+        # Runtime, tqdm's monitor) the parent happens to run.
+        context = multiprocessing.get_context("spawn")
+        window: deque[tuple[Job, Future[tuple[str, object, object, object]]]] = deque()
+        limit = 4 * self.workers  # bounded: photos are not all held in memory
+        try:
+            with ProcessPoolExecutor(
+                max_workers=self.workers,
+                mp_context=context,
+                initializer=_worker_init,
+                initargs=(self.pack, self.threads),
+            ) as pool:
+                for job in jobs:
+                    window.append((job, pool.submit(_worker_enrol, job.data, job.name)))
+                    if len(window) >= limit:
+                        done, future = window.popleft()
+                        yield done, _outcome(future.result())
+                while window:
+                    done, future = window.popleft()
+                    yield done, _outcome(future.result())
+        except BrokenProcessPool as exc:
+            raise InputError(f"an enrolment worker died (model load or memory?): {exc}") from None
