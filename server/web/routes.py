@@ -93,8 +93,16 @@ class WebRoute(APIRoute):
                     minutes=max(1, (exc.retry_after_s + 59) // 60),
                 )
             except LintelError as exc:
-                key = {401: "error.login_required", 403: "error.forbidden", 404: "error.not_found"}
-                return error_page(request, exc.status_code, key.get(exc.status_code, exc.detail))
+                key = {
+                    401: "error.login_required",
+                    403: "error.forbidden",
+                    404: "error.not_found",
+                    409: "error.conflict",
+                }.get(exc.status_code, "error.bad_request")
+                # 404/403 say nothing more (another site's objects do not exist);
+                # a refused action shows the service's reason.
+                detail = exc.detail if exc.status_code in (409, 422) else None
+                return error_page(request, exc.status_code, key, detail=detail)
             except RequestValidationError:
                 return error_page(request, 422, "error.bad_request")
 
@@ -254,9 +262,10 @@ def error_page(
     message_key: str,
     *,
     headers: Mapping[str, str] | None = None,
+    detail: str | None = None,
     **values: Any,
 ) -> Response:
-    """A small error page in the request's language."""
+    """A small error page in the request's language (``detail``: the service's words)."""
     return page(
         request,
         "error.html",
@@ -265,6 +274,7 @@ def error_page(
         headers=headers,
         status_code=status,
         message_key=message_key,
+        detail=detail,
         values=values,
     )
 
