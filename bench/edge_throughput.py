@@ -62,7 +62,11 @@ class Walkin:
 
     track: Track
     votes: Counter[str | None] = field(default_factory=Counter)
-    usable: bool = False
+    usable_frames: list[int] = field(default_factory=list)
+
+    @property
+    def usable(self) -> bool:
+        return bool(self.usable_frames)
 
     @property
     def identity(self) -> str | None:
@@ -91,6 +95,7 @@ class Row:
     agree: int
     ours_identities: dict[str, int]
     base_identities: dict[str, int]
+    lost: list[str]
 
     @property
     def ratio(self) -> float:
@@ -161,8 +166,8 @@ def run_baseline(
         for det, crop, name, track in zip(dets, aligned, names, tracks, strict=True):
             c = clusters.setdefault(track.track_id, Walkin(track))
             c.votes[name] += 1
-            if not c.usable and engine.quality(frame.image, det, aligned=crop).usable:
-                c.usable = True
+            if engine.quality(frame.image, det, aligned=crop).usable:
+                c.usable_frames.append(frame.index)
         done.extend(clusters.pop(t.track_id) for t in ended if t.track_id in clusters)
         bookkeeping += time.process_time() - b0
     cpu = time.process_time() - t0 - bookkeeping
@@ -174,8 +179,8 @@ def run_baseline(
 
 def compare(
     walkins: list[Walkin], ours: list[TrackResult], boxes: dict[int, dict[int, BBox]], fps: float
-) -> tuple[int, int, int]:
-    """(walk-ins, found, agree); see the module docstring.
+) -> tuple[int, int, int, list[str]]:
+    """(walk-ins, found, agree, notes on the lost ones); see the module docstring.
 
     Found: one of our reported tracks has a box with IoU >= 0.3 to the
     cluster's box in the same frame (our frames are a sample of the baseline's).
@@ -186,6 +191,7 @@ def compare(
         if w.usable and (w.track.end_frame - w.track.start_frame + 1) / fps >= MIN_WALKIN_S
     ]
     found = agree = 0
+    lost: list[str] = []
     for w in real:
         theirs = dict(w.track.boxes)
         best: TrackResult | None = None
@@ -199,7 +205,13 @@ def compare(
         if best is not None:
             found += 1
             agree += best.identity == w.identity
-    return len(real), found, agree
+        else:
+            u = w.usable_frames
+            lost.append(
+                f"frames {w.track.start_frame}-{w.track.end_frame}: usable in {len(u)} of "
+                f"{w.track.hits} frames ({u[0]}-{u[-1]})"
+            )
+    return len(real), found, agree, lost
 
 
 def load_gallery(arg: Path | None, engine: FaceEngine, tmp: Path) -> Gallery:
@@ -245,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
             video_s = n / fps
             results, pipe = run_ours(engine, gallery, path, config)
             base_cpu, base_frames, base_emb, clusters = run_baseline(engine, gallery, path, config)
-            walkins, found, agree = compare(clusters, results, pipe.boxes, fps)
+            walkins, found, agree, lost = compare(clusters, results, pipe.boxes, fps)
             rows.append(
                 Row(
                     video=path.name,
@@ -268,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
                     agree=agree,
                     ours_identities=dict(Counter(str(r.identity) for r in results)),
                     base_identities=dict(Counter(str(w.identity) for w in clusters if w.usable)),
+                    lost=lost,
                 )
             )
             print(f"done {path.name}", file=sys.stderr)
@@ -293,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{r.video}: identities ours {{{fmt_ids(r.ours_identities)}}}; "
             f"baseline clusters with a usable face {{{fmt_ids(r.base_identities)}}}"
         )
+        for note in r.lost:
+            print(f"  lost walk-in: {note}")
     if args.json:
         args.json.write_text(
             json.dumps([asdict(r) | {"ratio": r.ratio} for r in rows], indent=2) + "\n"

@@ -7,8 +7,10 @@ fusion -> gallery match -> :class:`TrackResult`.
 
 Cost model (why it is cheap): an idle entrance costs decode + a 160 px
 grayscale difference per analysed frame; the detector runs only when
-something moves or a track is alive; the recogniser runs once per track (one
-batch of <= k crops), never per frame. Faces that fail the quality gate still
+something moves, or while a track is alive (every analysed frame while
+there is motion, once a second when nothing moves, so a poster's face cannot
+keep it busy); the recogniser runs once per track (one batch of <= k crops),
+never per frame. Faces that fail the quality gate still
 feed the tracker (so a person is one track from far away to close up) but are
 never embedded.
 """
