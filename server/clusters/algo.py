@@ -156,17 +156,18 @@ class Clusterer:
         self._alias: dict[int, int] = {}
         self._next = max(self._clusters, default=0) + 1
         self._new_id = new_id
-        # Row-major arrays of the live clusters' centroids (n, d) and exemplars
-        # (n, max_exemplars, d), grown in place (capacity doubling) so one add costs
-        # two matrix-vector products, not a rebuild; merges (rare) rebuild them.
-        # Unused exemplar slots repeat the cluster's first exemplar, so a max over
-        # the slots needs no mask. Memory: ~(1 + max_exemplars) * d * 4 bytes per
-        # cluster (18 KiB at 512-d and 8 exemplars).
+        # Row-major arrays, grown in place (capacity doubling) so one add costs two
+        # matrix-vector products, not a rebuild; merges (rare) rebuild them:
+        # centroids (n, d) and all exemplars flat (m, d) with their owner row. Flat,
+        # not padded to max_exemplars: most clusters are one-sighting strangers, and
+        # the products are memory-bound, so padding would read 8x the bytes.
         self._row: dict[int, int] = {}
         self._ids = np.zeros(0, dtype=np.int64)
         self._cent = np.zeros((0, 0), dtype=np.float32)
-        self._ex = np.zeros((0, 0, 0), dtype=np.float32)
         self._n = 0
+        self._ex = np.zeros((0, 0), dtype=np.float32)
+        self._owner = np.zeros(0, dtype=np.int64)
+        self._m = 0
         self._rebuild()
 
     # -- queries ---------------------------------------------------------------
@@ -183,10 +184,17 @@ class Clusterer:
 
     def scores(self, embedding: Vector) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
         """(cluster ids ascending, score of each) for one normalised embedding."""
-        n = self._n
+        n, m = self._n, self._m
         if n == 0:
             return self._ids[:0], np.zeros(0, dtype=np.float32)
-        best = np.maximum(self._cent[:n] @ embedding, (self._ex[:n] @ embedding).max(axis=1))
+        best = self._cent[:n] @ embedding
+        if m:
+            ex_sims = self._ex[:m] @ embedding
+            owner = self._owner[:m]
+            # Only exemplars that beat their cluster's centroid change anything; they
+            # are few, so the unbuffered ufunc.at runs on a handful of elements.
+            better = ex_sims > best[owner]
+            np.maximum.at(best, owner[better], ex_sims[better])
         return self._ids[:n], best
 
     # -- updates ---------------------------------------------------------------
@@ -226,7 +234,7 @@ class Clusterer:
         row = self._row[c.id]
         self._cent[row] = c.centroid
         if self._maybe_exemplar(c, e):
-            self._set_exemplar(row, len(c.exemplars) - 1, e)
+            self._append_exemplar(row, e)
 
     def _maybe_exemplar(self, c: ClusterState, e: Vector) -> bool:
         """Add ``e`` to the cluster's exemplars if it is new enough; True if added."""
@@ -271,12 +279,12 @@ class Clusterer:
         """Rebuild the matrices from the live clusters (at start and after a merge)."""
         self._row = {}
         self._n = 0
+        self._m = 0
         for c in self._clusters.values():
             self._append_row(c)
 
     def _append_row(self, c: ClusterState) -> None:
         dim = c.total.shape[0]
-        k = self.params.max_exemplars
         if self._cent.shape[1] != dim:
             if self._n:
                 raise ValueError(
@@ -284,24 +292,28 @@ class Clusterer:
                 )
             self._cent = np.zeros((16, dim), dtype=np.float32)
             self._ids = np.zeros(16, dtype=np.int64)
-            self._ex = np.zeros((16, k, dim), dtype=np.float32)
+            self._ex = np.zeros((64, dim), dtype=np.float32)
+            self._owner = np.zeros(64, dtype=np.int64)
         if self._n == len(self._ids):
             self._cent = np.concatenate([self._cent, np.zeros_like(self._cent)])
             self._ids = np.concatenate([self._ids, np.zeros_like(self._ids)])
-            self._ex = np.concatenate([self._ex, np.zeros_like(self._ex)])
         row = self._n
         self._cent[row] = c.centroid
         self._ids[row] = c.id
         self._row[c.id] = row
         self._n += 1
         # Stored clusters may hold more exemplars than a lowered max_exemplars allows.
-        del c.exemplars[k:]
-        self._ex[row, :] = c.exemplars[0]
-        for slot, ex in enumerate(c.exemplars):
-            self._set_exemplar(row, slot, ex)
+        del c.exemplars[self.params.max_exemplars :]
+        for ex in c.exemplars:
+            self._append_exemplar(row, ex)
 
-    def _set_exemplar(self, row: int, slot: int, e: Vector) -> None:
-        self._ex[row, slot] = e
+    def _append_exemplar(self, row: int, e: Vector) -> None:
+        if self._m == len(self._owner):
+            self._ex = np.concatenate([self._ex, np.zeros_like(self._ex)])
+            self._owner = np.concatenate([self._owner, np.zeros_like(self._owner)])
+        self._ex[self._m] = e
+        self._owner[self._m] = row
+        self._m += 1
 
 
 def cluster_all(
