@@ -33,6 +33,7 @@ import numpy as np
 from edge.config import ModelConfig
 from edge.engine import FaceEngine, read_image
 from edge.errors import EnrolmentError
+from registry.enrol import EnrolBackend, InProcessBackend, ProcessPoolBackend
 from registry.idnumber import check_char
 from registry.importer import ImportOptions, run_import
 from registry.photos import open_photos
@@ -166,6 +167,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=10_000, help="occupants (default 10000)")
     parser.add_argument("--threads", type=int, default=min(4, os.cpu_count() or 1))
+    parser.add_argument(
+        "--workers", type=int, default=1, help="enrolment processes (default 1: in-process)"
+    )
     parser.add_argument("--workdir", type=Path, help="keep the generated files here")
     parser.add_argument("--db", help="database URL (default: SQLite in the workdir)")
     args = parser.parse_args()
@@ -185,6 +189,11 @@ def main() -> None:
         validated = validate_sheet(sheet, SECRET)
         validate_s = time.perf_counter() - t0
 
+        def backend() -> EnrolBackend:
+            if args.workers > 1:
+                return ProcessPoolBackend(args.workers, threads=args.threads)
+            return InProcessBackend(engine)
+
         db = args.db or f"sqlite:///{workdir / 'bench.sqlite3'}"
         store = TimedStore(SqlStore(db))
         photos = open_photos(photos_path)
@@ -199,7 +208,7 @@ def main() -> None:
                     options=ImportOptions(site="bench", partial=True),
                     secret=SECRET,
                     photos=photos,
-                    enroller=lambda: engine,
+                    enroller=backend,
                 )
                 results.append((label, time.perf_counter() - t0, store.write_s, result))
         finally:
@@ -209,7 +218,8 @@ def main() -> None:
     n = len(sheet.rows)
     print(
         f"\nregistry import benchmark: {n} occupants, photos from {n_faces} packaged faces, "
-        f"{args.threads} ORT threads, {os.cpu_count()} CPUs, db {db.split(':')[0]}"
+        f"{args.workers} worker(s) x {args.threads} ORT threads, {os.cpu_count()} CPUs, "
+        f"db {db.split(':')[0]}"
     )
     print(
         f"input generation (not timed as import): {gen_s:.1f} s; "
