@@ -61,6 +61,9 @@ def pg_factory() -> Iterator[Callable[[], str]]:
     try:
         conn, user = _pg_admin()
     except Exception as exc:  # any failure means: no PostgreSQL here
+        if os.environ.get("LINTEL_REQUIRE_POSTGRES"):
+            # CI sets this: there a missing PostgreSQL is a broken setup, not a skip.
+            pytest.fail(f"LINTEL_REQUIRE_POSTGRES is set but PostgreSQL is unreachable: {exc}")
         pytest.skip(
             f"PostgreSQL not reachable on {PG_HOST}:{PG_PORT} ({exc}); "
             "skipping the PostgreSQL half of the server tests"

@@ -7,6 +7,7 @@ written to ``artifacts/screenshots/`` (gitignored) for review.
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import threading
@@ -36,6 +37,9 @@ LAUNCH_ARGS = [
     "--no-first-run",
 ]
 
+if not CHROMIUM.exists() and os.environ.get("LINTEL_REQUIRE_BROWSER"):
+    # CI sets this: there a missing browser is a broken setup, not a skip.
+    raise RuntimeError("LINTEL_REQUIRE_BROWSER is set but /usr/bin/chromium is missing")
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(),
     reason="needs Debian's chromium at /usr/bin/chromium (apt install chromium)",
