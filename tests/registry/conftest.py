@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -82,3 +84,57 @@ def photo_dir(tmp_path: Path, photo_bytes: dict[str, bytes]) -> Path:
     for name, data in photo_bytes.items():
         (folder / name).write_bytes(data)
     return folder
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A migrated PostgreSQL database of this test session (dropped at the end)."""
+    import psycopg
+
+    from server.db import make_engine, upgrade
+
+    host = os.environ.get("LINTEL_TEST_PG_HOST", "127.0.0.1")
+    port = int(os.environ.get("LINTEL_TEST_PG_PORT", "5432"))
+    admin = None
+    for user in ("postgres", "root"):
+        try:
+            admin = psycopg.connect(
+                host=host,
+                port=port,
+                dbname="postgres",
+                user=user,
+                autocommit=True,
+                connect_timeout=3,
+            )
+            break
+        except psycopg.OperationalError:
+            continue
+    if admin is None:
+        pytest.skip(f"PostgreSQL not reachable on {host}:{port}")
+    name = f"lintel_registry_test_{secrets.token_hex(6)}"
+    admin.execute(f'CREATE DATABASE "{name}"')
+    url = f"postgresql+psycopg://{user}@{host}:{port}/{name}"
+    engine = make_engine(url)
+    upgrade(engine)
+    engine.dispose()
+    try:
+        yield url
+    finally:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+def empty_tables(url: str) -> None:
+    """Delete every row (children first), keeping the migrated schema."""
+    from sqlalchemy import MetaData
+
+    from server.db import make_engine
+
+    engine = make_engine(url)
+    meta = MetaData()
+    meta.reflect(engine)
+    with engine.begin() as conn:
+        for table in reversed(meta.sorted_tables):
+            if table.name != "alembic_version":
+                conn.execute(table.delete())
+    engine.dispose()

@@ -19,7 +19,7 @@ from registry.store import SqlStore
 from server.audit.models import AuditEvent
 from server.occupants.models import FaceTemplate, Occupant
 from server.sites.models import Site, Unit
-from tests.registry.conftest import SECRET
+from tests.registry.conftest import SECRET, empty_tables
 
 HEADER = "姓名,证件号码,手机,地址或房号,身份,入住日期,照片,外部编号\n"
 
@@ -37,11 +37,21 @@ ROWS = [
 ]
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqlStore]:
-    s = SqlStore(f"sqlite:///{tmp_path / 'lintel.sqlite3'}")
-    yield s
-    s.close()
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlStore]:
+    """A migrated, empty database: a fresh SQLite file, or the session's PostgreSQL one."""
+    if request.param == "sqlite":
+        s = SqlStore(f"sqlite:///{tmp_path / 'lintel.sqlite3'}")
+        yield s
+        s.close()
+        return
+    url = request.getfixturevalue("pg_url")
+    s = SqlStore(url, migrate=False)
+    try:
+        yield s
+    finally:
+        s.close()
+        empty_tables(url)
 
 
 def _import(
@@ -119,8 +129,9 @@ def test_first_import_then_idempotent_reimport(
 
 
 def test_plain_id_numbers_never_reach_the_database(
-    store: SqlStore, engine: FaceEngine, photo_dir: Path, tmp_path: Path
+    engine: FaceEngine, photo_dir: Path, tmp_path: Path
 ) -> None:
+    store = SqlStore(f"sqlite:///{tmp_path / 'lintel.sqlite3'}")
     _import(store, engine, photo_dir, ROWS)
     store.close()
     raw = b"".join(p.read_bytes() for p in tmp_path.glob("lintel.sqlite3*"))
