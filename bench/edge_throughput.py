@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -45,12 +46,15 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import cv2  # noqa: E402
+
 from edge.capture import VideoSource  # noqa: E402
 from edge.engine import FaceEngine  # noqa: E402
 from edge.gallery import Gallery, image_files  # noqa: E402
 from edge.pipeline import Pipeline, PipelineConfig, TrackResult, sample_every_for  # noqa: E402
 from edge.tracker import IoUTracker, Track, iou  # noqa: E402
 from edge.types import BBox  # noqa: E402
+from edge.videogen import background  # noqa: E402
 
 DEFAULT_EVAL = REPO.parent / "shared" / "eval"
 MIN_WALKIN_S = 0.5
@@ -227,6 +231,47 @@ def load_gallery(arg: Path | None, engine: FaceEngine, tmp: Path) -> Gallery:
     return Gallery.from_folder(folder, engine)
 
 
+def make_idle_1080p(folder: Path, seconds: float = 10.0) -> Path | None:
+    """An empty-entrance H.264 1080p25 clip (videogen's background + sensor-like noise).
+
+    OpenCV's wheel has no H.264 writer, so this needs the ``ffmpeg`` CLI; None without it.
+    """
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        return None
+    still = folder / "idle.png"
+    cv2.imwrite(str(still), background(1920, 1080))
+    out = folder / "idle_1080p_h264.mp4"
+    subprocess.run(
+        [
+            ffmpeg,
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-loop",
+            "1",
+            "-i",
+            str(still),
+            "-t",
+            str(seconds),
+            "-r",
+            "25",
+            "-vf",
+            "noise=alls=4:allf=t,format=yuv420p",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-crf",
+            "23",
+            str(out),
+        ],
+        check=True,
+    )
+    return out
+
+
 def fmt_ids(ids: dict[str, int]) -> str:
     return ", ".join(f"{k}:{v}" for k, v in sorted(ids.items())) or "-"
 
@@ -238,6 +283,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
     ap.add_argument("--analyse-fps", type=float, default=None)
     ap.add_argument("--det-size", type=int, default=None)
+    ap.add_argument(
+        "--idle-1080p",
+        action="store_true",
+        help="also measure a synthetic empty-entrance 1080p25 H.264 clip (needs ffmpeg)",
+    )
     args = ap.parse_args(argv)
     videos = args.videos or sorted((DEFAULT_EVAL / "video").glob("*.mp4"))
     if not videos:
@@ -252,6 +302,12 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     with tempfile.TemporaryDirectory() as tmp:
         gallery = load_gallery(args.gallery, engine, Path(tmp))
+        if args.idle_1080p:
+            idle = make_idle_1080p(Path(tmp))
+            if idle is None:
+                print("no ffmpeg: skipping --idle-1080p", file=sys.stderr)
+            else:
+                videos = [*videos, idle]
         for path in videos:
             decode, grab, n, fps, res = decode_cost(path)
             video_s = n / fps

@@ -288,8 +288,7 @@ class Pipeline:
         """Open ``source`` (unless given open), analyse it and yield results as tracks end.
 
         Raises :class:`~edge.errors.CaptureError` for a source that cannot be
-        opened or read. ``stats`` is up to date after every yielded result and
-        at the end.
+        opened or read. ``stats`` is up to date after every analysed frame.
         """
         src = (
             source if isinstance(source, VideoSource) else VideoSource(source, reconnect=reconnect)
@@ -301,9 +300,8 @@ class Pipeline:
             self.stats.sample_every = sample_every_for(src.fps, self.config.analyse_fps)
             for frame in src.frames(self.stats.sample_every):
                 results = self.process(frame)
-                if results:
-                    self._sync_stats(src, cpu0, wall0)
-                    yield from results
+                self._sync_stats(src, cpu0, wall0)  # ~1 us: a daemon may read stats any time
+                yield from results
             results = self.flush()
             self._sync_stats(src, cpu0, wall0)
             yield from results
