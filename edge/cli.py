@@ -52,8 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="check the config file, print the problems (file:line: key: why) and exit",
     )
 
-    p = sub.add_parser("demo", help="build a sample gallery and video, then replay it")
+    p = sub.add_parser(
+        "demo", help="seed a sample site, run server + edge on generated video, serve the queue"
+    )
     p.add_argument("--workdir", type=Path, default=Path("var/demo"))
+    p.add_argument("--port", type=int, default=8000, help="server port (another if busy)")
+    p.add_argument(
+        "--no-serve", action="store_true", help="exit after seeding and checking the cases"
+    )
     _add_model_args(p)
     return parser
 

@@ -706,8 +706,14 @@ class EdgeDaemon:
                 os._exit(128 + signum)
             self._signalled = signum  # the main loop sees it within one tick
 
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            return self._run()
+        finally:
+            for sig, handler in previous.items():  # an embedding program (the demo) goes on
+                signal.signal(sig, handler)
+
+    def _run(self) -> int:
         self.start()
         log.info(
             "edge daemon %s running: %d camera(s), model %s, version %s",

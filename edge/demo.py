@@ -1,108 +1,266 @@
-"""``lintel-edge demo``: a self-contained run of the edge pipeline, in seconds.
+"""``lintel-edge demo``: the whole system on one machine, from nothing, in about a minute.
 
-Builds a gallery of two "occupants" (plus a distractor) from photos that the
-installed packages ship, synthesises an entrance video in which the occupants
-and two strangers walk in (two of them side by side), replays it through the
-pipeline and prints each walk-in next to what the pipeline made of it.
-Exit code 0 when every walk-in got exactly one track with the right answer.
+1. writes a sample registry (CSV + photos from the installed packages) and
+   imports it with ``lintel-registry import`` into a fresh SQLite server;
+2. registers an edge device and a manager login with ``lintel-server``;
+3. generates five evenings of entrance video (:mod:`edge.demo_site`):
+   registered residents, two unregistered residents, a guest and a courier;
+4. starts ``lintel-server run`` and runs the edge daemon (the same
+   :class:`~edge.daemon.EdgeDaemon` as ``lintel-edge run``, one run per
+   evening, each clip stamped with its evening's time) against it over HTTP;
+5. runs the clustering worker once, checks the cases, and leaves the server
+   (web queue at ``/web``) and a worker running until Ctrl-C, printing the URL
+   and the login.
+
+``--no-serve`` stops after the check (exit 0 when the expected cases opened).
+Every generated file lives in ``--workdir`` (wiped at the start).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
-from edge.pipeline import Pipeline, TrackResult
-from edge.videogen import GeneratedVideo, WalkIn, make_video, write_gallery
+import httpx
 
-OCCUPANTS = ("t1_p3", "yao_ming")
-DISTRACTOR = "t1_p6"  # enrolled, never walks in
-STRANGERS = ("t1_p1", "t1_p4")
+from edge.errors import LintelEdgeError
 
-
-def demo_walkins(fps: float) -> list[WalkIn]:
-    """Occupant, stranger, then an occupant and a stranger side by side."""
-    walk, gap = round(1.8 * fps), round(1.2 * fps)
-    t = round(1.0 * fps)
-    left = ((0.25, 0.35), (0.3, 0.5))
-    right = ((0.75, 0.35), (0.7, 0.5))
-    out = [WalkIn(OCCUPANTS[0], t, t + walk - 1, *left)]
-    t += walk + gap
-    out.append(WalkIn(STRANGERS[0], t, t + walk - 1, *right))
-    t += walk + gap
-    out.append(WalkIn(OCCUPANTS[1], t, t + walk - 1, *left, mirror=False))
-    out.append(WalkIn(STRANGERS[1], t, t + walk - 1, *right, mirror=False))
-    return out
+DEVICE = "demo-edge"
+CAMERA = "main-gate"
+MANAGER = "manager"
+PASSWORD = "lintel-demo-2026"
 
 
-def assign(
-    video: GeneratedVideo, results: Sequence[TrackResult]
-) -> list[tuple[WalkIn, list[TrackResult]]]:
-    """For each walk-in, the tracks that overlap it in time and sit on its side."""
-    out = []
-    for wi in video.walkins:
-        mine = []
-        for r in results:
-            if r.start_frame > wi.end_frame or wi.start_frame > r.end_frame:
+class DemoError(LintelEdgeError):
+    """A demo step failed (names the step and shows its output)."""
+
+
+def _say(text: str) -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def _port(wanted: int) -> int:
+    """``wanted`` if free on 127.0.0.1, else any free port."""
+    for port in (wanted, 0):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
                 continue
-            cx = (r.bbox.x1 + r.bbox.x2) / 2 / video.width
-            if abs(cx - wi.to_xy[0]) < 0.25:
-                mine.append(r)
-        out.append((wi, mine))
-    return out
+            return int(s.getsockname()[1])
+    raise DemoError("no free TCP port on 127.0.0.1")
+
+
+class Demo:
+    """The demo's processes and paths (one instance per run)."""
+
+    def __init__(self, workdir: Path, *, port: int) -> None:
+        self.workdir = workdir.resolve()
+        self.server_dir = self.workdir / "server"
+        self.edge_dir = self.workdir / "edge"
+        self.port = _port(port)
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            "LINTEL_DATA_DIR": str(self.server_dir),
+            "LINTEL_ENV": "dev",  # the built-in secret key is acceptable for a demo only
+        }
+        self.env.pop("LINTEL_DATABASE_URL", None)
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    # -- commands ------------------------------------------------------------
+    def cli(self, module: str, *args: str, stdin: str | None = None) -> str:
+        """Run ``python -m module args``; its stdout, or :class:`DemoError` with its output."""
+        cmd = [sys.executable, "-m", module, *args]
+        res = subprocess.run(
+            cmd, env=self.env, input=stdin, capture_output=True, text=True, check=False
+        )
+        if res.returncode != 0:
+            raise DemoError(
+                f"`{' '.join(cmd[2:])}` failed ({res.returncode}):\n{res.stdout}{res.stderr}"
+            )
+        return res.stdout
+
+    def start(self, module: str, *args: str, log: str) -> subprocess.Popen[bytes]:
+        with (self.workdir / log).open("ab") as fh:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", module, *args],
+                env=self.env,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+            )
+        self.procs.append(proc)
+        return proc
+
+    def wait_healthy(self, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                log = (self.workdir / "server.log").read_text(errors="replace")[-2000:]
+                raise DemoError(f"the server exited ({proc.returncode}):\n{log}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise DemoError(f"the server did not answer {self.url}/healthz in {timeout:.0f} s")
+
+    def close(self) -> None:
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+        self.procs.clear()
+
+
+def run_edge(demo: Demo, token: str, clips: Sequence[Any], *, model: str, threads: int) -> int:
+    """One daemon run per simulated evening (engine loaded once); sightings queued."""
+    from edge.client import LintelClient
+    from edge.config import ModelConfig
+    from edge.daemon import EdgeDaemon
+    from edge.daemon_config import EdgeConfig
+    from edge.engine import FaceEngine
+
+    engine = FaceEngine.load(ModelConfig(pack=model, threads=threads))
+    total = 0
+    for clip in clips:
+        config = EdgeConfig.model_validate(
+            {
+                "device": {"name": DEVICE, "data_dir": demo.edge_dir, "status_interval_s": 1},
+                "server": {"url": demo.url, "upload_interval_s": 0.5, "retry_max_s": 2},
+                "cameras": [
+                    {"name": CAMERA, "source": str(clip.video.path), "start_at": clip.start_at}
+                ],
+            }
+        )
+        client = LintelClient(demo.url, token, model_id=engine.model_id)
+        daemon = EdgeDaemon(config, engine=engine, client=client)
+        t0 = time.perf_counter()
+        daemon.run_forever()  # ends when the clip has ended and the outbox is empty
+        status = json.loads(daemon.status_path.read_text())
+        tracks = status["cameras"][CAMERA]["tracks"]
+        total += tracks
+        _say(
+            f"  {clip.start_at:%a %Y-%m-%d %H:%M}  {len(clip.people)} walk-ins -> {tracks} "
+            f"sightings, outbox {status['outbox']['depth']} left  "
+            f"({time.perf_counter() - t0:.1f} s)"
+        )
+        if status["outbox"]["depth"]:
+            raise DemoError(f"the edge could not deliver to {demo.url}; see the log above")
+    return total
 
 
 def cli_demo(args: argparse.Namespace) -> int:
-    """Build the sample gallery and video in ``--workdir``, replay, print a summary."""
-    from edge.config import ModelConfig
-    from edge.engine import FaceEngine
-    from edge.gallery import Gallery
+    """``lintel-edge demo [--workdir DIR] [--port N] [--no-serve]``."""
+    from edge.demo_site import SITE_NAME, expected_cases, write_clips, write_registry
 
-    out = sys.stdout
-    workdir = args.workdir
+    t_start = time.perf_counter()
+    workdir: Path = args.workdir
+    for sub in ("server", "edge", "registry", "video"):
+        shutil.rmtree(workdir / sub, ignore_errors=True)
     workdir.mkdir(parents=True, exist_ok=True)
-    gallery_dir = write_gallery(workdir / "gallery", [*OCCUPANTS, DISTRACTOR])
-    video = make_video(workdir / "entrance.mp4", demo_walkins(25.0), fps=25.0)
-    out.write(
-        f"gallery: {gallery_dir} ({len(OCCUPANTS) + 1} people)\n"
-        f"video:   {video.path} ({video.frames} frames, {video.frames / video.fps:.1f} s, "
-        f"{len(video.walkins)} walk-ins)\n"
-    )
-    config: dict[str, object] = {"pack": args.model}
-    if args.threads:
-        config["threads"] = args.threads
-    t0 = time.perf_counter()
-    engine = FaceEngine.load(ModelConfig.model_validate(config))
-    gallery = Gallery.from_folder(gallery_dir, engine)
-    pipeline = Pipeline(engine, gallery)
-    results = list(pipeline.run(video.path))
-    stats = pipeline.stats
+    for log in ("server.log", "worker.log"):
+        (workdir / log).unlink(missing_ok=True)
+    demo = Demo(workdir, port=getattr(args, "port", 8000))
+    threads = args.threads or 1
+    try:
+        _say(f"[1/5] registry: importing the sample register of {SITE_NAME}")
+        csv_path, photos = write_registry(demo.workdir / "registry")
+        out = demo.cli(
+            "registry.cli",
+            "import",
+            str(csv_path),
+            "--site",
+            SITE_NAME,
+            "--photos",
+            str(photos),
+            "--threads",
+            str(threads),
+        )
+        _say("      " + "\n      ".join(line for line in out.splitlines() if line.strip())[:800])
 
-    ok = 0
-    out.write("\nwalk-in (truth)            frames     -> pipeline\n")
-    for wi, tracks in assign(video, results):
-        truth = wi.identity if wi.identity in OCCUPANTS else f"stranger ({wi.identity})"
-        if len(tracks) != 1:
-            verdict = f"{len(tracks)} tracks  WRONG"
-        else:
-            r = tracks[0]
-            said = r.identity or "unknown"
-            right = r.identity == (wi.identity if wi.identity in OCCUPANTS else None)
-            ok += right
-            verdict = (
-                f"{said:<10} similarity {r.similarity:.2f}  quality {r.quality:.2f}  "
-                f"{'ok' if right else 'WRONG'}"
+        _say("[2/5] device and manager login")
+        device = json.loads(
+            demo.cli("server.cli", "device", "add", "--site", SITE_NAME, "--name", DEVICE, "--json")
+        )
+        user = json.loads(
+            demo.cli(
+                "server.cli",
+                "user",
+                "add",
+                MANAGER,
+                "--role",
+                "manager",
+                "--site",
+                SITE_NAME,
+                "--password-stdin",
+                "--json",
+                stdin=PASSWORD + "\n",
             )
-        out.write(f"{truth:<26} {wi.start_frame:>4}-{wi.end_frame:<4}  -> {verdict}\n")
-    extra = len(results) - sum(len(t) for _, t in assign(video, results))
-    out.write(
-        f"\n{ok}/{len(video.walkins)} walk-ins right, {len(results)} tracks"
-        f"{f' ({extra} spurious)' if extra else ''}; "
-        f"{stats.frames_analysed}/{stats.frames_read} frames analysed, "
-        f"{stats.detector_calls} detector calls, {stats.faces_embedded} faces embedded; "
-        f"{stats.cpu_s:.2f} CPU s for {stats.video_s:.1f} s of video "
-        f"(total {time.perf_counter() - t0:.1f} s with model loading)\n"
-    )
-    return 0 if ok == len(video.walkins) and extra == 0 else 1
+        )
+
+        _say("[3/5] entrance video: five evenings")
+        clips = write_clips(demo.workdir / "video")
+
+        _say(f"[4/5] server on {demo.url}; the edge daemon replays each evening")
+        server = demo.start("server.cli", "run", "--port", str(demo.port), log="server.log")
+        demo.wait_healthy(server)
+        total = run_edge(demo, device["token"], clips, model=args.model, threads=threads)
+
+        _say("[5/5] clustering worker: unknown faces -> clusters -> cases")
+        demo.cli("server.cli", "worker", "--once")
+        response = httpx.get(
+            f"{demo.url}/api/v1/cases",
+            params={"site": SITE_NAME},
+            headers={"Authorization": f"Bearer {user['api_token']}"},
+            timeout=10,
+        )
+        response.raise_for_status()
+        cases = response.json()
+        stats = json.loads(demo.cli("server.cli", "stats", "--site", SITE_NAME, "--json"))
+        _say(
+            f"      {total} sightings sent; server: {stats['sightings_known']} known, "
+            f"{stats['sightings_unknown']} unknown; {len(cases)} open case(s) "
+            f"(expected {expected_cases()})"
+        )
+        for case in cases:
+            _say(
+                f"      case {case['id']}: seen on {case['days_seen']} days "
+                f"({', '.join(case['days'])}), {case['night_entries']} night entries, "
+                f"{case['sightings']} sightings, priority {case['priority']:.2f}"
+            )
+        ok = len(cases) == expected_cases()
+        _say(f"\nseeded in {time.perf_counter() - t_start:.0f} s")
+        _say(f"web queue:  {demo.url}/web/queue   (login: {MANAGER} / {PASSWORD})")
+        _say(
+            f"cases API:  {demo.url}/api/v1/cases?site=<site id>  "
+            f"(Authorization: Bearer {user['api_token']})"
+        )
+        if args.no_serve:
+            return 0 if ok else 1
+        demo.start("server.cli", "worker", log="worker.log")
+        _say("serving; Ctrl-C stops the server and the worker")
+        try:
+            server.wait()
+        except KeyboardInterrupt:
+            _say("\nstopping")
+        return 0 if ok else 1
+    finally:
+        demo.close()
