@@ -15,15 +15,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from server.audit.service import record
 from server.cases import service
 from server.cases.models import Case
 from server.clusters.models import UnknownCluster
-from server.errors import AuthRequired, Forbidden, InvalidInput
+from server.errors import AuthRequired, Forbidden, InvalidInput, NotFound
 from server.security import SessionDep, bearer_token
+from server.sightings import crops
+from server.sightings.models import Sighting
 from server.sites.service import resolve_site
 from server.users.models import User
 from server.users.service import site_ids_of, user_for_token
@@ -252,6 +254,36 @@ def get_case(case_id: int, session: SessionDep, caller: CallerDep) -> CaseDetail
     out = _detail(session, case)
     session.commit()
     return out
+
+
+@router.get(
+    "/cases/{case_id}/crops/{sighting_id}",
+    response_class=Response,
+    summary="A face crop of one of the case's sightings (JPEG)",
+    responses={200: {"content": {"image/jpeg": {}}}, 404: {"description": "No such crop"}},
+)
+def get_case_crop(
+    case_id: int, sighting_id: int, session: SessionDep, caller: CallerDep
+) -> Response:
+    """The crop of a sighting in the case's cluster; every view is audited."""
+    case = service.get_case(session=session, case_id=case_id, site_ids=caller.scope)
+    sighting = session.get(Sighting, sighting_id)
+    if sighting is None or sighting.cluster_id != case.cluster_id:
+        raise NotFound(f"sighting {sighting_id} is not part of case {case_id}")
+    jpeg = crops.get(session=session, sighting_id=sighting_id)
+    if jpeg is None:
+        raise NotFound(f"the crop of sighting {sighting_id} has expired or was never sent")
+    record(
+        session=session,
+        actor=caller.actor,
+        action="case.crop_view",
+        object_type="sighting",
+        object_id=sighting_id,
+        site_id=case.site_id,
+        detail={"case_id": case_id},
+    )
+    session.commit()
+    return Response(content=jpeg, media_type="image/jpeg")
 
 
 @router.post("/cases/{case_id}/actions", response_model=CaseDetail, summary="Act on a case")

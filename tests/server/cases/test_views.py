@@ -113,3 +113,39 @@ def test_whitelist_endpoint(engine: Engine, client: httpx.Client, device: Device
     assert cases == []
     bad = {**body, "embeddings_b64": ["not base64!"]}
     assert client.post(f"{API_PREFIX}/whitelist", json=bad, headers=manager).status_code == 422
+
+
+def test_case_crops_are_served_and_audited(
+    engine: Engine, client: httpx.Client, device: DeviceCreds
+) -> None:
+    import base64
+    from datetime import timedelta
+
+    from tests.server.clusters.support import DAY0, ingest, item
+    from tests.server.helpers import jpeg_bytes
+
+    jpeg = jpeg_bytes(seed=1)
+    items = []
+    for d in range(3):
+        it = item(look(person(35), d), DAY0 + timedelta(days=d))
+        it["crop_jpeg_b64"] = base64.b64encode(jpeg).decode()
+        items.append(it)
+    ingest(engine, device.device_id, items)
+    work(engine)
+    viewer = _token(engine, "viewer", "viewer", [device.site_id])
+    case = client.get(
+        f"{API_PREFIX}/cases", params={"site": device.site_id}, headers=viewer
+    ).json()[0]
+    sid = case["best_sighting_ids"][0]
+    r = client.get(f"{API_PREFIX}/cases/{case['id']}/crops/{sid}", headers=viewer)
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "image/jpeg" and r.content == jpeg
+    assert (
+        client.get(f"{API_PREFIX}/cases/{case['id']}/crops/999999", headers=viewer).status_code
+        == 404
+    )
+    with new_session(engine) as s:
+        views = list(
+            s.scalars(select(AuditEvent.object_id).where(AuditEvent.action == "case.crop_view"))
+        )
+    assert views == [str(sid)]
