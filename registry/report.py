@@ -86,10 +86,18 @@ class ImportReport:
             else ("written" if self.written else "nothing written")
         )
         new = " (new site)" if self.new_site else ""
+        if self.written:
+            counts = (
+                f"created {s.created}, updated {s.updated}, unchanged {s.unchanged}, "
+                f"moved out {s.moved_out}, failed {s.failed}"
+            )
+        else:  # the counts of an import that wrote nothing are what it would have done
+            counts = (
+                f"would create {s.created}, update {s.updated}, leave unchanged {s.unchanged}, "
+                f"move out {s.moved_out}; failed {s.failed}"
+            )
         out.write(
-            f"{self.source} -> site {self.site!r}{new}: {self.rows} rows; "
-            f"created {s.created}, updated {s.updated}, unchanged {s.unchanged}, "
-            f"moved out {s.moved_out}, failed {s.failed} ({mode})\n"
+            f"{self.source} -> site {self.site!r}{new}: {self.rows} rows; {counts} ({mode})\n"
         )
         if issues and not self.written and not self.dry_run and not self.partial:
             out.write(

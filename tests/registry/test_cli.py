@@ -176,7 +176,7 @@ def test_dry_run_does_not_create_the_database(
     )
     assert code == 0
     out, err = capsys.readouterr()
-    assert "created 4" in out and "dry run, nothing written" in out
+    assert "would create 4" in out and "dry run, nothing written" in out
     assert "enrolling" in err and "4/4" in err  # --progress forces the bar
     assert not db_path.exists()
 

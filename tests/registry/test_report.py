@@ -34,7 +34,10 @@ def test_text_lists_rows_in_order_and_the_summary() -> None:
     lines = text.splitlines()
     assert lines[0].startswith("row 3 (李四), 证件号码:")
     assert lines[1].startswith("row 7 (张三), 照片:")
-    assert "created 8, updated 0, unchanged 0, moved out 0, failed 2 (nothing written)" in text
+    assert (
+        "would create 8, update 0, leave unchanged 0, move out 0; failed 2 (nothing written)"
+        in text
+    )
     assert "--partial" in text
     assert "--partial" not in _report(partial=True, written=True).render_text()
 
