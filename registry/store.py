@@ -140,7 +140,7 @@ class SqlStore:
             elif current_revision(self.engine) is None:
                 self._empty = True
         except (SQLAlchemyError, OSError) as exc:
-            raise StoreError(f"database {_safe_url(url)}: {exc}") from None
+            raise StoreError(f"database {_safe_url(url)}: {_brief(exc)}") from None
         self._factory = make_session_factory(self.engine)
 
     def close(self) -> None:
@@ -152,7 +152,10 @@ class SqlStore:
         try:
             return self._snapshot(site)
         except SQLAlchemyError as exc:
-            raise StoreError(f"site {site!r}: cannot read the register: {exc}") from None
+            raise StoreError(
+                f"site {site!r}: cannot read the register: {_brief(exc)} "
+                "(is the database migrated to this version of Lintel?)"
+            ) from None
 
     def _snapshot(self, site: str) -> SiteSnapshot:
         from sqlalchemy import select
@@ -217,7 +220,7 @@ class SqlStore:
             ) from None
         except SQLAlchemyError as exc:
             raise StoreError(
-                f"site {plan.site!r}: database error, nothing written: {exc}"
+                f"site {plan.site!r}: database error, nothing written: {_brief(exc)}"
             ) from None
 
 
@@ -331,6 +334,12 @@ def _delete_registry_templates(session: Session, occupant_id: int) -> None:
             FaceTemplate.source.startswith(SOURCE_PREFIX),
         )
     )
+
+
+def _brief(exc: BaseException) -> str:
+    """The first line of a database error (SQLAlchemy appends the SQL and a help link)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _safe_url(url: str) -> str:
