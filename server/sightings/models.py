@@ -72,6 +72,10 @@ class SightingCrop(Base):
     sighting_id: Mapped[int] = mapped_column(
         BigIntPK, ForeignKey("sightings.id", ondelete="CASCADE"), primary_key=True
     )
+    # AES-GCM ciphertext (nonce + sealed JPEG) under key ``key_id``
+    # (server/privacy/crypto.py); a null key_id marks a plaintext crop stored
+    # before encryption existed (``lintel-server crops rotate-key`` seals it).
     jpeg: Mapped[bytes] = mapped_column(LargeBinary)
+    key_id: Mapped[str | None] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)

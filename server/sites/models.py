@@ -24,6 +24,12 @@ class Site(Base):
     model_id: Mapped[str] = mapped_column(String(128))
     gallery_version: Mapped[int] = mapped_column(Integer, default=1)
     crop_retention_days: Mapped[int] = mapped_column(Integer, default=30)
+    # -- retention (engineer P, server/privacy/purge.py): unknown crops/embeddings use
+    # crop_retention_days; a closed case keeps its outcome but loses the face data
+    # this many days after closing; a moved-out occupant's templates are deleted
+    # this many days after the move-out (0: at the next purge).
+    closed_case_retention_days: Mapped[int] = mapped_column(Integer, default=30)
+    moved_out_template_days: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
