@@ -418,10 +418,20 @@ def get_case(*, session: Session, case_id: int, site_ids: set[int] | None = None
 
 
 def list_cases(
-    *, session: Session, site_id: int, statuses: Sequence[str] = ("open",), limit: int = 200
-) -> list[Case]:
-    """A site's cases with these statuses, highest priority first (then oldest)."""
-    return list(
+    *,
+    session: Session,
+    site_id: int,
+    statuses: Sequence[str] = ("open",),
+    limit: int = 200,
+    now: datetime | None = None,
+) -> list[tuple[Case, float]]:
+    """A site's cases with these statuses and their priority, highest first (then oldest).
+
+    Priorities of cases that are not closed are computed for ``now`` (default:
+    the current time), so recency decays even for clusters not seen lately; the
+    stored value (as of the last sighting) only preselects. Nothing is written.
+    """
+    cases = list(
         session.scalars(
             select(Case)
             .where(Case.site_id == site_id, Case.status.in_(statuses))
@@ -429,6 +439,27 @@ def list_cases(
             .limit(limit)
         )
     )
+    scored = {c.id: c.priority for c in cases}
+    active = [c for c in cases if c.status in NOT_CLOSED]
+    if active:
+        rule = _config(session, site_id).rule
+        clusters = {
+            c.id: c
+            for c in session.scalars(
+                select(UnknownCluster).where(UnknownCluster.id.in_([c.cluster_id for c in active]))
+            )
+        }
+        wall = now or utcnow()
+        for case in active:
+            cl = clusters[case.cluster_id]
+            scored[case.id] = priority(
+                days=cluster_days(cl),
+                night_entries=cl.night_entries,
+                last_seen=cl.last_seen,
+                now=max(wall, cl.last_seen),
+                rule=rule,
+            )
+    return sorted(((c, scored[c.id]) for c in cases), key=lambda cp: (-cp[1], cp[0].id))
 
 
 def case_events(*, session: Session, case_id: int) -> list[CaseEvent]:

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
 
 from server.audit.service import record
 from server.cases import service
@@ -229,14 +230,17 @@ def list_cases(
         raise InvalidInput("status must be open, assigned and/or closed")
     site_row = resolve_site(session=session, ref=site)
     caller.check_site(site_row.id)
-    cases = service.list_cases(session=session, site_id=site_row.id, statuses=statuses)
+    ranked = service.list_cases(session=session, site_id=site_row.id, statuses=statuses)
     clusters = {
         c.id: c
-        for c in session.query(UnknownCluster).filter(
-            UnknownCluster.id.in_([c.cluster_id for c in cases])
+        for c in session.scalars(
+            select(UnknownCluster).where(UnknownCluster.id.in_([c.cluster_id for c, _ in ranked]))
         )
     }
-    return [CaseOut.model_validate(_out(c, clusters[c.cluster_id])) for c in cases]
+    return [
+        CaseOut.model_validate({**_out(c, clusters[c.cluster_id]), "priority": round(p, 4)})
+        for c, p in ranked
+    ]
 
 
 @router.get("/cases/{case_id}", response_model=CaseDetail, summary="One case and its history")
