@@ -53,6 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--report", type=Path, help="also write the report to FILE (.csv or .json)")
     p.add_argument(
+        "--allow-same-face",
+        action="store_true",
+        help="accept a photo whose face is (nearly) another occupant's (refused by default)",
+    )
+    p.add_argument(
         "--progress", action="store_true", help="show the progress bar even when not on a TTY"
     )
     p.add_argument(
@@ -154,6 +159,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
                 sync=args.sync,
                 progress=args.progress or sys.stderr.isatty(),
                 actor=_actor(),
+                same_face_similarity=None if args.allow_same_face else 0.8,
             ),
             secret=secret,
             photos=photos,

@@ -66,6 +66,8 @@ class SiteSnapshot:
     model_id: str | None
     gallery_version: int
     occupants: tuple[StoredOccupant, ...] = ()
+    templates: tuple[tuple[int, bytes], ...] = ()
+    """(occupant id, little-endian float32 embedding) of the site's templates of its model."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,13 +173,21 @@ class SqlStore:
             if row is None:
                 return SiteSnapshot(site, None, None, 0)
             photos: dict[int, tuple[str, str]] = {}
-            for occupant_id, source, model_id in session.execute(
-                select(FaceTemplate.occupant_id, FaceTemplate.source, FaceTemplate.model_id)
+            templates: list[tuple[int, bytes]] = []
+            for occupant_id, source, model_id, embedding in session.execute(
+                select(
+                    FaceTemplate.occupant_id,
+                    FaceTemplate.source,
+                    FaceTemplate.model_id,
+                    FaceTemplate.embedding,
+                )
                 .where(FaceTemplate.site_id == row.id)
-                .where(FaceTemplate.source.startswith(SOURCE_PREFIX))
                 .order_by(FaceTemplate.id)
             ):
-                photos[occupant_id] = (source[len(SOURCE_PREFIX) :], model_id)
+                if source.startswith(SOURCE_PREFIX):
+                    photos[occupant_id] = (source[len(SOURCE_PREFIX) :], model_id)
+                if model_id == row.model_id:
+                    templates.append((occupant_id, embedding))
             occupants: list[StoredOccupant] = []
             query = (
                 select(Occupant, Unit.address_key)
@@ -203,7 +213,14 @@ class SqlStore:
                         template_model_id=model,
                     )
                 )
-            return SiteSnapshot(site, row.id, row.model_id, row.gallery_version, tuple(occupants))
+            return SiteSnapshot(
+                site,
+                row.id,
+                row.model_id,
+                row.gallery_version,
+                tuple(occupants),
+                tuple(templates),
+            )
 
     def apply(self, plan: Plan) -> int:
         from sqlalchemy.exc import SQLAlchemyError

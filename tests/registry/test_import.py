@@ -300,3 +300,32 @@ def test_process_pool_gives_the_same_templates(
         )
     direct = engine.enrol((photo_dir / "hanks.jpg").read_bytes()).embedding
     assert np.allclose(np.frombuffer(stored["E4"], dtype="<f4"), direct, atol=1e-5)
+
+
+def test_one_face_filed_under_two_people(
+    store: SqlStore, engine: FaceEngine, photo_dir: Path
+) -> None:
+    (photo_dir / "copy.jpg").write_bytes((photo_dir / "p0.jpg").read_bytes())
+    rows = [*ROWS, f"孙七,{make_id(5)},,3-2-1206,业主,,copy.jpg,E5\n"]
+    result = _import(store, engine, photo_dir, rows)
+    same = sorted((i.row, i.reason) for i in result.report.issues)
+    assert same == [(2, "same_face"), (6, "same_face")]
+    assert _counts(store)[:3] == (0, 0, 0)
+
+    # Against the register: 孙七 arrives later with 张三's (registered) photo.
+    _import(store, engine, photo_dir, ROWS)
+    later = _import(store, engine, photo_dir, [rows[-1]], partial=True)
+    ((issue),) = later.report.issues
+    assert (issue.row, issue.reason) == (2, "same_face")
+    assert "张三" in issue.message
+    # ... unless the check is off.
+    sheet = read_csv_bytes((HEADER + rows[-1]).encode("gbk"), "reg.csv")
+    allowed = run_import(
+        sheet,
+        store=store,
+        options=ImportOptions(site="幸福小区", same_face_similarity=None),
+        secret=SECRET,
+        photos=FolderSource(photo_dir),
+        enroller=lambda: engine,
+    )
+    assert allowed.report.summary.created == 1 and not allowed.report.issues
