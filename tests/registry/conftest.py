@@ -15,8 +15,6 @@ import pytest
 from edge.config import ModelConfig
 from edge.engine import FaceEngine
 
-SECRET = b"test-secret-0123456789"
-
 
 def package_dir(name: str) -> Path:
     spec = importlib.util.find_spec(name)
@@ -122,19 +120,3 @@ def pg_url() -> Iterator[str]:
     finally:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
-
-
-def empty_tables(url: str) -> None:
-    """Delete every row (children first), keeping the migrated schema."""
-    from sqlalchemy import MetaData
-
-    from server.db import make_engine
-
-    engine = make_engine(url)
-    meta = MetaData()
-    meta.reflect(engine)
-    with engine.begin() as conn:
-        for table in reversed(meta.sorted_tables):
-            if table.name != "alembic_version":
-                conn.execute(table.delete())
-    engine.dispose()

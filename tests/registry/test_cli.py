@@ -11,7 +11,7 @@ import pytest
 from openpyxl import Workbook
 
 from registry.cli import main
-from tests.registry.test_import import HEADER, ROWS, make_id
+from tests.registry.helpers import HEADER, ROWS, make_id
 
 
 @pytest.fixture(autouse=True)

@@ -11,7 +11,6 @@ from sqlalchemy import func, select
 
 from edge.engine import FaceEngine
 from registry.errors import InputError
-from registry.idnumber import check_char
 from registry.importer import ImportOptions, ImportResult, run_import
 from registry.photos import FolderSource
 from registry.reader import read_csv_bytes
@@ -19,22 +18,7 @@ from registry.store import SqlStore
 from server.audit.models import AuditEvent
 from server.occupants.models import FaceTemplate, Occupant
 from server.sites.models import Site, Unit
-from tests.registry.conftest import SECRET, empty_tables
-
-HEADER = "姓名,证件号码,手机,地址或房号,身份,入住日期,照片,外部编号\n"
-
-
-def make_id(n: int) -> str:
-    first17 = f"3301061985{(n % 12) + 1:02d}{(n % 28) + 1:02d}{n % 1000:03d}"
-    return first17 + check_char(first17)
-
-
-ROWS = [
-    f"张三,{make_id(1)},13800000001,3幢2单元1203室,业主,2024-03-01,p0.jpg,E1\n",
-    f"李四,{make_id(2)},13800000002,三幢二单元1203,家属,2024-03-01,p1.jpg,E2\n",
-    f"王五,{make_id(3)},13800000003,3号楼2单元1204,租户,2024-05-01,p2.jpg,\n",
-    f"赵六,{make_id(4)},,3-2-1205,tenant,,hanks.jpg,E4\n",
-]
+from tests.registry.helpers import HEADER, ROWS, SECRET, empty_tables, make_id
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
