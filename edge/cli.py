@@ -60,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-serve", action="store_true", help="exit after seeding and checking the cases"
     )
+    p.add_argument(
+        "--serve", action="store_true", help="keep serving even when stdin is not a terminal"
+    )
+    p.add_argument(
+        "--offline", action="store_true", help="replay only: sample gallery + video, no server"
+    )
     _add_model_args(p)
     return parser
 

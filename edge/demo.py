@@ -12,8 +12,11 @@
    (web queue at ``/web``) and a worker running until Ctrl-C, printing the URL
    and the login.
 
-``--no-serve`` stops after the check (exit 0 when the expected cases opened).
-Every generated file lives in ``--workdir`` (wiped at the start).
+It serves when run from a terminal (or with ``--serve``); ``--no-serve``, or a
+stdin that is not a terminal (CI, tests), stops after the check: exit 0 when
+the expected cases opened. Every generated file lives in ``--workdir`` (its
+subfolders are wiped at the start). ``--offline`` runs the first, server-less
+demo instead: replay a generated video against a folder gallery.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from typing import Any
 import httpx
 
 from edge.errors import LintelEdgeError
+from edge.pipeline import Pipeline, TrackResult
+from edge.videogen import GeneratedVideo, WalkIn, make_video, write_gallery
 
 DEVICE = "demo-edge"
 CAMERA = "main-gate"
@@ -171,6 +176,11 @@ def cli_demo(args: argparse.Namespace) -> int:
     """``lintel-edge demo [--workdir DIR] [--port N] [--no-serve]``."""
     from edge.demo_site import SITE_NAME, expected_cases, write_clips, write_registry
 
+    if getattr(args, "offline", False):
+        return cli_demo_offline(args)
+    # Serve (block until Ctrl-C) when asked, or by default when run from a
+    # terminal; a CI job or a test must not hang on a server it cannot stop.
+    serve = not args.no_serve and (getattr(args, "serve", False) or sys.stdin.isatty())
     t_start = time.perf_counter()
     workdir: Path = args.workdir
     for sub in ("server", "edge", "registry", "video"):
@@ -250,13 +260,20 @@ def cli_demo(args: argparse.Namespace) -> int:
         _say(f"\nseeded in {time.perf_counter() - t_start:.0f} s")
         _say(f"web queue:  {demo.url}/web/queue   (login: {MANAGER} / {PASSWORD})")
         _say(
-            f"cases API:  {demo.url}/api/v1/cases?site=<site id>  "
+            f"cases API:  {demo.url}/api/v1/cases?site={stats['site_id']}  "
             f"(Authorization: Bearer {user['api_token']})"
         )
-        if args.no_serve:
+        if not serve:
+            if not args.no_serve:
+                _say("not serving: stdin is not a terminal (--serve keeps the server up)")
             return 0 if ok else 1
         demo.start("server.cli", "worker", log="worker.log")
-        _say("serving; Ctrl-C stops the server and the worker")
+        _say("serving; Ctrl-C (or SIGTERM) stops the server and the worker")
+
+        def on_term(signum: int, frame: object) -> None:
+            raise KeyboardInterrupt  # one way out, through the finally below
+
+        signal.signal(signal.SIGTERM, on_term)
         try:
             server.wait()
         except KeyboardInterrupt:
@@ -264,3 +281,96 @@ def cli_demo(args: argparse.Namespace) -> int:
         return 0 if ok else 1
     finally:
         demo.close()
+
+
+# -- the offline replay demo (no server) -----------------------------------------------
+OFFLINE_OCCUPANTS = ("t1_p3", "yao_ming")
+DISTRACTOR = "t1_p6"  # enrolled, never walks in
+STRANGERS = ("t1_p1", "t1_p4")
+
+
+def demo_walkins(fps: float) -> list[WalkIn]:
+    """Occupant, stranger, then an occupant and a stranger side by side."""
+    walk, gap = round(1.8 * fps), round(1.2 * fps)
+    t = round(1.0 * fps)
+    left = ((0.25, 0.35), (0.3, 0.5))
+    right = ((0.75, 0.35), (0.7, 0.5))
+    out = [WalkIn(OFFLINE_OCCUPANTS[0], t, t + walk - 1, *left)]
+    t += walk + gap
+    out.append(WalkIn(STRANGERS[0], t, t + walk - 1, *right))
+    t += walk + gap
+    out.append(WalkIn(OFFLINE_OCCUPANTS[1], t, t + walk - 1, *left, mirror=False))
+    out.append(WalkIn(STRANGERS[1], t, t + walk - 1, *right, mirror=False))
+    return out
+
+
+def assign(
+    video: GeneratedVideo, results: Sequence[TrackResult]
+) -> list[tuple[WalkIn, list[TrackResult]]]:
+    """For each walk-in, the tracks that overlap it in time and sit on its side."""
+    out = []
+    for wi in video.walkins:
+        mine = []
+        for r in results:
+            if r.start_frame > wi.end_frame or wi.start_frame > r.end_frame:
+                continue
+            cx = (r.bbox.x1 + r.bbox.x2) / 2 / video.width
+            if abs(cx - wi.to_xy[0]) < 0.25:
+                mine.append(r)
+        out.append((wi, mine))
+    return out
+
+
+def cli_demo_offline(args: argparse.Namespace) -> int:
+    """``--offline``: build the sample gallery and video in ``--workdir``, replay, print a
+    summary (engineer A2's first demo: no server, exit 0 when every walk-in is right)."""
+    from edge.config import ModelConfig
+    from edge.engine import FaceEngine
+    from edge.gallery import Gallery
+
+    out = sys.stdout
+    workdir = args.workdir
+    workdir.mkdir(parents=True, exist_ok=True)
+    gallery_dir = write_gallery(workdir / "gallery", [*OFFLINE_OCCUPANTS, DISTRACTOR])
+    video = make_video(workdir / "entrance.mp4", demo_walkins(25.0), fps=25.0)
+    out.write(
+        f"gallery: {gallery_dir} ({len(OFFLINE_OCCUPANTS) + 1} people)\n"
+        f"video:   {video.path} ({video.frames} frames, {video.frames / video.fps:.1f} s, "
+        f"{len(video.walkins)} walk-ins)\n"
+    )
+    config: dict[str, object] = {"pack": args.model}
+    if args.threads:
+        config["threads"] = args.threads
+    t0 = time.perf_counter()
+    engine = FaceEngine.load(ModelConfig.model_validate(config))
+    gallery = Gallery.from_folder(gallery_dir, engine)
+    pipeline = Pipeline(engine, gallery)
+    results = list(pipeline.run(video.path))
+    stats = pipeline.stats
+
+    ok = 0
+    out.write("\nwalk-in (truth)            frames     -> pipeline\n")
+    for wi, tracks in assign(video, results):
+        truth = wi.identity if wi.identity in OFFLINE_OCCUPANTS else f"stranger ({wi.identity})"
+        if len(tracks) != 1:
+            verdict = f"{len(tracks)} tracks  WRONG"
+        else:
+            r = tracks[0]
+            said = r.identity or "unknown"
+            right = r.identity == (wi.identity if wi.identity in OFFLINE_OCCUPANTS else None)
+            ok += right
+            verdict = (
+                f"{said:<10} similarity {r.similarity:.2f}  quality {r.quality:.2f}  "
+                f"{'ok' if right else 'WRONG'}"
+            )
+        out.write(f"{truth:<26} {wi.start_frame:>4}-{wi.end_frame:<4}  -> {verdict}\n")
+    extra = len(results) - sum(len(t) for _, t in assign(video, results))
+    out.write(
+        f"\n{ok}/{len(video.walkins)} walk-ins right, {len(results)} tracks"
+        f"{f' ({extra} spurious)' if extra else ''}; "
+        f"{stats.frames_analysed}/{stats.frames_read} frames analysed, "
+        f"{stats.detector_calls} detector calls, {stats.faces_embedded} faces embedded; "
+        f"{stats.cpu_s:.2f} CPU s for {stats.video_s:.1f} s of video "
+        f"(total {time.perf_counter() - t0:.1f} s with model loading)\n"
+    )
+    return 0 if ok == len(video.walkins) and extra == 0 else 1
