@@ -11,6 +11,7 @@ enrolled again.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import logging
@@ -24,6 +25,7 @@ import numpy.typing as npt
 from edge.errors import EnrolmentError, LintelEdgeError
 from registry.enrol import EnrolBackend, Enroller, Job, as_backend
 from registry.errors import InputError, PhotoError
+from registry.idnumber import ProtectedId
 from registry.photos import PhotoSource
 from registry.reader import Sheet
 from registry.report import ImportReport, RowIssue, Summary
@@ -62,6 +64,28 @@ class ImportResult:
     report: ImportReport
     plan: Plan | None
     gallery_version: int | None
+
+
+# Optional columns: when a file lacks the column altogether (another export
+# format), the stored value is kept; an empty cell in a present column clears it.
+_KEEP_IF_ABSENT = ("phone", "move_in", "external_id", "id_number")
+
+
+def _keep_absent(
+    record: OccupantRecord, stored: StoredOccupant | None, absent: frozenset[str]
+) -> OccupantRecord:
+    if stored is None or not absent:
+        return record
+    protected = record.protected_id
+    if "id_number" in absent and stored.id_hash is not None and stored.id_last4 is not None:
+        protected = ProtectedId(stored.id_hash, stored.id_last4)
+    return dataclasses.replace(
+        record,
+        phone=stored.phone if "phone" in absent else record.phone,
+        move_in=stored.move_in if "move_in" in absent else record.move_in,
+        external_id=stored.external_id if "external_id" in absent else record.external_id,
+        protected_id=protected,
+    )
 
 
 def _differs(record: OccupantRecord, stored: StoredOccupant) -> bool:
@@ -153,7 +177,10 @@ def run_import(
     snapshot = store.snapshot(options.site)
     run = _Run(sheet, snapshot, options, secret)
     matched = run.match()
-    records = [r for r in run.validated.records if r.row in matched]
+    absent = frozenset(k for k in _KEEP_IF_ABSENT if k not in sheet.columns)
+    records = [
+        _keep_absent(r, matched[r.row], absent) for r in run.validated.records if r.row in matched
+    ]
     faces, model_id = _enrol_photos(run, records, matched, photos, enroller)
 
     if options.same_face_similarity is not None and faces:

@@ -313,3 +313,30 @@ def test_one_face_filed_under_two_people(
         enroller=lambda: engine,
     )
     assert allowed.report.summary.created == 1 and not allowed.report.issues
+
+
+def test_a_missing_optional_column_keeps_the_stored_values(
+    store: SqlStore, engine: FaceEngine, photo_dir: Path
+) -> None:
+    _import(store, engine, photo_dir, ROWS)
+    # Another export of the same register: no 手机, 入住日期 or 外部编号 columns.
+    text = "姓名,证件号码,地址或房号,身份,照片\n" + "".join(
+        f"{c[0]},{c[1]},{c[3]},{c[4]},{c[6]}\n" for c in (r.split(",") for r in ROWS)
+    )
+    result = run_import(
+        read_csv_bytes(text.encode(), "other.csv"),
+        store=store,
+        options=ImportOptions(site="幸福小区"),
+        secret=SECRET,
+        photos=FolderSource(photo_dir),
+        enroller=lambda: engine,
+    )
+    assert (result.report.summary.unchanged, result.report.summary.updated) == (4, 0)
+    with store.engine.connect() as conn:
+        kept = conn.execute(
+            select(Occupant.phone, Occupant.external_id).where(Occupant.name == "张三")
+        ).one()
+    assert tuple(kept) == ("+8613800000001", "E1")
+    # An empty cell in a present column does clear the value.
+    cleared = _import(store, engine, photo_dir, [ROWS[0].replace("13800000001", ""), *ROWS[1:]])
+    assert cleared.report.summary.updated == 1
