@@ -33,6 +33,8 @@ def _doc_lines(lang: Lang) -> list[str]:
         "Lintel registry import template / 住户导入模板. Lines starting with # are ignored.",
         "Headers may be Chinese or English; required: name, role, an address (地址或房号, or "
         "楼栋+房号), and an ID number or external id.",
+        "Re-importing updates rows in place (matched by external id, else ID number); an "
+        "optional column left out of the file keeps the stored values, an empty cell clears.",
     ]
     for c in COLUMNS:
         doc = c.doc_zh if lang == "zh" else c.doc_en
