@@ -165,7 +165,8 @@ class OutboxConfig(_Strict):
         ge=1,
         le=1_000_000,
         description="Disk cap for undelivered sightings; when full the oldest are dropped "
-        "(and counted). An unknown sighting is ~15 KiB, so 512 MiB holds ~35,000.",
+        "(and counted). An unknown sighting is ~10 KiB (160 px crop + embedding), a known "
+        "one ~0.5 KiB, so 512 MiB holds ~50,000 unknowns.",
     )
 
 
