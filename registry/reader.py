@@ -64,7 +64,11 @@ def cell_text(value: CellValue) -> str:
         return value.date().isoformat() if value.time() == time() else value.isoformat()
     if isinstance(value, date):
         return value.isoformat()
-    return str(value).strip()
+    text = str(value).strip()
+    # ="0123" is the usual trick to keep Excel from turning IDs into numbers.
+    if len(text) >= 3 and text.startswith('="') and text.endswith('"'):
+        return text[2:-1].strip()
+    return text
 
 
 def decode_csv_bytes(data: bytes) -> tuple[str, str]:

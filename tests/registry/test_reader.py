@@ -171,3 +171,12 @@ def test_damaged_utf8_is_not_misread_as_gbk() -> None:
     damaged = data.replace("丰".encode(), b"\xe4\xb8", 1)  # one character cut short
     with pytest.raises(InputError, match="line 2"):
         read_csv_bytes(damaged)
+
+
+def test_excel_text_formula_wrapper_is_unwrapped() -> None:
+    text = (
+        '姓名,证件号码,手机,地址,身份\n张三,"=""11010519491231002X""",="13812345678",3-2-1,业主\n'
+    )
+    (record,) = validate_sheet(read_csv_bytes(text.encode()), SECRET).records
+    assert record.protected_id is not None and record.protected_id.last4 == "002X"
+    assert record.phone == "+8613812345678"
