@@ -24,6 +24,8 @@ from server.devices.views import router as devices_router
 from server.errors import install_handlers
 from server.limits import BodySizeLimit
 from server.metrics import MetricsMiddleware, make_metrics
+from server.privacy.crypto import install_keyring, load_keyring
+from server.privacy.views import router as privacy_router
 from server.settings import Settings
 from server.sightings.views import router as sightings_router
 from server.web.install import install_web
@@ -42,6 +44,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         engine = make_engine(settings.sqlalchemy_url, pool_size=settings.db_pool_size)
     if settings.migrate_on_start:
         upgrade(engine)
+    # Crops are sealed at rest; outside dev/test a missing key refuses to start (engineer P).
+    install_keyring(load_keyring(settings))
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -64,6 +68,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.include_router(devices_router, prefix=API_PREFIX)
     app.include_router(sightings_router, prefix=API_PREFIX)
     app.include_router(cases_router, prefix=API_PREFIX)
+    app.include_router(privacy_router, prefix=API_PREFIX)
     # Manager web UI (engineer W): pages under /web, their static files and headers.
     install_web(app)
     # Outermost first: the size limit must act before anything reads the body.

@@ -63,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=1000, help="sightings per site per transaction")
     p.add_argument("--poll", type=float, default=1.0, help="seconds to sleep when idle")
 
+    # -- privacy: purge, audit, crops, subject, retention (engineer P; server/privacy/cli.py)
+    from server.privacy.cli import add_commands as add_privacy_commands
+
+    add_privacy_commands(sub)
+
     p = sub.add_parser("stats", help="counts per site")
     p.add_argument("--site", default=None, help="site name or id (default: all)")
     p.add_argument("--json", action="store_true")
@@ -109,6 +114,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace, settings: Any) -> int:
+    from server.privacy.cli import new_key_command
+    from server.privacy.crypto import install_keyring, load_keyring
+
+    if args.command == "crops" and args.crops_command == "new-key":
+        return new_key_command()
+    # Crops are sealed at rest: every command that may touch them knows the keys,
+    # and `run` without a key outside dev/test stops here, before any worker starts.
+    install_keyring(load_keyring(settings))
     if args.command == "run":
         return _run(args, settings)
     if args.command == "worker":
@@ -141,10 +154,14 @@ def _dispatch(args: argparse.Namespace, settings: Any) -> int:
 def _admin(args: argparse.Namespace, settings: Any, session: Any) -> int:
     from server.audit.service import record
     from server.devices.service import create_device
+    from server.privacy.cli import COMMANDS as PRIVACY_COMMANDS
+    from server.privacy.cli import run_command as run_privacy_command
     from server.sites.service import create_site, list_sites, resolve_site
     from server.stats import site_stats
     from server.users.service import create_api_token, create_user
 
+    if args.command in PRIVACY_COMMANDS:
+        return run_privacy_command(args, settings, session)
     if args.command == "site":
         if args.site_command == "add":
             site = create_site(

@@ -48,6 +48,19 @@ class Settings(BaseSettings):
         description="Recognition model id given to new sites (the edge's "
         "'<pack>/<recogniser>' id); templates of other models are not served to their edges.",
     )
+    # -- crops at rest (engineer P, server/privacy/crypto.py; rotation in server/README.md)
+    crop_key: SecretStr | None = Field(
+        default=None,
+        description="Base64 of the 32-byte AES-GCM key that seals new face crops.",
+    )
+    crop_key_file: Path | None = Field(
+        default=None,
+        description="File of base64 keys, one a line: the first seals, the others only open.",
+    )
+    crop_old_keys: SecretStr | None = Field(
+        default=None,
+        description="Comma-separated base64 keys that only open crops (rotation).",
+    )
     db_pool_size: int = Field(
         default=5, ge=1, le=100, description="Connections per worker (PostgreSQL)."
     )

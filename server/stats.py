@@ -37,4 +37,10 @@ def site_stats(*, session: Session, site_id: int | None = None) -> dict[str, Any
         "clusters": 0,
         "open_cases": 0,
     }
+    # People with face templates and the filing-threshold warning (engineer P).
+    from server.privacy.counts import people_with_templates
+
+    per_site = people_with_templates(session=session, site_id=site_id)
+    out["people_with_templates"] = sum(c.people_with_templates for c in per_site)
+    out["filing_warnings"] = [f"{c.site}: {c.warning}" for c in per_site if c.warning]
     return out

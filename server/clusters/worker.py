@@ -35,6 +35,7 @@ from server.clusters.models import ClusterSiteState
 from server.clusters.service import claim_site, cluster_pending, ensure_site_state, site_config
 from server.db import session_scope
 from server.occupants.models import FaceTemplate
+from server.privacy.purge import PurgeSchedule
 from server.sightings.models import Sighting
 from server.sites.models import Site
 
@@ -146,8 +147,11 @@ def run_forever(
     poll_s: float = 1.0,
 ) -> None:
     """Work until ``stop`` is set; sleeps ``poll_s`` when there is nothing to do."""
+    # Retention purge, hourly, in the same loop (engineer P, server/privacy/purge.py).
+    purges = PurgeSchedule()
     while not stop.is_set():
         try:
+            purges.tick(factory)
             stats = run_once(factory, batch_size=batch_size)
         except Exception:  # keep the worker alive; the transaction was rolled back
             log.exception("clustering pass failed; retrying in %.1f s", poll_s)

@@ -1,0 +1,1 @@
+"""Privacy: retention and purge, crop encryption, subject requests, template counts."""

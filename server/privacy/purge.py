@@ -1,0 +1,288 @@
+"""Retention: the purge that removes face data past each site's retention.
+
+What goes, per site (:class:`~server.sites.models.Site` settings):
+
+- unknown sightings older than ``crop_retention_days``: their crop and their
+  embedding (the sighting row stays: time, entrance, quality, no face);
+- clusters last seen before that cutoff: their vectors (centroid sum and
+  exemplars), and an active one is retired (a later sighting starts afresh);
+- clusters whose case closed more than ``closed_case_retention_days`` ago:
+  every crop and embedding of their sightings and their vectors; the case
+  keeps its outcome, notes and history;
+- occupants moved out ``moved_out_template_days`` ago (0: at once): their
+  face templates; the gallery version is bumped, so every edge drops them on
+  its next sync (the edge replaces its cached gallery whole).
+
+Spared: everything of a cluster with an open or assigned case, and of a
+cluster whose case closed within ``closed_case_retention_days``; sightings
+the clustering worker has not processed yet.
+
+:func:`purge` with ``dry_run=True`` counts and changes nothing (not even the
+audit log). A real run records one ``privacy.purge`` audit event per site
+that lost anything.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+from datetime import date, datetime, timedelta
+
+from sqlalchemy import func, or_, select, true, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from server.audit.service import record
+from server.cases.models import Case
+from server.clusters.models import UnknownCluster
+from server.db import session_scope, utcnow
+from server.occupants import service as occupants
+from server.occupants.models import FaceTemplate, Occupant
+from server.sightings import crops
+from server.sightings.models import Sighting
+from server.sites.models import Site
+
+log = logging.getLogger(__name__)
+
+NOT_CLOSED = ("open", "assigned")
+
+
+@dataclass(frozen=True, slots=True)
+class SitePurge:
+    """What a purge removed (or, in a dry run, would remove) from one site."""
+
+    site_id: int
+    site: str
+    crops: int
+    embeddings: int
+    clusters_wiped: int
+    closed_cases: int
+    templates: int
+    occupants: int
+    gallery_version: int
+
+    @property
+    def anything(self) -> bool:
+        """Whether this site lost any face data."""
+        return bool(self.crops or self.embeddings or self.clusters_wiped or self.templates)
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-ready form."""
+        return asdict(self)
+
+
+def open_case_sightings(*, session: Session, site_id: int | None = None) -> set[int]:
+    """Ids of sightings in clusters that have an open or assigned case."""
+    query = (
+        select(Sighting.id)
+        .join(Case, Case.cluster_id == Sighting.cluster_id)
+        .where(Case.status.in_(NOT_CLOSED))
+    )
+    if site_id is not None:
+        query = query.where(Sighting.site_id == site_id)
+    return set(session.scalars(query))
+
+
+def _protected_clusters(session: Session, site: Site, now: datetime) -> set[int]:
+    """Clusters whose face data stays: a case not closed, or closed within the period."""
+    recent = now - timedelta(days=site.closed_case_retention_days)
+    return set(
+        session.scalars(
+            select(Case.cluster_id).where(
+                Case.site_id == site.id,
+                or_(Case.status.in_(NOT_CLOSED), Case.closed_at >= recent),
+            )
+        )
+    )
+
+
+def _face_sightings(session: Session, where: list[object]) -> list[tuple[int, bool, bool]]:
+    """(id, has_crop, has_embedding) of unknown sightings still holding face data."""
+    rows = session.execute(
+        select(Sighting.id, Sighting.has_crop, Sighting.embedding.is_not(None)).where(
+            Sighting.kind == "unknown",
+            or_(Sighting.has_crop.is_(True), Sighting.embedding.is_not(None)),
+            *where,  # type: ignore[arg-type]
+        )
+    ).all()
+    return [(int(r[0]), bool(r[1]), bool(r[2])) for r in rows]
+
+
+def _purge_site(session: Session, site: Site, now: datetime, *, dry_run: bool) -> SitePurge:
+    protected = _protected_clusters(session, site, now)
+    cutoff = now - timedelta(days=site.crop_retention_days)
+    closed_before = now - timedelta(days=site.closed_case_retention_days)
+
+    # Clusters of cases closed long enough ago lose all their face data.
+    stale_closed = (
+        set(
+            session.scalars(
+                select(Case.cluster_id).where(
+                    Case.site_id == site.id, Case.status == "closed", Case.closed_at < closed_before
+                )
+            )
+        )
+        - protected
+    )
+    not_protected = (
+        Sighting.cluster_id.is_(None) | Sighting.cluster_id.not_in(protected)
+        if protected
+        else true()
+    )
+    expired = _face_sightings(
+        session,
+        [
+            Sighting.site_id == site.id,
+            Sighting.processed.is_(True),
+            Sighting.started_at < cutoff,
+            not_protected,
+        ],
+    )
+    of_closed = (
+        _face_sightings(
+            session, [Sighting.site_id == site.id, Sighting.cluster_id.in_(stale_closed)]
+        )
+        if stale_closed
+        else []
+    )
+    targets = {sid: (crop, emb) for sid, crop, emb in expired + of_closed}
+
+    wipe_query = select(UnknownCluster.id).where(
+        UnknownCluster.site_id == site.id,
+        func.length(UnknownCluster.total) > 0,
+        or_(UnknownCluster.last_seen < cutoff, UnknownCluster.id.in_(stale_closed)),
+    )
+    wipe = set(session.scalars(wipe_query)) - protected
+
+    moved_cutoff = (now - timedelta(days=site.moved_out_template_days)).date()
+    moved = [
+        occ
+        for occ in session.scalars(
+            select(Occupant).where(
+                Occupant.site_id == site.id,
+                Occupant.status == "moved_out",
+                Occupant.id.in_(
+                    select(FaceTemplate.occupant_id).where(FaceTemplate.site_id == site.id)
+                ),
+            )
+        )
+        if _moved_out_on(occ) <= moved_cutoff
+    ]
+    templates = int(
+        session.scalar(
+            select(func.count())
+            .select_from(FaceTemplate)
+            .where(FaceTemplate.occupant_id.in_([o.id for o in moved]))
+        )
+        or 0
+    )
+
+    if not dry_run:
+        crops.delete_many(
+            session=session, sighting_ids=[sid for sid, (crop, _e) in targets.items() if crop]
+        )
+        emb_ids = sorted(sid for sid, (_c, emb) in targets.items() if emb)
+        for start in range(0, len(emb_ids), 500):
+            session.execute(
+                update(Sighting)
+                .where(Sighting.id.in_(emb_ids[start : start + 500]))
+                .values(embedding=None)
+                .execution_options(synchronize_session=False)
+            )
+        for row in session.scalars(select(UnknownCluster).where(UnknownCluster.id.in_(wipe))):
+            # The vectors are face data; the counts, days and entrances are not.
+            row.total = b""
+            row.exemplars = b""
+            if row.status == "active":
+                row.status = "retired"
+        for occ in moved:
+            occupants.delete_templates(session=session, occupant_id=occ.id)
+        session.flush()
+        session.refresh(site, ["gallery_version"])
+    return SitePurge(
+        site_id=site.id,
+        site=site.name,
+        crops=sum(1 for crop, _e in targets.values() if crop),
+        embeddings=sum(1 for _c, emb in targets.values() if emb),
+        clusters_wiped=len(wipe),
+        closed_cases=len(
+            set(
+                session.scalars(
+                    select(Case.id).where(
+                        Case.cluster_id.in_(stale_closed & wipe), Case.status == "closed"
+                    )
+                )
+            )
+        ),
+        templates=templates,
+        occupants=len(moved),
+        gallery_version=site.gallery_version,
+    )
+
+
+def _moved_out_on(occ: Occupant) -> date:
+    if occ.move_out is not None:
+        return occ.move_out
+    return occ.updated_at.date()
+
+
+def purge(
+    *,
+    session: Session,
+    now: datetime | None = None,
+    site_id: int | None = None,
+    dry_run: bool = False,
+    actor: str = "purge",
+) -> list[SitePurge]:
+    """Apply every site's retention (or one site's); flushes, the caller commits."""
+    now = now or utcnow()
+    query = select(Site).order_by(Site.id)
+    if site_id is not None:
+        query = query.where(Site.id == site_id)
+    out = []
+    for site in session.scalars(query).all():
+        result = _purge_site(session, site, now, dry_run=dry_run)
+        if result.anything and not dry_run:
+            detail = result.as_dict()
+            detail.pop("site")
+            record(
+                session=session,
+                actor=actor,
+                action="privacy.purge",
+                object_type="site",
+                object_id=site.id,
+                site_id=site.id,
+                detail=detail,
+            )
+        out.append(result)
+    return out
+
+
+class PurgeSchedule:
+    """Runs :func:`purge` at most every ``interval_s`` (the worker's hook)."""
+
+    def __init__(self, interval_s: float = 3600.0, first_after_s: float = 60.0) -> None:
+        self.interval_s = interval_s
+        # Not at once: a worker started for a short job should not purge first thing,
+        # but one restarted often must still purge, so not a whole interval either.
+        self._due = time.monotonic() + first_after_s
+
+    def tick(self, factory: sessionmaker[Session]) -> list[SitePurge] | None:
+        """Purge if it is due; None when it was not."""
+        now = time.monotonic()
+        if now < self._due:
+            return None
+        self._due = now + self.interval_s
+        with session_scope(factory) as session:
+            results = purge(session=session, actor="worker")
+        for r in results:
+            if r.anything:
+                log.info(
+                    "purge: site %s: %d crops, %d embeddings, %d clusters, %d templates",
+                    r.site_id,
+                    r.crops,
+                    r.embeddings,
+                    r.clusters_wiped,
+                    r.templates,
+                )
+        return results
