@@ -83,7 +83,7 @@ class Embedder:
         self.rec.prepare(0)
 
     def embed(self, img: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32] | None:
-        """Embedding of the largest face, or None when no face is found."""
+        """Embedding of the face nearest the centre, or None when no face is found."""
         from insightface.utils import face_align
 
         h, w = img.shape[:2]
@@ -93,8 +93,11 @@ class Embedder:
         boxes, kpss = self.det.detect(padded, input_size=(640, 640))
         if boxes.shape[0] == 0 or kpss is None:
             return None
-        areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-        i = int(np.argmax(areas))
+        # Eval photos (LFW deep-funnelled and the like) are centred on the named person;
+        # other faces in the frame are other people, so take the face nearest the centre.
+        cx = (boxes[:, 0] + boxes[:, 2]) / 2 - padded.shape[1] / 2
+        cy = (boxes[:, 1] + boxes[:, 3]) / 2 - padded.shape[0] / 2
+        i = int(np.argmin(np.hypot(cx, cy)))
         crop = face_align.norm_crop(padded, landmark=kpss[i], image_size=112)
         feat = np.asarray(self.rec.get_feat(crop), dtype=np.float32).reshape(-1)
         return (feat / np.linalg.norm(feat)).astype(np.float32)
@@ -120,7 +123,8 @@ def load_embeddings(
     key = hashlib.sha256(
         "\n".join(f"{i}/{p.name}/{p.stat().st_size}" for i, p in faces).encode()
     ).hexdigest()[:16]
-    cache = CACHE_DIR / f"faces-{MODEL_ID.replace('/', '_')}-{key}.npz"
+    # "c": centre-face selection (bump when the embedding recipe changes).
+    cache = CACHE_DIR / f"faces-{MODEL_ID.replace('/', '_')}-c-{key}.npz"
     if cache.exists():
         data = np.load(cache)
         return list(data["idents"]), list(data["paths"]), data["emb"].astype(np.float32)
