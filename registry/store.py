@@ -304,6 +304,7 @@ def _apply(session: Session, plan: Plan) -> int:
                 model_id=change.face.model_id,
                 quality=change.face.quality,
                 source=SOURCE_PREFIX + change.face.photo_sha256,
+                bump=False,  # one bump for the whole import, below
             )
             touched_gallery = True
     for occupant_id in plan.move_out:
@@ -332,8 +333,7 @@ def _apply(session: Session, plan: Plan) -> int:
     )
     session.flush()
     if touched_gallery:
-        # Templates added/deleted above already bumped the version; one more bump
-        # covers a move-out of someone without templates, and is harmless otherwise.
+        # Added templates did not bump (bump=False): one bump for the whole import.
         sites.bump_gallery_version(session=session, site_id=site.id)
     session.refresh(site)
     return site.gallery_version

@@ -133,8 +133,12 @@ def add_template(
     model_id: str,
     quality: float = 0.0,
     source: str = "",
+    bump: bool = True,
 ) -> FaceTemplate:
-    """Store one face embedding for an occupant and bump the site's gallery version."""
+    """Store one face embedding for an occupant and bump the site's gallery version.
+
+    ``bump=False`` lets a bulk caller (the registry import) bump once at the end.
+    """
     occupant = get_occupant(session=session, occupant_id=occupant_id)
     vec = np.asarray(embedding, dtype=np.float32).reshape(-1)
     if vec.size == 0 or vec.size > MAX_EMBEDDING_DIM:
@@ -153,7 +157,8 @@ def add_template(
     )
     session.add(template)
     session.flush()
-    bump_gallery_version(session=session, site_id=occupant.site_id)
+    if bump:
+        bump_gallery_version(session=session, site_id=occupant.site_id)
     return template
 
 
