@@ -1,0 +1,163 @@
+"""Retention purge: expired face data goes, open cases keep theirs, dry runs change nothing."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
+
+from server.audit.models import AuditEvent
+from server.cases.models import Case
+from server.cli import main
+from server.clusters.models import UnknownCluster
+from server.db import utcnow
+from server.occupants.models import FaceTemplate
+from server.occupants.service import gallery_entries
+from server.privacy.purge import purge
+from server.sightings import crops
+from server.sightings.models import Sighting, SightingCrop
+from server.sites.models import Site
+from tests.server.clusters.support import new_session
+from tests.server.conftest import DeviceCreds
+from tests.server.privacy.support import World, build
+
+
+def snapshot(s: Session) -> dict[str, Any]:
+    """Every piece of face data and what a purge writes, to compare before/after."""
+    return {
+        "crops": sorted(s.scalars(select(SightingCrop.sighting_id))),
+        "embeddings": sorted(s.scalars(select(Sighting.id).where(Sighting.embedding.is_not(None)))),
+        "has_crop": sorted(s.scalars(select(Sighting.id).where(Sighting.has_crop.is_(True)))),
+        "cluster_vectors": sorted(
+            s.scalars(select(UnknownCluster.id).where(func.length(UnknownCluster.total) > 0))
+        ),
+        "cluster_status": sorted(s.execute(select(UnknownCluster.id, UnknownCluster.status)).all()),
+        "templates": sorted(s.scalars(select(FaceTemplate.id))),
+        "gallery": sorted(s.scalars(select(Site.gallery_version))),
+        "audit": s.scalar(select(func.count()).select_from(AuditEvent)),
+    }
+
+
+@pytest.fixture
+def world(engine: Engine, device: DeviceCreds) -> World:
+    return build(engine, device.site_id, device.device_id)
+
+
+def test_purge_removes_expired_spares_open_and_recently_closed_cases(
+    engine: Engine, world: World
+) -> None:
+    # The sightings are from March; the visitor case was closed just now.
+    with new_session(engine) as s:
+        before = snapshot(s)
+        gallery_before = s.get(Site, world.site_id).gallery_version  # type: ignore[union-attr]
+        [dry] = purge(session=s, dry_run=True)
+        assert snapshot(s) == before  # a dry run changes nothing, audit log included
+        s.rollback()
+    with new_session(engine) as s:
+        [result] = purge(session=s)
+        s.commit()
+    assert (result.crops, result.embeddings, result.templates, result.occupants) == (
+        dry.crops,
+        dry.embeddings,
+        dry.templates,
+        dry.occupants,
+    )
+    # Only the passer-by's sighting had expired and was unprotected.
+    assert (result.crops, result.embeddings) == (1, 1)
+    assert (result.templates, result.occupants) == (2, 1)
+    with new_session(engine) as s:
+        after = snapshot(s)
+        protected = world.open_sightings | world.closed_sightings
+        assert set(after["crops"]) == protected
+        assert set(after["embeddings"]) == protected
+        assert set(after["has_crop"]) == protected
+        [passerby] = world.passerby_sightings
+        assert crops.get(session=s, sighting_id=passerby) is None
+        assert s.get(Sighting, passerby).embedding is None  # type: ignore[union-attr]
+        open_one = min(world.open_sightings)
+        assert crops.get(session=s, sighting_id=open_one) is not None
+        # The moved-out occupant's templates left; the gallery version moved so edges resync.
+        left = set(s.scalars(select(FaceTemplate.occupant_id)))
+        assert left == {world.active_occupant}
+        site = s.get(Site, world.site_id)
+        assert site is not None and site.gallery_version > gallery_before
+        assert {e.occupant_id for e in gallery_entries(session=s, site=site)} == {
+            world.active_occupant
+        }
+        event = s.scalars(select(AuditEvent).where(AuditEvent.action == "privacy.purge")).one()
+        assert event.detail is not None and event.detail["crops"] == 1
+    # A second run finds nothing and writes nothing.
+    with new_session(engine) as s:
+        [again] = purge(session=s)
+        s.commit()
+        assert not again.anything
+        assert snapshot(s) == after
+
+
+def test_closed_case_loses_face_data_after_its_period_open_case_never(
+    engine: Engine, world: World
+) -> None:
+    later = utcnow() + timedelta(days=31)  # past the visitor case's 30-day period
+    with new_session(engine) as s:
+        [result] = purge(session=s, now=later)
+        s.commit()
+    assert result.closed_cases == 1
+    assert result.crops == len(world.closed_sightings) + len(world.passerby_sightings)
+    with new_session(engine) as s:
+        assert set(s.scalars(select(SightingCrop.sighting_id))) == set(world.open_sightings)
+        closed = s.get(Case, world.closed_case)
+        assert closed is not None and (closed.status, closed.outcome) == ("closed", "visitor")
+        cluster = s.get(UnknownCluster, closed.cluster_id)
+        assert cluster is not None and cluster.total == b"" and cluster.exemplars == b""
+        assert cluster.days  # the history stays: days seen, counts
+        open_case = s.get(Case, world.open_case)
+        assert open_case is not None
+        open_cluster = s.get(UnknownCluster, open_case.cluster_id)
+        assert open_cluster is not None and open_cluster.total != b""
+
+
+def test_site_settings_drive_the_purge(engine: Engine, world: World) -> None:
+    with new_session(engine) as s:
+        site = s.get(Site, world.site_id)
+        assert site is not None
+        site.crop_retention_days = 3650  # nothing is old enough
+        site.moved_out_template_days = 3650
+        s.commit()
+        [result] = purge(session=s, dry_run=True)
+        assert not result.anything
+
+
+def test_delete_expired_spares_open_case_crops(engine: Engine, world: World) -> None:
+    with new_session(engine) as s:
+        deleted = crops.delete_expired(session=s, now=utcnow() + timedelta(days=400))
+        s.commit()
+        assert deleted == len(world.closed_sightings) + len(world.passerby_sightings)
+        assert set(s.scalars(select(SightingCrop.sighting_id))) == set(world.open_sightings)
+
+
+def test_cli_purge_dry_run_then_real(
+    engine: Engine,
+    world: World,
+    db_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("LINTEL_DATABASE_URL", db_url)
+    monkeypatch.setenv("LINTEL_ENV", "dev")
+    monkeypatch.setenv("LINTEL_CROP_KEY", "A" * 43 + "=")
+    with new_session(engine) as s:
+        before = snapshot(s)
+    assert main(["purge", "--dry-run", "--site", str(world.site_id), "--json"]) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert row["dry_run"] is True and row["crops"] == 1 and row["templates"] == 2
+    with new_session(engine) as s:
+        assert snapshot(s) == before
+    assert main(["purge", "--json"]) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert row["dry_run"] is False and row["crops"] == 1
+    with new_session(engine) as s:
+        assert snapshot(s) != before
