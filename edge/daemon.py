@@ -64,7 +64,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from edge.capture import VideoSource
+from edge.capture import Opener, VideoSource
 from edge.client import AuthRefused, ClientError, GalleryModelMismatch, LintelClient, Rejected
 from edge.daemon_config import CameraConfig, EdgeConfig, load_config
 from edge.errors import CaptureError, LintelEdgeError
@@ -223,6 +223,8 @@ class CameraRuntime:
         if src is None:
             return "stopped" if self.state in ("ended", "stopped") else self.state
         state = src.stats.state
+        if self.watchdog_fired:  # being closed for delivering nothing
+            return "stalled"
         if state == "running" and time.monotonic() - self.wd_since > stall_timeout_s:
             return "stalled"
         if state == "stopped":  # the worker is about to reopen it
@@ -239,8 +241,10 @@ class EdgeDaemon:
         *,
         engine: DaemonEngine | None = None,
         client: LintelClient | None = None,
+        opener: Opener | None = None,
     ) -> None:
-        """``engine``/``client``: injected in tests; built from the config otherwise."""
+        """``engine``/``client``: injected in tests; built from the config otherwise.
+        ``opener``: how captures are opened (tests fake a camera); OpenCV otherwise."""
         self.config = config
         self.stop_event = threading.Event()
         data = config.device.data_dir
@@ -280,6 +284,7 @@ class EdgeDaemon:
         self._signalled: int | None = None
         self._stopped = False
         self._gallery_view = _CurrentGallery(self)
+        self._opener = opener
 
     # -- stopping ------------------------------------------------------------
     def request_stop(self) -> None:
@@ -455,6 +460,7 @@ class EdgeDaemon:
             stop_event=stop,
             open_timeout_s=cam.open_timeout_s,
             read_timeout_s=cam.stall_timeout_s,
+            opener=self._opener,
         )
         with rt.lock:
             rt.source, rt.source_stop = source, stop
@@ -575,8 +581,8 @@ class EdgeDaemon:
             rt.samples.append((now, frames))
             with rt.lock:
                 src, stop = rt.source, rt.source_stop
-            if src is None or stop is None or not src.is_live:
-                continue
+            if src is None or stop is None or not src.is_live or rt.watchdog_fired:
+                continue  # nothing to watch, or already reopening this one
             if frames != rt.wd_frames or src.stats.state != "running":
                 rt.wd_frames, rt.wd_since = frames, now
                 continue

@@ -6,6 +6,7 @@ a stub (these paths never run the pipeline)."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -249,3 +250,81 @@ def test_heartbeat_reports_cameras_outbox_and_model(tmp_path: Path, server: Serv
     status = edge.status()
     assert status["cameras"]["door"]["tracks"] == 1 and status["outbox"]["queued"] == 1
     edge.outbox.close()
+
+
+class HangingCapture:
+    """A camera that delivers ``frames`` frames, then hangs inside grab() (stream
+    open, nothing arrives) until it is released: what FFmpeg's read timeout
+    misses on some USB drivers and RTSP servers."""
+
+    def __init__(self, frames: int) -> None:
+        self.frames = frames
+        self.grabbed = 0
+        self.released = threading.Event()
+
+    def isOpened(self) -> bool:
+        return True
+
+    def grab(self) -> bool:
+        if self.grabbed >= self.frames:
+            self.released.wait(30)
+            return False
+        self.grabbed += 1
+        time.sleep(0.02)
+        return True
+
+    def retrieve(self) -> tuple[bool, Any]:
+        return True, np.zeros((48, 64, 3), np.uint8)
+
+    def get(self, prop_id: int) -> float:
+        return 25.0 if prop_id == cv2.CAP_PROP_FPS else 64.0
+
+    def release(self) -> None:
+        self.released.set()
+
+
+@dataclass
+class BlindEngine(StubEngine):
+    """Sees no face (the watchdog test needs frames, not faces)."""
+
+    def detect(self, image_bgr: Any, *, det_size: int | None = None) -> list[Any]:
+        return []
+
+
+def test_watchdog_reopens_a_stream_that_stays_open_but_stops_delivering(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("edge.daemon.WATCHDOG_GRACE_S", 0.0)  # act at stall_timeout_s
+    captures: list[HangingCapture] = []
+
+    def opener(spec: Any) -> HangingCapture:
+        captures.append(HangingCapture(frames=10))
+        return captures[-1]
+
+    cfg = EdgeConfig(
+        device=DeviceConfig(name="gate", data_dir=tmp_path / "edge"),
+        cameras=[
+            CameraConfig(
+                name="door",
+                source="rtsp://192.0.2.1/stream",
+                stall_timeout_s=1,
+                reconnect={"initial_delay_s": 0.1, "max_attempts": None},  # type: ignore[arg-type]
+            )
+        ],
+    )
+    edge = EdgeDaemon(cfg, engine=cast(DaemonEngine, BlindEngine()), opener=opener)
+    edge.start()
+    seen: set[str] = set()
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(captures) < 2:
+            edge.tick()
+            seen.add(edge.heartbeat_payload().cameras["door"].state)
+            time.sleep(0.1)
+    finally:
+        edge.stop()
+    rt = edge.cameras["door"]
+    assert len(captures) >= 2, "the hung stream was not reopened"
+    assert captures[0].released.is_set()
+    assert rt.stalls >= 1 and {"running", "stalled"} <= seen
+    assert rt.totals()[0] >= 10

@@ -185,8 +185,13 @@ class LiveStream:
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
 
+    def freeze(self) -> None:
+        """SIGSTOP: the connection stays open, no frame arrives (a hung camera)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
     def stop(self) -> None:
-        _stop(self.proc, signal.SIGKILL)
+        _stop(self.proc, signal.SIGKILL)  # SIGKILL ends a frozen process too
         self.proc = None
 
 

@@ -1,5 +1,6 @@
-"""The daemon on a live stream: the camera drops and comes back, the server goes
-away and comes back, SIGTERM ends it; the server ends up with every track once."""
+"""The daemon on a live stream: the camera drops and comes back, hangs and comes
+back, the server goes away and comes back, SIGTERM ends it; the server ends up
+with every track exactly once."""
 
 from __future__ import annotations
 
@@ -65,6 +66,26 @@ def test_live_stream_and_server_outages_lose_and_double_nothing(
         what="the camera running again with a new track",
     )
     assert daemon.camera()["reconnects"] + daemon.camera()["opens"] >= 2
+
+    # 2b. The camera hangs with the connection open: no frame for stall_timeout_s
+    # is noticed (stalled, then reopened) and the daemon recovers on a new stream.
+    stream.freeze()
+    daemon.wait(
+        lambda s: s["cameras"]["door"]["state"] in ("stalled", "reconnecting"),
+        timeout=20,
+        what="the frozen stream to be noticed",
+    )
+    stream.stop()
+    tracks_before = daemon.camera()["tracks"]
+    stream.start()
+    daemon.wait(
+        lambda s: (
+            s["cameras"]["door"]["state"] == "running"
+            and s["cameras"]["door"]["tracks"] > tracks_before
+        ),
+        timeout=30,
+        what="the camera running again after the freeze",
+    )
 
     # 3. The server goes away: the outbox holds what is seen meanwhile.
     server.kill()
