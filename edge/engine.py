@@ -137,10 +137,6 @@ class FaceEngine:
         config: ModelConfig,
         quality_config: QualityConfig | None = None,
     ) -> None:
-        # Imported here: importing insightface pulls in skimage/onnx (~1 s).
-        from insightface.model_zoo.arcface_onnx import ArcFaceONNX
-        from insightface.model_zoo.scrfd import SCRFD
-
         self.pack = pack
         self.config = config
         self.quality_config = quality_config or QualityConfig()
@@ -148,6 +144,30 @@ class FaceEngine:
         self.threshold: float = (
             pack.default_threshold if config.match_threshold is None else config.match_threshold
         )
+        self._detector: Any
+        self._recognizer: Any
+        if pack.kind == "opencv_zoo":
+            self._load_opencv_zoo(pack, config)
+        else:
+            self._load_insightface(pack, config)
+        if not getattr(self._detector, "use_kps", False):
+            raise ModelPackError(f"detector {pack.detector_path} has no keypoint outputs")
+        # The pack's own detector threshold unless the config names one: a
+        # default tuned for SCRFD would flood YuNet with clutter.
+        explicit = "det_thresh" in config.model_fields_set
+        self.det_thresh: float = config.det_thresh if explicit else pack.det_thresh
+        self._detector.det_thresh = self.det_thresh
+        self._rec_size = int(self._recognizer.input_size[0])
+        dim = self._recognizer.output_shape[-1]
+        if not isinstance(dim, int):
+            raise ModelPackError(f"recogniser {pack.recognizer_path} has no fixed output size")
+        self.embedding_dim: int = dim
+
+    def _load_insightface(self, pack: ModelPack, config: ModelConfig) -> None:
+        # Imported here: importing insightface pulls in skimage/onnx (~1 s).
+        from insightface.model_zoo.arcface_onnx import ArcFaceONNX
+        from insightface.model_zoo.scrfd import SCRFD
+
         # static_shape_sessions=False: one dynamic session for every det_size.
         # insightface would otherwise build (and keep) a new session for each
         # input size, which with motion ROIs of varying size grows without bound;
@@ -157,18 +177,22 @@ class FaceEngine:
             session=_session(pack.detector_path, config.threads),
             static_shape_sessions=False,
         )
-        if not getattr(self._detector, "use_kps", False):
-            raise ModelPackError(f"detector {pack.detector_path} has no keypoint outputs")
-        self._detector.det_thresh = config.det_thresh
         self._recognizer = ArcFaceONNX(
             model_file=str(pack.recognizer_path),
             session=_session(pack.recognizer_path, config.threads),
         )
-        self._rec_size = int(self._recognizer.input_size[0])
-        dim = self._recognizer.output_shape[-1]
-        if not isinstance(dim, int):
-            raise ModelPackError(f"recogniser {pack.recognizer_path} has no fixed output size")
-        self.embedding_dim: int = dim
+
+    def _load_opencv_zoo(self, pack: ModelPack, config: ModelConfig) -> None:
+        from edge.models import loadable_model
+        from edge.sface import SFaceRecognizer
+        from edge.yunet import YuNetDetector
+
+        # The shipped int8 graphs do not load in ONNX Runtime; a repaired copy is
+        # made once and cached (edge.models.fix_graph).
+        det_path = loadable_model(pack.detector_path, dynamic_input=True)
+        rec_path = loadable_model(pack.recognizer_path, dynamic_batch=True)
+        self._detector = YuNetDetector(_session(det_path, config.threads))
+        self._recognizer = SFaceRecognizer(_session(rec_path, config.threads))
 
     @classmethod
     def load(
