@@ -4,8 +4,10 @@
 highest priority first; ``GET /api/v1/cases/{id}`` shows one with its history;
 ``POST /api/v1/cases/{id}/actions`` takes one action (a JSON object with an
 ``action`` field); ``POST /api/v1/whitelist`` whitelists staff/couriers by
-face. Authentication: a user's bearer token (``lintel-server user add``);
-viewers may read, managers and admins may act, each only on their sites.
+face; ``GET``/``PUT /api/v1/case-settings?site=`` read and change a site's
+timezone, case rule and clustering thresholds. Authentication: a user's
+bearer token (``lintel-server user add``); viewers may read, managers and
+admins may act, each only on their sites.
 Routes are thin: the service does the work and the route commits once, so an
 outcome, its effects and its audit records are one transaction.
 """
@@ -22,7 +24,10 @@ from sqlalchemy import select
 from server.audit.service import record
 from server.cases import service
 from server.cases.models import Case
-from server.clusters.models import UnknownCluster
+from server.cases.rules import DEFAULT_TIMEZONE, CaseRule
+from server.clusters.algo import ClusterParams
+from server.clusters.models import ClusterSiteState, UnknownCluster
+from server.clusters.service import configure_site, site_config
 from server.errors import AuthRequired, Forbidden, InvalidInput, NotFound
 from server.security import SessionDep, bearer_token
 from server.sightings import crops
@@ -346,5 +351,82 @@ def add_whitelist(body: WhitelistIn, session: SessionDep, caller: ManagerDep) ->
         actor=caller.actor,
     )
     out = WhitelistOut(id=entry.id, site_id=entry.site_id, kind=entry.kind, label=entry.label)
+    session.commit()
+    return out
+
+
+class SiteCaseSettings(_Out):
+    """A site's timezone, case rule and clustering thresholds (all with defaults)."""
+
+    site_id: int
+    timezone: str
+    case_rule: CaseRule
+    cluster_params: ClusterParams
+
+
+class SiteCaseSettingsIn(_Action):
+    """Fields to change; omitted ones keep their value."""
+
+    timezone: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    case_rule: CaseRule | None = None
+    cluster_params: ClusterParams | None = None
+
+
+def _settings_out(session: SessionDep, site_id: int) -> SiteCaseSettings:
+    state = session.get(ClusterSiteState, site_id)
+    config = site_config(state)
+    return SiteCaseSettings(
+        site_id=site_id,
+        timezone=state.timezone if state is not None else DEFAULT_TIMEZONE,
+        case_rule=config.rule,
+        cluster_params=config.params,
+    )
+
+
+@router.get(
+    "/case-settings", response_model=SiteCaseSettings, summary="A site's case rule and thresholds"
+)
+def get_case_settings(
+    session: SessionDep,
+    caller: CallerDep,
+    site: Annotated[str, Query(description="Site name or id.")],
+) -> SiteCaseSettings:
+    """The rule and thresholds in force for the site."""
+    site_row = resolve_site(session=session, ref=site)
+    caller.check_site(site_row.id)
+    return _settings_out(session, site_row.id)
+
+
+@router.put("/case-settings", response_model=SiteCaseSettings, summary="Change a site's case rule")
+def put_case_settings(
+    body: SiteCaseSettingsIn,
+    session: SessionDep,
+    caller: ManagerDep,
+    site: Annotated[str, Query(description="Site name or id.")],
+) -> SiteCaseSettings:
+    """Set the site's timezone, case rule and/or clustering thresholds (audited).
+
+    New thresholds apply to sightings clustered from now on; existing clusters
+    are not regrouped.
+    """
+    site_row = resolve_site(session=session, ref=site)
+    caller.check_site(site_row.id)
+    configure_site(
+        session=session,
+        site_id=site_row.id,
+        timezone=body.timezone,
+        case_rule=body.case_rule,
+        cluster_params=body.cluster_params,
+    )
+    record(
+        session=session,
+        actor=caller.actor,
+        action="case_settings.update",
+        object_type="site",
+        object_id=site_row.id,
+        site_id=site_row.id,
+        detail=body.model_dump(mode="json", exclude_none=True),
+    )
+    out = _settings_out(session, site_row.id)
     session.commit()
     return out

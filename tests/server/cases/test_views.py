@@ -149,3 +149,29 @@ def test_case_crops_are_served_and_audited(
             s.scalars(select(AuditEvent.object_id).where(AuditEvent.action == "case.crop_view"))
         )
     assert views == [str(sid)]
+
+
+def test_case_settings_per_site(engine: Engine, client: httpx.Client, device: DeviceCreds) -> None:
+    manager = _token(engine, "manager", "manager", [device.site_id])
+    viewer = _token(engine, "viewer", "viewer", [device.site_id])
+    url = f"{API_PREFIX}/case-settings"
+    got = client.get(url, params={"site": device.site_id}, headers=viewer).json()
+    assert got["timezone"] == "Asia/Shanghai" and got["case_rule"]["min_days"] == 3
+    body = {"timezone": "Europe/Berlin", "case_rule": {"min_days": 2, "window_days": 7}}
+    assert (
+        client.put(url, params={"site": device.site_id}, json=body, headers=viewer).status_code
+        == 403
+    )
+    r = client.put(url, params={"site": device.site_id}, json=body, headers=manager)
+    assert r.status_code == 200, r.text
+    assert r.json()["case_rule"]["min_days"] == 2 and r.json()["timezone"] == "Europe/Berlin"
+    bad = {"timezone": "Mars/Olympus"}
+    assert (
+        client.put(url, params={"site": device.site_id}, json=bad, headers=manager).status_code
+        == 422
+    )
+    # The new rule is in force: two days now open a case.
+    seen_on(engine, device.device_id, (person(36), 36), [0, 1])
+    work(engine)
+    cases = client.get(f"{API_PREFIX}/cases", params={"site": device.site_id}, headers=viewer)
+    assert len(cases.json()) == 1
