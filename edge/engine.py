@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ import numpy.typing as npt
 from edge.config import ModelConfig
 from edge.errors import EnrolmentError, ImageError, ModelPackError
 from edge.models import ModelPack, resolve_pack
-from edge.quality import QualityConfig, assess
+from edge.quality import QualityConfig, assess, fuse_embeddings
 from edge.types import BBox, Detection, EnrolledFace, FaceQuality
 
 log = logging.getLogger(__name__)
@@ -340,6 +341,72 @@ class FaceEngine:
         return EnrolledFace(
             embedding=embedding, quality=quality, detection=det, model_id=self.model_id
         )
+
+    def enrol_many(
+        self,
+        images: Sequence[ImageLike | bytes | Path],
+        *,
+        names: Sequence[str] | None = None,
+    ) -> MultiEnrolment:
+        """Enrol several photos of ONE person and fuse them, weighted by quality.
+
+        Each photo goes through :meth:`enrol` (exactly one usable face); photos
+        that fail are reported in ``failures``, not fatal, as long as one photo
+        is usable. Raises :class:`EnrolmentError` (the first photo's reason, every
+        photo's message) when none is. The photos are trusted to show the same
+        person: checking that is the caller's job (the registry importer refuses
+        one face filed under two people).
+        """
+        if not images:
+            raise EnrolmentError("no_face", "no enrolment photos given")
+        labels = (
+            list(names)
+            if names is not None
+            else [
+                str(img) if isinstance(img, (str, Path)) else f"photo {k + 1}"
+                for k, img in enumerate(images)
+            ]
+        )
+        if len(labels) != len(images):
+            raise ValueError(f"{len(images)} photos but {len(labels)} names")
+        faces: list[EnrolledFace] = []
+        used: list[str] = []
+        failures: list[tuple[str, EnrolmentError]] = []
+        for image, label in zip(images, labels, strict=True):
+            try:
+                faces.append(self.enrol(image, name=label))
+                used.append(label)
+            except EnrolmentError as exc:
+                failures.append((label, exc))
+        if not faces:
+            raise EnrolmentError(
+                failures[0][1].reason,
+                f"none of {len(images)} photos is usable: "
+                + "; ".join(str(exc) for _, exc in failures),
+            )
+        fused = fuse_embeddings(
+            np.stack([f.embedding for f in faces]), [f.quality.score for f in faces]
+        )
+        best = max(faces, key=lambda f: f.quality.score)
+        face = EnrolledFace(
+            embedding=fused, quality=best.quality, detection=best.detection, model_id=self.model_id
+        )
+        return MultiEnrolment(face, tuple(faces), tuple(used), tuple(failures))
+
+
+@dataclass(frozen=True, slots=True)
+class MultiEnrolment:
+    """Several enrolment photos of one person, fused into one template."""
+
+    face: EnrolledFace
+    """The fused template: ``embedding`` is the quality-weighted mean of the usable
+    photos' embeddings; ``quality`` and ``detection`` are the best photo's."""
+    faces: tuple[EnrolledFace, ...]
+    """Each usable photo's own face, in input order (for keeping every template)."""
+    used: tuple[str, ...]
+    """Names of the photos that went into the template, in input order."""
+    failures: tuple[tuple[str, EnrolmentError], ...]
+    """(name, error) of every photo that could not be used."""
 
 
 # ---------------------------------------------------------------------- helpers

@@ -1,8 +1,10 @@
 """The local gallery: enrolled identities' templates and 1:N matching.
 
-A template is one L2-normalised embedding of one enrolment photo. An identity
-may have several; its similarity to a probe is the MAX cosine over its
-templates (a second photo helps when it is closer, never hurts when it is not).
+A template is one L2-normalised embedding of one enrolment photo (or, with
+``fuse=True``, the quality-weighted mean of all of one identity's photos). An
+identity may have several templates; its similarity to a probe is the MAX
+cosine over them (a second photo helps when it is closer, never hurts when it
+is not).
 
 Templates are only comparable with embeddings of the same recogniser, so the
 gallery carries the ``model_id`` it was built with and refuses anything else.
@@ -21,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edge.errors import EnrolmentError, GalleryError
+from edge.quality import fuse_embeddings
 
 if TYPE_CHECKING:
     from edge.engine import FaceEngine
@@ -113,14 +116,26 @@ class Gallery:
 
     @classmethod
     def from_folder(
-        cls, folder: Path | str, engine: FaceEngine, *, cache: Path | str | None = None
+        cls,
+        folder: Path | str,
+        engine: FaceEngine,
+        *,
+        cache: Path | str | None = None,
+        fuse: bool = False,
+        skip_unusable: bool = False,
     ) -> Gallery:
         """Enrol ``folder/<identity>/<photo>`` with ``engine``.
 
         Every photo must hold exactly one usable face; otherwise
         :class:`GalleryError` lists EVERY bad file with its reason (fix them all
-        in one pass, not one per run). Files outside identity folders and
-        non-image files are ignored with a warning.
+        in one pass, not one per run). With ``skip_unusable`` bad photos are
+        logged and left out instead (an identity left without photos is still an
+        error). Files outside identity folders and non-image files are ignored
+        with a warning.
+
+        ``fuse``: one template per identity, the quality-weighted mean of its
+        photos (:func:`edge.quality.fuse_embeddings`), instead of one template per
+        photo matched by max. bench/accuracy.py measures both (docs/model-packs.md).
 
         ``cache``: an ``.npz`` file of enrolled embeddings keyed by the photo's
         SHA-256, the model id and the quality gates, so re-running over an
@@ -132,6 +147,7 @@ class Gallery:
             raise GalleryError(f"gallery folder {root} does not exist or is not a directory")
         identities: list[str] = []
         rows: list[npt.NDArray[np.float32]] = []
+        weights: list[float] = []
         owners: list[int] = []
         problems: list[str] = []
         store = _EmbeddingCache(Path(cache), engine) if cache is not None else None
@@ -150,7 +166,8 @@ class Gallery:
                 key = store.key(photo) if store is not None else None
                 cached = store.get(key) if store is not None and key is not None else None
                 if cached is not None:
-                    rows.append(cached)
+                    rows.append(cached[0])
+                    weights.append(cached[1])
                     owners.append(idx)
                     continue
                 try:
@@ -160,9 +177,26 @@ class Gallery:
                     problems.append(f"{rel}: {exc.reason}: {detail}")
                     continue
                 if store is not None and key is not None:
-                    store.put(key, face.embedding)
+                    store.put(key, face.embedding, face.quality.score)
                 rows.append(face.embedding)
+                weights.append(face.quality.score)
                 owners.append(idx)
+            if skip_unusable and idx not in owners:
+                problems.append(f"{sub.relative_to(root)}/: no usable photo")
+        if problems and skip_unusable:
+            usable = set(owners)
+            if len(usable) < len(identities):
+                raise GalleryError(
+                    f"gallery {root}: identities without a usable photo:\n  "
+                    + "\n  ".join(p for p in problems if p.endswith("no usable photo"))
+                )
+            log.warning(
+                "gallery %s: %d unusable photo(s) left out:\n  %s",
+                root,
+                len(problems),
+                "\n  ".join(problems),
+            )
+            problems = []
         if problems:
             raise GalleryError(
                 f"gallery {root}: {len(problems)} unusable photo(s):\n  " + "\n  ".join(problems)
@@ -171,11 +205,28 @@ class Gallery:
             raise GalleryError(f"gallery {root}: no identity folders")
         if store is not None:
             store.save()
-        log.info("gallery %s: %d identities, %d templates", root, len(identities), len(rows))
+        matrix = np.stack(rows)
+        owner_arr = np.asarray(owners, dtype=np.intp)
+        if fuse:
+            w = np.asarray(weights, dtype=np.float32)
+            matrix = np.stack(
+                [
+                    fuse_embeddings(matrix[owner_arr == k], w[owner_arr == k])
+                    for k in range(len(identities))
+                ]
+            )
+            owner_arr = np.arange(len(identities), dtype=np.intp)
+        log.info(
+            "gallery %s: %d identities, %d templates from %d photos",
+            root,
+            len(identities),
+            matrix.shape[0],
+            len(rows),
+        )
         return cls(
             identities,
-            np.stack(rows),
-            np.asarray(owners, dtype=np.intp),
+            matrix,
+            owner_arr,
             model_id=engine.model_id,
             threshold=engine.threshold,
         )
@@ -279,15 +330,17 @@ class _EmbeddingCache:
         self.path = path
         # Enrolment decisions depend on the gates, so they are part of the key.
         self._salt = f"{engine.model_id}|{engine.quality_config.model_dump_json()}"
-        self._data: dict[str, npt.NDArray[np.float32]] = {}
+        self._data: dict[str, tuple[npt.NDArray[np.float32], float]] = {}
         self._dirty = False
         if path.is_file():
             try:
                 with np.load(path, allow_pickle=False) as npz:
                     keys = [str(k) for k in npz["keys"]]
-                    self._data = dict(
-                        zip(keys, np.asarray(npz["embeddings"], np.float32), strict=True)
-                    )
+                    embs = np.asarray(npz["embeddings"], np.float32)
+                    quals = np.asarray(npz["qualities"], np.float64)
+                    self._data = {
+                        k: (e, float(q)) for k, e, q in zip(keys, embs, quals, strict=True)
+                    }
             except (OSError, ValueError, KeyError) as exc:
                 log.warning("ignoring unreadable gallery cache %s: %s", path, exc)
 
@@ -298,11 +351,12 @@ class _EmbeddingCache:
             return None  # enrol() will report the unreadable file
         return hashlib.sha256(f"{self._salt}|{digest}".encode()).hexdigest()
 
-    def get(self, key: str) -> npt.NDArray[np.float32] | None:
+    def get(self, key: str) -> tuple[npt.NDArray[np.float32], float] | None:
+        """(embedding, quality score) of a photo enrolled before, or None."""
         return self._data.get(key)
 
-    def put(self, key: str, embedding: npt.NDArray[np.float32]) -> None:
-        self._data[key] = np.asarray(embedding, np.float32)
+    def put(self, key: str, embedding: npt.NDArray[np.float32], quality: float) -> None:
+        self._data[key] = (np.asarray(embedding, np.float32), float(quality))
         self._dirty = True
 
     def save(self) -> None:
@@ -311,5 +365,10 @@ class _EmbeddingCache:
         keys = sorted(self._data)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + ".tmp.npz")
-        np.savez(tmp, keys=np.asarray(keys), embeddings=np.stack([self._data[k] for k in keys]))
+        np.savez(
+            tmp,
+            keys=np.asarray(keys),
+            embeddings=np.stack([self._data[k][0] for k in keys]),
+            qualities=np.asarray([self._data[k][1] for k in keys]),
+        )
         tmp.replace(self.path)  # atomic: a crash never leaves half a cache

@@ -155,3 +155,27 @@ def assess(
         frontal=frontal,
         reasons=tuple(reasons),
     )
+
+
+def fuse_embeddings(
+    embeddings: npt.NDArray[np.float32], weights: npt.ArrayLike
+) -> npt.NDArray[np.float32]:
+    """Quality-weighted mean of L2-normalised embedding rows, re-normalised.
+
+    Used for several enrolment photos of one person and for the frames of one
+    track: a sharp frontal photo should count for more than a blurred side
+    view, but none is thrown away (averaging cancels photo-specific noise such
+    as lighting and expression). Weights are floored at 1e-3 so a zero quality
+    never erases a row, and an all-cancelling mean falls back to the best row.
+    """
+    rows = np.asarray(embeddings, dtype=np.float32)
+    if rows.ndim != 2 or rows.shape[0] == 0:
+        raise ValueError(f"need a non-empty (n, dim) matrix, got shape {rows.shape}")
+    w = np.clip(np.asarray(weights, dtype=np.float32).reshape(-1), 1e-3, None)
+    if w.shape[0] != rows.shape[0]:
+        raise ValueError(f"{rows.shape[0]} embeddings but {w.shape[0]} weights")
+    mean = (rows * w[:, None]).sum(axis=0)
+    norm = float(np.linalg.norm(mean))
+    if norm < 1e-6:
+        return rows[int(np.argmax(w))].copy()
+    return (mean / norm).astype(np.float32)
