@@ -48,19 +48,22 @@ class AuditFilter:
 def query_events(flt: AuditFilter, *, limit: int | None = None) -> Select[Any]:
     """The SELECT for ``flt`` in id order (the chain's order)."""
     query = select(AuditEvent)
-    conditions = [
-        (flt.site_id, AuditEvent.site_id == flt.site_id),
-        (flt.actor, AuditEvent.actor == flt.actor),
-        (flt.action, AuditEvent.action == flt.action),
-        (flt.object_type, AuditEvent.object_type == flt.object_type),
-        (flt.object_id, AuditEvent.object_id == flt.object_id),
-        (flt.since, AuditEvent.at >= flt.since),
-        (flt.until, AuditEvent.at < flt.until),
-        (flt.after_id, AuditEvent.id > flt.after_id),
-    ]
-    for value, condition in conditions:
-        if value is not None:
-            query = query.where(condition)
+    if flt.site_id is not None:
+        query = query.where(AuditEvent.site_id == flt.site_id)
+    if flt.actor is not None:
+        query = query.where(AuditEvent.actor == flt.actor)
+    if flt.action is not None:
+        query = query.where(AuditEvent.action == flt.action)
+    if flt.object_type is not None:
+        query = query.where(AuditEvent.object_type == flt.object_type)
+    if flt.object_id is not None:
+        query = query.where(AuditEvent.object_id == flt.object_id)
+    if flt.since is not None:
+        query = query.where(AuditEvent.at >= flt.since)
+    if flt.until is not None:
+        query = query.where(AuditEvent.at < flt.until)
+    if flt.after_id is not None:
+        query = query.where(AuditEvent.id > flt.after_id)
     query = query.order_by(AuditEvent.id)
     if limit is not None:
         query = query.limit(limit)
