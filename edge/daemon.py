@@ -248,9 +248,12 @@ class EdgeDaemon:
         self.config = config
         self.stop_event = threading.Event()
         data = config.device.data_dir
-        data.mkdir(parents=True, exist_ok=True)
         self.status_path = data / "status.json"
-        self.outbox = Outbox(data / "outbox.db", max_bytes=config.outbox.max_mb * 1024 * 1024)
+        try:
+            data.mkdir(parents=True, exist_ok=True)
+            self.outbox = Outbox(data / "outbox.db", max_bytes=config.outbox.max_mb * 1024 * 1024)
+        except (OSError, sqlite3.Error) as exc:
+            raise LintelEdgeError(f"device.data_dir {data} is not usable: {exc}") from exc
         self.gallery_cache = GalleryCache(data / "gallery.json")
         if engine is None:
             from edge.engine import FaceEngine
@@ -687,12 +690,17 @@ class EdgeDaemon:
             t.join(timeout=20.0)
             if t.is_alive():
                 log.error("%s did not stop in time; its live tracks are lost", t.name)
-        timeout = 2.0 + (self.config.server.timeout_s if self.config.server else 0.0)
+        # The others only wait or talk to the server; one stuck in a request to
+        # a dead server is not worth waiting its full timeout for.
+        deadline = time.monotonic() + 2.0
         for t in self._threads:
-            t.join(timeout=timeout)
+            t.join(timeout=max(0.0, deadline - time.monotonic()))
         if drain_s is None:
             drain_s = self.config.server.drain_on_stop_s if self.config.server else 0.0
-        if self.client is not None:
+        forwarder_busy = any(t.name == "forwarder" and t.is_alive() for t in self._threads)
+        if forwarder_busy:
+            log.warning("an upload is still waiting for the server; not draining further")
+        elif self.client is not None:
             self.drain(time.monotonic() + drain_s)
         self.write_status()
         if self.client is not None:
@@ -760,7 +768,11 @@ def cli_run(args: argparse.Namespace) -> int:
             f"server {'none (offline)' if config.server is None else config.server.url})\n"
         )
         return 0
-    if getattr(args, "verbose", 0) == 0:
+    verbose = getattr(args, "verbose", 0)
+    if verbose == 0:
         # A daemon's log is its operator's only window: INFO by default.
         logging.getLogger().setLevel(logging.INFO)
+    if verbose < 2:
+        # One line per upload, heartbeat and gallery poll drowns the rest.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     return EdgeDaemon(config).run_forever()
