@@ -82,6 +82,16 @@ class ClusterParams(BaseModel):
     max_exemplars: int = Field(
         default=8, ge=1, le=64, description="Most exemplar embeddings kept per cluster."
     )
+    horizon_days: float | None = Field(
+        default=120.0,
+        gt=0.0,
+        description=(
+            "A cluster last seen more than this many days before a sighting is not a "
+            "candidate for it (that person starts a new cluster). Bounds the work per "
+            "sighting as one-time strangers pile up; keep it above the longest case "
+            "suppression (moved out: 90 days). None: clusters never go dormant."
+        ),
+    )
     exemplar_novelty: float = Field(
         default=0.80,
         ge=-1.0,
@@ -110,15 +120,18 @@ class ClusterState:
     total: npt.NDArray[np.float64]
     count: int
     exemplars: list[Vector] = field(default_factory=list)
+    last_seen: float | None = None
+    """Event time (epoch seconds) of the latest member; None: unknown (never dormant)."""
 
     @classmethod
-    def of(cls, cluster_id: int, embedding: Vector) -> ClusterState:
+    def of(cls, cluster_id: int, embedding: Vector, at: float | None = None) -> ClusterState:
         """A new one-member cluster."""
         return cls(
             id=cluster_id,
             total=embedding.astype(np.float64),
             count=1,
             exemplars=[embedding.astype(np.float32)],
+            last_seen=at,
         )
 
     @property
@@ -177,6 +190,7 @@ class Clusterer:
         # the products are memory-bound, so padding would read 8x the bytes.
         self._row: dict[int, int] = {}
         self._ids = np.zeros(0, dtype=np.int64)
+        self._last = np.zeros(0, dtype=np.float64)
         self._cent = np.zeros((0, 0), dtype=np.float32)
         self._n = 0
         self._ex = np.zeros((0, 0), dtype=np.float32)
@@ -196,8 +210,13 @@ class Clusterer:
             cluster_id = self._alias[cluster_id]
         return cluster_id
 
-    def scores(self, embedding: Vector) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
-        """(cluster ids ascending, score of each) for one normalised embedding."""
+    def scores(
+        self, embedding: Vector, at: float | None = None
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        """(cluster ids ascending, score of each) for one normalised embedding.
+
+        Clusters dormant at time ``at`` (see ``horizon_days``) score -inf.
+        """
         n, m = self._n, self._m
         if n == 0:
             return self._ids[:0], np.zeros(0, dtype=np.float32)
@@ -209,13 +228,23 @@ class Clusterer:
             # are few, so the unbuffered ufunc.at runs on a handful of elements.
             better = ex_sims > best[owner]
             np.maximum.at(best, owner[better], ex_sims[better])
+        best[self._dormant(at)] = -np.inf
         return self._ids[:n], best
 
+    def _dormant(self, at: float | None) -> npt.NDArray[np.bool_]:
+        if at is None or self.params.horizon_days is None:
+            return np.zeros(self._n, dtype=bool)
+        return self._last[: self._n] < at - self.params.horizon_days * 86400.0
+
     # -- updates ---------------------------------------------------------------
-    def add(self, embedding: npt.ArrayLike) -> Assignment:
-        """Put one embedding in a cluster (normalising it first) and merge what converges."""
+    def add(self, embedding: npt.ArrayLike, at: float | None = None) -> Assignment:
+        """Put one embedding in a cluster (normalising it first) and merge what converges.
+
+        ``at`` is the sighting's event time (epoch seconds); without it no cluster
+        is ever dormant.
+        """
         e = normalise(embedding)
-        ids, scores = self.scores(e)
+        ids, scores = self.scores(e, at)
         best_sim = -1.0
         if len(ids):
             # argmax returns the first maximum: ids are ascending, so ties go to the lower id.
@@ -223,14 +252,14 @@ class Clusterer:
             best_sim = float(scores[i])
         if len(ids) and best_sim >= self.params.assign_threshold:
             cid = int(ids[i])
-            self._join(self._clusters[cid], e)
+            self._join(self._clusters[cid], e, at)
             created = False
         else:
             cid = self._allocate()
-            self._clusters[cid] = ClusterState.of(cid, e)
+            self._clusters[cid] = ClusterState.of(cid, e, at)
             self._append_row(self._clusters[cid])
             created = True
-        merged = self._merge_from(cid)
+        merged = self._merge_from(cid, at)
         return Assignment(
             cluster_id=self.resolve(cid), created=created, similarity=best_sim, merged=merged
         )
@@ -242,11 +271,13 @@ class Clusterer:
         self._next = cid + 1
         return cid
 
-    def _join(self, c: ClusterState, e: Vector) -> None:
+    def _join(self, c: ClusterState, e: Vector, at: float | None) -> None:
         c.total = c.total + e.astype(np.float64)
         c.count += 1
+        c.last_seen = _latest(c.last_seen, at)
         row = self._row[c.id]
         self._cent[row] = c.centroid
+        self._last[row] = _as_time(c.last_seen)
         if self._maybe_exemplar(c, e):
             self._append_exemplar(row, e)
 
@@ -261,7 +292,7 @@ class Clusterer:
         c.exemplars.append(e)
         return True
 
-    def _merge_from(self, cid: int) -> tuple[tuple[int, int], ...]:
+    def _merge_from(self, cid: int, at: float | None) -> tuple[tuple[int, int], ...]:
         merges: list[tuple[int, int]] = []
         while True:
             n = self._n
@@ -270,6 +301,7 @@ class Clusterer:
             cur = self._clusters[cid]
             sims = self._cent[:n] @ cur.centroid
             sims[self._row[cid]] = -np.inf
+            sims[self._dormant(at)] = -np.inf  # dormant clusters do not merge either
             j = int(np.argmax(sims))
             if float(sims[j]) < self.params.merge_threshold:
                 break
@@ -284,6 +316,7 @@ class Clusterer:
     def _absorb(self, survivor: ClusterState, absorbed: ClusterState) -> None:
         survivor.total = survivor.total + absorbed.total
         survivor.count += absorbed.count
+        survivor.last_seen = _latest(survivor.last_seen, absorbed.last_seen)
         for ex in absorbed.exemplars:
             self._maybe_exemplar(survivor, ex)
         del self._clusters[absorbed.id]
@@ -306,14 +339,17 @@ class Clusterer:
                 )
             self._cent = np.zeros((16, dim), dtype=np.float32)
             self._ids = np.zeros(16, dtype=np.int64)
+            self._last = np.zeros(16, dtype=np.float64)
             self._ex = np.zeros((64, dim), dtype=np.float32)
             self._owner = np.zeros(64, dtype=np.int64)
         if self._n == len(self._ids):
             self._cent = np.concatenate([self._cent, np.zeros_like(self._cent)])
             self._ids = np.concatenate([self._ids, np.zeros_like(self._ids)])
+            self._last = np.concatenate([self._last, np.zeros_like(self._last)])
         row = self._n
         self._cent[row] = c.centroid
         self._ids[row] = c.id
+        self._last[row] = _as_time(c.last_seen)
         self._row[c.id] = row
         self._n += 1
         # Stored clusters may hold more exemplars than a lowered max_exemplars allows.
@@ -330,12 +366,26 @@ class Clusterer:
         self._m += 1
 
 
+def _latest(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None:
+        return None if a is None and b is None else (a if b is None else b)
+    return max(a, b)
+
+
+def _as_time(t: float | None) -> float:
+    return np.inf if t is None else t
+
+
 def cluster_all(
-    embeddings: Iterable[npt.ArrayLike], params: ClusterParams | None = None
+    embeddings: Iterable[npt.ArrayLike],
+    params: ClusterParams | None = None,
+    times: Iterable[float | None] | None = None,
 ) -> list[int]:
     """Cluster embeddings from scratch in order; each one's final cluster id."""
     c = Clusterer(params)
-    first = [c.add(e).cluster_id for e in embeddings]
+    embs = list(embeddings)
+    ats = list(times) if times is not None else [None] * len(embs)
+    first = [c.add(e, at).cluster_id for e, at in zip(embs, ats, strict=True)]
     return [c.resolve(cid) for cid in first]
 
 

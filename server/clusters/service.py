@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -121,11 +121,23 @@ def configure_site(
 
 
 # -- numeric state <-> rows ---------------------------------------------------------
-def to_state(cluster_id: int, total: bytes, count: int, exemplars: bytes) -> ClusterState:
+def to_state(
+    cluster_id: int,
+    total: bytes,
+    count: int,
+    exemplars: bytes,
+    last_seen: datetime | None = None,
+) -> ClusterState:
     """Decode a cluster's stored numeric state."""
     tot = np.frombuffer(total, dtype="<f8").astype(np.float64)
     ex = np.frombuffer(exemplars, dtype="<f4").astype(np.float32).reshape(-1, tot.shape[0])
-    return ClusterState(id=cluster_id, total=tot, count=count, exemplars=list(ex))
+    return ClusterState(
+        id=cluster_id,
+        total=tot,
+        count=count,
+        exemplars=list(ex),
+        last_seen=None if last_seen is None else last_seen.timestamp(),
+    )
 
 
 def write_state(row: UnknownCluster, state: ClusterState) -> None:
@@ -141,14 +153,22 @@ def cluster_vectors(row: UnknownCluster) -> npt.NDArray[np.float32]:
     return np.vstack([state.centroid, *state.exemplars]).astype(np.float32)
 
 
-def load_states(*, session: Session, site_id: int, model_id: str) -> list[ClusterState]:
-    """Numeric state of the site's active clusters of one model, by id."""
-    rows = session.execute(
+def load_states(
+    *, session: Session, site_id: int, model_id: str, seen_since: datetime | None = None
+) -> list[ClusterState]:
+    """Numeric state of the site's active clusters of one model, by id.
+
+    ``seen_since`` leaves out clusters last seen before it: dormant for every
+    sighting of the batch (``ClusterParams.horizon_days``), so never candidates.
+    This is what keeps the work per batch bounded as strangers accumulate.
+    """
+    query = (
         select(
             UnknownCluster.id,
             UnknownCluster.total,
             UnknownCluster.count.label("n"),
             UnknownCluster.exemplars,
+            UnknownCluster.last_seen,
         )
         .where(
             UnknownCluster.site_id == site_id,
@@ -157,7 +177,10 @@ def load_states(*, session: Session, site_id: int, model_id: str) -> list[Cluste
         )
         .order_by(UnknownCluster.id)
     )
-    return [to_state(r.id, r.total, r.n, r.exemplars) for r in rows]
+    if seen_since is not None:
+        query = query.where(UnknownCluster.last_seen >= seen_since)
+    rows = session.execute(query)
+    return [to_state(r.id, r.total, r.n, r.exemplars, r.last_seen) for r in rows]
 
 
 # -- statistics -----------------------------------------------------------------------
@@ -311,7 +334,11 @@ def _cluster_model(
     result: BatchResult,
     final_cluster: dict[int, int],
 ) -> None:
-    states = load_states(session=session, site_id=site_id, model_id=model_id)
+    horizon = config.params.horizon_days
+    seen_since = (
+        None if horizon is None else min(r.started_at for r in items) - timedelta(days=horizon)
+    )
+    states = load_states(session=session, site_id=site_id, model_id=model_id, seen_since=seen_since)
     new_rows: dict[int, UnknownCluster] = {}
     current: list[Any] = [None]
 
@@ -346,7 +373,7 @@ def _cluster_model(
         current[0] = r
         vec = np.frombuffer(r.embedding, dtype="<f4")
         try:
-            a = clusterer.add(vec)
+            a = clusterer.add(vec, r.started_at.timestamp())
         except ValueError:
             log.warning("sighting %s has an unusable embedding; left unclustered", r.id)
             continue
@@ -412,7 +439,7 @@ def recluster_site(
 
     firsts: list[tuple[int, str, int]] = []
     rows = session.execute(
-        select(Sighting.id, Sighting.model_id, Sighting.embedding)
+        select(Sighting.id, Sighting.model_id, Sighting.embedding, Sighting.started_at)
         .where(Sighting.site_id == site_id, Sighting.kind == "unknown")
         .order_by(Sighting.id)
     )
@@ -423,7 +450,13 @@ def recluster_site(
         if model not in clusterers:
             clusterers[model] = Clusterer(params, new_id=new_id)
         c = clusterers[model]
-        firsts.append((r.id, r.model_id or "", c.add(np.frombuffer(r.embedding, "<f4")).cluster_id))
+        firsts.append(
+            (
+                r.id,
+                r.model_id or "",
+                c.add(np.frombuffer(r.embedding, "<f4"), r.started_at.timestamp()).cluster_id,
+            )
+        )
     for sid, model, cid in firsts:
         out[sid] = clusterers[model].resolve(cid)
     return out

@@ -195,3 +195,19 @@ def test_same_grouping_is_up_to_labels_only() -> None:
     assert same_grouping([1, 1, 2], [7, 7, 3])
     assert not same_grouping([1, 1, 2], [7, 3, 3])
     assert not same_grouping([1, 2], [7, 7])
+
+
+def test_clusters_go_dormant_after_the_horizon() -> None:
+    rng = np.random.default_rng(9)
+    face = unit(rng)
+    day = 86400.0
+    c = Clusterer(ClusterParams(horizon_days=120))
+    first = c.add(face, at=0.0).cluster_id
+    assert c.add(face, at=119 * day).cluster_id == first  # still a candidate
+    back = c.add(face, at=(119 + 121) * day)  # 121 days after the last sighting
+    assert back.created and back.cluster_id != first
+    # Without times (or without a horizon) nothing is dormant.
+    assert Clusterer(ClusterParams(horizon_days=None)).add(face, at=0.0).created
+    again = cluster_all([face, face], ClusterParams(horizon_days=1), times=[0.0, 3 * day])
+    assert again[0] != again[1]
+    assert len(set(cluster_all([face, face], ClusterParams(horizon_days=1)))) == 1

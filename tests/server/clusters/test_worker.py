@@ -223,3 +223,22 @@ def test_two_workers_side_by_side_do_no_double_work(
             assert same_grouping([stored[i] for i in ids], [scratch[i] for i in ids])
         # Every site with a person seen on 4 days: 5 cases each, never two per cluster.
         assert s.scalar(select(func.count()).select_from(Case)) == 15
+
+
+def test_a_face_back_after_the_horizon_starts_a_new_cluster(
+    engine: Engine, device: DeviceCreds
+) -> None:
+    dan = (person(9), 9)
+    seen_on(engine, device.device_id, dan, [0, 1])
+    work(engine)
+    seen_on(engine, device.device_id, dan, [2 + 121])  # default horizon: 120 days
+    work(engine)
+    with new_session(engine) as s:
+        clusters = list(s.scalars(select(UnknownCluster).order_by(UnknownCluster.id)))
+        assert [len(c.days) for c in clusters] == [2, 1]
+        # Reclustering from scratch applies the same horizon.
+        stored = {r.id: r.cluster_id for r in s.execute(select(Sighting.id, Sighting.cluster_id))}
+        scratch = recluster_site(session=s, site_id=device.site_id)
+        ids = sorted(stored)
+        assert same_grouping([stored[i] for i in ids], [scratch[i] for i in ids])
+    assert _cases(engine) == []
