@@ -1,0 +1,30 @@
+"""`lintel-edge demo --no-serve`: registry import, server, edge daemon, worker, cases."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from edge.cli import main
+from edge.demo_site import DAYS, expected_cases
+from tests.integration.harness import free_port
+
+pytestmark = pytest.mark.models
+
+
+def test_demo_seeds_a_site_whose_unregistered_residents_become_cases(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    port = free_port()
+    assert main(["demo", "--workdir", str(tmp_path), "--no-serve", "--port", str(port)]) == 0
+    out = capsys.readouterr().out
+    walk_ins = sum(len(people) for _d, _t, people in DAYS)
+    assert f"{walk_ins} sightings sent" in out
+    assert f"{expected_cases()} open case(s) (expected {expected_cases()})" in out
+    assert f"http://127.0.0.1:{port}/web/queue" in out
+    assert expected_cases() == 2
+    # The server it started is gone: nothing listens on its port any more.
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
