@@ -17,7 +17,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
         default="buffalo_s",
-        help="model pack: 'buffalo_s' (bundled) or a path to an insightface pack directory",
+        help="model pack: 'buffalo_s' (bundled; non-commercial), 'sface' (commercially "
+        "safe) or a path to an insightface pack directory; see `lintel-edge models`",
     )
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
 
@@ -42,6 +43,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--probes", type=Path, required=True)
     p.add_argument("--json", action="store_true")
     p.add_argument("--threshold", type=float, default=None)
+    _add_model_args(p)
+
+    p = sub.add_parser("models", help="list the model packs, their licences and files")
+    p.add_argument("--json", action="store_true", help="print one JSON array")
+
+    p = sub.add_parser(
+        "calibrate",
+        help="set a site's match threshold from its own labelled photos",
+        description="Match labelled probe photos (probes/<identity>/...) against a gallery "
+        "(gallery/<identity>/...); identities absent from the gallery are strangers. Prints "
+        "the lowest threshold whose FPIR on the strangers is at most --target-fpir, and the "
+        "FNIR it costs; --out also writes it as JSON.",
+    )
+    p.add_argument("--gallery", type=Path, required=True, help="folder of <identity>/<photos>")
+    p.add_argument("--probes", type=Path, required=True, help="folder of <identity>/<photos>")
+    p.add_argument(
+        "--target-fpir", type=float, default=0.01, help="false-positive identification rate"
+    )
+    p.add_argument("--out", type=Path, default=None, help="also write the JSON result here")
     _add_model_args(p)
 
     p = sub.add_parser("run", help="run the edge daemon (cameras -> outbox -> server)")
@@ -87,6 +107,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             from edge.evaluate import cli_eval
 
             return cli_eval(args)
+        if args.command == "models":
+            from edge.models import cli_models
+
+            return cli_models(args)
+        if args.command == "calibrate":
+            from edge.calibrate import cli_calibrate
+
+            return cli_calibrate(args)
         if args.command == "run":
             from edge.daemon import cli_run
 

@@ -33,3 +33,7 @@ class GalleryError(LintelEdgeError):
 
 class CaptureError(LintelEdgeError):
     """A video source cannot be opened or read."""
+
+
+class CalibrationError(LintelEdgeError):
+    """A site calibration cannot be computed (e.g. too few stranger probes)."""

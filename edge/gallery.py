@@ -129,8 +129,8 @@ class Gallery:
         Every photo must hold exactly one usable face; otherwise
         :class:`GalleryError` lists EVERY bad file with its reason (fix them all
         in one pass, not one per run). With ``skip_unusable`` bad photos are
-        logged and left out instead (an identity left without photos is still an
-        error). Files outside identity folders and non-image files are ignored
+        logged and left out instead, and so is an identity left without a usable
+        photo. Files outside identity folders and non-image files are ignored
         with a warning.
 
         ``fuse``: one template per identity, the quality-weighted mean of its
@@ -181,15 +181,11 @@ class Gallery:
                 rows.append(face.embedding)
                 weights.append(face.quality.score)
                 owners.append(idx)
-            if skip_unusable and idx not in owners:
-                problems.append(f"{sub.relative_to(root)}/: no usable photo")
+            if skip_unusable and (not owners or owners[-1] != idx):
+                # Left out altogether: an identity without a template cannot match.
+                identities.pop()
+                problems.append(f"{sub.relative_to(root)}/: no usable photo, identity left out")
         if problems and skip_unusable:
-            usable = set(owners)
-            if len(usable) < len(identities):
-                raise GalleryError(
-                    f"gallery {root}: identities without a usable photo:\n  "
-                    + "\n  ".join(p for p in problems if p.endswith("no usable photo"))
-                )
             log.warning(
                 "gallery %s: %d unusable photo(s) left out:\n  %s",
                 root,

@@ -168,6 +168,8 @@ class PackInfo:
     default_threshold: float
     location: str
     present: bool
+    repaired_cache: str | None = None
+    """Where the repaired graphs are kept (packs whose shipped graphs need repair)."""
 
 
 def list_packs() -> list[PackInfo]:
@@ -200,8 +202,11 @@ def list_packs() -> list[PackInfo]:
         except ModelPackError as exc:
             out.append(PackInfo(name, det, rec, dim, licence, thr, str(exc), False))
             continue
+        cached = str(cache_dir() / "models") if pack.kind == "opencv_zoo" else None
         out.append(
-            PackInfo(name, det, rec, dim, licence, thr, str(pack.detector_path.parent), True)
+            PackInfo(
+                name, det, rec, dim, licence, thr, str(pack.detector_path.parent), True, cached
+            )
         )
     return out
 
@@ -499,3 +504,34 @@ def _dequantize(
         f"DequantizeLinear: cannot broadcast scale {s.shape} onto {x.shape} "
         f"(axis {axis}, block_size {block_size})"
     )
+
+
+def cli_models(args: Any) -> int:
+    """Entry point of ``lintel-edge models``: one row per named pack."""
+    import json
+    import sys
+    from dataclasses import asdict
+
+    packs = list_packs()
+    if getattr(args, "json", False):
+        sys.stdout.write(json.dumps([asdict(p) for p in packs], indent=2) + "\n")
+        return 0
+    lines: list[str] = []
+    for p in packs:
+        state = "installed" if p.present else "MISSING"
+        lines += [
+            f"{p.name}  ({state})",
+            f"  detector    {p.detector}",
+            f"  recogniser  {p.recognizer}, {p.embedding_dim}-d",
+            f"  threshold   {p.default_threshold:.2f} (cosine, default)",
+            f"  licence     {p.licence}",
+            f"  files       {p.location}",
+        ]
+        if p.repaired_cache:
+            lines.append(f"  repaired    {p.repaired_cache} (made on first load)")
+    lines.append(
+        "Also: --model <dir> for an insightface pack directory (SCRFD det_*.onnx + ArcFace "
+        "w600k_*.onnx); its licence is that pack's own."
+    )
+    sys.stdout.write("\n".join(lines) + "\n")
+    return 0
