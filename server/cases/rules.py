@@ -70,6 +70,16 @@ class CaseRule(BaseModel):
             "visiting neighbours and whitelisted people. Above the max impostor pair (~0.33)."
         ),
     )
+    possible_occupant_hint: float = Field(
+        default=0.30,
+        ge=-1.0,
+        le=1.0,
+        description=(
+            "A new case whose cluster matches one of the site's occupants at or above this "
+            "(but below occupant_match_threshold) names that occupant as a possible match "
+            "in its 'opened' event, for the manager to confirm or reject."
+        ),
+    )
     days_weight: float = Field(
         default=1.0, ge=0.0, description="Priority per distinct day in window."
     )

@@ -136,14 +136,22 @@ def _unit(v: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
 
 
 def best_template_match(
-    *, session: Session, cluster: UnknownCluster, rule: CaseRule
+    *,
+    session: Session,
+    cluster: UnknownCluster,
+    rule: CaseRule,
+    threshold: float | None = None,
+    site_id: int | None = None,
 ) -> TemplateMatch | None:
-    """The registered occupant (any site) the cluster matches best, if above the threshold.
+    """The registered occupant the cluster matches best, if at or above ``threshold``.
 
+    ``threshold`` defaults to the rule's ``occupant_match_threshold``; ``site_id``
+    limits the search to one site's occupants (default: every site).
     Scale note: this compares against every active template of the model; at
     district scale it belongs in a vector index (faiss/usearch), not numpy.
     """
-    mat, occupants, sites, _ = _templates(session, model_id=cluster.model_id)
+    limit = rule.occupant_match_threshold if threshold is None else threshold
+    mat, occupants, sites, _ = _templates(session, model_id=cluster.model_id, site_id=site_id)
     if not occupants:
         return None
     sims = (cluster_vectors(cluster) @ mat.T).max(axis=0)
@@ -153,7 +161,7 @@ def best_template_match(
         key=lambda i: (-(sims[i] + (0.01 if sites[i] == cluster.site_id else 0)), i),
     )
     i = order[0]
-    if float(sims[i]) < rule.occupant_match_threshold:
+    if float(sims[i]) < limit:
         return None
     return TemplateMatch(occupant_id=occupants[i], site_id=sites[i], similarity=float(sims[i]))
 
@@ -259,11 +267,31 @@ def evaluate_clusters(
                 "cluster_id": cluster.id,
                 "days": cluster.days,
                 "night_entries": cluster.night_entries,
+                **_possible_occupant(session, cluster, config.rule),
             },
         )
         opened.append(case)
     session.flush()
     return opened
+
+
+def _possible_occupant(session: Session, cluster: UnknownCluster, rule: CaseRule) -> dict[str, Any]:
+    """A weak match with one of the site's occupants, as a hint for the manager.
+
+    Below the match threshold the server cannot tell a registered resident the
+    edge missed (one poor enrolment photo) from a look-alike stranger, so it
+    opens the case but names the candidate: "merge into occupant" settles it.
+    """
+    hint = best_template_match(
+        session=session,
+        cluster=cluster,
+        rule=rule,
+        threshold=rule.possible_occupant_hint,
+        site_id=cluster.site_id,
+    )
+    if hint is None:
+        return {}
+    return {"possible_occupant_id": hint.occupant_id, "similarity": round(hint.similarity, 4)}
 
 
 def _suppress_if_known(*, session: Session, cluster: UnknownCluster, rule: CaseRule) -> bool:

@@ -290,3 +290,26 @@ def test_whitelist_by_embedding_before_they_ever_come(engine: Engine, device: De
     work(engine)
     with new_session(engine) as s:
         assert s.scalar(select(func.count()).select_from(Case)) == 0
+
+
+def test_a_weak_match_with_an_occupant_is_named_on_the_new_case(
+    engine: Engine, device: DeviceCreds
+) -> None:
+    from tests.server.clusters.support import at_cos
+
+    face = person(23)
+    with new_session(engine) as s:
+        occ = upsert_occupant(session=s, site_id=device.site_id, name="Poor Photo")
+        # The enrolment photo is far from how they look at the door (cosine 0.38).
+        add_template(session=s, occupant_id=occ.id, embedding=at_cos(face, 0.38, 5), model_id=MODEL)
+        s.commit()
+    ingest(engine, device.device_id, [item(face, DAY0 + timedelta(days=d)) for d in range(3)])
+    work(engine)
+    with new_session(engine) as s:
+        case = s.scalars(select(Case)).one()
+        opened = s.scalars(
+            select(CaseEvent).where(CaseEvent.case_id == case.id, CaseEvent.kind == "opened")
+        ).one()
+        assert opened.detail is not None
+        assert opened.detail["possible_occupant_id"] == occ.id
+        assert opened.detail["similarity"] == pytest.approx(0.38, abs=1e-3)
