@@ -195,6 +195,7 @@ async def simulate(args: argparse.Namespace) -> dict[str, Any]:
     from sqlalchemy import select
 
     from server.app import create_app
+    from server.cases.models import CaseEvent
     from server.cases.rules import local_day
     from server.clusters.models import UnknownCluster
     from server.clusters.worker import drain
@@ -353,10 +354,24 @@ async def simulate(args: argparse.Namespace) -> dict[str, Any]:
         role_of[p.name] = p.role
     case_people: dict[str, list[dict[str, Any]]] = defaultdict(list)
     case_roles: Counter[str] = Counter()
+    with factory() as s:
+        hints = {
+            e.case_id: (e.detail or {}).get("possible_occupant_id")
+            for e in s.scalars(select(CaseEvent).where(CaseEvent.kind == "opened"))
+        }
+    occupant_of = {p.occupant_id: p.name for p in people if p.occupant_id is not None}
+    hinted_right = hinted_others = 0
     for c in cases:
         name = votes[live(c["cluster_id"])].most_common(1)[0][0]
         case_people[name].append(c)
         case_roles[role_of[name]] += 1
+        hint = hints.get(c["id"])
+        if hint is None:
+            continue
+        if role_of[name] == "resident" and occupant_of.get(int(hint)) == name:
+            hinted_right += 1
+        elif role_of[name] != "resident":
+            hinted_others += 1
     unreg = [p for p in people if p.role == "unregistered"]
     delays: list[int] = []
     found = 0
@@ -389,6 +404,8 @@ async def simulate(args: argparse.Namespace) -> dict[str, Any]:
         "ingest_s": round(ingest_s, 2),
         "cluster_s": round(cluster_s, 2),
         "courier_cases": case_roles.get("courier", 0),
+        "resident_cases_naming_them": hinted_right,
+        "other_cases_naming_an_occupant": hinted_others,
         "unregistered_cases": case_roles.get("unregistered", 0),
         "clusters": len(votes),
         "duplicate_cases_closed_by_merge": sum(
