@@ -3,12 +3,15 @@
 Usage::
 
     .venv/bin/python bench/accuracy.py [FACES_DIR] [--seed S] [--splits N]
-        [--model PACK] [--threads N] [--json OUT]
+        [--models buffalo_s,sface | --model PACK ...] [--threads N] [--json OUT]
+        [--east-asian DIR]
 
 FACES_DIR defaults to ``../shared/eval/faces`` relative to the repository root
 (``faces/<identity>/<n>.jpg``). A ``manifest*.csv`` beside it (``path,identity,
 source``) is used to set ORL photos apart: they are reported on their own, never
-in the headline numbers.
+in the headline numbers. ``faces-east-asian`` beside it (or ``--east-asian``) is
+reported as its own population. Every pack (default: buffalo_s and sface) gets
+the full tables and one line per population in the closing summary.
 
 Protocol (one split): identities are shuffled with a seeded RNG and half are
 enrolled with their FIRST photo (by number); the other half are strangers. Every
@@ -27,6 +30,15 @@ Pipelines:
   ``detect_photo`` (padded + unpadded for large photos), no gate.
 * baseline (insightface-style): detect at 640 on the padded photo, take the
   largest face, no quality gate, for both enrolment and probes.
+
+One vs three enrolment photos (identities with at least 4 photos enrol photos
+1-3; genuine probes are photos 4+ for all three columns, so they compare on
+the same probes):
+* 1 photo: photo 1 only.
+* 3 max: each usable photo of 1-3 is its own template; an identity's
+  similarity is the max over them (``Gallery.from_folder`` default).
+* 3 fused: one template, the quality-weighted mean of the usable photos
+  (``FaceEngine.enrol_many`` / ``Gallery.from_folder(fuse=True)``).
 """
 
 from __future__ import annotations
@@ -52,6 +64,7 @@ from edge.config import ModelConfig  # noqa: E402
 from edge.engine import PHOTO_PAD_RATIO, FaceEngine, main_face, read_image  # noqa: E402
 from edge.errors import EnrolmentError, ImageError  # noqa: E402
 from edge.gallery import Gallery, Template, image_files  # noqa: E402
+from edge.quality import fuse_embeddings  # noqa: E402
 from edge.types import Detection  # noqa: E402
 
 FPIR_TARGETS = (0.01, 0.001)
@@ -70,6 +83,40 @@ class PhotoResult:
     seconds: float
     photo_index: int = 0
     """For enrolments: which of the identity's photos was enrolled (0 = the first)."""
+    quality: float = 0.0
+    """Enrolments: quality score of the enrolled face (fusion weight)."""
+
+
+@dataclass
+class Enrolment:
+    """An identity's gallery entry: templates (empty = failed to enrol) and photos used."""
+
+    templates: list[npt.NDArray[np.float32]]
+    used: set[int]
+    failure: str | None
+
+
+MULTI = 3
+"""Enrolment photos of the multi-photo columns."""
+
+
+def single(r: PhotoResult) -> Enrolment:
+    if r.embedding is None:
+        return Enrolment([], {r.photo_index}, r.failure)
+    return Enrolment([r.embedding], {r.photo_index}, None)
+
+
+def multi(results: list[PhotoResult], *, fused: bool) -> Enrolment:
+    """Photos 1..MULTI of an identity: every usable one (max) or their fusion."""
+    ok = [(k, r) for k, r in enumerate(results) if r.embedding is not None]
+    used = set(range(len(results)))
+    if not ok:
+        return Enrolment([], used, results[0].failure)
+    embs = [r.embedding for _, r in ok]
+    if fused:
+        tpl = fuse_embeddings(np.stack(embs), [r.quality for _, r in ok])  # type: ignore[arg-type]
+        return Enrolment([tpl], used, None)
+    return Enrolment(embs, used, None)  # type: ignore[arg-type]
 
 
 @dataclass
@@ -112,7 +159,9 @@ def run_ours(engine: FaceEngine, path: Path, *, enrol: bool) -> PhotoResult:
             face = engine.enrol(path)
         except EnrolmentError as exc:
             return PhotoResult(None, exc.reason, time.perf_counter() - t0)
-        return PhotoResult(face.embedding, None, time.perf_counter() - t0)
+        return PhotoResult(
+            face.embedding, None, time.perf_counter() - t0, quality=face.quality.score
+        )
     try:
         img = read_image(path)
     except ImageError:
@@ -170,31 +219,33 @@ class SplitMetrics:
 
 def evaluate_split(
     pop: Population,
-    enrol: dict[str, PhotoResult],
+    enrol: dict[str, Enrolment],
     probes: dict[Path, PhotoResult],
     enrolled_ids: set[str],
     *,
     model_id: str,
     default_threshold: float,
+    probe_from: int = 0,
 ) -> SplitMetrics:
-    """Metrics of one enrolled/stranger split from precomputed embeddings."""
-    templates = [
-        Template(i, enrol[i].embedding, model_id)  # type: ignore[arg-type]
-        for i in sorted(enrolled_ids)
-        if enrol[i].embedding is not None
-    ]
-    n_fte = sum(1 for i in enrolled_ids if enrol[i].embedding is None)
+    """Metrics of one enrolled/stranger split from precomputed embeddings.
+
+    Genuine probes are an enrolled identity's photos not used for enrolment
+    and numbered ``probe_from`` or later (0-based); strangers' photos are all probes.
+    """
+    templates = [Template(i, t, model_id) for i in sorted(enrolled_ids) for t in enrol[i].templates]
+    n_fte = sum(1 for i in enrolled_ids if not enrol[i].templates)
     gallery = Gallery.from_templates(templates, model_id=model_id, threshold=default_threshold)
     genuine: list[tuple[str, PhotoResult]] = []
     stranger: list[PhotoResult] = []
     n_fte_probes = 0
     for ident, photos in pop.photos.items():
         if ident in enrolled_ids:
-            if enrol[ident].embedding is None:
-                n_fte_probes += len(photos) - 1
+            used = enrol[ident].used
+            eligible = [p for k, p in enumerate(photos) if k >= probe_from and k not in used]
+            if not enrol[ident].templates:
+                n_fte_probes += len(eligible)
                 continue  # failed to enrol: counted in FTE, not in FNIR
-            used = enrol[ident].photo_index
-            genuine.extend((ident, probes[p]) for k, p in enumerate(photos) if k != used)
+            genuine.extend((ident, probes[p]) for p in eligible)
         else:
             stranger.extend(probes[p] for p in photos)
 
@@ -261,16 +312,31 @@ def enrol_with_retry(engine: FaceEngine, photos: list[Path]) -> PhotoResult:
     return first
 
 
-def embed_population(
-    engine: FaceEngine, pop: Population
-) -> tuple[
-    dict[str, PhotoResult], dict[str, PhotoResult], dict[Path, PhotoResult], dict[Path, PhotoResult]
-]:
+Embedded = tuple[
+    dict[str, PhotoResult],
+    dict[str, PhotoResult],
+    dict[Path, PhotoResult],
+    dict[Path, PhotoResult],
+    dict[str, list[PhotoResult]],
+]
+
+
+def embed_population(engine: FaceEngine, pop: Population) -> Embedded:
     """Run every photo through both pipelines once (the slow part)."""
     ids = list(pop.photos)
     # Every identity's first photo is embedded both ways: it is an enrolment photo
     # in some splits (ours: gated enrol) and a stranger probe in others.
     ours_enrol = {i: run_ours(engine, pop.photos[i][0], enrol=True) for i in ids}
+    # Photos 2..MULTI enrolled too, for identities that keep a probe after them.
+    multi_enrol = {
+        i: [ours_enrol[i]]
+        + [
+            PhotoResult(**{**vars(run_ours(engine, p, enrol=True)), "photo_index": k})
+            for k, p in enumerate(pop.photos[i][1:MULTI], start=1)
+        ]
+        for i in ids
+        if len(pop.photos[i]) > MULTI
+    }
     retry_enrol = {
         i: ours_enrol[i]
         if ours_enrol[i].embedding is not None
@@ -283,33 +349,44 @@ def embed_population(
         for p in pop.photos[i]:
             ours_probe[p] = run_ours(engine, p, enrol=False)
             base[p] = run_baseline(engine, p)
-    return ours_enrol, retry_enrol, ours_probe, base
+    return ours_enrol, retry_enrol, ours_probe, base, multi_enrol
 
 
 def bench_population(
     engine: FaceEngine, pop: Population, seeds: list[int], cache: Path | None = None
 ) -> dict[str, object]:
     ids = list(pop.photos)
-    key = f"{engine.model_id}|{pop.name}|{len(ids)}"
+    key = f"v2|{engine.model_id}|{pop.name}|{len(ids)}"
     stored: dict[str, object] = {}
     if cache is not None and cache.exists():
         stored = pickle.loads(cache.read_bytes())
     if key in stored:
-        ours_enrol, retry_enrol, ours_probe, base = stored[key]  # type: ignore[misc]
+        embedded: Embedded = stored[key]  # type: ignore[assignment]
     else:
-        ours_enrol, retry_enrol, ours_probe, base = embed_population(engine, pop)
+        embedded = embed_population(engine, pop)
         if cache is not None:
-            stored[key] = (ours_enrol, retry_enrol, ours_probe, base)
+            stored[key] = embedded
             cache.write_bytes(pickle.dumps(stored))
+    ours_enrol, retry_enrol, ours_probe, base, multi_enrol = embedded
     base_enrol = {i: base[pop.photos[i][0]] for i in ids}
+    # Identities with too few photos for a probe after photo MULTI still enrol
+    # (they are gallery members and strangers like everyone else) with photo 1.
+    one = {i: single(ours_enrol[i]) for i in ids}
+    three_max = {i: multi(multi_enrol[i], fused=False) if i in multi_enrol else one[i] for i in ids}
+    three_fused = {
+        i: multi(multi_enrol[i], fused=True) if i in multi_enrol else one[i] for i in ids
+    }
 
     report: dict[str, object] = {"population": pop.name, "identities": len(ids)}
     n_photos = sum(len(v) for v in pop.photos.values())
     report["photos"] = n_photos
-    for label, enrol, probes in (
-        ("ours", ours_enrol, ours_probe),
-        ("ours_retry", retry_enrol, ours_probe),
-        ("baseline", base_enrol, base),
+    for label, enrol, probes, probe_from in (
+        ("ours", {i: single(r) for i, r in ours_enrol.items()}, ours_probe, 0),
+        ("ours_retry", {i: single(r) for i, r in retry_enrol.items()}, ours_probe, 0),
+        ("baseline", {i: single(r) for i, r in base_enrol.items()}, base, 0),
+        ("one_photo", one, ours_probe, MULTI),
+        ("three_max", three_max, ours_probe, MULTI),
+        ("three_fused", three_fused, ours_probe, MULTI),
     ):
         splits = [
             evaluate_split(
@@ -319,6 +396,7 @@ def bench_population(
                 split_ids(ids, s),
                 model_id=engine.model_id,
                 default_threshold=engine.threshold,
+                probe_from=probe_from,
             )
             for s in seeds
         ]
@@ -405,7 +483,20 @@ def _count(items: list[str]) -> dict[str, int]:
     return out
 
 
-COLUMNS = (("ours", "ours"), ("ours_retry", "ours+retry"), ("baseline", "baseline"))
+COLUMNS = (
+    ("ours", "ours"),
+    ("ours_retry", "ours+retry"),
+    ("baseline", "baseline"),
+    ("one_photo", "1 photo, probes 4+"),
+    ("three_max", "3 photos max"),
+    ("three_fused", "3 photos fused"),
+)
+SUMMARY = (
+    ("ours", "1 photo"),
+    ("one_photo", "1 photo, probes 4+"),
+    ("three_max", "3 photos max, probes 4+"),
+    ("three_fused", "3 photos fused, probes 4+"),
+)
 
 
 def print_report(rep: dict[str, Any], threshold: float) -> None:
@@ -494,12 +585,62 @@ def print_report(rep: dict[str, Any], threshold: float) -> None:
                 )
 
 
+def _mean(vals: list[float]) -> float:
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def print_summary(by_pack: list[tuple[str, float, list[dict[str, Any]]]]) -> None:
+    """One line per pack x population x enrolment: the issue's headline numbers."""
+    print("\n== summary (mean over splits; FNIR excludes identities that failed to enrol)")
+    rows = [["pack", "population", "enrolment", "FNIR@FPIR1%", "FNIR@FPIR0.1%", "FTE", "ms/face"]]
+    for model_id, _thr, reports in by_pack:
+        for rep in reports:
+            for key, title in SUMMARY:
+                col = rep[key]
+                splits = col["splits"]
+                cells = []
+                for f in FPIR_TARGETS:
+                    vals = [sp["fnir"][str(f)] for sp in splits if str(f) in sp["fnir"]]
+                    n_str = min(sp["stranger_probes"] for sp in splits)
+                    # Fewer than 1/f strangers: the threshold sits above every
+                    # stranger, the FPIR target itself is not measured.
+                    mark = "*" if n_str * f < 1 else ""
+                    cells.append(_pct(_mean(vals)).strip() + mark if vals else "-")
+                fte = _mean([sp["fte"] / max(sp["enrolled"], 1) for sp in splits])
+                rows.append(
+                    [
+                        model_id.split("/")[0],
+                        str(rep["population"]),
+                        title,
+                        *cells,
+                        _pct(fte).strip(),
+                        f"{col['ms_per_face']:.1f}",
+                    ]
+                )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("   " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
+    print("   * fewer stranger probes than 1/FPIR: threshold above every stranger score")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("faces", nargs="?", type=Path, default=REPO.parent / "shared/eval/faces")
     ap.add_argument("--seed", type=int, default=20261128, help="seed of the reported split")
     ap.add_argument("--splits", type=int, default=5, help="extra seeded splits for the spread")
-    ap.add_argument("--model", default="buffalo_s")
+    ap.add_argument(
+        "--model",
+        action="append",
+        default=None,
+        help="model pack (repeatable): buffalo_s, sface or an insightface pack directory",
+    )
+    ap.add_argument("--models", default=None, help="comma-separated packs (default: both)")
+    ap.add_argument(
+        "--east-asian",
+        type=Path,
+        default=None,
+        help="East Asian subgroup folder (default: faces-east-asian beside FACES_DIR)",
+    )
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--threshold", type=float, default=None, help="override the pack default")
     ap.add_argument("--json", type=Path, help="also write the full results here")
@@ -510,18 +651,36 @@ def main(argv: list[str] | None = None) -> int:
     if not args.faces.is_dir():
         print(f"accuracy: no faces folder at {args.faces}", file=sys.stderr)
         return 2
-    engine = FaceEngine.load(
-        ModelConfig(pack=args.model, threads=args.threads, match_threshold=args.threshold)
-    )
+    packs = list(args.model or [])
+    if args.models:
+        packs += [m.strip() for m in args.models.split(",") if m.strip()]
+    packs = packs or ["buffalo_s", "sface"]
+    east = args.east_asian or args.faces.parent / f"{args.faces.name}-east-asian"
+    populations = load_populations(args.faces)
+    if east.is_dir():
+        for pop in load_populations(east):
+            pop.name = f"{east.name} (subgroup)"
+            populations.append(pop)
     seeds = [args.seed] + [args.seed + k for k in range(1, args.splits)]
-    print(f"model {engine.model_id}, threshold in use {engine.threshold:.3f}, faces {args.faces}")
-    reports = []
-    for pop in load_populations(args.faces):
-        rep = bench_population(engine, pop, seeds, args.cache)
-        print_report(rep, engine.threshold)
-        reports.append(rep)
+    by_pack: list[tuple[str, float, list[dict[str, Any]]]] = []
+    for pack in packs:
+        engine = FaceEngine.load(
+            ModelConfig(pack=pack, threads=args.threads, match_threshold=args.threshold)
+        )
+        print(
+            f"\n######## model {engine.model_id}, threshold in use {engine.threshold:.3f}, "
+            f"faces {args.faces}"
+        )
+        reports: list[dict[str, Any]] = []
+        for pop in populations:
+            rep = bench_population(engine, pop, seeds, args.cache)
+            print_report(rep, engine.threshold)
+            reports.append(rep)
+        by_pack.append((engine.model_id, engine.threshold, reports))
+    print_summary(by_pack)
     if args.json:
-        args.json.write_text(json.dumps(reports, indent=2))
+        doc = [{"model": m, "threshold": t, "populations": r} for m, t, r in by_pack]
+        args.json.write_text(json.dumps(doc, indent=2))
     return 0
 
 
