@@ -187,6 +187,7 @@ class CameraRuntime:
     watchdog_fired: bool = False
     opens: int = 0
     last_error: str | None = None
+    logged_state: str = "starting"
     # Totals of the sources already closed (a source's counters start at 0).
     frames_base: int = 0
     dropped_base: int = 0
@@ -582,6 +583,11 @@ class EdgeDaemon:
             rt = self.cameras[cam.name]
             frames, _dropped, _rec = rt.totals()
             rt.samples.append((now, frames))
+            state = rt.current_state(cam.stall_timeout_s)
+            if state != rt.logged_state:
+                # One line per transition: the operator's timeline of a camera.
+                log.info("camera %s: %s -> %s", cam.name, rt.logged_state, state)
+                rt.logged_state = state
             with rt.lock:
                 src, stop = rt.source, rt.source_stop
             if src is None or stop is None or not src.is_live or rt.watchdog_fired:

@@ -139,6 +139,13 @@ class ServerProcess:
         _stop(self.proc)
         self.proc = None
 
+    def heartbeat(self) -> dict[str, Any]:
+        """The device's last heartbeat as the server stored it ({} before the first)."""
+        with sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=5) as conn:
+            row = conn.execute("SELECT stats FROM devices ORDER BY id LIMIT 1").fetchone()
+        data: dict[str, Any] = json.loads(row[0]) if row and row[0] else {}
+        return data
+
     def counts(self) -> tuple[int, int]:
         """(sightings stored, distinct sighting ids) read straight from the database."""
         with sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=5) as conn:

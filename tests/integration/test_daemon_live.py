@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from edge.videogen import GeneratedVideo
-from tests.integration.harness import DaemonProcess, LiveStream, ServerProcess
+from tests.integration.harness import DaemonProcess, LiveStream, ServerProcess, wait_for
 
 pytestmark = pytest.mark.models
 
@@ -91,12 +91,15 @@ def test_live_stream_and_server_outages_lose_and_double_nothing(
     server.kill()
     queued_at_outage = daemon.status()["outbox"]["queued"]
     daemon.wait(
-        lambda s: s["outbox"]["queued"] > queued_at_outage and s["outbox"]["depth"] > 0,
+        lambda s: (
+            s["outbox"]["queued"] > queued_at_outage
+            and s["outbox"]["depth"] > 0
+            and s["server"]["last_error"]
+        ),  # the failed upload is reported
         timeout=30,
         what="sightings held in the outbox during the outage",
     )
     st = daemon.status()
-    assert st["server"]["last_error"], "the failed uploads should be reported"
 
     server.start()
     delivered_before = st["outbox"]["delivered"]
@@ -105,6 +108,19 @@ def test_live_stream_and_server_outages_lose_and_double_nothing(
         timeout=30,
         what="the outbox to drain after the server came back",
     )
+
+    # The server hears how the box is doing (heartbeat every 2 s here).
+    hb = wait_for(
+        lambda: (
+            (h := server.heartbeat()).get("cameras", {}).get("door", {}).get("fps", 0) > 0 and h
+        ),
+        timeout=15,
+        what="a heartbeat with the camera's frame rate",
+        log=daemon.log_path,
+    )
+    assert hb["model_id"] == server.model_id and hb["version"]
+    assert hb["cameras"]["door"]["reconnects"] >= 1 and "dropped_frames" in hb["cameras"]["door"]
+    assert {"outbox_depth", "outbox_dropped", "outbox_dead"} <= hb.keys()
 
     # 4. SIGTERM: a clean, quick exit with everything delivered.
     code, took = daemon.terminate()
