@@ -171,14 +171,28 @@ class OutboxConfig(_Strict):
 
 
 class EdgeConfig(_Strict):
-    device: DeviceConfig
+    """The whole ``edge.yaml``."""
+
+    device: DeviceConfig = Field(description="This box: its name and its state directory.")
     server: ServerConfig | None = Field(
-        default=None, description="Omit to run offline (results only logged and kept)."
+        default=None,
+        description="Omit to run offline: sightings are kept in the outbox (bounded) and "
+        "sent once a server is configured.",
     )
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
-    outbox: OutboxConfig = Field(default_factory=OutboxConfig)
-    cameras: list[CameraConfig] = Field(min_length=1, max_length=64)
+    model: ModelConfig = Field(
+        default_factory=ModelConfig, description="Face models (bundled buffalo_s by default)."
+    )
+    pipeline: PipelineConfig = Field(
+        default_factory=PipelineConfig, description="Analysis settings of every camera."
+    )
+    outbox: OutboxConfig = Field(
+        default_factory=OutboxConfig, description="Store-and-forward queue on disk."
+    )
+    cameras: list[CameraConfig] = Field(
+        min_length=1,
+        max_length=64,
+        description="Entrance cameras; each runs in its own worker with its own reader.",
+    )
 
     @field_validator("cameras")
     @classmethod
