@@ -161,3 +161,50 @@ def test_gallery_cache_skips_unchanged_photos(
         m.setattr(engine, "enrol", counting_enrol)
         Gallery.from_folder(root, engine, cache=cache)
     assert calls == ["yao/1.jpg"]
+
+
+@pytest.mark.models
+def test_gallery_fuse_keeps_one_template_per_identity(
+    engine: FaceEngine,
+    tmp_path: Path,
+    tom_image: np.ndarray,
+    yao_image: np.ndarray,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    root = tmp_path / "g"
+    write_image(root / "tom" / "1.png", tom_image)
+    write_image(root / "tom" / "2.png", cv2.flip(tom_image, 1))
+    write_image(root / "yao" / "1.jpg", yao_image)
+    each = Gallery.from_folder(root, engine)
+    assert each.templates.shape[0] == 3  # one template per photo, max over them
+    fused = Gallery.from_folder(root, engine, fuse=True)
+    assert fused.templates.shape[0] == 2 and fused.identities == ("tom", "yao")
+    # The fused template is the quality-weighted mean of Tom's two photos.
+    faces = engine.enrol_many([root / "tom" / "1.png", root / "tom" / "2.png"])
+    np.testing.assert_allclose(fused.templates[0], faces.face.embedding, atol=1e-5)
+    np.testing.assert_allclose(fused.templates[1], each.templates[2], atol=1e-6)
+    # The cache keeps each photo's quality, so a cached fused gallery is the same.
+    cache = tmp_path / "cache.npz"
+    Gallery.from_folder(root, engine, cache=cache, fuse=True)
+
+    def no_enrol(*args: object, **kwargs: object) -> None:
+        raise AssertionError("enrol called for a cached photo")
+
+    monkeypatch.setattr(engine, "enrol", no_enrol)
+    again = Gallery.from_folder(root, engine, cache=cache, fuse=True)
+    np.testing.assert_allclose(again.templates, fused.templates, atol=1e-6)
+
+
+@pytest.mark.models
+def test_gallery_skip_unusable_leaves_bad_photos_and_empty_identities_out(
+    engine: FaceEngine, tmp_path: Path, tom_image: np.ndarray, yao_image: np.ndarray
+) -> None:
+    root = tmp_path / "g"
+    write_image(root / "tom" / "1.png", tom_image)
+    write_image(root / "tom" / "2.png", gradient())
+    write_corrupt(root / "ann" / "scan.jpg")
+    write_image(root / "yao" / "1.jpg", yao_image)
+    gallery = Gallery.from_folder(root, engine, skip_unusable=True)
+    assert gallery.identities == ("tom", "yao")
+    assert gallery.templates.shape[0] == 2
+    assert gallery.match(gallery.templates)[1].identity == "yao"
