@@ -26,6 +26,8 @@ from server.security import SessionDep
 from server.sites.service import resolve_site
 
 router = APIRouter(tags=["privacy"])
+# PostgreSQL refuses NUL characters in text parameters; refuse them as input (422), not a 500.
+NO_NUL = r"^[^\x00]*$"
 
 
 def current_admin(caller: Annotated[Caller, Depends(current_caller)]) -> Caller:
@@ -89,10 +91,10 @@ class RetentionOut(_Out):
 def _filter(
     session: SessionDep,
     site: Annotated[str | None, Query(description="Site name or id.")] = None,
-    actor: Annotated[str | None, Query(max_length=100)] = None,
-    action: Annotated[str | None, Query(max_length=100)] = None,
-    object_type: Annotated[str | None, Query(max_length=50)] = None,
-    object_id: Annotated[str | None, Query(max_length=100)] = None,
+    actor: Annotated[str | None, Query(max_length=100, pattern=NO_NUL)] = None,
+    action: Annotated[str | None, Query(max_length=100, pattern=NO_NUL)] = None,
+    object_type: Annotated[str | None, Query(max_length=50, pattern=NO_NUL)] = None,
+    object_id: Annotated[str | None, Query(max_length=100, pattern=NO_NUL)] = None,
     since: datetime | None = None,
     until: datetime | None = None,
     after_id: Annotated[int | None, Query(ge=0, le=2**62)] = None,

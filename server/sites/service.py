@@ -42,6 +42,8 @@ def get_site(*, session: Session, site_id: int) -> Site:
 
 def resolve_site(*, session: Session, ref: str) -> Site:
     """A site by name, or by numeric id (CLI convenience)."""
+    if "\x00" in ref:  # PostgreSQL refuses NUL in text (a 500); no site has one
+        raise NotFound("site names hold no NUL characters")
     site = session.scalar(select(Site).where(Site.name == ref))
     if site is None and ref.isdigit():
         site = session.get(Site, int(ref))
