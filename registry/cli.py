@@ -67,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="ONNX Runtime threads per face engine (default: up to 4)",
     )
     p.add_argument(
+        "--model",
+        default="buffalo_s",
+        help="face model pack: 'buffalo_s' (bundled; non-commercial), 'sface' (commercially "
+        "safe) or an insightface pack directory; must be the site's (see `lintel-edge models`)",
+    )
+    p.add_argument(
         "--workers",
         type=int,
         default=1,
@@ -139,14 +145,15 @@ def _cmd_import(args: argparse.Namespace) -> int:
     threads = args.threads
 
     workers = args.workers
+    pack = args.model
 
     def engine_factory() -> Enroller | EnrolBackend:
         if workers > 1:
-            return ProcessPoolBackend(workers, threads=threads)
+            return ProcessPoolBackend(workers, threads=threads, pack=pack)
         from edge.config import ModelConfig
         from edge.engine import FaceEngine
 
-        return FaceEngine.load(ModelConfig(threads=threads))
+        return FaceEngine.load(ModelConfig(pack=pack, threads=threads))
 
     try:
         result = run_import(
