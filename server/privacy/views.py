@@ -28,6 +28,8 @@ from server.sites.service import resolve_site
 router = APIRouter(tags=["privacy"])
 # PostgreSQL refuses NUL characters in text parameters; refuse them as input (422), not a 500.
 NO_NUL = r"^[^\x00]*$"
+# Personal data: no proxy or browser cache keeps a copy.
+NO_STORE = "no-store"
 
 
 def current_admin(caller: Annotated[Caller, Depends(current_caller)]) -> Caller:
@@ -170,7 +172,10 @@ def export_audit(
     return Response(
         content=body.encode("utf-8"),
         media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": 'attachment; filename="lintel-audit.csv"'},
+        headers={
+            "Content-Disposition": 'attachment; filename="lintel-audit.csv"',
+            "Cache-Control": NO_STORE,
+        },
     )
 
 
@@ -186,9 +191,11 @@ def export_subject(
     occupant_id: Annotated[int, Path(ge=1, le=2**31 - 1)],
     session: SessionDep,
     caller: AdminDep,
+    response: Response,
     include_biometrics: bool = False,
 ) -> dict[str, Any]:
     """A subject access export; raw embeddings only with ``include_biometrics``; audited."""
+    response.headers["Cache-Control"] = NO_STORE
     out = subject.export_subject(
         session=session,
         occupant_id=occupant_id,
