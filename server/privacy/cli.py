@@ -1,4 +1,4 @@
-"""``lintel-server`` commands for privacy: purge, audit, crops, subject, retention.
+"""``lintel-server`` commands for privacy: purge, audit, crops, subject, consent, retention.
 
 ``server/cli.py`` adds these parsers (:func:`add_commands`) and hands the
 parsed arguments here (:func:`run_command`) inside one transaction; every
@@ -10,12 +10,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.orm import Session
 
-COMMANDS = ("purge", "audit", "crops", "subject", "retention")
+COMMANDS = ("purge", "audit", "crops", "subject", "retention", "consent")
 
 
 def add_commands(sub: Any) -> None:
@@ -51,12 +52,26 @@ def add_commands(sub: Any) -> None:
     q.add_argument("--occupant", type=int, required=True)
     q.add_argument("--json", action="store_true")
 
+    p = sub.add_parser("consent", help="record an occupant's consent and notice (replaces them)")
+    p.add_argument("--occupant", type=int, required=True)
+    p.add_argument("--at", type=_aware, default=None, help="consent time, ISO 8601 with zone")
+    p.add_argument("--ref", default=None, help="e.g. the signed form's number")
+    p.add_argument("--notice-at", type=_aware, default=None, help="notice time, ISO 8601")
+    p.add_argument("--json", action="store_true")
+
     p = sub.add_parser("retention", help="show or set a site's retention periods (days)")
     p.add_argument("--site", required=True, help="site name or id")
     p.add_argument("--crop-days", type=int, default=None)
     p.add_argument("--closed-case-days", type=int, default=None)
     p.add_argument("--moved-out-days", type=int, default=None)
     p.add_argument("--json", action="store_true")
+
+
+def _aware(text: str) -> datetime:
+    value = datetime.fromisoformat(text)
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} has no time zone (e.g. +08:00)")
+    return value
 
 
 def _write(text: str, out: Path | None) -> None:
@@ -130,6 +145,29 @@ def run_command(args: argparse.Namespace, settings: Any, session: Session) -> in
             return 0
         counts = subject.erase_subject(session=session, occupant_id=args.occupant, actor="cli")
         _print(counts, args.json)
+        return 0
+    if args.command == "consent":
+        from server.privacy.consent import set_consent
+
+        occ = set_consent(
+            session=session,
+            occupant_id=args.occupant,
+            actor="cli",
+            consent_at=args.at,
+            consent_ref=args.ref,
+            notice_given_at=args.notice_at,
+        )
+        _print(
+            {
+                "occupant_id": occ.id,
+                "consent_at": occ.consent_at.isoformat() if occ.consent_at else None,
+                "consent_ref": occ.consent_ref,
+                "notice_given_at": (
+                    occ.notice_given_at.isoformat() if occ.notice_given_at else None
+                ),
+            },
+            args.json,
+        )
         return 0
     if args.command == "retention":
         from server.privacy.retention import set_site_retention

@@ -1,9 +1,12 @@
 """Admin API for privacy: the audit log, subject requests, retention and enrolment counts.
 
-Every route here is for admins (a user API token with role ``admin``):
-anonymous or unknown tokens get 401, managers and viewers 403. Every call is
-itself audited (``audit.view``, ``audit.export``, ``subject.export``,
-``subject.erase``, ``site.retention``), in the same transaction as its effect.
+Every route here but one is for admins (a user API token with role
+``admin``): anonymous or unknown tokens get 401, managers and viewers 403.
+The exception is recording an occupant's consent/notice, which managers of
+the occupant's site may do too. Every call is itself audited
+(``audit.view``, ``audit.export``, ``subject.export``, ``subject.erase``,
+``site.retention``, ``occupant.consent``), in the same transaction as its
+effect.
 """
 
 from __future__ import annotations
@@ -18,9 +21,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from server.audit import export
 from server.audit.chain import verify_chain
 from server.audit.service import record
-from server.cases.views import Caller, current_caller
+from server.cases.views import Caller, ManagerDep, current_caller
 from server.errors import Forbidden
 from server.privacy import counts, subject
+from server.privacy.consent import set_consent
 from server.privacy.retention import set_site_retention
 from server.security import SessionDep
 from server.sites.service import resolve_site
@@ -81,6 +85,25 @@ class RetentionIn(BaseModel):
     crop_retention_days: Annotated[int, Field(ge=1, le=3650)] | None = None
     closed_case_retention_days: Annotated[int, Field(ge=0, le=3650)] | None = None
     moved_out_template_days: Annotated[int, Field(ge=0, le=3650)] | None = None
+
+
+class ConsentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    consent_at: datetime | None = Field(
+        default=None, description="When consent was given; null: none (or withdrawn)."
+    )
+    consent_ref: Annotated[str, Field(max_length=300, pattern=NO_NUL)] | None = Field(
+        default=None, description="E.g. the signed form's number."
+    )
+    notice_given_at: datetime | None = None
+
+
+class ConsentOut(_Out):
+    occupant_id: int
+    consent_at: datetime | None
+    consent_ref: str | None
+    notice_given_at: datetime | None
 
 
 class RetentionOut(_Out):
@@ -252,6 +275,37 @@ def set_retention(
         crop_retention_days=site.crop_retention_days,
         closed_case_retention_days=site.closed_case_retention_days,
         moved_out_template_days=site.moved_out_template_days,
+    )
+    session.commit()
+    return out
+
+
+@router.put(
+    "/occupants/{occupant_id}/consent",
+    response_model=ConsentOut,
+    summary="Record an occupant's consent and notice",
+)
+def put_consent(
+    occupant_id: Annotated[int, Path(ge=1, le=2**31 - 1)],
+    body: ConsentIn,
+    session: SessionDep,
+    caller: ManagerDep,
+) -> ConsentOut:
+    """Managers of the occupant's site and admins; other sites' occupants do not exist (404)."""
+    occ = set_consent(
+        session=session,
+        occupant_id=occupant_id,
+        actor=caller.actor,
+        consent_at=body.consent_at,
+        consent_ref=body.consent_ref,
+        notice_given_at=body.notice_given_at,
+        site_ids=caller.scope,
+    )
+    out = ConsentOut(
+        occupant_id=occ.id,
+        consent_at=occ.consent_at,
+        consent_ref=occ.consent_ref,
+        notice_given_at=occ.notice_given_at,
     )
     session.commit()
     return out

@@ -7,11 +7,13 @@ import secrets
 import httpx
 import pytest
 from fastapi import FastAPI
+from pydantic import SecretStr
 from sqlalchemy import Engine, func, select
 
 from server.app import create_app
 from server.audit.models import AuditEvent
 from server.cases.models import Case
+from server.privacy.crypto import new_key_text
 from server.settings import Settings
 from server.users.models import User
 from server.web.session import LOCKOUT_FAILURES, lockout_wait_s
@@ -70,7 +72,13 @@ def test_session_cookie_flags_and_security_headers(client: httpx.Client, world: 
 
 def test_cookie_is_secure_outside_dev_and_test(settings: Settings, engine: Engine) -> None:
     prod = settings.model_copy(
-        update={"env": "prod", "secret_key": settings.secret_key, "migrate_on_start": False}
+        update={
+            "env": "prod",
+            "secret_key": settings.secret_key,
+            "migrate_on_start": False,
+            # prod refuses to start without a crop key (server/privacy/crypto.py)
+            "crop_key": SecretStr(new_key_text()),
+        }
     )
     app: FastAPI = create_app(prod, engine=engine)
     transport = SyncASGITransport(app)
