@@ -328,3 +328,19 @@ def test_watchdog_reopens_a_stream_that_stays_open_but_stops_delivering(
     assert captures[0].released.is_set()
     assert rt.stalls >= 1 and {"running", "stalled"} <= seen
     assert rt.totals()[0] >= 10
+
+
+def test_outbox_counters_add_up_and_the_dead_table_is_bounded(
+    tmp_path: Path, server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("edge.outbox.MAX_DEAD", 2)
+    edge = daemon(tmp_path / "edge", server.client())
+    now = time.time()
+    ids = [edge.sighting("door", _track(i, now + i, crop=None), None) for i in range(6)]
+    for s in ids:
+        edge.outbox.put(s)
+    edge.outbox.bury({str(s.id): "refused" for s in ids[:3]})  # 3 dead, only 2 kept
+    edge.outbox.ack([str(ids[3].id), str(ids[3].id)])  # acked twice, delivered once
+    stats = edge.outbox.stats()
+    assert (stats.queued, stats.delivered, stats.dead, stats.depth) == (6, 1, 2, 2)
+    edge.outbox.close()
