@@ -15,9 +15,14 @@
 
 Sampling happens here too: every frame is *grabbed* (the codec must decode
 every frame anyway, since P-frames depend on their predecessors), but only
-every ``sample_every``-th frame is *retrieved*; retrieve is where OpenCV
-converts YUV to BGR and copies the image, the largest avoidable cost of an
-idle 1080p stream.
+the sampled frames are *retrieved*; retrieve is where OpenCV converts YUV to
+BGR and copies the image, the largest avoidable cost of an idle 1080p stream.
+Sampling is either fixed (every ``sample_every``-th frame) or dynamic: a
+``Sampler`` callable decides per grabbed frame, from its index, whether to
+retrieve it. The pipeline uses the dynamic form to analyse faster only while
+a track still lacks a usable face (burst sampling). For live sources the
+sampler is called in the reader thread, so it must be cheap and only read
+state the consumer updates (an int assignment is atomic in CPython).
 """
 
 from __future__ import annotations
@@ -132,6 +137,16 @@ class CaptureLike(Protocol):
 
 
 Opener = Callable[[SourceSpec], CaptureLike]
+
+Sampler = Callable[[int], bool]
+"""Per grabbed frame: ``sampler(index) -> retrieve it?`` (index counts every grabbed frame)."""
+
+
+def every_nth(n: int) -> Sampler:
+    """The fixed sampler: frames 0, n, 2n, ..."""
+    if n < 1:
+        raise ValueError("sample_every must be >= 1")
+    return lambda index: index % n == 0
 
 
 def open_with_opencv(
@@ -258,23 +273,27 @@ class VideoSource:
         self.stats.state = "stopped"
 
     # -- iteration ---------------------------------------------------------
-    def frames(self, sample_every: int = 1) -> Iterator[Frame]:
-        """Yield every ``sample_every``-th frame (all frames are still grabbed).
+    def frames(self, sample_every: int | Sampler = 1) -> Iterator[Frame]:
+        """Yield the sampled frames (all frames are still grabbed).
+
+        ``sample_every``: an int N yields every Nth frame; a :data:`Sampler`
+        decides per grabbed frame (files: in the caller's thread, between two
+        yields, so a decision made while handling one frame applies to the very
+        next grabbed frame; live sources: in the reader thread).
 
         Raises :class:`CaptureError` if a file yields no frame at all, or when a
         live source fails and the reconnect policy gives up.
         """
-        if sample_every < 1:
-            raise ValueError("sample_every must be >= 1")
+        sampler = every_nth(sample_every) if isinstance(sample_every, int) else sample_every
         if self._iterated:
             raise RuntimeError("VideoSource.frames() can be iterated only once")
         self._iterated = True
         self.open()
         if self.is_live:
-            return self._live_frames(sample_every)
-        return self._file_frames(sample_every)
+            return self._live_frames(sampler)
+        return self._file_frames(sampler)
 
-    def _file_frames(self, sample_every: int) -> Iterator[Frame]:
+    def _file_frames(self, sampler: Sampler) -> Iterator[Frame]:
         cap = self._cap
         assert cap is not None
         self.stats.state = "running"
@@ -283,7 +302,7 @@ class VideoSource:
             if not cap.grab():
                 break
             self.stats.frames_read += 1
-            if index % sample_every == 0:
+            if sampler(index):
                 ok, image = cap.retrieve()
                 if ok and image is not None:
                     self.stats.frames_delivered += 1
@@ -294,11 +313,11 @@ class VideoSource:
             raise CaptureError(f"video file {self.spec.display} holds no decodable frame")
         self.stats.state = "stopped"
 
-    def _live_frames(self, sample_every: int) -> Iterator[Frame]:
+    def _live_frames(self, sampler: Sampler) -> Iterator[Frame]:
         q: queue.Queue[Frame | _End] = queue.Queue(maxsize=self._queue_size)
         self._thread = threading.Thread(
             target=self._reader,
-            args=(q, sample_every),
+            args=(q, sampler),
             name=f"capture-{self.spec.display}",
             daemon=True,
         )
@@ -318,7 +337,7 @@ class VideoSource:
         finally:
             self.close()
 
-    def _reader(self, q: queue.Queue[Frame | _End], sample_every: int) -> None:
+    def _reader(self, q: queue.Queue[Frame | _End], sampler: Sampler) -> None:
         """Reader thread: grab every frame, retrieve the sampled ones, never block."""
         index = 0
         self.stats.state = "running"
@@ -333,7 +352,7 @@ class VideoSource:
                     return
                 continue
             self.stats.frames_read += 1
-            sampled = index % sample_every == 0
+            sampled = sampler(index)
             index += 1
             if not sampled:
                 continue

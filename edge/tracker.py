@@ -4,9 +4,19 @@ Greedy association of detections to live tracks on a score built from the
 IoU with each track's *predicted* box (constant velocity, so faces that move
 fast between sampled frames, or two people crossing, keep their tracks), with
 a fallback on centre distance measured in face sizes for fast movers whose
-boxes no longer overlap. A track ends after ``max_misses`` analysed frames
-without a match. Each track keeps the best ``best_k`` faces by quality, as
-aligned crops taken at detection time, so the frame itself can be dropped.
+boxes no longer overlap. A track ends when it has gone ``max_gap_s`` seconds
+without a match: time, not a count of analysed frames, because the pipeline
+changes its analysis rate as it goes (burst sampling). Each track keeps the
+best ``best_k`` faces by quality, as aligned crops taken at detection time, so
+the frame itself can be dropped.
+
+A long stay (someone waiting in the hall, a face on a poster) is cut into
+pieces of at most ``max_track_s`` seconds: when a track reaches that age it
+is ended (so it is reported) and a continuation track starts on the same
+box, with ``continued_from`` naming the piece before it. A person who stays
+two minutes is therefore four sightings in a row at the same place, each a
+complete track with its own best faces; nothing is held back until the stream
+ends.
 
 The tracker is pure bookkeeping (no models), so the benchmark uses the same
 class to cluster a naive baseline's per-frame detections into walk-ins.
@@ -26,7 +36,7 @@ from edge.types import BBox, Detection, FaceQuality
 
 
 class TrackerConfig(BaseModel):
-    """Tracker settings; counts are in *analysed* frames, not source frames."""
+    """Tracker settings; times are in seconds of the frames' timestamps."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -50,11 +60,21 @@ class TrackerConfig(BaseModel):
         "5 analysed frames/s grows ~10-20% a frame; a cut from one face to another nearby "
         "(hamilton clip: 50 -> 80 px) grows more and starts a new track.",
     )
-    max_misses: int = Field(
-        default=5,
+    max_gap_s: float = Field(
+        default=1.0,
         ge=0,
-        le=1000,
-        description="Analysed frames without a match before a track ends (5 = ~1 s at 5 fps).",
+        le=60,
+        description="Seconds without a match before a track ends (checked at each analysed "
+        "frame). 1 s bridges a few missed detections (a turned head, motion blur) without "
+        "merging two people who pass the same spot a few seconds apart.",
+    )
+    max_track_s: float | None = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="Longest track: at this age a track is ended (reported) and a continuation "
+        "track starts on the same box, so a long stay or a poster is reported every "
+        "max_track_s seconds instead of when the stream ends. None: no limit.",
     )
     min_hits: int = Field(
         default=2,
@@ -98,6 +118,11 @@ class Track:
     ended_at: float
     hits: int = 1
     misses: int = 0
+    """Analysed frames with a detector call since the last match (informational)."""
+    usable_faces: int = 0
+    """Faces that passed the quality gate (counted by the pipeline)."""
+    continued_from: int | None = None
+    """Id of the previous piece of the same stay (see ``max_track_s``), else None."""
     velocity: tuple[float, float] = (0.0, 0.0)
     """Centre displacement per source frame."""
     best_quality: float = 0.0
@@ -176,9 +201,13 @@ class IoUTracker:
 
         Returns ``(tracks, ended)``: the track of each box (same order as
         ``boxes``; new tracks are started for unmatched boxes) and the tracks
-        that ended because they went ``max_misses`` frames unmatched.
+        that ended: unmatched for more than ``max_gap_s``, or cut at
+        ``max_track_s`` (their continuation is then the box's track).
         """
         cfg = self.config
+        # Tracks unmatched for too long are over before this frame is associated:
+        # a face seen again after max_gap_s is a new track, whatever the sampling rate.
+        ended: list[Track] = self.expire(timestamp)
         pairs: list[tuple[float, int, int]] = []
         for ti, track in enumerate(self._active):
             for bi, box in enumerate(boxes):
@@ -192,15 +221,23 @@ class IoUTracker:
             if ti in matched_tracks or owner[bi] is not None:
                 continue
             matched_tracks.add(ti)
-            owner[bi] = self._active[ti]
-            self._extend(self._active[ti], boxes[bi], frame_index, timestamp)
+            track = self._active[ti]
+            if cfg.max_track_s is not None and timestamp - track.started_at >= cfg.max_track_s:
+                # Long stay: report this piece, continue on the same box.
+                ended.append(track)
+                track = self._continuation(
+                    track, box=boxes[bi], frame_index=frame_index, timestamp=timestamp
+                )
+                self._active[ti] = track
+            else:
+                self._extend(track, boxes[bi], frame_index, timestamp)
+            owner[bi] = track
 
-        ended: list[Track] = []
         still: list[Track] = []
         for ti, track in enumerate(self._active):
             if ti not in matched_tracks:
                 track.misses += 1
-                if track.misses > cfg.max_misses:
+                if timestamp - track.ended_at > cfg.max_gap_s:
                     ended.append(track)
                     continue
             still.append(track)
@@ -223,6 +260,35 @@ class IoUTracker:
                 self._active.append(found)
             result.append(found)
         return result, ended
+
+    def expire(self, timestamp: float) -> list[Track]:
+        """End the tracks unmatched for more than ``max_gap_s`` at ``timestamp``.
+
+        For analysed frames on which the detector does not run (nothing moved):
+        tracks still end on time.
+        """
+        gap = self.config.max_gap_s
+        ended = [t for t in self._active if timestamp - t.ended_at > gap]
+        if ended:
+            self._active = [t for t in self._active if timestamp - t.ended_at <= gap]
+        return ended
+
+    def _continuation(
+        self, track: Track, *, box: BBox, frame_index: int, timestamp: float
+    ) -> Track:
+        new = Track(
+            track_id=self._next_id,
+            bbox=box,
+            start_frame=frame_index,
+            end_frame=frame_index,
+            started_at=timestamp,
+            ended_at=timestamp,
+            velocity=track.velocity,
+            continued_from=track.track_id,
+        )
+        new.boxes.append((frame_index, box))
+        self._next_id += 1
+        return new
 
     def _extend(self, track: Track, box: BBox, frame_index: int, timestamp: float) -> None:
         dt = frame_index - track.end_frame

@@ -57,7 +57,8 @@ def test_two_people_crossing_are_two_tracks() -> None:
 
 
 def test_gap_ends_a_track() -> None:
-    cfg = TrackerConfig(max_misses=2)
+    # Expiry is time-based: 1 analysed frame a second, max_gap_s 2.5.
+    cfg = TrackerConfig(max_gap_s=2.5)
     still = box(300, 200, 80)
     frames = [[still]] * 4 + [[]] * 3 + [[still]] * 4
     tracker = IoUTracker(cfg)
@@ -65,7 +66,7 @@ def test_gap_ends_a_track() -> None:
     for i, boxes in enumerate(frames):
         _, done = tracker.update(boxes, frame_index=i, timestamp=float(i))
         ended_during.extend(i for _ in done)
-    # The first track ends at the third empty frame (misses 3 > max_misses 2).
+    # Last match at t=3; at t=6 the gap is 3 s > 2.5 s.
     assert ended_during == [6]
     rest = tracker.flush()
     assert len(rest) == 1 and rest[0].start_frame == 7
@@ -74,7 +75,61 @@ def test_gap_ends_a_track() -> None:
 def test_short_gap_does_not_split() -> None:
     still = box(300, 200, 80)
     frames = [[still]] * 4 + [[]] * 2 + [[still]] * 4
-    assert len(run(IoUTracker(TrackerConfig(max_misses=2)), frames)) == 1
+    # Last match at t=3, next at t=6: a 3 s gap is not more than max_gap_s.
+    assert len(run(IoUTracker(TrackerConfig(max_gap_s=3.0)), frames, step=25)) == 1
+
+
+def test_expiry_counts_seconds_not_analysed_frames() -> None:
+    # The same 0.8 s gap is bridged whether it spans 2 or 10 analysed frames
+    # (burst sampling changes the rate); a 1.2 s gap ends the track at any rate.
+    still = box(300, 200, 80)
+    for fps in (2.5, 12.5):
+        for gap_s, tracks in ((0.8, 1), (1.2, 2)):
+            n_gap = round(gap_s * fps) - 1
+            frames = [[still]] * 3 + [[]] * n_gap + [[still]] * 3
+            tracker = IoUTracker(TrackerConfig(max_gap_s=1.0))
+            ended: list[Track] = []
+            for i, boxes in enumerate(frames):
+                _, done = tracker.update(boxes, frame_index=i, timestamp=i / fps)
+                ended.extend(done)
+            ended.extend(tracker.flush())
+            assert len(ended) == tracks, (fps, gap_s)
+
+
+def test_expire_ends_tracks_without_a_detector_call() -> None:
+    tracker = IoUTracker(TrackerConfig(max_gap_s=1.0))
+    tracker.update([box(100, 100, 60)], frame_index=0, timestamp=0.0)
+    assert tracker.expire(1.0) == []
+    ended = tracker.expire(1.01)
+    assert len(ended) == 1 and tracker.active == []
+
+
+def test_long_stay_is_cut_into_pieces() -> None:
+    # A poster seen once a second for 70 s, max_track_s 30: pieces of 30, 30, 10 s.
+    cfg = TrackerConfig(max_track_s=30.0)
+    tracker = IoUTracker(cfg)
+    poster = box(300, 200, 80)
+    ended_at: list[tuple[int, Track]] = []
+    for t in range(71):
+        tracks, done = tracker.update([poster], frame_index=t * 25, timestamp=float(t))
+        ended_at.extend((t, d) for d in done)
+        assert len(tracks) == 1
+    rest = tracker.flush()
+    pieces = [d for _, d in ended_at] + rest
+    assert [t for t, _ in ended_at] == [30, 60]  # reported while the stay goes on
+    assert [(p.started_at, p.ended_at) for p in pieces] == [(0, 29), (30, 59), (60, 70)]
+    assert pieces[0].continued_from is None
+    assert pieces[1].continued_from == pieces[0].track_id
+    assert pieces[2].continued_from == pieces[1].track_id
+    assert len({p.track_id for p in pieces}) == 3
+
+
+def test_no_max_track_length() -> None:
+    tracker = IoUTracker(TrackerConfig(max_track_s=None))
+    for t in range(100):
+        _, done = tracker.update([box(300, 200, 80)], frame_index=t, timestamp=float(t))
+        assert done == []
+    assert len(tracker.flush()) == 1
 
 
 def test_far_jump_and_size_jump_start_new_tracks() -> None:
