@@ -51,7 +51,7 @@ import cv2  # noqa: E402
 from edge.capture import VideoSource  # noqa: E402
 from edge.engine import FaceEngine  # noqa: E402
 from edge.gallery import Gallery, image_files  # noqa: E402
-from edge.pipeline import Pipeline, PipelineConfig, TrackResult, sample_every_for  # noqa: E402
+from edge.pipeline import Pipeline, PipelineConfig, TrackResult  # noqa: E402
 from edge.tracker import IoUTracker, Track, iou  # noqa: E402
 from edge.types import BBox  # noqa: E402
 from edge.videogen import background  # noqa: E402
@@ -146,9 +146,8 @@ def run_baseline(
 ) -> tuple[float, int, int, list[Walkin]]:
     """(charged CPU s, frames, faces embedded, clusters) of the naive per-frame loop."""
     src = VideoSource(path).open()
-    every = sample_every_for(src.fps, config.analyse_fps)
-    tcfg = config.tracker.model_copy(update={"max_misses": config.tracker.max_misses * every})
-    tracker = IoUTracker(tcfg)
+    # Same tracker settings: expiry is in seconds, so the frame rate does not matter.
+    tracker = IoUTracker(config.tracker)
     clusters: dict[int, Walkin] = {}
     done: list[Walkin] = []
     bookkeeping = 0.0

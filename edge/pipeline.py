@@ -5,14 +5,30 @@ detector on an idle scene) -> detector -> quality gate -> tracker -> when a
 track ends: embed its best k aligned faces in one batch -> quality-weighted
 fusion -> gallery match -> :class:`TrackResult`.
 
-Cost model (why it is cheap): an idle entrance costs decode + a 160 px
-grayscale difference per analysed frame; the detector runs only when
-something moves, or while a track is alive (every analysed frame while
-there is motion, once a second when nothing moves, so a poster's face cannot
-keep it busy); the recogniser runs once per track (one batch of <= k crops),
-never per frame. Faces that fail the quality gate still
-feed the tracker (so a person is one track from far away to close up) but are
-never embedded.
+Cost model (why it is cheap):
+
+* Sampling is dynamic (:meth:`Pipeline.want` is the capture's sampler): every
+  frame is grabbed, but only ``analyse_fps`` frames a second are retrieved and
+  analysed, and ``burst_fps`` only while the scene moves and some live track
+  is still *hungry* (fewer than ``hungry_faces`` usable faces). A face that is
+  usable for a fraction of a second is then not lost between samples, and the
+  burst ends as soon as every track has its faces.
+* An idle entrance costs decode + a 160 px grayscale difference per analysed
+  frame: the detector runs only when something moves, or while a track is
+  alive (once every ``still_detect_s`` when nothing moves, so a poster's face
+  cannot keep it busy).
+* The detector sees the moving area plus the live tracks' predicted boxes
+  (a region of interest) at the full frame's pixel scale, i.e. a smaller input
+  for the same faces; the full frame every ``full_detect_s`` at least, and
+  whenever the region covers much of the frame.
+* The recogniser runs once per track, never per frame: the best face first;
+  when it already names a resident decisively, the other crops are skipped,
+  else all best k are embedded in one batch and fused.
+
+Faces that fail the quality gate still feed the tracker (so a person is one
+track from far away to close up) but are never embedded. Tracks end on time
+(``tracker.max_gap_s``), and a long stay is reported in pieces of
+``tracker.max_track_s`` (see :mod:`edge.tracker`).
 """
 
 from __future__ import annotations
@@ -88,25 +104,85 @@ class PipelineConfig(BaseModel):
         default=5.0,
         gt=0,
         le=120,
-        description="Frames analysed per second of video (every Nth frame is retrieved, "
-        "N = round(source fps / analyse_fps)). A walk-in lasts 1-3 s, so 5/s still sees "
-        "every face 5-15 times.",
+        description="Base analysis rate, frames per second of video: while nothing is tracked "
+        "(only the motion gate runs) and while every live track has its faces (maintenance: "
+        "the tracker follows people). A walk-in lasts 1-3 s, so 5/s still sees it 5-15 times.",
+    )
+    burst_fps: float = Field(
+        default=12.5,
+        gt=0,
+        le=120,
+        description="Analysis rate while some live track is hungry (fewer than hungry_faces "
+        "usable faces) and the scene moves. A face turned to the camera for a fraction of a "
+        "second (a profile that turns, a far face passing close) is usable in only 2-4 "
+        "consecutive frames; at 5/s it falls between samples, at 12.5/s (every 2nd frame "
+        "of 25 fps) it does not. Capped at the source's frame rate.",
+    )
+    hungry_faces: int | None = Field(
+        default=None,
+        ge=1,
+        le=16,
+        description="A live track with fewer usable faces than this is hungry; None: "
+        "tracker.best_k.",
+    )
+    hunger_max_s: float = Field(
+        default=6.0,
+        gt=0,
+        le=600,
+        description="A track still hungry after this many seconds (someone standing with "
+        "their back to the camera) no longer holds the burst rate; it is still followed at "
+        "analyse_fps.",
     )
     det_size: int | None = Field(
         default=640,
         ge=128,
         le=1920,
-        description="Detector input size (the frame is letterboxed into it); None uses the "
-        "engine's configured size.",
+        description="Detector input size for a full-frame detection (the frame is letterboxed "
+        "into it); None uses the engine's configured size.",
     )
-    still_detect_every: int = Field(
-        default=5,
-        ge=1,
-        le=1000,
-        description="While tracks are alive but nothing moves, detect on every Nth analysed "
-        "frame only (5 = once a second at 5 fps). A motionless face (someone waiting, a "
-        "poster) then costs 1/N of the detector; tracks still end after "
-        "tracker.max_misses detector calls without a match.",
+    roi: bool = Field(
+        default=True,
+        description="Detect inside the moving area (plus the live tracks' predicted boxes) "
+        "when it is a small part of the frame, at the same pixel scale as a full-frame "
+        "detection (so no small face is lost) and a proportionally smaller input.",
+    )
+    roi_max_area: float = Field(
+        default=0.4,
+        gt=0,
+        le=1,
+        description="Above this share of the frame the region of interest is not worth "
+        "cropping: detect on the full frame.",
+    )
+    roi_min_det_size: int = Field(
+        default=160,
+        ge=64,
+        le=1920,
+        description="Smallest detector input for a region of interest (a small region is "
+        "then seen at a finer scale than the full frame, never a coarser one).",
+    )
+    full_detect_s: float = Field(
+        default=2.0,
+        gt=0,
+        le=600,
+        description="While something moves or is tracked, detect on the full frame at least "
+        "this often, so a face outside the moving area (a still person) is not missed.",
+    )
+    still_detect_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=600,
+        description="While tracks are alive but nothing moves, detect only this often. A "
+        "motionless face (someone waiting, a poster) then costs one detection a second; "
+        "tracks still end after tracker.max_gap_s without a match.",
+    )
+    decisive_similarity: float | None = Field(
+        default=0.5,
+        ge=-1,
+        le=1,
+        description="A track's best face is embedded first; when it already matches a gallery "
+        "identity at this similarity or more, the other crops are not embedded (buffalo_s: "
+        "different people max 0.33, p99 0.28). Unknowns always get all best_k crops fused "
+        "(their embedding is clustered on the server). None: always embed best_k.",
     )
     motion: MotionConfig = Field(default_factory=MotionConfig)
     tracker: TrackerConfig = Field(default_factory=TrackerConfig)
@@ -154,6 +230,8 @@ class TrackResult:
     """Frame index of the best face (``bbox`` is its box)."""
     crop_jpeg: bytes | None = None
     """Thumbnail of the best face; only for unknowns (known faces never leave the box)."""
+    continued_from: int | None = None
+    """For a long stay cut at ``tracker.max_track_s``: the previous piece's track id."""
 
     @property
     def known(self) -> bool:
@@ -169,6 +247,12 @@ class PipelineStats:
     dropped_frames: int = 0
     motion_frames: int = 0
     detector_calls: int = 0
+    roi_detector_calls: int = 0
+    """Detector calls on a region of interest (the rest were on the full frame)."""
+    detector_pixels: int = 0
+    """Sum of detector input areas (det_size squared), a device-independent cost."""
+    burst_frames: int = 0
+    """Analysed frames taken at the burst rate (some track was hungry)."""
     detections: int = 0
     usable_faces: int = 0
     tracks_reported: int = 0
@@ -180,6 +264,9 @@ class PipelineStats:
     wall_s: float = 0.0
     fps: float = 0.0
     sample_every: int = 1
+    """Base sampling step (frames) at analyse_fps."""
+    burst_every: int = 1
+    """Sampling step (frames) at burst_fps."""
     reconnects: int = 0
     extra: dict[str, float] = field(default_factory=dict)
 
@@ -204,11 +291,59 @@ def fuse(embeddings: npt.NDArray[np.float32], weights: Sequence[float]) -> Embed
     return (mean / norm).astype(np.float32)
 
 
+def _engine_det_size(engine: EngineLike) -> int:
+    """The engine's configured detector size (640 when it does not say)."""
+    config = getattr(engine, "config", None)
+    return int(getattr(config, "det_size", 640))
+
+
+def _grow(b: BBox, by: float) -> BBox:
+    """``b`` grown by ``by`` of its size on every side."""
+    dx, dy = b.width * by, b.height * by
+    return BBox(b.x1 - dx, b.y1 - dy, b.x2 + dx, b.y2 + dy)
+
+
+def _roi(
+    regions: Sequence[BBox], w: int, h: int, max_area: float
+) -> tuple[int, int, int, int] | None:
+    """A square-ish crop (x1, y1, x2, y2) around ``regions``, or None for the full frame.
+
+    The union is grown by half its size on every side and made square, so a
+    face never fills the crop (SCRFD misses faces that fill its input) and the
+    letterboxed detector input is not wasted on padding. None when there is no
+    region or the crop would cover more than ``max_area`` of the frame.
+    """
+    if not regions:
+        return None
+    x1 = min(r.x1 for r in regions)
+    y1 = min(r.y1 for r in regions)
+    x2 = max(r.x2 for r in regions)
+    y2 = max(r.y2 for r in regions)
+    side = max(x2 - x1, y2 - y1) * 2.0
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    ix1, iy1 = max(0, int(cx - side / 2)), max(0, int(cy - side / 2))
+    ix2, iy2 = min(w, int(cx + side / 2) + 1), min(h, int(cy + side / 2) + 1)
+    if ix2 - ix1 < 8 or iy2 - iy1 < 8 or (ix2 - ix1) * (iy2 - iy1) > max_area * w * h:
+        return None
+    return ix1, iy1, ix2, iy2
+
+
+def _offset(det: Detection, dx: float, dy: float) -> Detection:
+    """A detection in crop pixels moved to frame pixels."""
+    b = det.bbox
+    return Detection(
+        bbox=BBox(b.x1 + dx, b.y1 + dy, b.x2 + dx, b.y2 + dy),
+        det_score=det.det_score,
+        landmarks=tuple((x + dx, y + dy) for x, y in det.landmarks),
+    )
+
+
 class Pipeline:
     """Consumes frames; yields a :class:`TrackResult` whenever a track ends.
 
     ``gallery`` may be None: then every track is unknown (similarity 0).
-    Not thread-safe: one pipeline per camera, fed by one thread.
+    Not thread-safe: one pipeline per camera, fed by one thread (the capture
+    reader thread of a live source only calls :meth:`want`, which reads one int).
     """
 
     def __init__(
@@ -223,32 +358,80 @@ class Pipeline:
         self.motion = MotionGate(self.config.motion)
         self.tracker = IoUTracker(self.config.tracker)
         self.stats = PipelineStats()
-        self._still = 0  # analysed frames without motion while tracks are alive
+        self._base_every = 1
+        self._burst_every = 1
+        self._step = 1  # frames between analysed frames right now (read by want())
+        self._last_taken: int | None = None
+        self._last_detect: float | None = None  # timestamps of the last detector calls
+        self._last_full: float | None = None
+        self._hungry_k = self.config.hungry_faces or self.config.tracker.best_k
+
+    # -- sampling ----------------------------------------------------------
+    def set_fps(self, fps: float) -> None:
+        """Derive the sampling steps from the source's frame rate (``run`` calls it)."""
+        self.stats.fps = fps
+        self._base_every = sample_every_for(fps, self.config.analyse_fps)
+        self._burst_every = min(self._base_every, sample_every_for(fps, self.config.burst_fps))
+        self.stats.sample_every, self.stats.burst_every = self._base_every, self._burst_every
+        self._step = self._base_every
+
+    def want(self, index: int) -> bool:
+        """The capture sampler (:data:`edge.capture.Sampler`): retrieve frame ``index``?
+
+        Takes a frame once ``step`` frames have passed since the last one taken;
+        ``process`` sets the step after each analysed frame, so a burst starts
+        with the very next frame.
+        """
+        last = self._last_taken
+        if last is not None and 0 <= index - last < self._step:
+            return False
+        self._last_taken = index
+        return True
+
+    def _hungry(self, now: float) -> bool:
+        """Some live track lacks usable faces and is young enough to be worth a burst."""
+        hmax = self.config.hunger_max_s
+        return any(
+            t.usable_faces < self._hungry_k and now - t.started_at <= hmax
+            for t in self.tracker.active
+        )
 
     # -- per frame ---------------------------------------------------------
     def process(self, frame: Frame) -> list[TrackResult]:
         """Analyse one (sampled) frame; returns the tracks that ended with it."""
         self.stats.frames_analysed += 1
+        if self._step == self._burst_every and self._burst_every < self._base_every:
+            self.stats.burst_frames += 1
+        now = frame.timestamp
         moved = self.motion.update(frame.image)
         if moved:
             self.stats.motion_frames += 1
-        if not moved:
-            if not self.tracker.active:
-                return []  # idle scene, nobody being tracked: the detector stays off
-            # Tracks alive but nothing moves: a person standing still, or a face on a
-            # poster. Check on them only every ``still_detect_every`` analysed frames,
-            # so a static face cannot keep the detector running on every frame.
-            self._still += 1
-            if self._still % self.config.still_detect_every:
-                return []
-        else:
-            self._still = 0
+        ended: list[Track] = []
+        # Tracks alive but nothing moves (a person standing still, a poster): the
+        # detector only checks on them every still_detect_s. Nothing tracked and
+        # nothing moving: the detector stays off.
+        still_check = (
+            bool(self.tracker.active)
+            and self._since(self._last_detect, now) >= self.config.still_detect_s
+        )
+        if moved or still_check:
+            ended = self._detect_and_track(frame, moved)
+        self._step = self._burst_every if moved and self._hungry(now) else self._base_every
+        return self._finish_all(ended)
+
+    @staticmethod
+    def _since(then: float | None, now: float) -> float:
+        return float("inf") if then is None else now - then
+
+    def _detect_and_track(self, frame: Frame, moved: bool) -> list[Track]:
         engine = self.engine
-        detections = engine.detect(frame.image, det_size=self.config.det_size)
+        now = frame.timestamp
+        detections = self._detect(frame, moved)
+        self._last_detect = now
         self.stats.detector_calls += 1
         self.stats.detections += len(detections)
         tracks, ended = self.tracker.update(
-            [d.bbox for d in detections], frame_index=frame.index, timestamp=frame.timestamp
+            [d.bbox for d in detections], frame_index=frame.index, timestamp=now
         )
         k = self.config.tracker.best_k
         for det, track in zip(detections, tracks, strict=True):
@@ -259,12 +442,13 @@ class Pipeline:
             if not q.usable:
                 continue  # tracked, never embedded
             self.stats.usable_faces += 1
+            track.usable_faces += 1
             if len(track.best) >= k and q.score <= track.best[-1].quality.score:
                 continue  # not among the best k: skip the crops
             track.offer(
                 FaceSample(
                     frame_index=frame.index,
-                    timestamp=frame.timestamp,
+                    timestamp=now,
                     detection=det,
                     quality=q,
                     aligned=aligned,
@@ -272,7 +456,32 @@ class Pipeline:
                 ),
                 k,
             )
-        return self._finish_all(ended)
+        return ended
+
+    def _detect(self, frame: Frame, moved: bool) -> list[Detection]:
+        """Full frame, or the region of interest at the full frame's pixel scale."""
+        cfg = self.config
+        image = frame.image
+        h, w = image.shape[:2]
+        full_size = cfg.det_size or _engine_det_size(self.engine)
+        roi = None
+        if cfg.roi and self._since(self._last_full, frame.timestamp) < cfg.full_detect_s:
+            regions = list(self.motion.last_regions) if moved else []
+            for t in self.tracker.active:
+                regions.append(_grow(t.predicted(frame.index), 1.5))  # 4x the face side
+            roi = _roi(regions, w, h, cfg.roi_max_area)
+        if roi is None:
+            self._last_full = frame.timestamp
+            self.stats.detector_pixels += full_size * full_size
+            return self.engine.detect(image, det_size=cfg.det_size)
+        x1, y1, x2, y2 = roi
+        scale = full_size / max(w, h)  # the full frame's pixel scale, never coarser
+        size = max(cfg.roi_min_det_size, round(max(x2 - x1, y2 - y1) * scale))
+        size = min(-(-size // 32) * 32, full_size)
+        self.stats.roi_detector_calls += 1
+        self.stats.detector_pixels += size * size
+        dets = self.engine.detect(np.ascontiguousarray(image[y1:y2, x1:x2]), det_size=size)
+        return [_offset(d, x1, y1) for d in dets]
 
     def flush(self) -> list[TrackResult]:
         """End every live track (end of stream) and return their results."""
@@ -287,8 +496,10 @@ class Pipeline:
     ) -> Iterator[TrackResult]:
         """Open ``source`` (unless given open), analyse it and yield results as tracks end.
 
-        Raises :class:`~edge.errors.CaptureError` for a source that cannot be
-        opened or read. ``stats`` is up to date after every analysed frame.
+        Sampling is dynamic (:meth:`want`): ``analyse_fps`` normally,
+        ``burst_fps`` while a moving track is hungry. Raises
+        :class:`~edge.errors.CaptureError` for a source that cannot be opened
+        or read. ``stats`` is up to date after every analysed frame.
         """
         src = (
             source if isinstance(source, VideoSource) else VideoSource(source, reconnect=reconnect)
@@ -296,9 +507,8 @@ class Pipeline:
         cpu0, wall0 = time.process_time(), time.perf_counter()
         try:
             src.open()
-            self.stats.fps = src.fps
-            self.stats.sample_every = sample_every_for(src.fps, self.config.analyse_fps)
-            for frame in src.frames(self.stats.sample_every):
+            self.set_fps(src.fps)
+            for frame in src.frames(self.want):
                 results = self.process(frame)
                 self._sync_stats(src, cpu0, wall0)  # ~1 us: a daemon may read stats any time
                 yield from results
@@ -310,7 +520,7 @@ class Pipeline:
             self._sync_stats(src, cpu0, wall0)
 
     def run_all(self, frames: Iterable[Frame]) -> list[TrackResult]:
-        """Process an iterable of frames and flush (for tests and generated video)."""
+        """Process every frame of an iterable and flush (tests, generated video)."""
         out: list[TrackResult] = []
         for frame in frames:
             out.extend(self.process(frame))
@@ -334,24 +544,45 @@ class Pipeline:
         return out
 
     def _finish(self, track: Track) -> TrackResult | None:
-        if track.hits < self.config.tracker.min_hits:
+        if track.hits < self.config.tracker.min_hits and track.continued_from is None:
             self.stats.tracks_too_short += 1
             return None
         if not track.best:
             self.stats.tracks_without_usable_face += 1
             log.debug("track %d ended without a usable face", track.track_id)
             return None
-        # One recogniser call for the track's k crops (batched, not per face).
-        embeddings = self.engine.embed_aligned([s.aligned for s in track.best])
-        self.stats.embed_calls += 1
-        self.stats.faces_embedded += len(track.best)
-        fused = fuse(embeddings, [s.quality.score for s in track.best])
+        best = track.best
         identity: str | None = None
         candidate: str | None = None
         similarity = 0.0
-        if self.gallery is not None:
+        decisive = self.config.decisive_similarity
+        used = best
+        fused: Embedding | None = None
+        if self.gallery is not None and decisive is not None and len(best) > 1:
+            # The best face alone often settles a known resident: skip the other crops.
+            first = self.engine.embed_aligned([best[0].aligned])
+            self.stats.embed_calls += 1
+            self.stats.faces_embedded += 1
+            match = self.gallery.match(first)[0]
+            if match.identity is not None and float(match.similarity) >= decisive:
+                used, fused = best[:1], first[0].astype(np.float32)
+                identity, candidate, similarity = match.identity, match.best, match.similarity
+            else:
+                # Not settled: embed the rest (one batch) and fuse all k.
+                rest = self.engine.embed_aligned([s.aligned for s in best[1:]])
+                self.stats.embed_calls += 1
+                self.stats.faces_embedded += len(best) - 1
+                fused = fuse(np.vstack([first, rest]), [s.quality.score for s in best])
+        if fused is None:
+            # One recogniser call for the track's k crops (batched, not per face).
+            embeddings = self.engine.embed_aligned([s.aligned for s in best])
+            self.stats.embed_calls += 1
+            self.stats.faces_embedded += len(best)
+            fused = fuse(embeddings, [s.quality.score for s in best])
+        if self.gallery is not None and identity is None:
             match = self.gallery.match(fused[None, :])[0]
-            identity, candidate, similarity = match.identity, match.best, float(match.similarity)
+            identity, candidate, similarity = match.identity, match.best, match.similarity
+        similarity = float(similarity)
         crop = None
         if identity is None and track.best[0].context is not None:
             crop = self._jpeg(track.best[0].context)
@@ -367,12 +598,13 @@ class Pipeline:
             similarity=similarity,
             quality=track.best_quality,
             embedding=fused,
-            faces_used=len(track.best),
+            faces_used=len(used),
             hits=track.hits,
             model_id=self.engine.model_id,
             bbox=track.best[0].detection.bbox,
             best_frame=track.best[0].frame_index,
             crop_jpeg=crop,
+            continued_from=track.continued_from,
         )
 
     def _context_crop(self, image: npt.NDArray[np.uint8], det: Detection) -> npt.NDArray[np.uint8]:

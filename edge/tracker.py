@@ -4,9 +4,11 @@ Greedy association of detections to live tracks on a score built from the
 IoU with each track's *predicted* box (constant velocity, so faces that move
 fast between sampled frames, or two people crossing, keep their tracks), with
 a fallback on centre distance measured in face sizes for fast movers whose
-boxes no longer overlap. A track ends when it has gone ``max_gap_s`` seconds
-without a match: time, not a count of analysed frames, because the pipeline
-changes its analysis rate as it goes (burst sampling). Each track keeps the
+boxes no longer overlap. A track ends at a detector call that does not see it
+when its last match is more than ``max_gap_s`` seconds old: time, not a count
+of analysed frames, because the pipeline changes its analysis rate as it goes
+(burst sampling). Only a look that fails ends a track: if the detector did not
+run (nothing moved), nobody saw the face leave. Each track keeps the
 best ``best_k`` faces by quality, as aligned crops taken at detection time, so
 the frame itself can be dropped.
 
@@ -64,8 +66,8 @@ class TrackerConfig(BaseModel):
         default=1.0,
         ge=0,
         le=60,
-        description="Seconds without a match before a track ends (checked at each analysed "
-        "frame). 1 s bridges a few missed detections (a turned head, motion blur) without "
+        description="Seconds without a match before a track ends (checked at each detector "
+        "call that does not see it). 1 s bridges a few missed detections (a turned head, motion blur) without "
         "merging two people who pass the same spot a few seconds apart.",
     )
     max_track_s: float | None = Field(
@@ -205,9 +207,7 @@ class IoUTracker:
         ``max_track_s`` (their continuation is then the box's track).
         """
         cfg = self.config
-        # Tracks unmatched for too long are over before this frame is associated:
-        # a face seen again after max_gap_s is a new track, whatever the sampling rate.
-        ended: list[Track] = self.expire(timestamp)
+        ended: list[Track] = []
         pairs: list[tuple[float, int, int]] = []
         for ti, track in enumerate(self._active):
             for bi, box in enumerate(boxes):
@@ -260,18 +260,6 @@ class IoUTracker:
                 self._active.append(found)
             result.append(found)
         return result, ended
-
-    def expire(self, timestamp: float) -> list[Track]:
-        """End the tracks unmatched for more than ``max_gap_s`` at ``timestamp``.
-
-        For analysed frames on which the detector does not run (nothing moved):
-        tracks still end on time.
-        """
-        gap = self.config.max_gap_s
-        ended = [t for t in self._active if timestamp - t.ended_at > gap]
-        if ended:
-            self._active = [t for t in self._active if timestamp - t.ended_at <= gap]
-        return ended
 
     def _continuation(
         self, track: Track, *, box: BBox, frame_index: int, timestamp: float
