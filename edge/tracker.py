@@ -67,8 +67,8 @@ class TrackerConfig(BaseModel):
         ge=0,
         le=60,
         description="Seconds without a match before a track ends (checked at each detector "
-        "call that does not see it). 1 s bridges a few missed detections (a turned head, motion blur) without "
-        "merging two people who pass the same spot a few seconds apart.",
+        "call that does not see it). 1 s bridges a few missed detections (a turned head, "
+        "motion blur) without merging two people who pass the same spot seconds apart.",
     )
     max_track_s: float | None = Field(
         default=30.0,
