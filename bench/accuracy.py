@@ -36,9 +36,9 @@ One vs three enrolment photos (identities with at least 4 photos enrol photos
 the same probes):
 * 1 photo: photo 1 only.
 * 3 max: each usable photo of 1-3 is its own template; an identity's
-  similarity is the max over them (``Gallery.from_folder`` default).
+  similarity is the max over them (``Gallery.from_folder(fuse=False)``).
 * 3 fused: one template, the quality-weighted mean of the usable photos
-  (``FaceEngine.enrol_many`` / ``Gallery.from_folder(fuse=True)``).
+  (``FaceEngine.enrol_many`` / ``Gallery.from_folder``, the default).
 """
 
 from __future__ import annotations

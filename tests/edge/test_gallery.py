@@ -175,9 +175,9 @@ def test_gallery_fuse_keeps_one_template_per_identity(
     write_image(root / "tom" / "1.png", tom_image)
     write_image(root / "tom" / "2.png", cv2.flip(tom_image, 1))
     write_image(root / "yao" / "1.jpg", yao_image)
-    each = Gallery.from_folder(root, engine)
+    each = Gallery.from_folder(root, engine, fuse=False)
     assert each.templates.shape[0] == 3  # one template per photo, max over them
-    fused = Gallery.from_folder(root, engine, fuse=True)
+    fused = Gallery.from_folder(root, engine)  # the default
     assert fused.templates.shape[0] == 2 and fused.identities == ("tom", "yao")
     # The fused template is the quality-weighted mean of Tom's two photos.
     faces = engine.enrol_many([root / "tom" / "1.png", root / "tom" / "2.png"])
