@@ -1,8 +1,17 @@
 """``lintel-registry``: import a property registry (CSV/XLSX + photos) into a site.
 
+Two targets: ``--db URL`` (or the LINTEL_* settings) writes the database
+directly, on the server host; ``--server URL --token T`` (or LINTEL_API_TOKEN)
+goes through the server's API from another machine: the photos are enrolled
+here and never leave it, only the rows and face templates are sent, in one
+request (an admin's token, or a manager's of that site; only admins create
+sites). Both print the same report; re-importing an unchanged file changes
+nothing in either mode.
+
 Exit codes: 0 imported (or nothing to do), 1 some rows failed (nothing written
 unless --partial), 2 the input or options are unusable (bad file, unsafe zip,
-missing columns, database unreachable). User mistakes never print a traceback.
+missing columns, database unreachable, server unreachable or refusing the
+token or the import). User mistakes never print a traceback.
 """
 
 from __future__ import annotations
@@ -11,10 +20,17 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from registry.errors import InputError, NotSupportedError, RegistryError
+from registry.errors import InputError, RegistryError
+
+if TYPE_CHECKING:
+    import httpx
+
+    from registry.enrol import EnrolBackend, Enroller
+    from registry.report import ImportReport
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument(
         "--db", help="SQLAlchemy database URL (default: the server's, from LINTEL_* settings)"
     )
-    target.add_argument("--server", help="upload through a Lintel server's API (not yet)")
-    p.add_argument("--token", help="API token for --server")
+    target.add_argument(
+        "--server",
+        help="import through a Lintel server's API, e.g. https://lintel.example (photos are "
+        "enrolled here and stay here; rows and face templates are sent in one request)",
+    )
+    p.add_argument(
+        "--token", help="API token for --server (default: $LINTEL_API_TOKEN); admin or manager"
+    )
     p.add_argument("--dry-run", action="store_true", help="validate and enrol; write nothing")
     p.add_argument("--partial", action="store_true", help="import the good rows even if some fail")
     p.add_argument(
@@ -117,18 +139,15 @@ def _actor() -> str:
         return "cli:unknown"
 
 
-def _cmd_import(args: argparse.Namespace) -> int:
-    from registry.enrol import EnrolBackend, Enroller, ProcessPoolBackend
+def _cmd_import(args: argparse.Namespace, transport: httpx.BaseTransport | None = None) -> int:
+    from registry.enrol import ProcessPoolBackend
     from registry.importer import ImportOptions, run_import
     from registry.photos import PhotoSource, open_photos
     from registry.reader import read_registry
     from registry.store import SqlStore
 
-    if args.server or args.token:
-        raise NotSupportedError(
-            "--server/--token: uploading through the API is not supported yet (the admin "
-            "import endpoint does not exist); run the import on the server host with --db"
-        )
+    if args.token and not args.server:
+        raise InputError("--token is for --server")
     if args.threads < 1 or args.workers < 1:
         raise InputError("--threads and --workers must be at least 1")
     if args.report is not None:
@@ -138,12 +157,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
         # would lose the list of bad rows.
         if not args.report.absolute().parent.is_dir():
             raise InputError(f"--report {args.report}: the folder does not exist")
-    secret, url = _secret_and_url(args.db)
-    sheet = read_registry(args.file)
-    photos: PhotoSource | None = open_photos(args.photos) if args.photos else None
-    store = SqlStore(url, migrate=not args.dry_run)
     threads = args.threads
-
     workers = args.workers
     pack = args.model
 
@@ -154,6 +168,13 @@ def _cmd_import(args: argparse.Namespace) -> int:
         from edge.engine import FaceEngine
 
         return FaceEngine.load(ModelConfig(pack=pack, threads=threads))
+
+    if args.server:
+        return _remote_import(args, engine_factory, transport)
+    secret, url = _secret_and_url(args.db)
+    sheet = read_registry(args.file)
+    photos: PhotoSource | None = open_photos(args.photos) if args.photos else None
+    store = SqlStore(url, migrate=not args.dry_run)
 
     try:
         result = run_import(
@@ -176,14 +197,67 @@ def _cmd_import(args: argparse.Namespace) -> int:
         if photos is not None:
             photos.close()
         store.close()
-    report = result.report
+    return _finish(args, result.report, result.gallery_version)
+
+
+def _finish(args: argparse.Namespace, report: ImportReport, gallery_version: int | None) -> int:
+    """Print the report (and write --report): the same in local and remote mode."""
     sys.stdout.write(report.render_text())
-    if result.gallery_version is not None and report.written:
-        sys.stdout.write(f"site {args.site!r} gallery version {result.gallery_version}\n")
+    if gallery_version is not None and report.written:
+        sys.stdout.write(f"site {args.site!r} gallery version {gallery_version}\n")
     if args.report is not None:
         report.write(args.report)
         sys.stdout.write(f"report written to {args.report}\n")
     return EXIT_ROWS_FAILED if report.issues else EXIT_OK
+
+
+def _remote_import(
+    args: argparse.Namespace,
+    engine_factory: Callable[[], Enroller | EnrolBackend],
+    transport: httpx.BaseTransport | None,
+) -> int:
+    """``--server``: enrol the photos here, send rows and faces, print the server's report."""
+    from registry.importer import enrol_for_upload
+    from registry.photos import PhotoSource, open_photos
+    from registry.reader import read_registry
+    from registry.remote import TOKEN_ENV, build_payload, import_url, upload
+
+    token = args.token or os.environ.get(TOKEN_ENV, "")
+    if not token.strip():
+        raise InputError(f"--server needs an API token: --token or {TOKEN_ENV}")
+    import_url(args.server, args.site)  # a bad URL is refused before a long enrolment
+    sheet = read_registry(args.file)
+    photos: PhotoSource | None = open_photos(args.photos) if args.photos else None
+    try:
+        faces, model_id = enrol_for_upload(
+            sheet,
+            photos=photos,
+            enroller=engine_factory,
+            progress=args.progress or sys.stderr.isatty(),
+        )
+    finally:
+        if photos is not None:
+            photos.close()
+    if model_id is None:  # no photo needed the engine: name the pack's model without loading it
+        from edge.errors import LintelEdgeError
+        from edge.models import resolve_pack
+
+        try:
+            model_id = resolve_pack(args.model).model_id
+        except LintelEdgeError as exc:
+            raise InputError(f"--model {args.model}: {exc}") from None
+    payload = build_payload(sheet, faces, model_id=model_id, allow_same_face=args.allow_same_face)
+    result = upload(
+        payload,
+        server=args.server,
+        token=token.strip(),
+        site=args.site,
+        dry_run=args.dry_run,
+        partial=args.partial,
+        sync=args.sync,
+        transport=transport,
+    )
+    return _finish(args, result.report, result.gallery_version)
 
 
 def _cmd_template(args: argparse.Namespace) -> int:
@@ -194,7 +268,8 @@ def _cmd_template(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, transport: httpx.BaseTransport | None = None) -> int:
+    """The CLI; ``transport`` lets tests send ``--server`` requests to an in-process app."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.WARNING - 10 * min(args.verbose, 2),
@@ -202,7 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         if args.command == "import":
-            return _cmd_import(args)
+            return _cmd_import(args, transport)
         if args.command == "template":
             return _cmd_template(args)
     except RegistryError as exc:

@@ -39,3 +39,7 @@ class StoreError(RegistryError):
 
 class NotSupportedError(InputError):
     """An option that is planned but not implemented yet (e.g. ``--server``)."""
+
+
+class RemoteError(InputError):
+    """``--server``: the server is unreachable, refused the token, or refused the import."""

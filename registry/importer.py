@@ -16,7 +16,7 @@ import hashlib
 import itertools
 import logging
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,6 +57,18 @@ class ImportOptions:
     (buffalo_s), so 0.8 catches one photo filed under two people, not look-alikes."""
     actor: str = "lintel-registry"
     """Who runs the import, for the audit log."""
+
+
+@dataclass(frozen=True, slots=True)
+class PhotoFailure:
+    """A photo the client could not enrol (remote import): the row issue to report."""
+
+    reason: str
+    message: str
+
+
+Enrolled = Mapping[int, NewFace | PhotoFailure]
+"""Row -> the face a client enrolled from that row's photo, or why it could not."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +178,8 @@ def run_import(
     secret: bytes,
     photos: PhotoSource | None = None,
     enroller: Callable[[], Enroller | EnrolBackend] | None = None,
+    enrolled: Enrolled | None = None,
+    model_id: str | None = None,
 ) -> ImportResult:
     """Import a read sheet into ``options.site``; see the module docstring.
 
@@ -173,6 +187,11 @@ def run_import(
     called only if some photo needs enrolling (loading the face engine costs a
     second). Raises InputError for problems with the input as a whole; row
     problems end up in the report.
+
+    ``enrolled`` replaces ``photos``/``enroller`` when the photos were enrolled
+    elsewhere (the server's remote import: photos stay on the client, see
+    :func:`enrol_for_upload`); ``model_id`` then names the client's model for a
+    site created without any photo.
     """
     snapshot = store.snapshot(options.site)
     run = _Run(sheet, snapshot, options, secret)
@@ -181,7 +200,10 @@ def run_import(
     records = [
         _keep_absent(r, matched[r.row], absent) for r in run.validated.records if r.row in matched
     ]
-    faces, model_id = _enrol_photos(run, records, matched, photos, enroller)
+    if enrolled is not None:
+        faces, model_id = _replay_enrolled(run, records, matched, enrolled, model_id)
+    else:
+        faces, model_id = _enrol_photos(run, records, matched, photos, enroller)
 
     if options.same_face_similarity is not None and faces:
         _check_same_faces(run, records, matched, faces, options.same_face_similarity)
@@ -250,6 +272,8 @@ def _enrol_photos(
     matched: dict[int, StoredOccupant | None],
     photos: PhotoSource | None,
     enroller_factory: Callable[[], Enroller | EnrolBackend] | None,
+    *,
+    bundled_default: bool = True,
 ) -> tuple[dict[int, NewFace], str]:
     """Read every row's photo and enrol the new or changed ones (with a progress bar)."""
     from tqdm import tqdm
@@ -314,9 +338,75 @@ def _enrol_photos(
                 )
     finally:
         bar.close()
-    if not model_id:
+    if not model_id and bundled_default:
         model_id = _bundled_model_id()
     return faces, model_id
+
+
+def enrol_for_upload(
+    sheet: Sheet,
+    *,
+    photos: PhotoSource | None,
+    enroller: Callable[[], Enroller | EnrolBackend] | None,
+    progress: bool = False,
+) -> tuple[dict[int, NewFace | PhotoFailure], str | None]:
+    """Enrol the photos of a sheet's valid rows on this machine, for a remote import.
+
+    Returns (row -> face or failure, the engine's model id or None when no photo
+    needed the engine). Validation here only decides which rows are worth
+    enrolling: it uses a throwaway key (equal ID numbers still hash equal, so
+    duplicate rows are found), and the server validates every row again with
+    its own key. Every photo is enrolled, changed or not: the client does not
+    see the register, the server skips the faces of unchanged photos.
+    """
+    import secrets
+
+    snapshot = SiteSnapshot(site="", site_id=None, model_id=None, gallery_version=0)
+    run = _Run(sheet, snapshot, ImportOptions(site="", progress=progress), secrets.token_bytes(32))
+    run.issues.clear()  # only the photo issues below are sent
+    records = list(run.validated.records)
+    faces, model_id = _enrol_photos(run, records, {}, photos, enroller, bundled_default=False)
+    out: dict[int, NewFace | PhotoFailure] = dict(faces)
+    for issue in run.issues:
+        out.setdefault(issue.row, PhotoFailure(issue.reason, issue.message))
+    return out, model_id or None
+
+
+def _replay_enrolled(
+    run: _Run,
+    records: list[OccupantRecord],
+    matched: dict[int, StoredOccupant | None],
+    enrolled: Enrolled,
+    default_model_id: str | None,
+) -> tuple[dict[int, NewFace], str]:
+    """:func:`_enrol_photos` for faces enrolled by the client: same skips, same refusals."""
+    site_model = run.snapshot.model_id
+    faces: dict[int, NewFace] = {}
+    for record in records:
+        if not record.photo:
+            continue
+        outcome = enrolled.get(record.row)
+        if outcome is None:
+            run.issue(record, "photo", "not_enrolled", "the client sent no face for this photo")
+            continue
+        if isinstance(outcome, PhotoFailure):
+            run.issue(record, "photo", outcome.reason, outcome.message)
+            continue
+        stored = matched.get(record.row)
+        if (
+            stored is not None
+            and stored.photo_sha256 == outcome.photo_sha256
+            and (site_model is None or stored.template_model_id == site_model)
+        ):
+            continue  # the same photo is already enrolled with the site's model
+        model = site_model or default_model_id or outcome.model_id
+        if outcome.model_id != model:
+            raise InputError(
+                f"the site's gallery uses model {model!r} but the face engine is "
+                f"{outcome.model_id!r}; templates of another model never reach its edges"
+            )
+        faces[record.row] = outcome
+    return faces, site_model or default_model_id or _bundled_model_id()
 
 
 def _check_same_faces(

@@ -160,67 +160,12 @@ class SqlStore:
             ) from None
 
     def _snapshot(self, site: str) -> SiteSnapshot:
-        from sqlalchemy import select
-
         from server.db import session_scope
-        from server.occupants.models import FaceTemplate, Occupant
-        from server.sites.models import Site, Unit
 
         if self._empty:
             return SiteSnapshot(site, None, None, 0)
         with session_scope(self._factory) as session:
-            row = session.scalar(select(Site).where(Site.name == site))
-            if row is None:
-                return SiteSnapshot(site, None, None, 0)
-            photos: dict[int, tuple[str, str]] = {}
-            templates: list[tuple[int, bytes]] = []
-            for occupant_id, source, model_id, embedding in session.execute(
-                select(
-                    FaceTemplate.occupant_id,
-                    FaceTemplate.source,
-                    FaceTemplate.model_id,
-                    FaceTemplate.embedding,
-                )
-                .where(FaceTemplate.site_id == row.id)
-                .order_by(FaceTemplate.id)
-            ):
-                if source.startswith(SOURCE_PREFIX):
-                    photos[occupant_id] = (source[len(SOURCE_PREFIX) :], model_id)
-                if model_id == row.model_id:
-                    templates.append((occupant_id, embedding))
-            occupants: list[StoredOccupant] = []
-            query = (
-                select(Occupant, Unit.address_key)
-                .outerjoin(Unit, Unit.id == Occupant.unit_id)
-                .where(Occupant.site_id == row.id)
-                .order_by(Occupant.id)
-            )
-            for occ, unit_key in session.execute(query):
-                sha, model = photos.get(occ.id, (None, None))
-                occupants.append(
-                    StoredOccupant(
-                        id=occ.id,
-                        name=occ.name,
-                        unit_key=unit_key,
-                        role=occ.role,
-                        phone=occ.phone,
-                        external_id=occ.external_id,
-                        id_hash=occ.id_hash,
-                        id_last4=occ.id_last4,
-                        move_in=occ.move_in,
-                        status=occ.status,
-                        photo_sha256=sha,
-                        template_model_id=model,
-                    )
-                )
-            return SiteSnapshot(
-                site,
-                row.id,
-                row.model_id,
-                row.gallery_version,
-                tuple(occupants),
-                tuple(templates),
-            )
+            return read_snapshot(session, site)
 
     def apply(self, plan: Plan) -> int:
         from sqlalchemy.exc import SQLAlchemyError
@@ -239,6 +184,85 @@ class SqlStore:
             raise StoreError(
                 f"site {plan.site!r}: database error, nothing written: {_brief(exc)}"
             ) from None
+
+
+class SessionStore:
+    """A :class:`RegistryStore` inside a caller's session (the server's import route).
+
+    Reads and writes in the caller's transaction and only flushes: the caller
+    commits (or rolls back), so the snapshot the plan was made from and the
+    write are one transaction. Errors propagate unchanged (the route maps them).
+    """
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def snapshot(self, site: str) -> SiteSnapshot:
+        return read_snapshot(self.session, site)
+
+    def apply(self, plan: Plan) -> int:
+        return _apply(self.session, plan)
+
+
+def read_snapshot(session: Session, site: str) -> SiteSnapshot:
+    """A site's register as the importer needs it (``site_id`` None: no such site)."""
+    from sqlalchemy import select
+
+    from server.occupants.models import FaceTemplate, Occupant
+    from server.sites.models import Site, Unit
+
+    row = session.scalar(select(Site).where(Site.name == site))
+    if row is None:
+        return SiteSnapshot(site, None, None, 0)
+    photos: dict[int, tuple[str, str]] = {}
+    templates: list[tuple[int, bytes]] = []
+    for occupant_id, source, model_id, embedding in session.execute(
+        select(
+            FaceTemplate.occupant_id,
+            FaceTemplate.source,
+            FaceTemplate.model_id,
+            FaceTemplate.embedding,
+        )
+        .where(FaceTemplate.site_id == row.id)
+        .order_by(FaceTemplate.id)
+    ):
+        if source.startswith(SOURCE_PREFIX):
+            photos[occupant_id] = (source[len(SOURCE_PREFIX) :], model_id)
+        if model_id == row.model_id:
+            templates.append((occupant_id, embedding))
+    occupants: list[StoredOccupant] = []
+    query = (
+        select(Occupant, Unit.address_key)
+        .outerjoin(Unit, Unit.id == Occupant.unit_id)
+        .where(Occupant.site_id == row.id)
+        .order_by(Occupant.id)
+    )
+    for occ, unit_key in session.execute(query):
+        sha, model = photos.get(occ.id, (None, None))
+        occupants.append(
+            StoredOccupant(
+                id=occ.id,
+                name=occ.name,
+                unit_key=unit_key,
+                role=occ.role,
+                phone=occ.phone,
+                external_id=occ.external_id,
+                id_hash=occ.id_hash,
+                id_last4=occ.id_last4,
+                move_in=occ.move_in,
+                status=occ.status,
+                photo_sha256=sha,
+                template_model_id=model,
+            )
+        )
+    return SiteSnapshot(
+        site,
+        row.id,
+        row.model_id,
+        row.gallery_version,
+        tuple(occupants),
+        tuple(templates),
+    )
 
 
 def _apply(session: Session, plan: Plan) -> int:

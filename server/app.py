@@ -26,6 +26,7 @@ from server.limits import BodySizeLimit
 from server.metrics import MetricsMiddleware, make_metrics
 from server.privacy.crypto import install_keyring, load_keyring
 from server.privacy.views import router as privacy_router
+from server.registry_api.views import router as registry_router
 from server.settings import Settings
 from server.sightings.views import router as sightings_router
 from server.web.install import install_web
@@ -69,6 +70,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.include_router(sightings_router, prefix=API_PREFIX)
     app.include_router(cases_router, prefix=API_PREFIX)
     app.include_router(privacy_router, prefix=API_PREFIX)
+    app.include_router(registry_router, prefix=API_PREFIX)
     # Manager web UI (engineer W): pages under /web, their static files and headers.
     install_web(app)
     # Outermost first: the size limit must act before anything reads the body.

@@ -129,7 +129,8 @@ def test_unsafe_zip_exits_2_without_traceback(
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [
-        (["--server", "https://x", "--token", "t"], "not supported yet"),
+        (["--server", "ftp://x", "--token", "t"], "server's URL"),
+        (["--token", "t"], "--token is for --server"),
         (["--report", "r.txt"], ".csv or .json"),
         (["--report", "no/such/folder/r.csv"], "folder does not exist"),
         (["--db", "not a url"], "not a database URL"),

@@ -1,0 +1,207 @@
+"""``lintel-registry import --server URL``: send an import to a Lintel server's API.
+
+Photos are read and enrolled here, on the machine that has them; only the
+rows (as read from the file, ID numbers included: only the server holds the
+key that hashes them, and TLS protects them in transit) and the faces
+(embeddings, model id, quality, the photo's SHA-256) travel, in ONE request to
+``POST /api/v1/sites/{site}/registry/import``. The server plans and writes with
+the same code as the local ``--db`` import and answers with the report, which
+the CLI prints and writes exactly as in local mode.
+
+No chunking: one file is one request and one transaction, so all-or-nothing,
+duplicate checks across rows and ``--sync`` keep their meaning. The server's
+``max_body_bytes`` bounds a request (about 3 KB a row with a face: ~2,500
+such rows at the default 8 MiB); a larger register needs a larger limit on
+the server or the local import on the server host.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date, datetime, time
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import httpx
+
+from registry.errors import RemoteError
+from registry.importer import PhotoFailure
+from registry.reader import CellValue, Sheet
+from registry.report import ImportReport, RowIssue, Summary
+from registry.store import NewFace
+
+log = logging.getLogger(__name__)
+
+API_PREFIX = "/api/v1"  # server.wire.API_PREFIX; not imported to keep the client light
+TOKEN_ENV = "LINTEL_API_TOKEN"
+# Connecting is quick or hopeless; the server plans and writes a whole register.
+TIMEOUT = httpx.Timeout(600.0, connect=10.0)
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteResult:
+    report: ImportReport
+    gallery_version: int | None
+
+
+def import_url(server: str, site: str) -> str:
+    """The import endpoint of ``server`` for ``site`` (any site name, slashes included)."""
+    parts = urlsplit(server)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise RemoteError(
+            f"--server {server!r}: give the server's URL, e.g. https://lintel.example"
+        )
+    return f"{server.rstrip('/')}{API_PREFIX}/sites/{quote(site, safe='')}/registry/import"
+
+
+def _cell(value: CellValue) -> str | int | float | bool | None:
+    """A cell as JSON; dates as the text :func:`registry.reader.cell_text` would give."""
+    if isinstance(value, datetime):
+        return (
+            value.date().isoformat()
+            if value.time() == time()
+            else value.isoformat(timespec="seconds")
+        )
+    if isinstance(value, date):
+        return value.isoformat()
+    return value
+
+
+def build_payload(
+    sheet: Sheet,
+    faces: Mapping[int, NewFace | PhotoFailure],
+    *,
+    model_id: str,
+    allow_same_face: bool,
+) -> dict[str, Any]:
+    """The request body (see ``server.registry_api.schemas.RegistryImportIn``)."""
+    from server.wire import encode_embedding
+
+    templates: list[dict[str, Any]] = []
+    issues: list[dict[str, Any]] = []
+    for row, outcome in sorted(faces.items()):
+        if isinstance(outcome, PhotoFailure):
+            issues.append({"row": row, "reason": outcome.reason, "message": outcome.message})
+        else:
+            templates.append(
+                {
+                    "row": row,
+                    "embedding_b64": encode_embedding(outcome.embedding),
+                    "model_id": outcome.model_id,
+                    "quality": min(1.0, max(0.0, float(outcome.quality))),
+                    "photo_sha256": outcome.photo_sha256,
+                }
+            )
+    return {
+        "source": sheet.source,
+        "columns": dict(sheet.columns),
+        "rows": [
+            {"number": r.number, "cells": {k: _cell(v) for k, v in r.cells.items()}}
+            for r in sheet.rows
+        ],
+        "templates": templates,
+        "photo_issues": issues,
+        "model_id": model_id,
+        "allow_same_face": allow_same_face,
+    }
+
+
+def upload(
+    payload: Mapping[str, Any],
+    *,
+    server: str,
+    token: str,
+    site: str,
+    dry_run: bool,
+    partial: bool,
+    sync: bool,
+    transport: httpx.BaseTransport | None = None,
+) -> RemoteResult:
+    """POST the import; the server's report, or :class:`RemoteError` with a clear reason."""
+    url = import_url(server, site)
+    params = {"dry_run": _flag(dry_run), "partial": _flag(partial), "sync": _flag(sync)}
+    headers = {"Authorization": f"Bearer {token}"}
+    client = httpx.Client(timeout=TIMEOUT, transport=transport)
+    try:
+        response = client.post(url, params=params, json=payload, headers=headers)
+    except httpx.TimeoutException:
+        raise RemoteError(
+            f"{server}: no answer in time; the import may still finish on the server "
+            "(re-running it is safe: an unchanged file changes nothing)"
+        ) from None
+    except httpx.HTTPError as exc:  # refused, DNS, TLS
+        raise RemoteError(f"cannot reach the server {server}: {exc}") from None
+    finally:
+        if transport is None:  # closing the client closes a caller's transport too
+            client.close()
+    if response.status_code != 200:
+        raise RemoteError(_explain(response, server, site))
+    try:
+        return _result(response.json())
+    except (ValueError, KeyError, TypeError) as exc:
+        raise RemoteError(f"{server}: the answer is not an import report ({exc})") from None
+
+
+def _flag(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:200].strip() or response.reason_phrase
+    detail = body.get("detail") if isinstance(body, dict) else None
+    if isinstance(detail, list):  # FastAPI's validation errors
+        parts = [
+            f"{'.'.join(str(p) for p in d.get('loc', ()))}: {d.get('msg', '')}"
+            for d in detail[:3]
+            if isinstance(d, dict)
+        ]
+        return "; ".join(parts) or "invalid request"
+    return str(detail) if detail else response.reason_phrase
+
+
+def _explain(response: httpx.Response, server: str, site: str) -> str:
+    status, detail = response.status_code, _detail(response)
+    if status == 401:
+        return (
+            f"{server} refused the API token ({detail}); give a valid one with --token or "
+            f"{TOKEN_ENV} (`lintel-server user add` prints one)"
+        )
+    if status == 403:
+        return f"not allowed to import into site {site!r}: {detail}"
+    if status == 404:
+        return f"{server} has no registry import endpoint (an older Lintel?) or: {detail}"
+    if status == 413:
+        size = len(response.request.content) / (1024 * 1024)
+        return (
+            f"the import ({size:.1f} MiB) is larger than {server} accepts ({detail}); raise "
+            "LINTEL_MAX_BODY_BYTES on the server, or run the import on the server host with --db"
+        )
+    if status in (409, 422):
+        return f"{server} refused the import: {detail}"
+    return f"{server} answered HTTP {status}: {detail}"
+
+
+def _result(data: dict[str, Any]) -> RemoteResult:
+    issues = tuple(
+        RowIssue(i["row"], i["column"], i["reason"], i["message"], i.get("name", ""))
+        for i in data["issues"]
+    )
+    report = ImportReport(
+        source=data["source"],
+        site=data["site"],
+        rows=data["rows"],
+        dry_run=data["dry_run"],
+        partial=data["partial"],
+        written=data["written"],
+        summary=Summary(**data["summary"]),
+        issues=issues,
+        enrolled_photos=data["enrolled_photos"],
+        new_site=data["new_site"],
+    )
+    version = data.get("gallery_version")
+    return RemoteResult(report, int(version) if version is not None else None)

@@ -1,0 +1,185 @@
+"""Wire schemas of the remote registry import (client: ``lintel-registry import --server``).
+
+The client sends the registry file as read (column headers and raw cells,
+ID numbers included: only the server holds the key that hashes them) and the
+faces it enrolled from the photos, which never leave the property office.
+The response is the same report the local import prints.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from registry.columns import COLUMNS
+from registry.reader import MAX_ROWS
+from server.wire import decode_embedding
+
+COLUMN_KEYS = frozenset(c.key for c in COLUMNS)
+MAX_CELL_CHARS = 1000
+# An enrolled face is unit length (ArcFace/SFace outputs are L2-normalised); the
+# same-face check and matching rely on it, so anything else is refused, not fixed.
+_NORM_TOLERANCE = 1e-3
+
+Text = Annotated[str, StringConstraints(max_length=MAX_CELL_CHARS)]
+Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
+
+def _no_nul(text: str) -> str:
+    # PostgreSQL refuses NUL in text (a 500); no registry value has one.
+    if "\x00" in text:
+        raise ValueError("NUL characters are not allowed")
+    return text
+
+
+class RowIn(BaseModel):
+    """One data row: ``number`` as Excel shows it, ``cells`` keyed by column key."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    number: int = Field(ge=1, le=10_000_000)
+    cells: dict[str, bool | int | float | Text | None] = Field(
+        description="Column key -> cell value (dates as ISO text)."
+    )
+
+    @field_validator("cells")
+    @classmethod
+    def _known_keys(
+        cls, cells: dict[str, bool | int | float | str | None]
+    ) -> dict[str, bool | int | float | str | None]:
+        unknown = set(cells) - COLUMN_KEYS
+        if unknown:
+            raise ValueError(f"unknown column keys: {sorted(unknown)[:5]}")
+        for value in cells.values():
+            if isinstance(value, str):
+                _no_nul(value)
+            elif isinstance(value, float) and not math.isfinite(value):
+                raise ValueError("cells hold no NaN or infinite numbers")
+        return cells
+
+
+class TemplateIn(BaseModel):
+    """The face the client enrolled from one row's photo."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    row: int = Field(ge=1)
+    embedding_b64: str = Field(
+        max_length=8192, description="server.wire.encode_embedding: float32 LE, unit length."
+    )
+    model_id: str = Field(min_length=1, max_length=128)
+    quality: float = Field(ge=0.0, le=1.0)
+    photo_sha256: Sha256 = Field(description="SHA-256 of the photo file (re-imports skip it).")
+
+    @field_validator("embedding_b64")
+    @classmethod
+    def _embedding(cls, text: str) -> str:
+        vec = decode_embedding(text)  # ValueError -> 422
+        if abs(float(np.linalg.norm(vec)) - 1.0) > _NORM_TOLERANCE:
+            raise ValueError("the embedding is not unit length")
+        return text
+
+    @field_validator("model_id")
+    @classmethod
+    def _model(cls, text: str) -> str:
+        return _no_nul(text)
+
+
+class PhotoIssueIn(BaseModel):
+    """A row whose photo the client could not enrol (unreadable, no face, two faces...)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    row: int = Field(ge=1)
+    reason: str = Field(pattern=r"^[a-z_]{1,40}$")
+    message: str = Field(max_length=MAX_CELL_CHARS)
+
+    @field_validator("message")
+    @classmethod
+    def _message(cls, text: str) -> str:
+        return _no_nul(text)
+
+
+class RegistryImportIn(BaseModel):
+    """One whole registry file and its enrolled faces."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: str = Field(max_length=500, description="The file name, for the report and audit.")
+    columns: dict[str, Text] = Field(
+        description="Column key -> header as written in the file (row issues name it)."
+    )
+    rows: list[RowIn] = Field(min_length=1, max_length=MAX_ROWS)
+    templates: list[TemplateIn] = Field(default_factory=list, max_length=MAX_ROWS)
+    photo_issues: list[PhotoIssueIn] = Field(default_factory=list, max_length=MAX_ROWS)
+    model_id: str = Field(
+        min_length=1,
+        max_length=128,
+        description="The client's face model: a new site's gallery model when no face is sent.",
+    )
+    allow_same_face: bool = Field(
+        default=False, description="Accept a face (nearly) another occupant's (refused by default)."
+    )
+
+    @field_validator("source", "model_id")
+    @classmethod
+    def _text(cls, text: str) -> str:
+        return _no_nul(text)
+
+    @field_validator("columns")
+    @classmethod
+    def _columns(cls, columns: dict[str, str]) -> dict[str, str]:
+        unknown = set(columns) - COLUMN_KEYS
+        if unknown:
+            raise ValueError(f"unknown column keys: {sorted(unknown)[:5]}")
+        for header in columns.values():
+            _no_nul(header)
+        return columns
+
+    @field_validator("rows")
+    @classmethod
+    def _rows(cls, rows: list[RowIn]) -> list[RowIn]:
+        if len({r.number for r in rows}) != len(rows):
+            raise ValueError("row numbers must be unique")
+        return rows
+
+
+class RowIssueOut(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    row: int
+    column: str
+    reason: str
+    message: str
+    name: str = ""
+
+
+class SummaryOut(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    moved_out: int = 0
+    failed: int = 0
+
+
+class ImportReportOut(BaseModel):
+    """:meth:`registry.report.ImportReport.to_dict` plus the gallery version after it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str
+    site: str
+    rows: int
+    dry_run: bool
+    partial: bool
+    written: bool
+    enrolled_photos: int
+    new_site: bool
+    summary: SummaryOut
+    issues: list[RowIssueOut]
+    gallery_version: int | None = None

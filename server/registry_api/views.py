@@ -1,0 +1,174 @@
+"""``POST /api/v1/sites/{site}/registry/import``: the registry import, from another machine.
+
+``lintel-registry import --server URL --token T`` reads the file and enrols
+the photos on the property office's PC (photos never travel) and sends the
+rows and faces here in one JSON request. The server validates every row again
+(and hashes ID numbers with its own key), matches rows to the register by
+external id, else ID hash, and writes the plan in ONE transaction through
+:mod:`registry.importer` and :class:`registry.store.SessionStore`: the very
+code the local ``--db`` import runs, so both modes plan and report the same.
+
+Query flags ``dry_run``, ``partial`` and ``sync`` mean what the CLI options
+mean. Admins may import into any site and create new ones; managers only into
+their own sites; viewers never. Each call leaves exactly one audit event
+(``registry.import``, actor ``user:<id>``), also a dry run or a refused file:
+the import compares faces with the register, which is worth a trace.
+The body is bounded by the server's ``max_body_bytes`` like every route
+(about 3 KB a row with a face: ~2,500 such rows in the default 8 MiB).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from registry.errors import InputError, StoreError
+from registry.importer import Enrolled, ImportOptions, PhotoFailure, run_import
+from registry.reader import RawRow, Sheet
+from registry.store import NewFace, Plan, SessionStore
+from server.audit.service import record
+from server.cases.views import Caller, current_manager
+from server.errors import Conflict, Forbidden, InvalidInput
+from server.registry_api.schemas import ImportReportOut, RegistryImportIn
+from server.security import SessionDep
+from server.sites.models import Site
+from server.wire import decode_embedding
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(tags=["registry"])
+
+ManagerDep = Annotated[Caller, Depends(current_manager)]
+
+# The local CLI's default (registry.importer.ImportOptions): one photo under two people.
+SAME_FACE_SIMILARITY = 0.8
+
+
+def _enrolled(body: RegistryImportIn) -> Enrolled:
+    out: dict[int, NewFace | PhotoFailure] = {
+        i.row: PhotoFailure(i.reason, i.message) for i in body.photo_issues
+    }
+    for t in body.templates:
+        out[t.row] = NewFace(
+            embedding=decode_embedding(t.embedding_b64),
+            model_id=t.model_id,
+            quality=t.quality,
+            photo_sha256=t.photo_sha256,
+        )
+    return out
+
+
+class _Store(SessionStore):
+    """Notes whether the plan was applied (which records the import's audit event)."""
+
+    applied = False
+
+    def apply(self, plan: Plan) -> int:
+        self.applied = True
+        return super().apply(plan)
+
+
+def _check_access(session: SessionDep, caller: Caller, site: str) -> None:
+    """Managers import into their own sites; only admins may create a site by importing."""
+    if not site.strip() or "\x00" in site or len(site) > 200:
+        raise InvalidInput("the site name is empty, too long or holds NUL characters")
+    site_id = session.scalar(select(Site.id).where(Site.name == site))
+    if site_id is None:
+        if caller.role != "admin":
+            # The same answer whether or not the site exists: names are not probed.
+            raise Forbidden(f"no access to site {site!r}")
+        return
+    caller.check_site(site_id)
+
+
+@router.post(
+    "/sites/{site:path}/registry/import",
+    summary="Import a property registry (rows + client-enrolled faces) into a site",
+    response_model=ImportReportOut,
+)
+def import_registry(
+    site: str,
+    body: RegistryImportIn,
+    request: Request,
+    session: SessionDep,
+    caller: ManagerDep,
+    dry_run: Annotated[bool, Query(description="validate and plan; write nothing")] = False,
+    partial: Annotated[bool, Query(description="write the good rows even if some fail")] = False,
+    sync: Annotated[bool, Query(description="move out occupants missing from the file")] = False,
+) -> ImportReportOut:
+    """Plan and (unless a row fails, or ``dry_run``) write the import in one transaction."""
+    _check_access(session, caller, site)
+    secret = request.app.state.settings.secret_key.get_secret_value().encode("utf-8")
+    sheet = Sheet(
+        source=body.source,
+        encoding=None,
+        columns=dict(body.columns),
+        rows=tuple(RawRow(r.number, dict(r.cells)) for r in body.rows),
+        ignored_headers=(),
+    )
+    options = ImportOptions(
+        site=site,
+        dry_run=dry_run,
+        partial=partial,
+        sync=sync,
+        actor=caller.actor,
+        same_face_similarity=None if body.allow_same_face else SAME_FACE_SIMILARITY,
+    )
+    store = _Store(session)
+    try:
+        result = run_import(
+            sheet,
+            store=store,
+            options=options,
+            secret=secret,
+            enrolled=_enrolled(body),
+            model_id=body.model_id,
+        )
+    except InputError as exc:
+        raise InvalidInput(str(exc)) from None
+    except StoreError as exc:
+        raise Conflict(str(exc)) from None
+    except IntegrityError:
+        # Two imports creating one site or unit at once; the session rolls back.
+        raise Conflict(
+            f"site {site!r} changed during the import (another import at the same time?); "
+            "nothing written, try again"
+        ) from None
+    report = result.report
+    if not store.applied:
+        # Applying a plan records its audit event; a dry run, a refused file or a
+        # re-import with nothing to change is recorded here.
+        site_id = session.scalar(select(Site.id).where(Site.name == site))
+        record(
+            session=session,
+            actor=caller.actor,
+            action="registry.import",
+            object_type="site",
+            object_id=site_id,
+            site_id=site_id,
+            detail={
+                "source": body.source,
+                "dry_run": dry_run,
+                "written": report.written,
+                "rows": report.rows,
+                # What the import would have written (nothing was).
+                **dataclasses.asdict(report.summary),
+            },
+        )
+    session.commit()
+    log.info(
+        "registry import into site %r by %s: %d rows, written=%s",
+        site,
+        caller.actor,
+        report.rows,
+        report.written,
+    )
+    data = report.to_dict()
+    return ImportReportOut.model_validate(
+        {**data, "gallery_version": result.gallery_version if report.written else None}
+    )
