@@ -34,6 +34,7 @@ from server.cases import service
 from server.cases.models import Case
 from server.db import utcnow
 from server.errors import Forbidden, InvalidInput, LintelError, NotFound
+from server.privacy.counts import people_with_templates
 from server.security import SessionDep, hash_password, verify_password
 from server.settings import Settings
 from server.sightings import crops as crop_store
@@ -647,8 +648,17 @@ def dashboard_page(
         queries.site_timezones(session=session, site_ids=[chosen.id])[chosen.id] if chosen else None
     )
     peak = max((d.known + d.unknown for d in report.per_day), default=0) if report else 0
+    # People with face templates and the filing-threshold warning (engineer P).
+    enrolled = people_with_templates(session=session, site_id=chosen.id)[0] if chosen else None
     return page(
-        request, "dashboard.html", user=user, sites=sites, report=report, tz=tz, peak=max(peak, 1)
+        request,
+        "dashboard.html",
+        user=user,
+        sites=sites,
+        report=report,
+        tz=tz,
+        peak=max(peak, 1),
+        enrolled=enrolled,
     )
 
 

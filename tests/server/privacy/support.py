@@ -9,10 +9,12 @@ moved out, one is active, both with templates.
 from __future__ import annotations
 
 import base64
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
+import httpx
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
@@ -96,3 +98,28 @@ def user_token(engine: Engine, username: str, role: str, site_ids: list[int]) ->
         _row, token = create_api_token(session=s, user_id=user.id)
         s.commit()
     return {"Authorization": f"Bearer {token}"}
+
+
+PASSWORD = "correct horse battery staple"
+CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def web_login(
+    client: httpx.Client, engine: Engine, username: str, role: str, sites: list[int]
+) -> str:
+    """Create a user and log ``client`` in through the real web form; the session's CSRF token."""
+    with new_session(engine) as s:
+        create_user(session=s, username=username, role=role, password=PASSWORD, site_ids=sites)
+        s.commit()
+    form = client.get("/web/login")
+    token = CSRF_RE.search(form.text)
+    assert token, "no CSRF token on the login form"
+    r = client.post(
+        "/web/login",
+        data={"username": username, "password": PASSWORD, "csrf_token": token.group(1)},
+    )
+    assert r.status_code == 303, r.text
+    page = client.get("/web/queue")
+    token = CSRF_RE.search(page.text)
+    assert token, "no CSRF token on the queue page"
+    return token.group(1)

@@ -34,12 +34,12 @@ from fastapi import FastAPI
 from fastapi.routing import iter_route_contexts
 from sqlalchemy import Engine
 
+from server.privacy.views import current_admin
 from server.sightings.models import Sighting
-from server.users.service import create_user
 from server.wire import API_PREFIX, encode_embedding
 from tests.server.clusters.support import new_session, person
 from tests.server.conftest import DeviceCreds
-from tests.server.privacy.support import World, build, user_token
+from tests.server.privacy.support import World, build, user_token, web_login
 
 # Open to anyone, by design (docs, health, metrics, the login form, language, static files).
 PUBLIC = {
@@ -56,21 +56,14 @@ PUBLIC = {
     ("GET", "/web/lang"),
     ("GET", "/web/static"),
 }
-ADMIN_ONLY_PREFIXES = (
-    f"{API_PREFIX}/audit",
-    f"{API_PREFIX}/subjects",
-    f"{API_PREFIX}/privacy",
-    f"{API_PREFIX}/sites/",
-)
-PASSWORD = "correct horse battery staple"
 SITE_A = "Sunny Court"  # the conftest's default site name
-CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
 @dataclass(frozen=True)
 class Route:
     method: str
     path: str
+    admin_only: bool = False
 
     @property
     def kind(self) -> str:
@@ -84,20 +77,25 @@ class Route:
     def writes(self) -> bool:
         return self.method not in ("GET", "HEAD")
 
-    @property
-    def admin_only(self) -> bool:
-        return self.path.startswith(ADMIN_ONLY_PREFIXES)
+
+def _calls(dependant: Any) -> Iterator[Any]:
+    """Every dependency callable of a route, depth first."""
+    for dep in getattr(dependant, "dependencies", []):
+        yield dep.call
+        yield from _calls(dep)
 
 
 def app_routes(app: FastAPI) -> list[Route]:
-    """Every (method, path) the app serves, HEAD aside."""
+    """Every (method, path) the app serves, HEAD aside; admin-only if it depends on
+    :func:`server.privacy.views.current_admin`."""
     out = set()
     for ctx in iter_route_contexts(app.routes):
         path = ctx.path
         if path is None:
             continue
         methods = ctx.methods or {"GET"}  # a mount (static files) answers GET
-        out |= {Route(m, path) for m in methods if m != "HEAD"}
+        admin = current_admin in set(_calls(getattr(ctx, "dependant", None)))
+        out |= {Route(m, path, admin) for m in methods if m != "HEAD"}
     return sorted(out, key=lambda r: (r.path, r.method))
 
 
@@ -107,7 +105,7 @@ class Scene:
     site_b: int
     device_b: DeviceCreds
     sighting: int
-    path_values: dict[str, int]
+    path_values: dict[str, int | str]
 
 
 @pytest.fixture
@@ -127,6 +125,7 @@ def scene(engine: Engine, device: DeviceCreds, make_device: Any) -> Scene:
             "sighting_id": sighting,
             "occupant_id": world.active_occupant,
             "site_id": world.site_id,
+            "site": "Sunny Court",  # the registry import names its site
         },
     )
 
@@ -153,6 +152,12 @@ def _json_body(route: Route, scene: Scene) -> dict[str, Any]:
         },
         ("PUT", f"{API_PREFIX}/case-settings"): {},
         ("PUT", f"{API_PREFIX}/sites/{{site_id}}/retention"): {"crop_retention_days": 1},
+        ("POST", f"{API_PREFIX}/sites/{{site:path}}/registry/import"): {
+            "source": "r.csv",
+            "columns": {},
+            "rows": [{"number": 2, "cells": {}}],
+            "model_id": "buffalo_s",
+        },
     }
     return bodies.get((route.method, route.path), {})
 
@@ -208,26 +213,6 @@ def _self_scoped(route: Route) -> bool:
     return route.method == "GET" and "{" not in route.path
 
 
-def _web_login(
-    client: httpx.Client, engine: Engine, username: str, role: str, sites: list[int]
-) -> str:
-    with new_session(engine) as s:
-        create_user(session=s, username=username, role=role, password=PASSWORD, site_ids=sites)
-        s.commit()
-    form = client.get("/web/login")
-    token = CSRF_RE.search(form.text)
-    assert token, "no CSRF token on the login form"
-    r = client.post(
-        "/web/login",
-        data={"username": username, "password": PASSWORD, "csrf_token": token.group(1)},
-    )
-    assert r.status_code == 303, r.text
-    page = client.get("/web/queue")
-    token = CSRF_RE.search(page.text)
-    assert token, "no CSRF token on the queue page"
-    return token.group(1)
-
-
 def test_every_route_is_enumerated(app: FastAPI) -> None:
     routes = app_routes(app)
     paths = {r.path for r in routes}
@@ -238,6 +223,9 @@ def test_every_route_is_enumerated(app: FastAPI) -> None:
         "/web/queue",
     } <= paths
     assert {f"{API_PREFIX}/audit", f"{API_PREFIX}/subjects/{{occupant_id}}/erase"} <= paths
+    admin_only = {r.path for r in routes if r.admin_only}
+    assert f"{API_PREFIX}/audit/export.csv" in admin_only
+    assert f"{API_PREFIX}/cases" not in admin_only
     unknown_public = PUBLIC - {(r.method, r.path) for r in routes}
     assert not unknown_public, f"PUBLIC names routes that no longer exist: {unknown_public}"
 
@@ -286,7 +274,7 @@ def test_viewer_of_the_site_cannot_write_or_administer(
 ) -> None:
     headers = user_token(engine, "viewer", "viewer", [scene.world.site_id])
     with httpx.Client(transport=client._transport, base_url=str(client.base_url)) as web:
-        csrf = _web_login(web, engine, "viewer-web", "viewer", [scene.world.site_id])
+        csrf = web_login(web, engine, "viewer-web", "viewer", [scene.world.site_id])
         for route in _protected(app):
             if route.kind == "device":
                 continue
@@ -303,7 +291,7 @@ def test_manager_of_another_site_reaches_nothing_of_this_one(
 ) -> None:
     headers = user_token(engine, "manager-b", "manager", [scene.site_b])
     with httpx.Client(transport=client._transport, base_url=str(client.base_url)) as web:
-        csrf = _web_login(web, engine, "manager-b-web", "manager", [scene.site_b])
+        csrf = web_login(web, engine, "manager-b-web", "manager", [scene.site_b])
         for route in _protected(app):
             if route.kind == "device":
                 continue

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Callable
 from datetime import date
@@ -16,12 +17,13 @@ from server.clusters.worker import run_forever
 from server.db import make_session_factory
 from server.occupants.models import FaceTemplate
 from server.occupants.service import add_template, upsert_occupant
+from server.privacy import counts as counts_module
 from server.privacy import purge as purge_module
 from server.privacy.counts import FILING_THRESHOLD, WARN_AT, people_with_templates, warning_for
 from server.wire import API_PREFIX
 from tests.server.clusters.support import MODEL, new_session, person
 from tests.server.conftest import DeviceCreds
-from tests.server.privacy.support import user_token
+from tests.server.privacy.support import user_token, web_login
 
 
 @pytest.mark.parametrize(
@@ -110,3 +112,18 @@ def test_worker_loop_runs_the_purge(
     with new_session(engine) as s:
         left = s.scalars(select(FaceTemplate).where(FaceTemplate.occupant_id == occupant)).all()
     assert left == []
+
+
+def test_web_dashboard_shows_the_count_and_the_warning(
+    engine: Engine, client: httpx.Client, device: DeviceCreds, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _enrol(engine, device.site_id, "a", 1, seed=4)
+    _enrol(engine, device.site_id, "b", 2, seed=5)
+    with httpx.Client(transport=client._transport, base_url=str(client.base_url)) as web:
+        web_login(web, engine, "boss", "admin", [])
+        page = web.get("/web/dashboard", params={"site": device.site_id}).text
+        assert re.search(r'id="dash-enrolled">2<', page)
+        assert 'id="dash-filing"' not in page
+        monkeypatch.setattr(counts_module, "WARN_AT", 2)  # as if 90,000 were enrolled
+        page = web.get("/web/dashboard", params={"site": device.site_id}).text
+        assert 'id="dash-filing"' in page and "100,000" in page
