@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[3]
 PACKAGES = ("server", "registry", "edge")
 ALLOWED = {Path("server/audit/service.py")}
 WRITES = re.compile(
-    r"(?<!class )AuditEvent\s*\(|insert\s*\(\s*AuditEvent|update\s*\(\s*AuditEvent|delete\s*\(\s*AuditEvent"
+    r"(?<!class )AuditEvent\s*\("
+    r"|(insert|update|delete)\s*\(\s*AuditEvent"
     r"|(INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+audit_events",
     re.IGNORECASE,
 )
