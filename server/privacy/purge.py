@@ -34,7 +34,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from server.audit.service import record
 from server.cases.models import Case
-from server.clusters.models import UnknownCluster
+from server.clusters.models import ClusterSiteState, UnknownCluster
+from server.clusters.service import claim_site, ensure_site_state
 from server.db import session_scope, utcnow
 from server.occupants import service as occupants
 from server.occupants.models import FaceTemplate, Occupant
@@ -69,6 +70,24 @@ class SitePurge:
     def as_dict(self) -> dict[str, object]:
         """JSON-ready form."""
         return asdict(self)
+
+
+def hold_site(*, session: Session, site_id: int, wait: bool) -> bool:
+    """Lock the site against the clustering worker for this transaction (PostgreSQL).
+
+    Wiping a cluster's vectors while a worker clusters the same site would be
+    overwritten by the worker's write-back (or resurrect a retired cluster), so
+    purge and erasure take the worker's own per-site row lock first. With
+    ``wait=False`` a site the worker holds is skipped (False); the next purge
+    gets it. SQLite serialises writers anyway.
+    """
+    ensure_site_state(session=session, site_id=site_id)
+    if wait:
+        query = select(ClusterSiteState.site_id).where(ClusterSiteState.site_id == site_id)
+        if session.get_bind().dialect.name == "postgresql":
+            query = query.with_for_update()
+        return session.scalar(query) is not None
+    return claim_site(session=session, site_id=site_id) is not None
 
 
 def open_case_sightings(*, session: Session, site_id: int | None = None) -> set[int]:
@@ -234,13 +253,20 @@ def purge(
     dry_run: bool = False,
     actor: str = "purge",
 ) -> list[SitePurge]:
-    """Apply every site's retention (or one site's); flushes, the caller commits."""
+    """Apply every site's retention (or one site's); flushes, the caller commits.
+
+    A site the clustering worker holds right now is left for the next run
+    (not in the result).
+    """
     now = now or utcnow()
     query = select(Site).order_by(Site.id)
     if site_id is not None:
         query = query.where(Site.id == site_id)
     out = []
     for site in session.scalars(query).all():
+        if not dry_run and not hold_site(session=session, site_id=site.id, wait=False):
+            log.info("purge: site %s is being clustered; next time", site.id)
+            continue
         result = _purge_site(session, site, now, dry_run=dry_run)
         if result.anything and not dry_run:
             detail = result.as_dict()

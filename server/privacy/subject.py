@@ -30,6 +30,7 @@ from server.cases.models import Case
 from server.clusters.models import UnknownCluster
 from server.occupants import service as occupants
 from server.occupants.models import FaceTemplate
+from server.privacy.purge import hold_site
 from server.sightings import crops
 from server.sightings.models import Sighting
 from server.sites.models import Unit
@@ -144,6 +145,8 @@ def erase_subject(*, session: Session, occupant_id: int, actor: str) -> dict[str
     """Erase one occupant's data everywhere (see the module doc); records ``subject.erase``."""
     occ = occupants.get_occupant(session=session, occupant_id=occupant_id)
     site_id = occ.site_id
+    # The clusters' vectors are wiped below: keep the clustering worker off the site.
+    hold_site(session=session, site_id=site_id, wait=True)
     templates = occupants.delete_templates(session=session, occupant_id=occ.id)
     clusters = list(
         session.scalars(select(UnknownCluster).where(UnknownCluster.occupant_id == occ.id))

@@ -14,6 +14,7 @@ from server.audit.models import AuditEvent
 from server.cases.models import Case
 from server.cli import main
 from server.clusters.models import UnknownCluster
+from server.clusters.service import claim_site
 from server.db import utcnow
 from server.occupants.models import FaceTemplate
 from server.occupants.service import gallery_entries
@@ -161,3 +162,23 @@ def test_cli_purge_dry_run_then_real(
     assert row["dry_run"] is False and row["crops"] == 1
     with new_session(engine) as s:
         assert snapshot(s) != before
+
+
+def test_a_site_held_by_the_clustering_worker_is_left_for_the_next_run(
+    engine: Engine, world: World
+) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("row locks are PostgreSQL's; SQLite serialises writers instead")
+    worker = new_session(engine)
+    try:
+        assert claim_site(session=worker, site_id=world.site_id) is not None  # the worker's lock
+        with new_session(engine) as s:
+            assert purge(session=s) == []
+            s.commit()
+    finally:
+        worker.rollback()
+        worker.close()
+    with new_session(engine) as s:
+        [result] = purge(session=s)
+        s.commit()
+    assert result.crops == 1
