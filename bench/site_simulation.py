@@ -5,9 +5,18 @@ Usage::
     .venv/bin/python bench/site_simulation.py [FACES_DIR] [--days 21] [--json]
         [--database-url postgresql+psycopg://postgres@127.0.0.1/lintel_sim]
 
-``FACES_DIR`` holds ``<identity>/<photo>`` (default ``../shared/eval/faces``);
-every sighting carries the real buffalo_s embedding of one of that person's
-photos (cached by ``bench/cluster_calibration.py``). The population:
+``FACES_DIR`` holds ``<identity>/<photo>`` (default ``../shared/eval/faces``).
+Every sighting is a fresh *capture*: one of that person's photos with a random
+mild augmentation (rotation, scale and crop jitter, brightness/contrast, slight
+blur, JPEG re-encode, see :func:`augment`) embedded by the real edge engine
+(:class:`edge.engine.FaceEngine`: ``detect_photo``, the edge quality gate,
+``embed``). A door camera never sees the same image twice; reusing one
+photo's embedding would turn one outlier photo into a miss every time it is
+drawn. Each photo has ``--variants`` augmentations (seeded by the photo and
+the variant number), embedded once and cached under ``var/cache/``; a capture
+the quality gate refuses, or with no face, is a track the edge never sends.
+Enrolment photos are used as they are (a registry photo is a clean photo).
+The population:
 
 * registered residents: enrolled from one photo (a template, as a registry
   import makes); come and go daily. The simulated edge matches each sighting
@@ -22,7 +31,8 @@ Sightings go through the real ingest API (``POST /api/v1/device/sightings``,
 in-process ASGI) in batches of 500; after each simulated day the clustering
 worker drains the queue. Cases are then read through ``GET /api/v1/cases`` and
 scored against the truth. ``sightings_per_s`` is all sightings divided by the
-wall time of ingest plus clustering.
+wall time of ingest plus clustering (embeddings are computed before the clock
+starts, as an edge box computes them before upload).
 
 Targets (issue 5): every unregistered resident is a case within 3 days of
 their third day seen; at most 5% of cases are visitors; no registered
@@ -34,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import logging
 import sys
@@ -134,10 +145,141 @@ def usable_faces(idents: list[str], paths: list[str], min_px: int) -> list[str]:
     return out
 
 
+CAPTURE_RECIPE = "aug1"
+"""Bump when :func:`augment` or the capture pipeline changes (invalidates the cache)."""
+
+
+def augment(img: npt.NDArray[np.uint8], rng: np.random.Generator) -> npt.NDArray[np.uint8]:
+    """One mild, realistic re-capture of a photo (what a door camera might see).
+
+    Small rotation (+-8 deg), scale (0.85-1.15) and shift (+-6%), then a crop
+    jitter (keep 88-100% of each side), brightness/contrast (x0.75-1.25,
+    +-25 levels), a slight Gaussian blur on half the captures (sigma 0.4-1.2)
+    and a JPEG re-encode at quality 55-90. Mild on purpose: the face stays
+    above the edge's size gate and recognisable to a person.
+    """
+    import cv2
+
+    h, w = img.shape[:2]
+    m = np.asarray(
+        cv2.getRotationMatrix2D((w / 2, h / 2), rng.uniform(-8, 8), rng.uniform(0.85, 1.15)),
+        dtype=np.float64,
+    )
+    m[:, 2] += rng.uniform(-0.06, 0.06, 2) * np.array([w, h], dtype=np.float64)
+    out = cv2.warpAffine(img, m, (w, h), borderMode=cv2.BORDER_REFLECT101)
+    kw, kh = round(w * rng.uniform(0.88, 1.0)), round(h * rng.uniform(0.88, 1.0))
+    x0, y0 = int(rng.integers(0, w - kw + 1)), int(rng.integers(0, h - kh + 1))
+    out = out[y0 : y0 + kh, x0 : x0 + kw]
+    out = cv2.convertScaleAbs(out, alpha=rng.uniform(0.75, 1.25), beta=rng.uniform(-25, 25))
+    if rng.random() < 0.5:
+        out = cv2.GaussianBlur(out, (0, 0), rng.uniform(0.4, 1.2))
+    ok, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(55, 91))])
+    if not ok:  # pragma: no cover - OpenCV always encodes a valid uint8 image
+        raise RuntimeError("JPEG encode failed")
+    return np.asarray(cv2.imdecode(buf, cv2.IMREAD_COLOR), dtype=np.uint8)
+
+
+class CaptureCache:
+    """Embeddings of augmented captures, keyed by (photo path, variant), kept on disk.
+
+    ``None`` marks a capture the edge would not send (no face, or refused by the
+    quality gate). Computed lazily with the real :class:`edge.engine.FaceEngine`.
+    """
+
+    def __init__(self, paths: list[str]) -> None:
+        from cluster_calibration import CACHE_DIR
+
+        key = hashlib.sha256("\n".join(paths).encode()).hexdigest()[:16]
+        self.file = CACHE_DIR / f"captures-{MODEL}-{CAPTURE_RECIPE}-{key}.npz"
+        self.paths = paths
+        self._emb: dict[tuple[int, int], npt.NDArray[np.float32] | None] = {}
+        self._dirty = False
+        if self.file.exists():
+            data = np.load(self.file)
+            for (row, k), ok, emb in zip(data["keys"], data["ok"], data["emb"], strict=True):
+                self._emb[(int(row), int(k))] = emb.astype(np.float32) if ok else None
+
+    def get(self, row: int, variant: int) -> npt.NDArray[np.float32] | None:
+        """The capture's embedding (must have been computed by :meth:`compute`)."""
+        return self._emb[(row, variant)]
+
+    def compute(self, wanted: set[tuple[int, int]]) -> int:
+        """Embed the captures not cached yet; returns how many were computed."""
+        missing = sorted(wanted - set(self._emb))
+        if not missing:
+            return 0
+        import cv2
+
+        from edge.config import ModelConfig
+        from edge.engine import FaceEngine
+
+        engine = FaceEngine.load(ModelConfig(threads=1))
+        t0 = time.perf_counter()
+        for n, (row, k) in enumerate(missing):
+            path = self.paths[row]
+            img = cv2.imread(path)
+            seed = int.from_bytes(
+                hashlib.sha256(f"{Path(path).parent.name}/{Path(path).name}".encode()).digest()[:8],
+                "little",
+            )
+            cap = augment(np.asarray(img, dtype=np.uint8), np.random.default_rng([seed, k]))
+            self._emb[(row, k)] = _embed_capture(engine, cap)
+            self._dirty = True
+            if n % 200 == 199:
+                log.warning(
+                    "captures: %d/%d embedded (%.0f s)",
+                    n + 1,
+                    len(missing),
+                    time.perf_counter() - t0,
+                )
+                self.save()
+        self.save()
+        return len(missing)
+
+    def save(self) -> None:
+        """Write the cache file (atomically: a temporary file, then a rename)."""
+        if not self._dirty:
+            return
+        keys = sorted(self._emb)
+        dim = next((e.shape[0] for e in self._emb.values() if e is not None), 512)
+        emb = np.zeros((len(keys), dim), dtype=np.float32)
+        ok = np.zeros(len(keys), dtype=bool)
+        for i, key in enumerate(keys):
+            e = self._emb[key]
+            if e is not None:
+                emb[i], ok[i] = e, True
+        self.file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.file.with_suffix(".tmp.npz")
+        np.savez(tmp, keys=np.array(keys, dtype=np.int64).reshape(-1, 2), ok=ok, emb=emb)
+        tmp.replace(self.file)
+        self._dirty = False
+
+
+def _embed_capture(engine: Any, img: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32] | None:
+    """The edge's view of one capture: the face nearest the centre, if it passes the gate."""
+    dets = engine.detect_photo(img)
+    if not dets:
+        return None
+    h, w = img.shape[:2]
+    # Eval photos are centred on the named person; others in the frame are bystanders.
+    det = min(
+        dets,
+        key=lambda d: np.hypot(
+            (d.bbox.x1 + d.bbox.x2) / 2 - w / 2, (d.bbox.y1 + d.bbox.y2) / 2 - h / 2
+        ),
+    )
+    if not engine.quality(img, det).usable:
+        return None
+    return np.asarray(engine.embed(img, [det])[0], dtype=np.float32)
+
+
 def day_entries(
-    p: Person, day: int, rng: np.random.Generator, scale: int = 1
-) -> list[tuple[datetime, int]]:
-    """(time, photo row) of each entry of one person on one day (site-local times).
+    p: Person, day: int, rng: np.random.Generator, scale: int = 1, variants: int = 0
+) -> list[tuple[datetime, int, int]]:
+    """(time, photo row, capture variant) of each entry of one person on one day.
+
+    Times are site-local. ``variants`` > 0 draws which augmentation of the photo
+    the camera captured (0: the photo itself, variant -1).
 
     ``scale`` multiplies the entries of residents and couriers (a load test:
     more traffic from the same people, so the truth stays known).
@@ -161,7 +303,8 @@ def day_entries(
     for h in hours:
         minutes = float(h) * 60 + float(rng.uniform(0, 45))
         photo = int(rng.choice(p.photos))
-        out.append((base + timedelta(minutes=minutes), photo))
+        variant = int(rng.integers(variants)) if variants > 0 else -1
+        out.append((base + timedelta(minutes=minutes), photo, variant))
     return out
 
 
@@ -196,8 +339,9 @@ async def simulate(args: argparse.Namespace) -> dict[str, Any]:
 
     from server.app import create_app
     from server.cases.models import CaseEvent
-    from server.cases.rules import local_day
+    from server.cases.rules import CaseRule, local_day
     from server.clusters.models import UnknownCluster
+    from server.clusters.service import configure_site
     from server.clusters.worker import drain
     from server.db import make_engine, make_session_factory, upgrade
     from server.devices.service import create_device
@@ -254,6 +398,10 @@ async def simulate(args: argparse.Namespace) -> dict[str, Any]:
                     session=s, occupant_id=occ.id, embedding=embs[p.enrol_photo], model_id=MODEL
                 )
                 p.occupant_id = occ.id
+        if args.no_attribution:
+            configure_site(
+                session=s, site_id=site.id, case_rule=CaseRule(attribute_weak_matches=False)
+            )
         s.commit()
         site_id = site.id
     residents = [p for p in people if p.role == "resident"]
@@ -267,12 +415,30 @@ async def simulate(args: argparse.Namespace) -> dict[str, Any]:
         else None
     )
 
+    # The whole schedule first, so every capture is embedded before the clock starts.
+    schedule = [
+        [
+            (p, at, photo, variant)
+            for p in people
+            for at, photo, variant in day_entries(p, day, rng, args.traffic_scale, args.variants)
+        ]
+        for day in range(args.days)
+    ]
+    captures = CaptureCache(paths)
+    if args.variants > 0:
+        made = captures.compute({(ph, k) for entries in schedule for _, _, ph, k in entries})
+        if made:
+            log.warning("embedded %d new captures (cached in %s)", made, captures.file)
+
+    def embedding_of(photo: int, variant: int) -> npt.NDArray[np.float32] | None:
+        return embs[photo] if variant < 0 else captures.get(photo, variant)
+
     dev_h = {"Authorization": f"Bearer {device_token}"}
     mgr_h = {"Authorization": f"Bearer {user_token}"}
     truth: dict[str, Person] = {}
     unknown_days: dict[str, set[date]] = defaultdict(set)
     ingest_s = cluster_s = 0.0
-    total = known = 0
+    total = known = dropped = 0
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://sim") as client:
         for p in people:
@@ -288,15 +454,18 @@ async def simulate(args: argparse.Namespace) -> dict[str, Any]:
                     headers=mgr_h,
                 )
                 r.raise_for_status()
-        for day in range(args.days):
+        for entries in schedule:
             items: list[dict[str, Any]] = []
-            for p in people:
-                for at, photo in day_entries(p, day, rng, args.traffic_scale):
-                    item = wire_item(p, at, embs[photo], gallery)
-                    truth[item["id"]] = p
-                    items.append(item)
-                    if item["kind"] == "unknown":
-                        unknown_days[p.name].add(local_day(at, TZ))
+            for p, at, photo, variant in entries:
+                emb = embedding_of(photo, variant)
+                if emb is None:  # no usable face in this capture: the edge sends nothing
+                    dropped += 1
+                    continue
+                item = wire_item(p, at, emb, gallery)
+                truth[item["id"]] = p
+                items.append(item)
+                if item["kind"] == "unknown":
+                    unknown_days[p.name].add(local_day(at, TZ))
             items.sort(key=lambda it: it["started_at"])
             total += len(items)
             known += sum(1 for it in items if it["kind"] == "known")
@@ -355,11 +524,19 @@ async def simulate(args: argparse.Namespace) -> dict[str, Any]:
     case_people: dict[str, list[dict[str, Any]]] = defaultdict(list)
     case_roles: Counter[str] = Counter()
     with factory() as s:
-        hints = {
-            e.case_id: (e.detail or {}).get("possible_occupant_id")
-            for e in s.scalars(select(CaseEvent).where(CaseEvent.kind == "opened"))
-        }
-    occupant_of = {p.occupant_id: p.name for p in people if p.occupant_id is not None}
+        opened_events = list(s.scalars(select(CaseEvent).where(CaseEvent.kind == "opened")))
+        hints = {e.case_id: (e.detail or {}).get("possible_occupant_id") for e in opened_events}
+        evidence = {e.case_id: (e.detail or {}).get("evidence") for e in opened_events}
+        likely = s.execute(
+            select(UnknownCluster.id, UnknownCluster.occupant_id).where(
+                UnknownCluster.site_id == site_id,
+                UnknownCluster.status == "active",
+                UnknownCluster.suppression == "likely_occupant",
+            )
+        ).all()
+    occupant_of: dict[int | None, str] = {
+        p.occupant_id: p.name for p in people if p.occupant_id is not None
+    }
     hinted_right = hinted_others = 0
     for c in cases:
         name = votes[live(c["cluster_id"])].most_common(1)[0][0]
@@ -372,6 +549,32 @@ async def simulate(args: argparse.Namespace) -> dict[str, Any]:
             hinted_right += 1
         elif role_of[name] != "resident":
             hinted_others += 1
+    # Every case's attribution evidence with the truth (threshold calibration).
+    evidence_rows: list[dict[str, Any]] = []
+    for c in cases:
+        ev = evidence.get(c["id"])
+        if ev is None:
+            continue
+        name = votes[live(c["cluster_id"])].most_common(1)[0][0]
+        evidence_rows.append(
+            {
+                "seed": args.seed,
+                "role": role_of[name],
+                "points_at_self": occupant_of.get(ev.get("occupant_id")) == name,
+                **ev,
+            }
+        )
+    likely_roles: Counter[str] = Counter()
+    likely_right = 0
+    for cluster_id, occupant_id in likely:
+        who = votes[live(cluster_id)]
+        name = who.most_common(1)[0][0] if who else "?"
+        likely_roles[role_of.get(name, "?")] += 1
+        likely_right += int(occupant_of.get(occupant_id) == name)
+    if args.dump_evidence is not None:
+        with args.dump_evidence.open("a", encoding="utf-8") as fh:
+            for ev_row in evidence_rows:
+                fh.write(json.dumps(ev_row) + "\n")
     unreg = [p for p in people if p.role == "unregistered"]
     delays: list[int] = []
     found = 0
@@ -400,6 +603,7 @@ async def simulate(args: argparse.Namespace) -> dict[str, Any]:
         "database": engine.dialect.name,
         "sightings": total,
         "known": known,
+        "captures_refused_by_edge": dropped,
         "unknown": total - known,
         "ingest_s": round(ingest_s, 2),
         "cluster_s": round(cluster_s, 2),
@@ -408,6 +612,8 @@ async def simulate(args: argparse.Namespace) -> dict[str, Any]:
         "other_cases_naming_an_occupant": hinted_others,
         "unregistered_cases": case_roles.get("unregistered", 0),
         "clusters": len(votes),
+        "likely_occupant_clusters": dict(likely_roles),
+        "likely_occupant_named_right": likely_right,
         "duplicate_cases_closed_by_merge": sum(
             1 for c in cases if c["outcome"] == "cluster_merged"
         ),
@@ -440,9 +646,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--traffic-scale", type=int, default=1, help="multiply residents' and couriers' entries"
     )
+    ap.add_argument(
+        "--variants",
+        type=int,
+        default=4,
+        help="augmented captures per photo (0: reuse each photo's own embedding, the old "
+        "unrealistic mode)",
+    )
     ap.add_argument("--batch", type=int, default=1000, help="worker batch size")
     ap.add_argument("--edge-threshold", type=float, default=None, help="default: the pack's")
     ap.add_argument("--database-url", default=None, help="default: a temporary SQLite file")
+    ap.add_argument(
+        "--no-attribution",
+        action="store_true",
+        help="turn off attributing weakly matching clusters to occupants (measurement)",
+    )
+    ap.add_argument(
+        "--dump-evidence",
+        type=Path,
+        default=None,
+        help="append each case's attribution evidence and truth as JSON lines",
+    )
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")

@@ -80,6 +80,50 @@ class CaseRule(BaseModel):
             "in its 'opened' event, for the manager to confirm or reject."
         ),
     )
+    attribute_weak_matches: bool = Field(
+        default=True,
+        description=(
+            "Before opening a case, check whether the cluster's members consistently point at "
+            "one occupant of the site (a registered resident the edge keeps missing); if so, "
+            "label the cluster 'likely_occupant' instead (server/cases/attribution.py)."
+        ),
+    )
+    attribute_member_floor: float = Field(
+        default=0.20,
+        ge=-1.0,
+        le=1.0,
+        description="A member sighting votes for its best occupant only at or above this cosine.",
+    )
+    attribute_min_share: float = Field(
+        default=0.60,
+        gt=0.0,
+        le=1.0,
+        description="Share of all members that must vote for the same occupant.",
+    )
+    attribute_centroid_min: float = Field(
+        default=0.30,
+        ge=-1.0,
+        le=1.0,
+        description="The members' centroid must match that occupant at least this well.",
+    )
+    attribute_margin: float = Field(
+        default=0.05,
+        ge=0.0,
+        le=2.0,
+        description="... and beat every other occupant of the site by this much.",
+    )
+    attribute_centroid_min_unseen: float = Field(
+        default=0.40,
+        ge=-1.0,
+        le=1.0,
+        description=(
+            "attribute_centroid_min for an occupant the edge has not recognised on any day of "
+            "the case window (no sign they pass the door): stricter."
+        ),
+    )
+    attribute_min_members: int = Field(
+        default=3, ge=1, le=1000, description="Fewer member sightings: never attributed."
+    )
     days_weight: float = Field(
         default=1.0, ge=0.0, description="Priority per distinct day in window."
     )

@@ -32,6 +32,7 @@ cluster_merged            set by the system when the cluster merged into one tha
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from server.audit.service import record
+from server.cases.attribution import OccupantEvidence, attributes, occupant_evidence
 from server.cases.errors import BadOutcome, CaseClosed, CaseNotFound
 from server.cases.models import Case, CaseEvent, WhitelistEntry
 from server.cases.rules import CaseRule, case_due_day, local_day, priority
@@ -142,16 +144,21 @@ def best_template_match(
     rule: CaseRule,
     threshold: float | None = None,
     site_id: int | None = None,
+    templates: tuple[npt.NDArray[np.float32], list[int], list[int]] | None = None,
 ) -> TemplateMatch | None:
     """The registered occupant the cluster matches best, if at or above ``threshold``.
 
     ``threshold`` defaults to the rule's ``occupant_match_threshold``; ``site_id``
-    limits the search to one site's occupants (default: every site).
+    limits the search to one site's occupants (default: every site);
+    ``templates`` (embeddings, occupant ids, site ids) skips loading them again.
     Scale note: this compares against every active template of the model; at
     district scale it belongs in a vector index (faiss/usearch), not numpy.
     """
     limit = rule.occupant_match_threshold if threshold is None else threshold
-    mat, occupants, sites, _ = _templates(session, model_id=cluster.model_id, site_id=site_id)
+    if templates is None:
+        mat, occupants, sites, _ = _templates(session, model_id=cluster.model_id, site_id=site_id)
+    else:
+        mat, occupants, sites = templates
     if not occupants:
         return None
     sims = (cluster_vectors(cluster) @ mat.T).max(axis=0)
@@ -210,6 +217,7 @@ def evaluate_clusters(
         )
     }
     wall = now or utcnow()
+    site_templates = _SiteTemplates(session)
     for cluster in clusters:
         if cluster.status != "active":
             continue
@@ -227,6 +235,15 @@ def evaluate_clusters(
             continue
         if cluster.suppression in ("occupant", "neighbour", "whitelist"):
             continue
+        if cluster.suppression == "likely_occupant":
+            # Re-checked as it grows: a look-alike's later sightings scatter and lift it.
+            evidence = _evidence(session, cluster, config, site_templates)
+            if attributes(evidence, config.rule):
+                cluster.occupant_id = evidence.occupant_id
+                continue
+            log.info("cluster %s no longer points at occupant %s", cluster.id, cluster.occupant_id)
+            cluster.suppression = None
+            cluster.occupant_id = None
         if (
             cluster.suppression in ("visitor", "moved_out")
             and cluster.suppressed_until is not None
@@ -240,7 +257,13 @@ def evaluate_clusters(
             since = end if since is None else max(since, end)
         if case_due_day(days, config.rule, since=since) is None:
             continue
-        if _suppress_if_known(session=session, cluster=cluster, rule=config.rule):
+        if _suppress_if_known(
+            session=session, cluster=cluster, rule=config.rule, templates=site_templates
+        ):
+            continue
+        evidence = _evidence(session, cluster, config, site_templates)
+        if cluster.suppression != "not_occupant" and attributes(evidence, config.rule):
+            _label_likely_occupant(session, cluster, evidence)
             continue
         case = Case(
             site_id=cluster.site_id,
@@ -267,7 +290,8 @@ def evaluate_clusters(
                 "cluster_id": cluster.id,
                 "days": cluster.days,
                 "night_entries": cluster.night_entries,
-                **_possible_occupant(session, cluster, config.rule),
+                **_possible_occupant(session, cluster, config.rule, site_templates),
+                "evidence": evidence.as_detail(),
             },
         )
         opened.append(case)
@@ -275,7 +299,106 @@ def evaluate_clusters(
     return opened
 
 
-def _possible_occupant(session: Session, cluster: UnknownCluster, rule: CaseRule) -> dict[str, Any]:
+MAX_EVIDENCE_MEMBERS = 200
+"""Most recent member sightings weighed by the attribution (bounds the query)."""
+
+
+_Templates = tuple[npt.NDArray[np.float32], list[int], list[int]]
+
+
+class _SiteTemplates:
+    """Occupant templates, loaded once per evaluation and only if a cluster needs them."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+        self._cache: dict[tuple[int | None, str], _Templates] = {}
+
+    def get(self, site_id: int | None, model_id: str) -> _Templates:
+        """(embeddings, occupant ids, site ids) of one site's occupants (None: every site)."""
+        key = (site_id, model_id)
+        if key not in self._cache:
+            mat, occupants, sites, _ = _templates(self._session, model_id=model_id, site_id=site_id)
+            self._cache[key] = (mat, occupants, sites)
+        return self._cache[key]
+
+
+def member_embeddings(*, session: Session, cluster: UnknownCluster) -> npt.NDArray[np.float32]:
+    """The cluster's most recent member embeddings (normalised rows).
+
+    Falls back to the cluster's exemplars (members too) when the sightings'
+    embeddings have been purged.
+    """
+    blobs = session.scalars(
+        select(Sighting.embedding)
+        .where(Sighting.cluster_id == cluster.id, Sighting.embedding.is_not(None))
+        .order_by(Sighting.id.desc())
+        .limit(MAX_EVIDENCE_MEMBERS)
+    ).all()
+    if not blobs:
+        return cluster_vectors(cluster)[1:]
+    return np.vstack([_unit(np.frombuffer(b, "<f4")) for b in blobs if b is not None])
+
+
+def _evidence(
+    session: Session, cluster: UnknownCluster, config: SiteConfig, templates: _SiteTemplates
+) -> OccupantEvidence:
+    """The attribution evidence for one cluster (members, templates, the edge's matches)."""
+    rule = config.rule
+    mat, occupants, _ = templates.get(cluster.site_id, cluster.model_id)
+    if not occupants:
+        return occupant_evidence(np.zeros((0, 0), np.float32), mat, [], member_floor=1.0)
+    evidence = occupant_evidence(
+        member_embeddings(session=session, cluster=cluster),
+        mat,
+        occupants,
+        member_floor=rule.attribute_member_floor,
+    )
+    if evidence.occupant_id is None:
+        return evidence
+    # The edge's own evidence: on how many days of the window it recognised them.
+    since = cluster.last_seen - timedelta(days=rule.window_days)
+    seen = session.scalars(
+        select(Sighting.started_at)
+        .where(
+            Sighting.site_id == cluster.site_id,
+            Sighting.occupant_id == evidence.occupant_id,
+            Sighting.kind == "known",
+            Sighting.started_at >= since,
+        )
+        .limit(10_000)
+    ).all()
+    days = {local_day(t, config.tz) for t in seen}
+    return dataclasses.replace(evidence, occupant_known_days=len(days))
+
+
+def _label_likely_occupant(
+    session: Session, cluster: UnknownCluster, evidence: OccupantEvidence
+) -> None:
+    """No case: the cluster is probably that occupant seen badly; a manager may confirm."""
+    cluster.suppression = "likely_occupant"
+    cluster.occupant_id = evidence.occupant_id
+    log.info(
+        "cluster %s is likely occupant %s (share %.2f, centroid %.2f, margin %.2f): no case",
+        cluster.id,
+        evidence.occupant_id,
+        evidence.share,
+        evidence.centroid_similarity,
+        evidence.margin,
+    )
+    record(
+        session=session,
+        actor=SYSTEM,
+        action="cluster.likely_occupant",
+        object_type="unknown_cluster",
+        object_id=cluster.id,
+        site_id=cluster.site_id,
+        detail=evidence.as_detail(),
+    )
+
+
+def _possible_occupant(
+    session: Session, cluster: UnknownCluster, rule: CaseRule, templates: _SiteTemplates
+) -> dict[str, Any]:
     """A weak match with one of the site's occupants, as a hint for the manager.
 
     Below the match threshold the server cannot tell a registered resident the
@@ -288,15 +411,27 @@ def _possible_occupant(session: Session, cluster: UnknownCluster, rule: CaseRule
         rule=rule,
         threshold=rule.possible_occupant_hint,
         site_id=cluster.site_id,
+        templates=templates.get(cluster.site_id, cluster.model_id),
     )
     if hint is None:
         return {}
     return {"possible_occupant_id": hint.occupant_id, "similarity": round(hint.similarity, 4)}
 
 
-def _suppress_if_known(*, session: Session, cluster: UnknownCluster, rule: CaseRule) -> bool:
+def _suppress_if_known(
+    *,
+    session: Session,
+    cluster: UnknownCluster,
+    rule: CaseRule,
+    templates: _SiteTemplates | None = None,
+) -> bool:
     """Suppress a cluster that is a registered occupant (here or elsewhere) or whitelisted."""
-    match = best_template_match(session=session, cluster=cluster, rule=rule)
+    match = best_template_match(
+        session=session,
+        cluster=cluster,
+        rule=rule,
+        templates=None if templates is None else templates.get(None, cluster.model_id),
+    )
     if match is not None:
         cluster.occupant_id = match.occupant_id
         cluster.suppression = "occupant" if match.site_id == cluster.site_id else "neighbour"
@@ -559,19 +694,8 @@ def record_contact(
 
 def case_embeddings(*, session: Session, case: Case) -> npt.NDArray[np.float32]:
     """Embeddings of the case's best sightings (the crops the manager saw), best first."""
-    cluster = _cluster(session, case)
-    rows = {
-        r.id: r.embedding
-        for r in session.execute(
-            select(Sighting.id, Sighting.embedding).where(Sighting.id.in_(cluster.best_sightings))
-        )
-        if r.embedding is not None
-    }
-    vecs = [_unit(np.frombuffer(rows[s], "<f4")) for s in cluster.best_sightings if s in rows]
-    if not vecs:
-        # Crops and sightings may have expired: fall back to the cluster's own vectors.
-        return cluster_vectors(cluster)
-    return np.vstack(vecs)
+    # Crops and sightings may have expired: then the cluster's own vectors.
+    return _best_embeddings(session, _cluster(session, case))
 
 
 def _templates_into(
@@ -782,3 +906,100 @@ def whitelist_from_case(
         session, case, actor=actor, outcome=kind, detail={"whitelist_id": entry.id, "label": label}
     )
     return entry
+
+
+# -- likely occupants: a manager confirms or rejects the attribution ------------------------
+def _likely_cluster(session: Session, cluster_id: int, site_ids: set[int] | None) -> UnknownCluster:
+    cluster = session.get(UnknownCluster, cluster_id)
+    if cluster is None or (site_ids is not None and cluster.site_id not in site_ids):
+        raise CaseNotFound(f"cluster {cluster_id} does not exist")
+    if cluster.suppression != "likely_occupant" or cluster.occupant_id is None:
+        raise BadOutcome(f"cluster {cluster_id} is not labelled as a likely occupant")
+    return cluster
+
+
+def likely_occupant_clusters(*, session: Session, site_id: int) -> list[UnknownCluster]:
+    """The site's active clusters labelled ``likely_occupant``, most recently seen first."""
+    return list(
+        session.scalars(
+            select(UnknownCluster)
+            .where(
+                UnknownCluster.site_id == site_id,
+                UnknownCluster.status == "active",
+                UnknownCluster.suppression == "likely_occupant",
+            )
+            .order_by(UnknownCluster.last_seen.desc(), UnknownCluster.id)
+        )
+    )
+
+
+def confirm_likely_occupant(
+    *, session: Session, cluster_id: int, actor: str, site_ids: set[int] | None = None
+) -> int:
+    """The manager agrees: the cluster's best sightings become templates of the occupant.
+
+    This is template augmentation (the edge then recognises the look it kept
+    missing: the gallery version bumps); the cluster becomes an ``occupant``
+    cluster. Returns how many templates were added.
+    """
+    cluster = _likely_cluster(session, cluster_id, site_ids)
+    occupant_id = cluster.occupant_id
+    assert occupant_id is not None  # checked by _likely_cluster
+    vecs = _best_embeddings(session, cluster)
+    for n, vec in enumerate(vecs):
+        add_template(
+            session=session,
+            occupant_id=occupant_id,
+            embedding=vec,
+            model_id=cluster.model_id,
+            quality=float(cluster.best_qualities[n]) if n < len(cluster.best_qualities) else 0.0,
+            source=f"cluster:{cluster.id}",
+            bump=n == len(vecs) - 1,  # one gallery version bump for the lot
+        )
+    cluster.suppression = "occupant"
+    record(
+        session=session,
+        actor=actor,
+        action="cluster.likely_occupant_confirmed",
+        object_type="unknown_cluster",
+        object_id=cluster.id,
+        site_id=cluster.site_id,
+        detail={"occupant_id": occupant_id, "templates": len(vecs)},
+    )
+    session.flush()
+    return len(vecs)
+
+
+def reject_likely_occupant(
+    *, session: Session, cluster_id: int, actor: str, site_ids: set[int] | None = None
+) -> Case | None:
+    """The manager disagrees: never attribute this cluster again; open its case if due."""
+    cluster = _likely_cluster(session, cluster_id, site_ids)
+    record(
+        session=session,
+        actor=actor,
+        action="cluster.likely_occupant_rejected",
+        object_type="unknown_cluster",
+        object_id=cluster.id,
+        site_id=cluster.site_id,
+        detail={"occupant_id": cluster.occupant_id},
+    )
+    cluster.suppression = "not_occupant"
+    cluster.occupant_id = None
+    session.flush()
+    opened = evaluate_clusters(
+        session=session, cluster_ids=[cluster.id], config=_config(session, cluster.site_id)
+    )
+    return opened[0] if opened else None
+
+
+def _best_embeddings(session: Session, cluster: UnknownCluster) -> npt.NDArray[np.float32]:
+    rows = {
+        r.id: r.embedding
+        for r in session.execute(
+            select(Sighting.id, Sighting.embedding).where(Sighting.id.in_(cluster.best_sightings))
+        )
+        if r.embedding is not None
+    }
+    vecs = [_unit(np.frombuffer(rows[s], "<f4")) for s in cluster.best_sightings if s in rows]
+    return np.vstack(vecs) if vecs else cluster_vectors(cluster)

@@ -22,11 +22,23 @@ CLUSTER_STATUSES = ("active", "merged", "retired")
 """``active``: takes sightings; ``merged``: absorbed into ``merged_into_id``;
 ``retired``: a false match, kept for history but no longer matched."""
 
-SUPPRESSIONS = ("occupant", "neighbour", "whitelist", "visitor", "moved_out")
+SUPPRESSIONS = (
+    "occupant",
+    "neighbour",
+    "whitelist",
+    "visitor",
+    "moved_out",
+    "likely_occupant",
+    "not_occupant",
+)
 """Why an active cluster opens no case: it is a registered occupant of this site
 (enrolled, merged or resolved retroactively), a registered occupant of another
 site (a visiting neighbour), whitelisted staff/courier, or a closed case's
-visitor / moved-out outcome (until ``suppressed_until``)."""
+visitor / moved-out outcome (until ``suppressed_until``). ``likely_occupant``:
+its members consistently point at one occupant of the site (``occupant_id``),
+so it is probably that resident seen badly (server/cases/attribution.py); it
+opens no case until a manager rejects that (``not_occupant``: never attributed
+again, the case rule applies as usual) or confirms it (``occupant``)."""
 
 
 class ClusterSiteState(Base):

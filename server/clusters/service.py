@@ -306,17 +306,25 @@ def cluster_pending(
             final_cluster=final_cluster,
         )
 
-    # Mark the batch processed with one UPDATE per cluster (and one for the rest):
-    # far fewer round trips than one per sighting.
-    groups: dict[int | None, list[int]] = {}
-    for r in rows:
-        groups.setdefault(final_cluster.get(r.id), []).append(r.id)
-    for cluster_id, ids in groups.items():
+    # Mark the batch processed: known sightings (most of the traffic) with one
+    # UPDATE; unknown ones with one executemany by primary key (psycopg pipelines
+    # it), not one statement per cluster: at ~100 sightings a pass the per-cluster
+    # round trips were the largest fixed cost of a pass.
+    plain = [r.id for r in rows if r.id not in final_cluster]
+    if plain:
         session.execute(
             update(Sighting)
-            .where(Sighting.id.in_(ids))
-            .values(processed=True, cluster_id=cluster_id)
+            .where(Sighting.id.in_(plain))
+            .values(processed=True, cluster_id=None)
             .execution_options(synchronize_session=False)
+        )
+    if final_cluster:
+        session.execute(
+            update(Sighting).execution_options(synchronize_session=False),
+            [
+                {"id": sid, "processed": True, "cluster_id": cid}
+                for sid, cid in sorted(final_cluster.items())
+            ],
         )
     if unknown:
         result.last_event = max(r.started_at for r in unknown)

@@ -1,0 +1,156 @@
+"""Is an unknown cluster a registered occupant the edge keeps missing?
+
+The edge reports a sighting as ``unknown`` when its fused embedding is below
+the match threshold against every template of the site. A registered resident
+whose enrolment photo is far from how they look at the door is missed on
+some of their entries; those misses form a cluster that comes back daily and
+would become a case, although the person is on the register.
+
+A stranger's cluster and such a resident's cluster look alike from the
+centroid alone (both can sit at 0.30-0.45 against some template), so the
+decision uses the *members*:
+
+* each member sighting's embedding is compared with every occupant of the
+  site (best template per occupant); it *votes* for its best occupant when that
+  similarity reaches ``attribute_member_floor``;
+* the cluster is attributed to occupant X when X got at least
+  ``attribute_min_share`` of all members' votes (members below the floor and
+  votes for others count against), the members' centroid matches X at
+  ``attribute_centroid_min`` or more, and beats every other occupant by
+  ``attribute_margin``.
+
+A resident seen badly points at themselves again and again (the same face,
+one template); a stranger's best matches are the maxima of near-zero noise
+over all occupants, so they scatter, stay low and have no margin. The hard
+case is a look-alike of one occupant: the thresholds in
+:class:`server.cases.rules.CaseRule` were chosen on the site simulation (see
+its docstring and ``server/README.md``) with margin against both errors.
+
+An attributed cluster opens no case; it is labelled ``likely_occupant`` with
+``occupant_id`` set, so a manager can confirm it (its best crops become
+templates of the occupant: :func:`server.cases.service.confirm_likely_occupant`)
+or reject it (a case opens). Pure numpy here; the database side is in
+:mod:`server.cases.service`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from server.cases.rules import CaseRule
+
+
+@dataclass(frozen=True, slots=True)
+class OccupantEvidence:
+    """How consistently a cluster's members point at one occupant of the site."""
+
+    occupant_id: int | None
+    """The occupant most members vote for (None: no member reached the floor)."""
+    members: int
+    """Member embeddings considered."""
+    share: float
+    """Share of all members whose best occupant is ``occupant_id`` at or above the floor."""
+    median_similarity: float
+    """Median over all members of their similarity to ``occupant_id``."""
+    centroid_similarity: float
+    """Cosine between the members' centroid and ``occupant_id`` (best template)."""
+    margin: float
+    """``centroid_similarity`` minus the centroid's best similarity to any other occupant."""
+    occupant_known_days: int = 0
+    """Distinct days in the case window on which the edge recognised ``occupant_id``."""
+
+    def as_detail(self) -> dict[str, Any]:
+        """JSON-ready form for case events and audit records (rounded)."""
+        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+
+
+NO_EVIDENCE = OccupantEvidence(
+    occupant_id=None,
+    members=0,
+    share=0.0,
+    median_similarity=0.0,
+    centroid_similarity=0.0,
+    margin=0.0,
+)
+
+
+def occupant_evidence(
+    members: npt.NDArray[np.float32],
+    templates: npt.NDArray[np.float32],
+    template_occupants: Sequence[int],
+    *,
+    member_floor: float,
+) -> OccupantEvidence:
+    """Score which occupant (if any) a cluster's member embeddings point at.
+
+    ``members`` (n, d) and ``templates`` (m, d) are L2-normalised rows;
+    ``template_occupants[j]`` owns template j (occupants may have several).
+    """
+    if len(members) == 0 or len(templates) == 0:
+        return NO_EVIDENCE
+    occ_ids = sorted(set(template_occupants))
+    col = {o: i for i, o in enumerate(occ_ids)}
+    owner = np.array([col[o] for o in template_occupants], dtype=np.int64)
+    # Best template per occupant, for every member and for the centroid.
+    per_template = members @ templates.T  # (n, m)
+    per_occ = np.full((len(members), len(occ_ids)), -np.inf, dtype=np.float32)
+    np.maximum.at(per_occ.T, owner, per_template.T)
+    centroid = members.sum(axis=0)
+    centroid = (centroid / max(float(np.linalg.norm(centroid)), 1e-12)).astype(np.float32)
+    cent_t = templates @ centroid
+    cent_occ = np.full(len(occ_ids), -np.inf, dtype=np.float32)
+    np.maximum.at(cent_occ, owner, cent_t)
+
+    best = per_occ.argmax(axis=1)
+    best_sim = per_occ[np.arange(len(members)), best]
+    voting = best_sim >= member_floor
+    if not voting.any():
+        return OccupantEvidence(
+            occupant_id=None,
+            members=len(members),
+            share=0.0,
+            median_similarity=float(np.median(best_sim)),
+            centroid_similarity=float(cent_occ.max()),
+            margin=0.0,
+        )
+    votes = np.bincount(best[voting], minlength=len(occ_ids))
+    # Most votes wins; a tie goes to the occupant the centroid prefers (then lower id).
+    top = int(max(range(len(occ_ids)), key=lambda i: (votes[i], cent_occ[i], -i)))
+    others = np.delete(cent_occ, top)
+    runner_up = float(others.max()) if len(others) else -1.0
+    return OccupantEvidence(
+        occupant_id=occ_ids[top],
+        members=len(members),
+        share=float(votes[top]) / len(members),
+        median_similarity=float(np.median(per_occ[:, top])),
+        centroid_similarity=float(cent_occ[top]),
+        margin=float(cent_occ[top]) - runner_up,
+    )
+
+
+def attributes(evidence: OccupantEvidence, rule: CaseRule) -> bool:
+    """True when the evidence is strong enough to call the cluster that occupant.
+
+    An occupant the edge has not recognised once in the case window (away,
+    moved out unrecorded, or an enrolment photo so poor it never matches) needs
+    a stronger centroid match (``attribute_centroid_min_unseen``): the server
+    has no sign that this person passes the door at all.
+    """
+    centroid_min = (
+        rule.attribute_centroid_min
+        if evidence.occupant_known_days > 0
+        else max(rule.attribute_centroid_min, rule.attribute_centroid_min_unseen)
+    )
+    return (
+        rule.attribute_weak_matches
+        and evidence.occupant_id is not None
+        and evidence.members >= rule.attribute_min_members
+        and evidence.share >= rule.attribute_min_share
+        and evidence.centroid_similarity >= centroid_min
+        and evidence.margin >= rule.attribute_margin
+    )
