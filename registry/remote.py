@@ -10,7 +10,7 @@ the CLI prints and writes exactly as in local mode.
 
 No chunking: one file is one request and one transaction, so all-or-nothing,
 duplicate checks across rows and ``--sync`` keep their meaning. The server's
-``max_body_bytes`` bounds a request (about 3 KB a row with a face: ~2,500
+``max_body_bytes`` bounds a request (about 3.1 KB a row with a face: ~2,600
 such rows at the default 8 MiB); a larger register needs a larger limit on
 the server or the local import on the server host.
 """

@@ -48,10 +48,16 @@ BAD_ID = f"孙七,{make_id(9)[:17]}{'X' if make_id(9)[17] != 'X' else '0'},,1-1-
 class Server:
     """The app on a database, with an admin, a viewer and managers of two sites."""
 
-    def __init__(self, url: str, data_dir: Path, max_body_bytes: int = 8 * 1024 * 1024) -> None:
+    def __init__(
+        self,
+        url: str,
+        data_dir: Path,
+        max_body_bytes: int = 8 * 1024 * 1024,
+        secret: str = SECRET,
+    ) -> None:
         settings = Settings(
             env="test",
-            secret_key=SECRET,  # type: ignore[arg-type]
+            secret_key=secret,  # type: ignore[arg-type]
             data_dir=data_dir,
             database_url=url,
             max_body_bytes=max_body_bytes,
@@ -251,6 +257,48 @@ def test_bad_row_writes_nothing_unless_partial(
     assert server.counts() == (before[0] + 1, before[1] + 3, before[2])
     # One audit event per import: the refused one and the written one.
     assert len(server.audit(f"user:{server.user_ids['admin']}")) == 2
+
+
+def test_photo_problems_are_reported_as_in_local_mode(
+    sqlite_server: Server, tmp_path: Path, photo_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = [
+        ROWS[0],
+        f"钱八,{make_id(20)},,3-2-1301,业主,,noface.jpg,E20\n",
+        f"孙九,{make_id(21)},,3-2-1302,业主,,two.jpg,E21\n",
+        f"陈十,{make_id(22)},,3-2-1303,业主,,missing.jpg,E22\n",
+    ]
+    # Then the registered occupant's face again, under another name.
+    (photo_dir / "p0-copy.jpg").write_bytes((photo_dir / "p0.jpg").read_bytes())
+    again = [f"冯一,{make_id(23)},,3-2-1304,业主,,p0-copy.jpg,E23\n"]
+    local_db = f"sqlite:///{tmp_path / 'local.sqlite3'}"
+    outs: list[str] = []
+    for name, file_rows in (("a.csv", rows), ("b.csv", again)):
+        args = ["--site", SITE, str(_csv(tmp_path, file_rows, name)), "--photos", str(photo_dir)]
+        assert main(["import", *args, "--partial", "--db", local_db]) == 1
+        local_out = capsys.readouterr().out
+        assert sqlite_server.run([*args, "--partial"]) == 1
+        remote_out = capsys.readouterr().out
+        assert remote_out == local_out
+        outs.append(remote_out)
+    for reason in ("[no_face]", "[several_faces]", "[bad_photo]"):
+        assert reason in outs[0]
+    assert "created 1, updated 0, unchanged 0, moved out 0, failed 3 (written)" in outs[0]
+    assert "[same_face]" in outs[1] and "registered occupant '张三'" in outs[1]
+    assert sqlite_server.counts()[1:] == (1, 1)
+
+
+def test_a_short_server_key_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    srv = Server(f"sqlite:///{tmp_path / 's.sqlite3'}", tmp_path, secret="short")
+    try:
+        assert srv.run(["--site", SITE, str(_csv(tmp_path, PLAIN))]) == 2
+        err = capsys.readouterr().err
+        assert "HTTP 503" in err and "LINTEL_SECRET_KEY" in err
+        assert srv.counts()[1] == 0
+    finally:
+        srv.close()
 
 
 def test_dry_run_writes_nothing(
