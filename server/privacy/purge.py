@@ -299,8 +299,14 @@ class PurgeSchedule:
         if now < self._due:
             return None
         self._due = now + self.interval_s
-        with session_scope(factory) as session:
-            results = purge(session=session, actor="worker")
+        with factory() as session:
+            site_ids = list(session.scalars(select(Site.id).order_by(Site.id)))
+        results: list[SitePurge] = []
+        for site_id in site_ids:
+            # One transaction per site: the site lock and the audit chain's lock
+            # (PostgreSQL) are held for one site's purge, not the whole district's.
+            with session_scope(factory) as session:
+                results += purge(session=session, site_id=site_id, actor="worker")
         for r in results:
             if r.anything:
                 log.info(
