@@ -68,7 +68,7 @@ from edge.quality import fuse_embeddings  # noqa: E402
 from edge.types import Detection  # noqa: E402
 
 FPIR_TARGETS = (0.01, 0.001)
-THRESHOLD_GRID = (0.25, 0.30, 0.325, 0.35, 0.375, 0.40, 0.45)
+THRESHOLD_GRID = (0.25, 0.30, 0.325, 0.35, 0.375, 0.40, 0.45, 0.50)
 ENROL_TRIES = 3
 """ours+retry: like a registry clerk asking for another photo, try up to this many
 of an identity's photos (in order) until one enrols."""
@@ -589,6 +589,10 @@ def _mean(vals: list[float]) -> float:
     return float(np.mean(vals)) if vals else float("nan")
 
 
+def _cell(x: float) -> str:
+    return "-" if np.isnan(x) else _pct(x).strip()
+
+
 def print_summary(by_pack: list[tuple[str, float, list[dict[str, Any]]]]) -> None:
     """One line per pack x population x enrolment: the issue's headline numbers."""
     print("\n== summary (mean over splits; FNIR excludes identities that failed to enrol)")
@@ -605,7 +609,7 @@ def print_summary(by_pack: list[tuple[str, float, list[dict[str, Any]]]]) -> Non
                     # Fewer than 1/f strangers: the threshold sits above every
                     # stranger, the FPIR target itself is not measured.
                     mark = "*" if n_str * f < 1 else ""
-                    cells.append(_pct(_mean(vals)).strip() + mark if vals else "-")
+                    cells.append(_cell(_mean(vals)) + mark if vals else "-")
                 fte = _mean([sp["fte"] / max(sp["enrolled"], 1) for sp in splits])
                 rows.append(
                     [
@@ -613,7 +617,7 @@ def print_summary(by_pack: list[tuple[str, float, list[dict[str, Any]]]]) -> Non
                         str(rep["population"]),
                         title,
                         *cells,
-                        _pct(fte).strip(),
+                        _cell(fte),
                         f"{col['ms_per_face']:.1f}",
                     ]
                 )

