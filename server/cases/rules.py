@@ -107,13 +107,13 @@ class CaseRule(BaseModel):
         description="The members' centroid must match that occupant at least this well.",
     )
     attribute_margin: float = Field(
-        default=0.05,
+        default=0.10,
         ge=0.0,
         le=2.0,
         description="... and beat every other occupant of the site by this much.",
     )
     attribute_centroid_min_unseen: float = Field(
-        default=0.40,
+        default=0.35,
         ge=-1.0,
         le=1.0,
         description=(
