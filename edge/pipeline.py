@@ -47,7 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edge.capture import Frame, ReconnectPolicy, VideoSource
 from edge.motion import MotionConfig, MotionGate
-from edge.tracker import FaceSample, IoUTracker, Track, TrackerConfig
+from edge.tracker import FaceSample, IoUTracker, Track, TrackerConfig, iou
 from edge.types import BBox, Detection, Embedding, FaceQuality
 
 log = logging.getLogger(__name__)
@@ -291,6 +291,10 @@ def fuse(embeddings: npt.NDArray[np.float32], weights: Sequence[float]) -> Embed
     return (mean / norm).astype(np.float32)
 
 
+_FOLLOW_FACE_PX = 112.0
+"""Face size aimed at in a burst frame's detector input (the recogniser's input side)."""
+
+
 def _engine_det_size(engine: EngineLike) -> int:
     """The engine's configured detector size (640 when it does not say)."""
     config = getattr(engine, "config", None)
@@ -328,6 +332,15 @@ def _roi(
     return ix1, iy1, ix2, iy2
 
 
+def _nms(dets: list[Detection], iou_max: float) -> list[Detection]:
+    """Best-score-first non-maximum suppression (overlapping follow regions)."""
+    keep: list[Detection] = []
+    for d in sorted(dets, key=lambda d: -d.det_score):
+        if all(iou(d.bbox, k.bbox) <= iou_max for k in keep):
+            keep.append(d)
+    return keep
+
+
 def _offset(det: Detection, dx: float, dy: float) -> Detection:
     """A detection in crop pixels moved to frame pixels."""
     b = det.bbox
@@ -362,6 +375,8 @@ class Pipeline:
         self._burst_every = 1
         self._step = 1  # frames between analysed frames right now (read by want())
         self._last_taken: int | None = None
+        self._last_base: int | None = None  # frame index of the last base frame
+        self._moved = False  # the motion gate's answer on the last base frame
         self._last_detect: float | None = None  # timestamps of the last detector calls
         self._last_full: float | None = None
         self._hungry_k = self.config.hungry_faces or self.config.tracker.best_k
@@ -388,51 +403,111 @@ class Pipeline:
         self._last_taken = index
         return True
 
-    def _hungry(self, now: float) -> bool:
-        """Some live track lacks usable faces and is young enough to be worth a burst."""
+    def _hungry(self, now: float) -> list[Track]:
+        """Live tracks that lack usable faces and are young enough to be worth a burst."""
         hmax = self.config.hunger_max_s
-        return any(
-            t.usable_faces < self._hungry_k and now - t.started_at <= hmax
+        return [
+            t
             for t in self.tracker.active
-        )
+            if t.usable_faces < self._hungry_k and now - t.started_at <= hmax
+        ]
 
     # -- per frame ---------------------------------------------------------
     def process(self, frame: Frame) -> list[TrackResult]:
-        """Analyse one (sampled) frame; returns the tracks that ended with it."""
+        """Analyse one (sampled) frame; returns the tracks that ended with it.
+
+        A *base* frame (one per ``analyse_fps`` step) runs the motion gate and,
+        when something moved or a still track is due a check, a full search
+        (the region of interest, or the whole frame). Frames between base
+        frames are *burst* frames, taken only while a moving track is hungry:
+        they search only around the hungry tracks, at a face-sized input, and
+        start no new track (new faces are left to base frames).
+        """
         self.stats.frames_analysed += 1
-        if self._step == self._burst_every and self._burst_every < self._base_every:
-            self.stats.burst_frames += 1
         now = frame.timestamp
-        moved = self.motion.update(frame.image)
-        if moved:
-            self.stats.motion_frames += 1
+        last = self._last_base
+        base = last is None or not 0 <= frame.index - last < self._base_every
         ended: list[Track] = []
-        # Tracks alive but nothing moves (a person standing still, a poster): the
-        # detector only checks on them every still_detect_s. Nothing tracked and
-        # nothing moving: the detector stays off.
-        still_check = (
-            bool(self.tracker.active)
-            and self._since(self._last_detect, now) >= self.config.still_detect_s
-        )
-        if moved or still_check:
-            ended = self._detect_and_track(frame, moved)
-        self._step = self._burst_every if moved and self._hungry(now) else self._base_every
+        if base:
+            self._last_base = frame.index
+            moved = self._moved = self.motion.update(frame.image)
+            if moved:
+                self.stats.motion_frames += 1
+            # Tracks alive but nothing moves (a person standing still, a poster): the
+            # detector only checks on them every still_detect_s. Nothing tracked and
+            # nothing moving: the detector stays off.
+            still_check = (
+                bool(self.tracker.active)
+                and self._since(self._last_detect, now) >= self.config.still_detect_s
+            )
+            if moved or still_check:
+                ended = self._search(frame, moved)
+        else:
+            self.stats.burst_frames += 1
+            hungry = self._hungry(now)
+            if hungry:
+                ended = self._follow(frame, hungry)
+        self._step = self._burst_every if self._moved and self._hungry(now) else self._base_every
         return self._finish_all(ended)
 
     @staticmethod
     def _since(then: float | None, now: float) -> float:
-        return float("inf") if then is None else now - then
+        # + 1 us: file timestamps are index / fps, and 29/25 - 4/25 must count as 1.0 s.
+        return float("inf") if then is None else now - then + 1e-6
 
-    def _detect_and_track(self, frame: Frame, moved: bool) -> list[Track]:
-        engine = self.engine
-        now = frame.timestamp
+    def _search(self, frame: Frame, moved: bool) -> list[Track]:
+        """Detect on the region of interest or the whole frame; feed the tracker."""
         detections = self._detect(frame, moved)
+        self._count_call(frame.timestamp, detections)
+        tracks, ended = self.tracker.update(
+            [d.bbox for d in detections], frame_index=frame.index, timestamp=frame.timestamp
+        )
+        self._take_faces(frame, detections, tracks)
+        return ended
+
+    def _follow(self, frame: Frame, hungry: Sequence[Track]) -> list[Track]:
+        """Detect around the hungry tracks only (burst frame); feed only them."""
+        image = frame.image
+        h, w = image.shape[:2]
+        found: list[Detection] = []
+        for track in hungry:
+            pred = track.predicted(frame.index)
+            side = max(pred.width, pred.height, 1.0)
+            crop = _roi([_grow(pred, 1.5)], w, h, 1.0)  # 4x the face side, then squared
+            if crop is None:
+                continue
+            x1, y1, x2, y2 = crop
+            # The face at about the recogniser's 112 px (never upscaled past native):
+            # a face-sized input is a fraction of a full-frame call.
+            scale = min(1.0, _FOLLOW_FACE_PX / side)
+            size = max(self.config.roi_min_det_size, round(max(x2 - x1, y2 - y1) * scale))
+            size = -(-size // 32) * 32
+            self.stats.roi_detector_calls += 1
+            self.stats.detector_pixels += size * size
+            dets = self.engine.detect(np.ascontiguousarray(image[y1:y2, x1:x2]), det_size=size)
+            found.extend(_offset(d, x1, y1) for d in dets)
+        found = _nms(found, 0.5)
+        self._count_call(frame.timestamp, found)
+        owners, ended = self.tracker.follow(
+            [d.bbox for d in found],
+            tracks=[t.track_id for t in hungry],
+            frame_index=frame.index,
+            timestamp=frame.timestamp,
+        )
+        kept = [(d, t) for d, t in zip(found, owners, strict=True) if t is not None]
+        self._take_faces(frame, [d for d, _ in kept], [t for _, t in kept])
+        return ended
+
+    def _count_call(self, now: float, detections: Sequence[Detection]) -> None:
         self._last_detect = now
         self.stats.detector_calls += 1
         self.stats.detections += len(detections)
-        tracks, ended = self.tracker.update(
-            [d.bbox for d in detections], frame_index=frame.index, timestamp=now
-        )
+
+    def _take_faces(
+        self, frame: Frame, detections: Sequence[Detection], tracks: Sequence[Track]
+    ) -> None:
+        """Quality-gate each detected face; keep it if among its track's best k."""
+        engine = self.engine
         k = self.config.tracker.best_k
         for det, track in zip(detections, tracks, strict=True):
             # Align once: the quality gate measures sharpness on the aligned crop,
@@ -448,7 +523,7 @@ class Pipeline:
             track.offer(
                 FaceSample(
                     frame_index=frame.index,
-                    timestamp=now,
+                    timestamp=frame.timestamp,
                     detection=det,
                     quality=q,
                     aligned=aligned,
@@ -456,7 +531,6 @@ class Pipeline:
                 ),
                 k,
             )
-        return ended
 
     def _detect(self, frame: Frame, moved: bool) -> list[Detection]:
         """Full frame, or the region of interest at the full frame's pixel scale."""

@@ -27,7 +27,7 @@ class to cluster a naive baseline's per-frame detections into walk-ins.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -199,17 +199,57 @@ class IoUTracker:
     def update(
         self, boxes: Sequence[BBox], *, frame_index: int, timestamp: float
     ) -> tuple[list[Track], list[Track]]:
-        """Associate one analysed frame's boxes.
+        """Associate one analysed frame's boxes (the detector searched the whole frame,
+        or at least every live track's surroundings).
 
         Returns ``(tracks, ended)``: the track of each box (same order as
         ``boxes``; new tracks are started for unmatched boxes) and the tracks
         that ended: unmatched for more than ``max_gap_s``, or cut at
         ``max_track_s`` (their continuation is then the box's track).
         """
+        owner, ended = self._match(boxes, None, frame_index, timestamp)
+        result: list[Track] = []
+        for bi, box in enumerate(boxes):
+            found = owner[bi]
+            if found is None:
+                found = Track(
+                    track_id=self._next_id,
+                    bbox=box,
+                    start_frame=frame_index,
+                    end_frame=frame_index,
+                    started_at=timestamp,
+                    ended_at=timestamp,
+                )
+                found.boxes.append((frame_index, box))
+                self._next_id += 1
+                self._active.append(found)
+            result.append(found)
+        return result, ended
+
+    def follow(
+        self, boxes: Sequence[BBox], *, tracks: Collection[int], frame_index: int, timestamp: float
+    ) -> tuple[list[Track | None], list[Track]]:
+        """Associate boxes found by a detector call on the regions around ``tracks``
+        (ids) only: only those tracks can match or miss, and no track is started
+        (an unmatched box gets None; new faces are left to full searches).
+
+        Returns ``(tracks, ended)`` as :meth:`update`.
+        """
+        return self._match(boxes, set(tracks), frame_index, timestamp)
+
+    def _match(
+        self,
+        boxes: Sequence[BBox],
+        only: set[int] | None,
+        frame_index: int,
+        timestamp: float,
+    ) -> tuple[list[Track | None], list[Track]]:
         cfg = self.config
         ended: list[Track] = []
         pairs: list[tuple[float, int, int]] = []
         for ti, track in enumerate(self._active):
+            if only is not None and track.track_id not in only:
+                continue
             for bi, box in enumerate(boxes):
                 s = self._score(track, box, frame_index)
                 if s > 0:
@@ -235,31 +275,15 @@ class IoUTracker:
 
         still: list[Track] = []
         for ti, track in enumerate(self._active):
-            if ti not in matched_tracks:
+            looked = only is None or track.track_id in only
+            if ti not in matched_tracks and looked:
                 track.misses += 1
                 if timestamp - track.ended_at > cfg.max_gap_s:
                     ended.append(track)
                     continue
             still.append(track)
         self._active = still
-
-        result: list[Track] = []
-        for bi, box in enumerate(boxes):
-            found = owner[bi]
-            if found is None:
-                found = Track(
-                    track_id=self._next_id,
-                    bbox=box,
-                    start_frame=frame_index,
-                    end_frame=frame_index,
-                    started_at=timestamp,
-                    ended_at=timestamp,
-                )
-                found.boxes.append((frame_index, box))
-                self._next_id += 1
-                self._active.append(found)
-            result.append(found)
-        return result, ended
+        return owner, ended
 
     def _continuation(
         self, track: Track, *, box: BBox, frame_index: int, timestamp: float

@@ -188,11 +188,14 @@ def test_a_motionless_face_does_not_keep_the_detector_busy(
     video = make_video(tmp_path / "poster.mp4", [poster], fps=25.0, tail_s=0.0)
     pipe = Pipeline(engine, None)
     results = list(pipe.run(video.path))
-    # Every 5th frame, plus one burst frame (frame 2): the first frame counts as motion
-    # and its new track had no faces yet; after that nothing moves, so no burst.
-    assert pipe.stats.frames_analysed == 31 and pipe.stats.burst_frames == 1
-    # First frame, then one check a second (still_detect_s): t = 1, 2, 3, 4, 5.
-    assert pipe.stats.detector_calls == 6
+    # The first frame counts as motion and its new track has no face yet: a burst
+    # (frames 2 and 4) until the track has its best_k = 3 usable faces; then every 5th
+    # frame (9, 14, ..., 149), and nothing moves, so no further burst.
+    assert pipe.stats.burst_frames == 2
+    assert pipe.stats.frames_analysed == 3 + len(range(9, 150, 5))
+    # Frames 0, 2, 4, then one check a second (still_detect_s): frames 29, 54, ..., 129.
+    assert pipe.stats.detector_calls == 3 + 5
+    assert pipe.stats.roi_detector_calls == 2  # the burst frames looked around the face only
     assert len(results) == 1 and results[0].identity is None
     assert results[0].start_frame == 0 and results[0].end_frame >= 125
 
@@ -200,8 +203,8 @@ def test_a_motionless_face_does_not_keep_the_detector_busy(
     config = PipelineConfig(tracker=TrackerConfig(max_track_s=2.0))
     pipe = Pipeline(engine, None, config)
     pieces = list(pipe.run(video.path))
-    # Detector calls at frames 0, 27, 52, 77, 102, 127 (analysed frames 0, 2, 7, 12, ...;
-    # one a second); a piece is cut when a match comes 2 s or more after its start.
-    assert [(r.start_frame, r.end_frame) for r in pieces] == [(0, 27), (52, 77), (102, 127)]
+    # Detector calls at frames 0, 2, 4, 29, 54, 79, 104, 129; a piece is cut when a
+    # match comes 2 s or more after its start.
+    assert [(r.start_frame, r.end_frame) for r in pieces] == [(0, 29), (54, 79), (104, 129)]
     assert pieces[0].continued_from is None
     assert [r.continued_from for r in pieces[1:]] == [r.track_id for r in pieces[:-1]]
