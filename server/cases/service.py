@@ -236,7 +236,12 @@ def evaluate_clusters(
         if cluster.suppression in ("occupant", "neighbour", "whitelist"):
             continue
         if cluster.suppression == "likely_occupant":
-            # Re-checked as it grows: a look-alike's later sightings scatter and lift it.
+            # Re-checked as it grows (a look-alike's later sightings scatter and lift
+            # it), but only when its distinct days reach a checkpoint: a resident the
+            # edge misses is touched almost daily, and a full check every pass was the
+            # largest cost of evaluating clusters.
+            if len(cluster.days) not in RECHECK_AT_DAYS:
+                continue
             evidence = _evidence(session, cluster, config, site_templates)
             if attributes(evidence, config.rule):
                 cluster.occupant_id = evidence.occupant_id
@@ -298,6 +303,9 @@ def evaluate_clusters(
     session.flush()
     return opened
 
+
+RECHECK_AT_DAYS = frozenset({5, 8, 13, 21, 34, 55, 89})
+"""Distinct days seen at which a ``likely_occupant`` cluster's attribution is re-checked."""
 
 MAX_EVIDENCE_MEMBERS = 200
 """Most recent member sightings weighed by the attribution (bounds the query)."""

@@ -56,9 +56,15 @@ class PassStats:
 
 def sites_with_work(session: Session) -> list[int]:
     """Sites with unprocessed sightings, or with templates newer than their cursor."""
-    pending = set(
-        session.scalars(select(Sighting.site_id).where(Sighting.processed.is_(False)).distinct())
+    # One index seek per site on (site_id, processed), not a DISTINCT over every
+    # sighting's index entry: this runs at the start of every pass.
+    has_pending = (
+        select(Sighting.id)
+        .where(Sighting.site_id == Site.id, Sighting.processed.is_(False))
+        .limit(1)
+        .exists()
     )
+    pending = set(session.scalars(select(Site.id).where(has_pending)))
     newest = session.scalar(select(func.max(FaceTemplate.id))) or 0
     if newest:
         stale = session.scalars(
