@@ -217,46 +217,79 @@ def _remote_import(
     transport: httpx.BaseTransport | None,
 ) -> int:
     """``--server``: enrol the photos here, send rows and faces, print the server's report."""
-    from registry.importer import enrol_for_upload
+    from registry.errors import FacesNeeded
+    from registry.importer import KnownPhoto, PhotoFailure, enrol_for_upload
     from registry.photos import PhotoSource, open_photos
     from registry.reader import read_registry
-    from registry.remote import TOKEN_ENV, build_payload, import_url, upload
+    from registry.remote import (
+        TOKEN_ENV,
+        RemoteResult,
+        build_payload,
+        import_url,
+        site_photos,
+        upload,
+    )
+    from registry.store import NewFace
 
     token = args.token or os.environ.get(TOKEN_ENV, "")
     if not token.strip():
         raise InputError(f"--server needs an API token: --token or {TOKEN_ENV}")
-    import_url(args.server, args.site)  # a bad URL is refused before a long enrolment
-    sheet = read_registry(args.file)
-    photos: PhotoSource | None = open_photos(args.photos) if args.photos else None
-    try:
-        faces, model_id = enrol_for_upload(
-            sheet,
-            photos=photos,
-            enroller=engine_factory,
-            progress=args.progress or sys.stderr.isatty(),
-        )
-    finally:
-        if photos is not None:
-            photos.close()
-    if model_id is None:  # no photo needed the engine: name the pack's model without loading it
-        from edge.errors import LintelEdgeError
-        from edge.models import resolve_pack
+    from edge.errors import LintelEdgeError
+    from edge.models import resolve_pack
 
+    token = token.strip()
+    import_url(args.server, args.site)  # a bad URL is refused before a long enrolment
+    try:
+        pack_model = resolve_pack(args.model).model_id  # cheap: nothing is loaded
+    except LintelEdgeError as exc:
+        raise InputError(f"--model {args.model}: {exc}") from None
+    sheet = read_registry(args.file)
+    known = site_photos(server=args.server, token=token, site=args.site, transport=transport)
+    if args.photos and known.model_id is not None and known.model_id != pack_model:
+        # Found out now rather than after enrolling every photo.
+        raise InputError(
+            f"the site's gallery uses model {known.model_id!r} but --model {args.model} is "
+            f"{pack_model!r}; templates of another model never reach its edges"
+        )
+
+    def enrol(skip: frozenset[str]) -> tuple[dict[int, NewFace | PhotoFailure | KnownPhoto], str]:
+        photos: PhotoSource | None = open_photos(args.photos) if args.photos else None
         try:
-            model_id = resolve_pack(args.model).model_id
-        except LintelEdgeError as exc:
-            raise InputError(f"--model {args.model}: {exc}") from None
-    payload = build_payload(sheet, faces, model_id=model_id, allow_same_face=args.allow_same_face)
-    result = upload(
-        payload,
-        server=args.server,
-        token=token.strip(),
-        site=args.site,
-        dry_run=args.dry_run,
-        partial=args.partial,
-        sync=args.sync,
-        transport=transport,
-    )
+            faces, model_id = enrol_for_upload(
+                sheet,
+                photos=photos,
+                enroller=engine_factory,
+                progress=args.progress or sys.stderr.isatty(),
+                known_sha256=skip,
+            )
+        finally:
+            if photos is not None:
+                photos.close()
+        # No photo needed the engine: the pack's model names a new site's gallery.
+        return faces, model_id or pack_model
+
+    def send(faces: dict[int, NewFace | PhotoFailure | KnownPhoto], model_id: str) -> RemoteResult:
+        payload = build_payload(
+            sheet, faces, model_id=model_id, allow_same_face=args.allow_same_face
+        )
+        return upload(
+            payload,
+            server=args.server,
+            token=token,
+            site=args.site,
+            dry_run=args.dry_run,
+            partial=args.partial,
+            sync=args.sync,
+            transport=transport,
+        )
+
+    try:
+        result = send(*enrol(known.photo_sha256))
+    except FacesNeeded as exc:
+        # A known photo now belongs to someone else (or the register changed since
+        # we asked): nothing was written; enrol every photo and send once more.
+        log.info("server needs the faces of rows %s; enrolling every photo", exc.rows)
+        result = send(*enrol(frozenset()))
     return _finish(args, result.report, result.gallery_version)
 
 

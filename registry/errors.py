@@ -43,3 +43,14 @@ class NotSupportedError(InputError):
 
 class RemoteError(InputError):
     """``--server``: the server is unreachable, refused the token, or refused the import."""
+
+
+class FacesNeeded(RegistryError):
+    """Remote import: rows whose photo the client skipped as known need their face after all.
+
+    Raised before anything is written; the client enrols every photo and sends again.
+    """
+
+    def __init__(self, rows: tuple[int, ...]) -> None:
+        super().__init__(f"rows {', '.join(map(str, rows[:20]))} need their faces enrolled")
+        self.rows = rows

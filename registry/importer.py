@@ -24,7 +24,7 @@ import numpy.typing as npt
 
 from edge.errors import EnrolmentError, LintelEdgeError
 from registry.enrol import EnrolBackend, Enroller, Job, as_backend
-from registry.errors import InputError, PhotoError
+from registry.errors import FacesNeeded, InputError, PhotoError
 from registry.idnumber import ProtectedId
 from registry.photos import PhotoSource
 from registry.reader import Sheet
@@ -67,8 +67,16 @@ class PhotoFailure:
     message: str
 
 
-Enrolled = Mapping[int, NewFace | PhotoFailure]
-"""Row -> the face a client enrolled from that row's photo, or why it could not."""
+@dataclass(frozen=True, slots=True)
+class KnownPhoto:
+    """A photo the client did not enrol: the server already holds a template of it."""
+
+    photo_sha256: str
+
+
+Enrolled = Mapping[int, NewFace | PhotoFailure | KnownPhoto]
+"""Row -> the face a client enrolled from that row's photo, or why it could not, or
+that it skipped the photo because the site already had it (see :func:`enrol_for_upload`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,6 +282,7 @@ def _enrol_photos(
     enroller_factory: Callable[[], Enroller | EnrolBackend] | None,
     *,
     bundled_default: bool = True,
+    known: tuple[frozenset[str], dict[int, str]] | None = None,
 ) -> tuple[dict[int, NewFace], str]:
     """Read every row's photo and enrol the new or changed ones (with a progress bar)."""
     from tqdm import tqdm
@@ -314,6 +323,10 @@ def _enrol_photos(
             ):
                 bar.update(1)  # the same photo is already enrolled with the site's model
                 continue
+            if known is not None and sha in known[0]:
+                known[1][record.row] = sha  # the server has it (remote import)
+                bar.update(1)
+                continue
             hashes[record.row] = sha
             yield Job(record.row, photo, data)
 
@@ -349,15 +362,18 @@ def enrol_for_upload(
     photos: PhotoSource | None,
     enroller: Callable[[], Enroller | EnrolBackend] | None,
     progress: bool = False,
-) -> tuple[dict[int, NewFace | PhotoFailure], str | None]:
+    known_sha256: frozenset[str] = frozenset(),
+) -> tuple[dict[int, NewFace | PhotoFailure | KnownPhoto], str | None]:
     """Enrol the photos of a sheet's valid rows on this machine, for a remote import.
 
-    Returns (row -> face or failure, the engine's model id or None when no photo
+    Returns (row -> outcome, the engine's model id or None when no photo
     needed the engine). Validation here only decides which rows are worth
     enrolling: it uses a throwaway key (equal ID numbers still hash equal, so
     duplicate rows are found), and the server validates every row again with
-    its own key. Every photo is enrolled, changed or not: the client does not
-    see the register, the server skips the faces of unchanged photos.
+    its own key. A photo whose SHA-256 is in ``known_sha256`` (the site's
+    registry photos, from the server) is not enrolled: the server keeps its
+    template when the row's occupant is the one it belongs to, and otherwise
+    asks for the face (:class:`~registry.errors.FacesNeeded`).
     """
     import secrets
 
@@ -365,8 +381,18 @@ def enrol_for_upload(
     run = _Run(sheet, snapshot, ImportOptions(site="", progress=progress), secrets.token_bytes(32))
     run.issues.clear()  # only the photo issues below are sent
     records = list(run.validated.records)
-    faces, model_id = _enrol_photos(run, records, {}, photos, enroller, bundled_default=False)
-    out: dict[int, NewFace | PhotoFailure] = dict(faces)
+    skipped: dict[int, str] = {}
+    faces, model_id = _enrol_photos(
+        run,
+        records,
+        {},
+        photos,
+        enroller,
+        bundled_default=False,
+        known=(known_sha256, skipped),
+    )
+    out: dict[int, NewFace | PhotoFailure | KnownPhoto] = dict(faces)
+    out.update({row: KnownPhoto(sha) for row, sha in skipped.items()})
     for issue in run.issues:
         out.setdefault(issue.row, PhotoFailure(issue.reason, issue.message))
     return out, model_id or None
@@ -382,6 +408,7 @@ def _replay_enrolled(
     """:func:`_enrol_photos` for faces enrolled by the client: same skips, same refusals."""
     site_model = run.snapshot.model_id
     faces: dict[int, NewFace] = {}
+    needed: list[int] = []
     for record in records:
         if not record.photo:
             continue
@@ -399,6 +426,11 @@ def _replay_enrolled(
             and (site_model is None or stored.template_model_id == site_model)
         ):
             continue  # the same photo is already enrolled with the site's model
+        if isinstance(outcome, KnownPhoto):
+            # The site knows the photo, but not as this row's occupant's (it moved to
+            # another person, or the register changed since the client asked).
+            needed.append(record.row)
+            continue
         model = site_model or default_model_id or outcome.model_id
         if outcome.model_id != model:
             raise InputError(
@@ -406,6 +438,8 @@ def _replay_enrolled(
                 f"{outcome.model_id!r}; templates of another model never reach its edges"
             )
         faces[record.row] = outcome
+    if needed:
+        raise FacesNeeded(tuple(needed))
     return faces, site_model or default_model_id or _bundled_model_id()
 
 

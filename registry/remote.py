@@ -6,7 +6,8 @@ key that hashes them, and TLS protects them in transit) and the faces
 (embeddings, model id, quality, the photo's SHA-256) travel, in ONE request to
 ``POST /api/v1/sites/{site}/registry/import``. The server plans and writes with
 the same code as the local ``--db`` import and answers with the report, which
-the CLI prints and writes exactly as in local mode.
+the CLI prints and writes exactly as in local mode. Photos the site already
+holds (by SHA-256, asked first) are not enrolled again, as in local mode.
 
 No chunking: one file is one request and one transaction, so all-or-nothing,
 duplicate checks across rows and ``--sync`` keep their meaning. The server's
@@ -26,8 +27,8 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
-from registry.errors import RemoteError
-from registry.importer import PhotoFailure
+from registry.errors import FacesNeeded, RemoteError
+from registry.importer import KnownPhoto, PhotoFailure
 from registry.reader import CellValue, Sheet
 from registry.report import ImportReport, RowIssue, Summary
 from registry.store import NewFace
@@ -69,9 +70,34 @@ def _cell(value: CellValue) -> str | int | float | bool | None:
     return value
 
 
+@dataclass(frozen=True, slots=True)
+class SitePhotos:
+    """What the server already holds of a site: its gallery model and registry photos."""
+
+    model_id: str | None
+    photo_sha256: frozenset[str]
+
+
+def site_photos(
+    *, server: str, token: str, site: str, transport: httpx.BaseTransport | None = None
+) -> SitePhotos:
+    """``GET .../registry/photos``: the photos not worth enrolling again (empty: new site)."""
+    url = import_url(server, site).removesuffix("/import") + "/photos"
+    response = _request("GET", url, server, token, transport)
+    if response.status_code == 404 and _code(response) != "not_found":
+        return SitePhotos(None, frozenset())  # an older server: enrol every photo
+    if response.status_code != 200:
+        raise RemoteError(_explain(response, server, site))
+    try:
+        data = response.json()
+        return SitePhotos(data["model_id"], frozenset(str(s) for s in data["photo_sha256"]))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise RemoteError(f"{server}: the answer is not a list of photos ({exc})") from None
+
+
 def build_payload(
     sheet: Sheet,
-    faces: Mapping[int, NewFace | PhotoFailure],
+    faces: Mapping[int, NewFace | PhotoFailure | KnownPhoto],
     *,
     model_id: str,
     allow_same_face: bool,
@@ -81,8 +107,11 @@ def build_payload(
 
     templates: list[dict[str, Any]] = []
     issues: list[dict[str, Any]] = []
+    known: list[dict[str, Any]] = []
     for row, outcome in sorted(faces.items()):
-        if isinstance(outcome, PhotoFailure):
+        if isinstance(outcome, KnownPhoto):
+            known.append({"row": row, "photo_sha256": outcome.photo_sha256})
+        elif isinstance(outcome, PhotoFailure):
             issues.append({"row": row, "reason": outcome.reason, "message": outcome.message})
         else:
             templates.append(
@@ -103,6 +132,7 @@ def build_payload(
         ],
         "templates": templates,
         "photo_issues": issues,
+        "known_photos": known,
         "model_id": model_id,
         "allow_same_face": allow_same_face,
     }
@@ -119,13 +149,37 @@ def upload(
     sync: bool,
     transport: httpx.BaseTransport | None = None,
 ) -> RemoteResult:
-    """POST the import; the server's report, or :class:`RemoteError` with a clear reason."""
+    """POST the import; the server's report, or :class:`RemoteError` with a clear reason.
+
+    :class:`~registry.errors.FacesNeeded` when the server needs the faces of photos
+    the client skipped as known (nothing was written; enrol them and send again).
+    """
     url = import_url(server, site)
     params = {"dry_run": _flag(dry_run), "partial": _flag(partial), "sync": _flag(sync)}
+    response = _request("POST", url, server, token, transport, params=params, json=payload)
+    if response.status_code == 409 and _code(response) == "faces_needed":
+        rows = response.json().get("rows", [])
+        raise FacesNeeded(tuple(int(r) for r in rows))
+    if response.status_code != 200:
+        raise RemoteError(_explain(response, server, site))
+    try:
+        return _result(response.json())
+    except (ValueError, KeyError, TypeError) as exc:
+        raise RemoteError(f"{server}: the answer is not an import report ({exc})") from None
+
+
+def _request(
+    method: str,
+    url: str,
+    server: str,
+    token: str,
+    transport: httpx.BaseTransport | None,
+    **kwargs: Any,
+) -> httpx.Response:
     headers = {"Authorization": f"Bearer {token}"}
     client = httpx.Client(timeout=TIMEOUT, transport=transport)
     try:
-        response = client.post(url, params=params, json=payload, headers=headers)
+        return client.request(method, url, headers=headers, **kwargs)
     except httpx.TimeoutException:
         raise RemoteError(
             f"{server}: no answer in time; the import may still finish on the server "
@@ -136,12 +190,14 @@ def upload(
     finally:
         if transport is None:  # closing the client closes a caller's transport too
             client.close()
-    if response.status_code != 200:
-        raise RemoteError(_explain(response, server, site))
+
+
+def _code(response: httpx.Response) -> str:
     try:
-        return _result(response.json())
-    except (ValueError, KeyError, TypeError) as exc:
-        raise RemoteError(f"{server}: the answer is not an import report ({exc})") from None
+        body = response.json()
+    except ValueError:
+        return ""
+    return str(body.get("code", "")) if isinstance(body, dict) else ""
 
 
 def _flag(value: bool) -> str:

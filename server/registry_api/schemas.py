@@ -103,6 +103,25 @@ class PhotoIssueIn(BaseModel):
         return _no_nul(text)
 
 
+class KnownPhotoIn(BaseModel):
+    """A row whose photo the client did not enrol: the site already had that photo."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    row: int = Field(ge=1)
+    photo_sha256: Sha256
+
+
+class RegistryPhotosOut(BaseModel):
+    """The site's gallery model and the SHA-256 of every photo its registry templates
+    come from (of that model): photos the client need not enrol again."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_id: str | None = Field(description="None: the site does not exist yet.")
+    photo_sha256: list[str]
+
+
 class RegistryImportIn(BaseModel):
     """One whole registry file and its enrolled faces."""
 
@@ -115,6 +134,12 @@ class RegistryImportIn(BaseModel):
     rows: list[RowIn] = Field(min_length=1, max_length=MAX_ROWS)
     templates: list[TemplateIn] = Field(default_factory=list, max_length=MAX_ROWS)
     photo_issues: list[PhotoIssueIn] = Field(default_factory=list, max_length=MAX_ROWS)
+    known_photos: list[KnownPhotoIn] = Field(
+        default_factory=list,
+        max_length=MAX_ROWS,
+        description="Rows whose photo the site already holds (GET .../registry/photos); a "
+        "row whose occupant's template is not that photo answers 409 faces_needed.",
+    )
     model_id: str = Field(
         min_length=1,
         max_length=128,

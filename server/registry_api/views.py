@@ -9,7 +9,10 @@ external id, else ID hash, and writes the plan in ONE transaction through
 code the local ``--db`` import runs, so both modes plan and report the same.
 
 Query flags ``dry_run``, ``partial`` and ``sync`` mean what the CLI options
-mean. Admins may import into any site and create new ones; managers only into
+mean. ``GET /api/v1/sites/{site}/registry/photos`` lists the SHA-256 of the
+photos the site's registry templates come from, so the client enrols only new
+or changed photos (409 ``faces_needed`` when a skipped one is needed after all).
+Admins may import into any site and create new ones; managers only into
 their own sites; viewers never. Each call leaves exactly one audit event
 (``registry.import``, actor ``user:<id>``), also a dry run or a refused file:
 the import compares faces with the register, which is worth a trace.
@@ -24,18 +27,19 @@ import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from registry.errors import InputError, StoreError
-from registry.importer import Enrolled, ImportOptions, PhotoFailure, run_import
+from registry.errors import FacesNeeded, InputError, StoreError
+from registry.importer import Enrolled, ImportOptions, KnownPhoto, PhotoFailure, run_import
 from registry.reader import RawRow, Sheet
-from registry.store import NewFace, Plan, SessionStore
+from registry.store import NewFace, Plan, SessionStore, read_snapshot
 from server.audit.service import record
 from server.cases.views import Caller, current_manager
 from server.errors import Conflict, Forbidden, InvalidInput
 from server.registry_api.errors import Misconfigured
-from server.registry_api.schemas import ImportReportOut, RegistryImportIn
+from server.registry_api.schemas import ImportReportOut, RegistryImportIn, RegistryPhotosOut
 from server.security import SessionDep
 from server.sites.models import Site
 from server.wire import decode_embedding
@@ -53,9 +57,10 @@ MIN_SECRET_BYTES = 16
 
 
 def _enrolled(body: RegistryImportIn) -> Enrolled:
-    out: dict[int, NewFace | PhotoFailure] = {
+    out: dict[int, NewFace | PhotoFailure | KnownPhoto] = {
         i.row: PhotoFailure(i.reason, i.message) for i in body.photo_issues
     }
+    out.update({k.row: KnownPhoto(k.photo_sha256) for k in body.known_photos})
     for t in body.templates:
         out[t.row] = NewFace(
             embedding=decode_embedding(t.embedding_b64),
@@ -89,6 +94,23 @@ def _check_access(session: SessionDep, caller: Caller, site: str) -> None:
     caller.check_site(site_id)
 
 
+@router.get(
+    "/sites/{site:path}/registry/photos",
+    summary="The site's gallery model and the photos its registry templates come from",
+    response_model=RegistryPhotosOut,
+)
+def registry_photos(site: str, session: SessionDep, caller: ManagerDep) -> RegistryPhotosOut:
+    """What a client need not enrol again (SHA-256 of photos, never faces)."""
+    _check_access(session, caller, site)
+    snapshot = read_snapshot(session, site)
+    shas = {
+        o.photo_sha256
+        for o in snapshot.occupants
+        if o.photo_sha256 is not None and o.template_model_id == snapshot.model_id
+    }
+    return RegistryPhotosOut(model_id=snapshot.model_id, photo_sha256=sorted(shas))
+
+
 @router.post(
     "/sites/{site:path}/registry/import",
     summary="Import a property registry (rows + client-enrolled faces) into a site",
@@ -103,7 +125,7 @@ def import_registry(
     dry_run: Annotated[bool, Query(description="validate and plan; write nothing")] = False,
     partial: Annotated[bool, Query(description="write the good rows even if some fail")] = False,
     sync: Annotated[bool, Query(description="move out occupants missing from the file")] = False,
-) -> ImportReportOut:
+) -> ImportReportOut | JSONResponse:
     """Plan and (unless a row fails, or ``dry_run``) write the import in one transaction."""
     _check_access(session, caller, site)
     secret = request.app.state.settings.secret_key.get_secret_value().encode("utf-8")
@@ -137,6 +159,12 @@ def import_registry(
             secret=secret,
             enrolled=_enrolled(body),
             model_id=body.model_id,
+        )
+    except FacesNeeded as exc:
+        # Nothing written; the client enrols every photo and sends again.
+        return JSONResponse(
+            {"detail": str(exc), "code": "faces_needed", "rows": list(exc.rows)},
+            status_code=409,
         )
     except InputError as exc:
         raise InvalidInput(str(exc)) from None

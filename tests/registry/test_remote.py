@@ -288,6 +288,85 @@ def test_photo_problems_are_reported_as_in_local_mode(
     assert sqlite_server.counts()[1:] == (1, 1)
 
 
+def test_known_photos_are_not_enrolled_again_unless_they_changed_hands(
+    sqlite_server: Server,
+    tmp_path: Path,
+    photo_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import registry.importer as importer
+
+    first = _csv(tmp_path, ROWS[:2], "first.csv")
+    # The same two people with their photos swapped: both photos are known to the
+    # site, but each now belongs to the other occupant.
+    swapped = _csv(
+        tmp_path,
+        [ROWS[0].replace("p0.jpg", "p1.jpg"), ROWS[1].replace("p1.jpg", "p0.jpg")],
+        "swapped.csv",
+    )
+    local_db = f"sqlite:///{tmp_path / 'local.sqlite3'}"
+    photos = ["--photos", str(photo_dir)]
+    sent: list[int] = []
+    real = importer.enrol_for_upload
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        faces, model = real(*args, **kwargs)
+        sent.append(sum(isinstance(f, importer.NewFace) for f in faces.values()))
+        return faces, model
+
+    monkeypatch.setattr(importer, "enrol_for_upload", counting)
+    outs = []
+    for reg in (first, first, swapped):
+        assert main(["import", "--site", SITE, str(reg), *photos, "--db", local_db]) == 0
+        local_out = capsys.readouterr().out
+        assert sqlite_server.run(["--site", SITE, str(reg), *photos]) == 0
+        assert capsys.readouterr().out == local_out
+        outs.append(local_out)
+    assert "unchanged 2" in outs[1] and "updated 2" in outs[2]
+    # First import: 2 faces; re-import: none (known); swap: none, then every photo.
+    assert sent == [2, 0, 0, 2]
+    _occ, templates = _register(sqlite_server.engine, SITE)
+    local_engine = make_engine(local_db)
+    try:
+        _occ, local_templates = _register(local_engine, SITE)
+    finally:
+        local_engine.dispose()
+    assert [t[:2] for t in templates] == [t[:2] for t in local_templates]
+
+    # The endpoint the client asks: the site's model and its photos' digests, for managers.
+    client = httpx.Client(transport=sqlite_server.transport, base_url=URL)
+    path = f"/api/v1/sites/{SITE}/registry/photos"
+    data = client.get(path, headers={"Authorization": f"Bearer {sqlite_server.tokens['admin']}"})
+    assert data.json()["model_id"] == MODEL_ID
+    assert sorted(data.json()["photo_sha256"]) == sorted(
+        t[1][len("registry:") :] for t in templates
+    )
+    other = client.get(path, headers={"Authorization": f"Bearer {sqlite_server.tokens['other']}"})
+    assert other.status_code == 403
+
+
+def test_a_pack_of_another_model_is_refused_before_enrolling(
+    sqlite_server: Server,
+    tmp_path: Path,
+    photo_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import registry.importer as importer
+
+    def never(*_args: Any, **_kwargs: Any) -> Any:
+        raise AssertionError("enrolled photos for a site of another model")
+
+    monkeypatch.setattr(importer, "enrol_for_upload", never)
+    reg = _csv(tmp_path, ROWS[:1])
+    args = ["--site", "东区", str(reg), "--photos", str(photo_dir), "--model", "sface"]
+    assert sqlite_server.run(args) == 2
+    err = capsys.readouterr().err
+    assert "never reach its edges" in err and "Traceback" not in err
+    assert sqlite_server.counts()[1] == 0
+
+
 def test_a_short_server_key_is_a_clear_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
