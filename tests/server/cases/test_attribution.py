@@ -42,10 +42,15 @@ def _unit(v: npt.NDArray[np.float64]) -> npt.NDArray[np.float32]:
     return (v / np.linalg.norm(v)).astype(np.float32)
 
 
-def _pointing(stranger: npt.NDArray[np.float32], target: npt.NDArray[np.float32], seed: int) -> Any:
-    """A sighting of ``stranger`` that happens to resemble ``target`` a little (~0.35)."""
+def _pointing(
+    stranger: npt.NDArray[np.float32],
+    target: npt.NDArray[np.float32],
+    seed: int,
+    weight: float = 0.4,
+) -> Any:
+    """A sighting of ``stranger`` that happens to resemble ``target`` a little (~0.4)."""
     noise = np.random.default_rng(seed).standard_normal(DIM) * 0.01
-    return _unit(0.9 * stranger + 0.4 * target + noise)
+    return _unit(0.9 * stranger + weight * target + noise)
 
 
 def _known(occupant_id: int, day: int) -> dict[str, Any]:
@@ -254,3 +259,48 @@ def test_a_stranger_whose_members_scatter_still_becomes_a_case(
             select(CaseEvent).where(CaseEvent.case_id == case.id, CaseEvent.kind == "opened")
         ).one()
         assert opened.detail is not None and opened.detail["evidence"]["share"] <= 0.5
+
+
+def test_a_look_alike_is_lifted_when_later_sightings_scatter(
+    engine: Engine, device: DeviceCreds
+) -> None:
+    stranger = person(51)
+    occupants = [person(500 + i) for i in range(5)]
+    with new_session(engine) as s:
+        ids = []
+        for i, vec in enumerate(occupants):
+            o = upsert_occupant(session=s, site_id=device.site_id, name=f"Resident {i}")
+            add_template(session=s, occupant_id=o.id, embedding=vec, model_id=MODEL)
+            ids.append(o.id)
+        s.commit()
+    # Days 0-2: every sighting happens to resemble resident 0 (a look-alike).
+    ingest(
+        engine,
+        device.device_id,
+        [
+            item(_pointing(stranger, occupants[0], d, 0.3), DAY0 + timedelta(days=d))
+            for d in range(3)
+        ]
+        + [_known(ids[0], d) for d in range(5)],
+    )
+    work(engine)
+    with new_session(engine) as s:
+        cluster = s.scalars(select(UnknownCluster)).one()
+        assert (cluster.suppression, cluster.occupant_id) == ("likely_occupant", ids[0])
+        assert s.scalar(select(func.count()).select_from(Case)) == 0
+    # Days 3-4: the same face resembles other residents; at the 5-day re-check
+    # resident 0 holds 3 of 7 members: the label is lifted and the case opens.
+    ingest(
+        engine,
+        device.device_id,
+        [
+            item(_pointing(stranger, occupants[1 + k], 10 + k), DAY0 + timedelta(days=3 + k // 2))
+            for k in range(4)
+        ],
+    )
+    work(engine)
+    with new_session(engine) as s:
+        cluster = s.scalars(select(UnknownCluster)).one()
+        assert cluster.suppression is None and cluster.occupant_id is None
+        case = s.scalars(select(Case)).one()
+        assert case.cluster_id == cluster.id
