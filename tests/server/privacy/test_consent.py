@@ -53,7 +53,9 @@ def test_manager_records_consent_and_the_export_shows_it(
     assert r.json()["consent_at"] is None and r.json()["consent_ref"] is None
     with new_session(engine) as s:
         details = s.scalars(
-            select(AuditEvent.detail).where(AuditEvent.action == "occupant.consent")
+            select(AuditEvent.detail)
+            .where(AuditEvent.action == "occupant.consent")
+            .order_by(AuditEvent.id)
         ).all()
     assert [d["consent"] for d in details if d] == [True, False]
 

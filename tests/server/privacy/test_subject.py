@@ -76,7 +76,9 @@ def test_export_holds_everything_and_biometrics_only_on_request(
             for t in s.scalars(select(FaceTemplate).where(FaceTemplate.occupant_id == occupant_id))
         }
         exports = s.scalars(
-            select(AuditEvent.detail).where(AuditEvent.action == "subject.export")
+            select(AuditEvent.detail)
+            .where(AuditEvent.action == "subject.export")
+            .order_by(AuditEvent.id)
         ).all()
     for t in templates:
         raw = base64.b64decode(t["embedding_f32le_b64"])
