@@ -40,3 +40,13 @@ def test_retention_out_of_bounds_is_refused(
         assert client.put(url, json=body, headers=admin).status_code == 422, body
     r = client.put(url, json={"crop_retention_days": 7}, headers=admin)
     assert r.status_code == 200 and r.json()["crop_retention_days"] == 7
+
+
+def test_oversized_bodies_are_refused_before_any_work(
+    engine: Engine, client: httpx.Client, device: DeviceCreds
+) -> None:
+    """The body limit (LINTEL_MAX_BODY_BYTES; 256 KiB in tests) holds on the admin routes."""
+    admin = user_token(engine, "root", "admin", [])
+    big = {"crop_retention_days": 7, "pad": "x" * 300_000}
+    r = client.put(f"{API_PREFIX}/sites/{device.site_id}/retention", json=big, headers=admin)
+    assert r.status_code == 413 and r.json()["code"] == "payload_too_large"
