@@ -30,6 +30,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from registry.errors import FacesNeeded, InputError, StoreError
 from registry.importer import Enrolled, ImportOptions, KnownPhoto, PhotoFailure, run_import
@@ -81,7 +82,7 @@ class _Store(SessionStore):
         return super().apply(plan)
 
 
-def _check_access(session: SessionDep, caller: Caller, site: str) -> None:
+def _check_access(session: Session, caller: Caller, site: str) -> None:
     """Managers import into their own sites; only admins may create a site by importing."""
     if not site.strip() or "\x00" in site or len(site) > 200:
         raise InvalidInput("the site name is empty, too long or holds NUL characters")
