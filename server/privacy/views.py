@@ -3,10 +3,11 @@
 Every route here but one is for admins (a user API token with role
 ``admin``): anonymous or unknown tokens get 401, managers and viewers 403.
 The exception is recording an occupant's consent/notice, which managers of
-the occupant's site may do too. Every call is itself audited
-(``audit.view``, ``audit.export``, ``subject.export``, ``subject.erase``,
-``site.retention``, ``occupant.consent``), in the same transaction as its
-effect.
+the occupant's site may do too. Every read of the log or of a person's data
+and every change is itself audited (``audit.view``, ``audit.export``,
+``subject.export``, ``subject.erase``, ``site.retention``,
+``occupant.consent``), in the same transaction as its effect; the chain check
+and the enrolment counts (no personal data) are not.
 """
 
 from __future__ import annotations
