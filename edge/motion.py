@@ -39,6 +39,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edge.types import BBox
 
+_MAX_REGIONS = 8
+"""More changed blobs than this are reported as one box around them all."""
+
 
 class MotionConfig(BaseModel):
     """Motion gate settings (see the module docstring for why these defaults)."""
@@ -109,6 +112,11 @@ class MotionGate:
         grown = cv2.dilate(mask.astype(np.uint8), np.ones((5, 5), np.uint8))
         n, _, stats, _ = cv2.connectedComponentsWithStats(grown, connectivity=8)
         sx, sy = w / mask.shape[1], h / mask.shape[0]
+        if n - 1 > _MAX_REGIONS:
+            # Many scattered blobs (a crowd, lighting flicker): one box around them all;
+            # the caller would not crop that many regions anyway.
+            ys, xs = np.nonzero(grown)
+            return [BBox(xs.min() * sx, ys.min() * sy, (xs.max() + 1) * sx, (ys.max() + 1) * sy)]
         out: list[BBox] = []
         for x, y, bw, bh, _area in stats[1:n]:
             out.append(BBox(x * sx, y * sy, (x + bw) * sx, (y + bh) * sy))

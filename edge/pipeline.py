@@ -157,8 +157,9 @@ class PipelineConfig(BaseModel):
         default=160,
         ge=64,
         le=1920,
-        description="Smallest detector input for a region of interest (a small region is "
-        "then seen at a finer scale than the full frame, never a coarser one).",
+        description="Smallest detector input for a region of interest: a smaller region is "
+        "widened (at the full frame's pixel scale), never upscaled, so a face is measured "
+        "the same whichever way it was found.",
     )
     full_detect_s: float = Field(
         default=2.0,
@@ -291,10 +292,6 @@ def fuse(embeddings: npt.NDArray[np.float32], weights: Sequence[float]) -> Embed
     return (mean / norm).astype(np.float32)
 
 
-_FOLLOW_FACE_PX = 112.0
-"""Face size aimed at in a burst frame's detector input (the recogniser's input side)."""
-
-
 def _engine_det_size(engine: EngineLike) -> int:
     """The engine's configured detector size (640 when it does not say)."""
     config = getattr(engine, "config", None)
@@ -307,29 +304,62 @@ def _grow(b: BBox, by: float) -> BBox:
     return BBox(b.x1 - dx, b.y1 - dy, b.x2 + dx, b.y2 + dy)
 
 
-def _roi(
-    regions: Sequence[BBox], w: int, h: int, max_area: float
-) -> tuple[int, int, int, int] | None:
-    """A square-ish crop (x1, y1, x2, y2) around ``regions``, or None for the full frame.
+Crop = tuple[int, int, int, int]
+"""(x1, y1, x2, y2) in frame pixels."""
 
-    The union is grown by half its size on every side and made square, so a
-    face never fills the crop (SCRFD misses faces that fill its input) and the
-    letterboxed detector input is not wasted on padding. None when there is no
-    region or the crop would cover more than ``max_area`` of the frame.
+_MAX_CROPS = 4
+"""More separate regions than this: one full-frame call is cheaper than the calls'
+fixed costs (each SCRFD call pays ~1-2 ms of pre/post-processing)."""
+
+
+def _square(b: BBox, w: int, h: int, min_side: float = 8.0) -> Crop:
+    """The square around ``b`` (side = its longer side, at least ``min_side``), moved
+    inside the frame where it crosses an edge and clipped only where it is larger."""
+    side = min(max(b.width, b.height, min_side), float(max(w, h)))
+    cx, cy = (b.x1 + b.x2) / 2, (b.y1 + b.y2) / 2
+    x1 = int(min(max(0.0, cx - side / 2), max(0.0, w - side)))
+    y1 = int(min(max(0.0, cy - side / 2), max(0.0, h - side)))
+    return x1, y1, min(w, int(x1 + side) + 1), min(h, int(y1 + side) + 1)
+
+
+def _area(c: Crop) -> int:
+    return max(0, c[2] - c[0]) * max(0, c[3] - c[1])
+
+
+def _crops(
+    regions: Sequence[BBox], w: int, h: int, max_area: float, min_side: float
+) -> list[Crop] | None:
+    """Square crops covering ``regions`` (already grown by the caller), at least
+    ``min_side`` pixels wide, or None for the full frame.
+
+    Squares, because the detector letterboxes its input into a square: a square
+    crop fills it with picture instead of padding. Crops are merged while a merge
+    costs no extra area (overlapping or touching squares), and then the cheapest
+    merges until at most ``_MAX_CROPS`` remain. None when there is no region or
+    the crops together would cover more than ``max_area`` of the frame.
     """
-    if not regions:
+    crops = [_square(r, w, h, min_side) for r in regions]
+    crops = [c for c in crops if c[2] - c[0] >= 8 and c[3] - c[1] >= 8]
+    if not crops:
         return None
-    x1 = min(r.x1 for r in regions)
-    y1 = min(r.y1 for r in regions)
-    x2 = max(r.x2 for r in regions)
-    y2 = max(r.y2 for r in regions)
-    side = max(x2 - x1, y2 - y1) * 2.0
-    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-    ix1, iy1 = max(0, int(cx - side / 2)), max(0, int(cy - side / 2))
-    ix2, iy2 = min(w, int(cx + side / 2) + 1), min(h, int(cy + side / 2) + 1)
-    if ix2 - ix1 < 8 or iy2 - iy1 < 8 or (ix2 - ix1) * (iy2 - iy1) > max_area * w * h:
+    while len(crops) > 1:
+        best: tuple[int, int, int, Crop] | None = None
+        for i in range(len(crops)):
+            for j in range(i + 1, len(crops)):
+                a, b = crops[i], crops[j]
+                u = BBox(min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
+                merged = _square(u, w, h, min_side)
+                extra = _area(merged) - _area(a) - _area(b)
+                if best is None or extra < best[0]:
+                    best = (extra, i, j, merged)
+        assert best is not None
+        extra, i, j, merged = best
+        if extra > 0 and len(crops) <= _MAX_CROPS:
+            break
+        crops = [c for k, c in enumerate(crops) if k not in (i, j)] + [merged]
+    if sum(_area(c) for c in crops) > max_area * w * h:
         return None
-    return ix1, iy1, ix2, iy2
+    return crops
 
 
 def _nms(dets: list[Detection], iou_max: float) -> list[Detection]:
@@ -377,6 +407,7 @@ class Pipeline:
         self._last_taken: int | None = None
         self._last_base: int | None = None  # frame index of the last base frame
         self._moved = False  # the motion gate's answer on the last base frame
+        self._now = 0.0  # timestamp of the frame being processed
         self._last_detect: float | None = None  # timestamps of the last detector calls
         self._last_full: float | None = None
         self._hungry_k = self.config.hungry_faces or self.config.tracker.best_k
@@ -424,7 +455,7 @@ class Pipeline:
         start no new track (new faces are left to base frames).
         """
         self.stats.frames_analysed += 1
-        now = frame.timestamp
+        now = self._now = frame.timestamp
         last = self._last_base
         base = last is None or not 0 <= frame.index - last < self._base_every
         ended: list[Track] = []
@@ -466,27 +497,18 @@ class Pipeline:
         return ended
 
     def _follow(self, frame: Frame, hungry: Sequence[Track]) -> list[Track]:
-        """Detect around the hungry tracks only (burst frame); feed only them."""
+        """Detect around the hungry tracks only (burst frame); feed only them.
+
+        Detector calls on crops around their predicted boxes, at the full
+        frame's pixel scale: the faces are seen exactly as a full search would
+        see them (same size in the detector input, so the same quality), the
+        rest of the frame is not paid for.
+        """
         image = frame.image
         h, w = image.shape[:2]
-        found: list[Detection] = []
-        for track in hungry:
-            pred = track.predicted(frame.index)
-            side = max(pred.width, pred.height, 1.0)
-            crop = _roi([_grow(pred, 1.5)], w, h, 1.0)  # 4x the face side, then squared
-            if crop is None:
-                continue
-            x1, y1, x2, y2 = crop
-            # The face at about the recogniser's 112 px (never upscaled past native):
-            # a face-sized input is a fraction of a full-frame call.
-            scale = min(1.0, _FOLLOW_FACE_PX / side)
-            size = max(self.config.roi_min_det_size, round(max(x2 - x1, y2 - y1) * scale))
-            size = -(-size // 32) * 32
-            self.stats.roi_detector_calls += 1
-            self.stats.detector_pixels += size * size
-            dets = self.engine.detect(np.ascontiguousarray(image[y1:y2, x1:x2]), det_size=size)
-            found.extend(_offset(d, x1, y1) for d in dets)
-        found = _nms(found, 0.5)
+        regions = [_grow(t.predicted(frame.index), 1.5) for t in hungry]  # 4x the face side
+        crops = _crops(regions, w, h, self.config.roi_max_area, self._min_crop(w, h))
+        found = self._detect_in(image, crops)
         self._count_call(frame.timestamp, found)
         owners, ended = self.tracker.follow(
             [d.bbox for d in found],
@@ -533,29 +555,53 @@ class Pipeline:
             )
 
     def _detect(self, frame: Frame, moved: bool) -> list[Detection]:
-        """Full frame, or the region of interest at the full frame's pixel scale."""
+        """Full frame, or the region of interest (motion + live tracks)."""
         cfg = self.config
         image = frame.image
         h, w = image.shape[:2]
-        full_size = cfg.det_size or _engine_det_size(self.engine)
-        roi = None
+        crops = None
         if cfg.roi and self._since(self._last_full, frame.timestamp) < cfg.full_detect_s:
-            regions = list(self.motion.last_regions) if moved else []
-            for t in self.tracker.active:
-                regions.append(_grow(t.predicted(frame.index), 1.5))  # 4x the face side
-            roi = _roi(regions, w, h, cfg.roi_max_area)
-        if roi is None:
-            self._last_full = frame.timestamp
+            # A moving blob grown by half its size on every side: if the blob is only a
+            # head, the face still fills at most half the crop (SCRFD misses faces that
+            # fill its input). A track's predicted box grown to 4x the face side.
+            regions = [_grow(r, 0.5) for r in self.motion.last_regions] if moved else []
+            regions += [_grow(t.predicted(frame.index), 1.5) for t in self.tracker.active]
+            crops = _crops(regions, w, h, cfg.roi_max_area, self._min_crop(w, h))
+        return self._detect_in(image, crops)
+
+    def _min_crop(self, w: int, h: int) -> float:
+        """Smallest crop side: ``roi_min_det_size`` at the full frame's pixel scale.
+
+        Never a finer scale than the full frame either: near the quality gate's
+        limits the detector's box and keypoints depend on the scale (a 43 px face
+        in 1080p read as 22 px when a small crop was upscaled), and a face must
+        pass or fail the gate the same way whichever way it was searched.
+        """
+        full_size = self.config.det_size or _engine_det_size(self.engine)
+        return self.config.roi_min_det_size * max(w, h) / full_size
+
+    def _detect_in(self, image: npt.NDArray[np.uint8], crops: list[Crop] | None) -> list[Detection]:
+        """Detect in ``crops`` (each at the full frame's pixel scale: never coarser, so
+        no small face is lost) or, when None, on the whole frame at ``det_size``."""
+        cfg = self.config
+        h, w = image.shape[:2]
+        full_size = cfg.det_size or _engine_det_size(self.engine)
+        if crops is None:
+            self._last_full = self._now
             self.stats.detector_pixels += full_size * full_size
             return self.engine.detect(image, det_size=cfg.det_size)
-        x1, y1, x2, y2 = roi
-        scale = full_size / max(w, h)  # the full frame's pixel scale, never coarser
-        size = max(cfg.roi_min_det_size, round(max(x2 - x1, y2 - y1) * scale))
-        size = min(-(-size // 32) * 32, full_size)
-        self.stats.roi_detector_calls += 1
-        self.stats.detector_pixels += size * size
-        dets = self.engine.detect(np.ascontiguousarray(image[y1:y2, x1:x2]), det_size=size)
-        return [_offset(d, x1, y1) for d in dets]
+        scale = full_size / max(w, h)
+        found: list[Detection] = []
+        for x1, y1, x2, y2 in crops:
+            # Rounded up to the detector's stride of 32: at most 31 px finer than the
+            # full frame's scale.
+            size = min(-(-round(max(x2 - x1, y2 - y1) * scale) // 32) * 32, full_size)
+            self.stats.roi_detector_calls += 1
+            self.stats.detector_pixels += size * size
+            dets = self.engine.detect(np.ascontiguousarray(image[y1:y2, x1:x2]), det_size=size)
+            found.extend(_offset(d, x1, y1) for d in dets)
+        # Overlapping crops can find one face twice.
+        return _nms(found, 0.5) if len(crops) > 1 else found
 
     def flush(self) -> list[TrackResult]:
         """End every live track (end of stream) and return their results."""
