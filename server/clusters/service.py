@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from server.cases.rules import CaseRule, is_night, local_day, site_zone
@@ -276,14 +276,23 @@ def pending_sightings(*, session: Session, site_id: int, limit: int) -> Sequence
 
 
 def cluster_pending(
-    *, session: Session, site_id: int, config: SiteConfig, limit: int = 1000
+    *,
+    session: Session,
+    site_id: int,
+    config: SiteConfig,
+    limit: int = 1000,
+    cache: StateCache | None = None,
 ) -> BatchResult:
     """Cluster up to ``limit`` of the site's unprocessed sightings (flush only).
 
     The caller must hold the site (:func:`claim_site`) so that no other worker
-    clusters it at the same time.
+    clusters it at the same time. With a ``cache``, the clusters' numeric state
+    is taken from it when still valid and staged back afterwards; the caller
+    calls :meth:`StateCache.seal` once its own changes to the site are flushed.
     """
     result = BatchResult()
+    if cache is not None:
+        cache.begin(site_id)
     rows = pending_sightings(session=session, site_id=site_id, limit=limit)
     if not rows:
         return result
@@ -297,6 +306,7 @@ def cluster_pending(
 
     for model_id, items in by_model.items():
         _cluster_model(
+            cache=cache,
             session=session,
             site_id=site_id,
             model_id=model_id,
@@ -334,6 +344,7 @@ def cluster_pending(
 
 def _cluster_model(
     *,
+    cache: StateCache | None,
     session: Session,
     site_id: int,
     model_id: str,
@@ -346,7 +357,11 @@ def _cluster_model(
     seen_since = (
         None if horizon is None else min(r.started_at for r in items) - timedelta(days=horizon)
     )
-    states = load_states(session=session, site_id=site_id, model_id=model_id, seen_since=seen_since)
+    states = None if cache is None else cache.take(session, site_id, model_id, seen_since)
+    if states is None:
+        states = load_states(
+            session=session, site_id=site_id, model_id=model_id, seen_since=seen_since
+        )
     new_rows: dict[int, UnknownCluster] = {}
     current: list[Any] = [None]
 
@@ -427,6 +442,111 @@ def _cluster_model(
         if cid in clusterer.clusters:
             write_state(rows_by_id[cid], clusterer.clusters[cid])
             result.touched.add(cid)
+    if cache is not None:
+        cache.stage(session, site_id, model_id, list(clusterer.clusters.values()), seen_since)
+
+
+class StateCache:
+    """Clusters' numeric state kept between passes by one worker process.
+
+    Loading and decoding every live cluster of a site (up to ``horizon_days``
+    of strangers) is a fixed cost of every pass, whatever its size. The worker
+    keeps what the clusterer ended with and reuses it next pass when nothing
+    else changed the site's clusters. Validity: a fingerprint of the site's
+    active clusters of the model (count, max id, max ``updated_at``, summed
+    member count), taken after this worker's own changes are flushed
+    (:meth:`seal`) and compared at the start of the next pass (:meth:`take`).
+    Any other writer (another worker, a manager's action, a purge) updates a
+    row, so the fingerprint moves and the state is loaded afresh. An entry is
+    removed when taken, so a pass that fails before :meth:`seal` leaves nothing
+    stale behind.
+    """
+
+    def __init__(self, max_entries: int = 512) -> None:
+        self.max_entries = max_entries
+        self.hits = 0
+        self.misses = 0
+        self._valid: dict[tuple[str, int, str], _Cached] = {}
+        self._staged: dict[tuple[str, int, str], _Cached] = {}
+
+    @staticmethod
+    def _key(session: Session, site_id: int, model_id: str) -> tuple[str, int, str]:
+        url = session.get_bind().engine.url.render_as_string(hide_password=True)
+        return (url, site_id, model_id)
+
+    def begin(self, site_id: int) -> None:
+        """Drop what an earlier pass on the site staged but never sealed (it failed)."""
+        for key in [k for k in self._staged if k[1] == site_id]:
+            del self._staged[key]
+
+    def take(
+        self, session: Session, site_id: int, model_id: str, seen_since: datetime | None
+    ) -> list[ClusterState] | None:
+        """The cached states if still valid (the entry is removed either way)."""
+        entry = self._valid.pop(self._key(session, site_id, model_id), None)
+        if (
+            entry is None
+            or (entry.since is not None and (seen_since is None or seen_since < entry.since))
+            or entry.fingerprint != fingerprint(session=session, site_id=site_id, model_id=model_id)
+        ):
+            self.misses += 1
+            return None
+        self.hits += 1
+        cut = None if seen_since is None else seen_since.timestamp()
+        return [
+            st for st in entry.states if cut is None or st.last_seen is None or st.last_seen >= cut
+        ]
+
+    def stage(
+        self,
+        session: Session,
+        site_id: int,
+        model_id: str,
+        states: list[ClusterState],
+        seen_since: datetime | None,
+    ) -> None:
+        """Keep a pass's final states, valid only once :meth:`seal` has run."""
+        self._staged[self._key(session, site_id, model_id)] = _Cached(
+            fingerprint=(), states=states, since=seen_since
+        )
+
+    def seal(self, session: Session, site_id: int) -> None:
+        """Fingerprint the staged states of a site (call after the pass's last flush)."""
+        for key in [k for k in self._staged if k[1] == site_id]:
+            entry = self._staged.pop(key)
+            entry.fingerprint = fingerprint(session=session, site_id=site_id, model_id=key[2])
+            self._valid[key] = entry
+        while len(self._valid) > self.max_entries:
+            self._valid.pop(next(iter(self._valid)))
+
+    def clear(self) -> None:
+        """Forget everything (e.g. after a failed pass)."""
+        self._valid.clear()
+        self._staged.clear()
+
+
+@dataclass(slots=True)
+class _Cached:
+    fingerprint: tuple[Any, ...]
+    states: list[ClusterState]
+    since: datetime | None
+
+
+def fingerprint(*, session: Session, site_id: int, model_id: str) -> tuple[Any, ...]:
+    """Changes whenever any active cluster of the site and model is written."""
+    row = session.execute(
+        select(
+            func.count(),
+            func.max(UnknownCluster.id),
+            func.max(UnknownCluster.updated_at),
+            func.coalesce(func.sum(UnknownCluster.count), 0),
+        ).where(
+            UnknownCluster.site_id == site_id,
+            UnknownCluster.model_id == model_id,
+            UnknownCluster.status == "active",
+        )
+    ).one()
+    return tuple(row)
 
 
 def recluster_site(

@@ -32,7 +32,13 @@ from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
 from server.cases.service import evaluate_clusters, resolve_new_templates
 from server.clusters.models import ClusterSiteState
-from server.clusters.service import claim_site, cluster_pending, ensure_site_state, site_config
+from server.clusters.service import (
+    StateCache,
+    claim_site,
+    cluster_pending,
+    ensure_site_state,
+    site_config,
+)
 from server.db import session_scope
 from server.occupants.models import FaceTemplate
 from server.privacy.purge import PurgeSchedule
@@ -40,6 +46,9 @@ from server.sightings.models import Sighting
 from server.sites.models import Site
 
 log = logging.getLogger(__name__)
+
+DEFAULT_CACHE = StateCache()
+"""This process's cluster states between passes (validated before every use)."""
 
 
 @dataclass(slots=True)
@@ -75,7 +84,11 @@ def sites_with_work(session: Session) -> list[int]:
 
 
 def process_site(
-    factory: sessionmaker[Session], site_id: int, *, batch_size: int = 1000
+    factory: sessionmaker[Session],
+    site_id: int,
+    *,
+    batch_size: int = 1000,
+    cache: StateCache | None = None,
 ) -> PassStats | None:
     """One transaction of work on one site; None when another worker holds it."""
     stats = PassStats()
@@ -91,8 +104,13 @@ def process_site(
             return stats
         config = site_config(state)
         stats.resolved = resolve_new_templates(session=session, state=state, model_id=site.model_id)
-        result = cluster_pending(session=session, site_id=site_id, config=config, limit=batch_size)
+        result = cluster_pending(
+            session=session, site_id=site_id, config=config, limit=batch_size, cache=cache
+        )
         opened = evaluate_clusters(session=session, cluster_ids=result.touched, config=config)
+        if cache is not None:
+            session.flush()
+            cache.seal(session, site_id)
         stats.processed = result.processed
         stats.clusters_created = result.created
         stats.merges = len(result.merges)
@@ -100,20 +118,27 @@ def process_site(
     return stats
 
 
-def run_once(factory: sessionmaker[Session], *, batch_size: int = 1000) -> PassStats:
-    """Visit every site with work once (one batch each)."""
+def run_once(
+    factory: sessionmaker[Session],
+    *,
+    batch_size: int = 1000,
+    cache: StateCache | None = DEFAULT_CACHE,
+) -> PassStats:
+    """Visit every site with work once (one batch each); ``cache=None`` loads state afresh."""
     # Clustering does one small matrix-vector product per sighting: multi-threaded
     # BLAS only adds contention (3x slower on 2 busy cores). Scale out with workers.
     with threadpool_limits(limits=1, user_api="blas"):
-        return _run_once(factory, batch_size=batch_size)
+        return _run_once(factory, batch_size=batch_size, cache=cache)
 
 
-def _run_once(factory: sessionmaker[Session], *, batch_size: int) -> PassStats:
+def _run_once(
+    factory: sessionmaker[Session], *, batch_size: int, cache: StateCache | None
+) -> PassStats:
     total = PassStats()
     with factory() as session:
         site_ids = sites_with_work(session)
     for site_id in site_ids:
-        stats = process_site(factory, site_id, batch_size=batch_size)
+        stats = process_site(factory, site_id, batch_size=batch_size, cache=cache)
         if stats is None:
             total.skipped_sites += 1
             continue
@@ -126,12 +151,16 @@ def _run_once(factory: sessionmaker[Session], *, batch_size: int) -> PassStats:
 
 
 def drain(
-    factory: sessionmaker[Session], *, batch_size: int = 1000, max_passes: int = 10_000
+    factory: sessionmaker[Session],
+    *,
+    batch_size: int = 1000,
+    max_passes: int = 10_000,
+    cache: StateCache | None = DEFAULT_CACHE,
 ) -> PassStats:
     """Run passes until no site has work left (tests, benchmarks, ``--once``)."""
     total = PassStats()
     for _ in range(max_passes):
-        stats = run_once(factory, batch_size=batch_size)
+        stats = run_once(factory, batch_size=batch_size, cache=cache)
         total.processed += stats.processed
         total.clusters_created += stats.clusters_created
         total.merges += stats.merges
