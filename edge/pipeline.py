@@ -146,12 +146,14 @@ class PipelineConfig(BaseModel):
         "when it is a small part of the frame, at the same pixel scale as a full-frame "
         "detection (so no small face is lost) and a proportionally smaller input.",
     )
-    roi_max_area: float = Field(
-        default=0.4,
+    roi_max_cost: float = Field(
+        default=0.6,
         gt=0,
         le=1,
-        description="Above this share of the frame the region of interest is not worth "
-        "cropping: detect on the full frame.",
+        description="Crops are searched while their detector inputs add up to at most this "
+        "share of a full-frame call's input (the frame is letterboxed into a square, so a "
+        "16:9 frame wastes 44% of it); beyond, one full-frame call is cheaper than the "
+        "crops plus their fixed per-call costs.",
     )
     roi_min_det_size: int = Field(
         default=160,
@@ -248,8 +250,11 @@ class PipelineStats:
     dropped_frames: int = 0
     motion_frames: int = 0
     detector_calls: int = 0
+    """Analysed frames on which the detector searched (whole frame or crops)."""
+    roi_searches: int = 0
+    """Of ``detector_calls``, those on crops (regions of interest) instead of the frame."""
     roi_detector_calls: int = 0
-    """Detector calls on a region of interest (the rest were on the full frame)."""
+    """Detector invocations on crops (a search may crop several regions)."""
     detector_pixels: int = 0
     """Sum of detector input areas (det_size squared), a device-independent cost."""
     burst_frames: int = 0
@@ -307,6 +312,11 @@ def _grow(b: BBox, by: float) -> BBox:
 Crop = tuple[int, int, int, int]
 """(x1, y1, x2, y2) in frame pixels."""
 
+_TRACK_GROW = 1.0
+"""A track's region: its predicted box grown by one face size on every side (3x the
+side): room for the motion since the last detection, and the face fills a third of
+the crop (SCRFD misses faces that fill its input)."""
+
 _MAX_CROPS = 4
 """More separate regions than this: one full-frame call is cheaper than the calls'
 fixed costs (each SCRFD call pays ~1-2 ms of pre/post-processing)."""
@@ -327,7 +337,7 @@ def _area(c: Crop) -> int:
 
 
 def _crops(
-    regions: Sequence[BBox], w: int, h: int, max_area: float, min_side: float
+    regions: Sequence[BBox], w: int, h: int, max_cost: float, min_side: float
 ) -> list[Crop] | None:
     """Square crops covering ``regions`` (already grown by the caller), at least
     ``min_side`` pixels wide, or None for the full frame.
@@ -336,7 +346,8 @@ def _crops(
     crop fills it with picture instead of padding. Crops are merged while a merge
     costs no extra area (overlapping or touching squares), and then the cheapest
     merges until at most ``_MAX_CROPS`` remain. None when there is no region or
-    the crops together would cover more than ``max_area`` of the frame.
+    the crops' detector inputs would add up to more than ``max_cost`` of the
+    full frame's (a crop of side c costs c squared; the frame max(w, h) squared).
     """
     crops = [_square(r, w, h, min_side) for r in regions]
     crops = [c for c in crops if c[2] - c[0] >= 8 and c[3] - c[1] >= 8]
@@ -357,7 +368,7 @@ def _crops(
         if extra > 0 and len(crops) <= _MAX_CROPS:
             break
         crops = [c for k, c in enumerate(crops) if k not in (i, j)] + [merged]
-    if sum(_area(c) for c in crops) > max_area * w * h:
+    if sum(max(c[2] - c[0], c[3] - c[1]) ** 2 for c in crops) > max_cost * max(w, h) ** 2:
         return None
     return crops
 
@@ -506,8 +517,8 @@ class Pipeline:
         """
         image = frame.image
         h, w = image.shape[:2]
-        regions = [_grow(t.predicted(frame.index), 1.5) for t in hungry]  # 4x the face side
-        crops = _crops(regions, w, h, self.config.roi_max_area, self._min_crop(w, h))
+        regions = [_grow(t.predicted(frame.index), _TRACK_GROW) for t in hungry]
+        crops = _crops(regions, w, h, self.config.roi_max_cost, self._min_crop(w, h))
         found = self._detect_in(image, crops)
         self._count_call(frame.timestamp, found)
         owners, ended = self.tracker.follow(
@@ -563,10 +574,10 @@ class Pipeline:
         if cfg.roi and self._since(self._last_full, frame.timestamp) < cfg.full_detect_s:
             # A moving blob grown by half its size on every side: if the blob is only a
             # head, the face still fills at most half the crop (SCRFD misses faces that
-            # fill its input). A track's predicted box grown to 4x the face side.
+            # fill its input). A track's predicted box grown to 3x the face side.
             regions = [_grow(r, 0.5) for r in self.motion.last_regions] if moved else []
-            regions += [_grow(t.predicted(frame.index), 1.5) for t in self.tracker.active]
-            crops = _crops(regions, w, h, cfg.roi_max_area, self._min_crop(w, h))
+            regions += [_grow(t.predicted(frame.index), _TRACK_GROW) for t in self.tracker.active]
+            crops = _crops(regions, w, h, cfg.roi_max_cost, self._min_crop(w, h))
         return self._detect_in(image, crops)
 
     def _min_crop(self, w: int, h: int) -> float:
@@ -592,6 +603,7 @@ class Pipeline:
             return self.engine.detect(image, det_size=cfg.det_size)
         scale = full_size / max(w, h)
         found: list[Detection] = []
+        self.stats.roi_searches += 1
         for x1, y1, x2, y2 in crops:
             # Rounded up to the detector's stride of 32: at most 31 px finer than the
             # full frame's scale.
