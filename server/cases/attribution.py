@@ -26,6 +26,25 @@ case is a look-alike of one occupant: the thresholds in
 :class:`server.cases.rules.CaseRule` were chosen on the site simulation (see
 its docstring and ``server/README.md``) with margin against both errors.
 
+Calibration (``bench/site_simulation.py --no-attribution --dump-evidence``,
+seeds 0-5, every cluster that reached the case rule, evidence at that moment)::
+
+                       clusters  share      centroid     margin
+    missed residents   74        1.0 (all)  0.23-0.45    0.04-0.33
+    unregistered       61        <= 0.67    <= 0.26      <= 0.09
+
+Defaults share >= 0.60, centroid >= 0.30, margin >= 0.10 attribute 69 of the
+74 residents (all to the right person) and none of the 61 unregistered;
+0.30 / 0.10 sit 0.04 / 0.01 above the best stranger seen. Lowering them to
+catch the last residents (0.23-0.28) would meet strangers head-on: a
+courier's cluster in a ``--enrol-photo medoid`` run had share 1.0, centroid
+0.26, margin 0.10. At a site with more occupants a stranger's best match
+rises but its margin over the runner-up shrinks; a resident's margin
+shrinks too, so errors move towards resident cases (safe), not towards lost
+strangers. The edge's evidence (days it recognised the occupant) adds a
+stricter centroid (0.35, above the 0.33 impostor maximum of the checked
+facts) for an occupant with no recognised day in the window.
+
 An attributed cluster opens no case; it is labelled ``likely_occupant`` with
 ``occupant_id`` set, so a manager can confirm it (its best crops become
 templates of the occupant: :func:`server.cases.service.confirm_likely_occupant`)
