@@ -153,9 +153,10 @@ class PipelineConfig(BaseModel):
     )
     roi: bool = Field(
         default=True,
-        description="Detect inside the moving area (plus the live tracks' predicted boxes) "
-        "when it is a small part of the frame, at the same pixel scale as a full-frame "
-        "detection (so no small face is lost) and a proportionally smaller input.",
+        description="Detect in crops around the moving area and the live tracks' predicted "
+        "boxes (on burst frames: the hungry tracks' only) when they are cheaper than the "
+        "frame, at the same pixel scale as a full-frame detection (so no small face is "
+        "lost). False: always the whole frame.",
     )
     roi_max_cost: float = Field(
         default=0.6,
@@ -550,7 +551,9 @@ class Pipeline:
         image = frame.image
         h, w = image.shape[:2]
         regions = [_grow(t.predicted(frame.index), _TRACK_GROW) for t in hungry]
-        crops = _crops(regions, w, h, self.config.roi_max_cost, self._min_crop(w, h))
+        crops = None
+        if self.config.roi:
+            crops = _crops(regions, w, h, self.config.roi_max_cost, self._min_crop(w, h))
         found = self._detect_in(image, crops)
         self._count_call(frame.timestamp, found)
         owners, ended = self.tracker.follow(

@@ -4,6 +4,7 @@
 
     {"frames": int, "fps": float, "cpu_s": float,
      "tracks": [{"start_frame", "end_frame", "identity", "similarity", "quality"}],
+     (a long stay is several consecutive tracks: see edge.tracker, max_track_s)
      "stats": {...pipeline counters...}}
 
 ``identity`` is the gallery folder name, or null for an unknown face.
@@ -109,8 +110,11 @@ def replay_json(results: Sequence[TrackResult], stats: PipelineStats) -> dict[st
         "stats": {
             "frames_analysed": stats.frames_analysed,
             "sample_every": stats.sample_every,
+            "burst_every": stats.burst_every,
+            "burst_frames": stats.burst_frames,
             "motion_frames": stats.motion_frames,
             "detector_calls": stats.detector_calls,
+            "roi_searches": stats.roi_searches,
             "faces_embedded": stats.faces_embedded,
             "tracks_too_short": stats.tracks_too_short,
             "tracks_without_usable_face": stats.tracks_without_usable_face,

@@ -203,3 +203,50 @@ def test_stop_event_ends_live_iteration() -> None:
             src.stop_event.set()
     assert n >= 3
     assert src.stats.state == "stopped"
+
+
+def test_a_sampler_decides_per_grabbed_frame(small_video: Path) -> None:
+    # A consumer that changes its mind while iterating: every 4th frame, then (after it
+    # has seen frame 8) every 2nd. For a file the decision applies to the very next
+    # grabbed frame, since the sampler runs between two yields in the same thread.
+    step = {"n": 4}
+    asked: list[int] = []
+    last: list[int] = []
+
+    def sampler(index: int) -> bool:
+        asked.append(index)
+        if last and index - last[-1] < step["n"]:
+            return False
+        last.append(index)
+        return True
+
+    with VideoSource(small_video) as src:
+        got = []
+        for frame in src.frames(sampler):
+            got.append(frame.index)
+            if frame.index == 8:
+                step["n"] = 2
+        stats = src.stats
+    assert got == [0, 4, 8, 10, 12, 14, 16, 18, 20, 22, 24]
+    assert asked == list(range(26))  # asked once per grabbed frame, in order
+    assert stats.frames_read == 26 and stats.frames_delivered == len(got)
+
+
+def test_live_source_uses_the_sampler_in_its_reader() -> None:
+    src = VideoSource(
+        "rtsp://cam.invalid/x",
+        reconnect=ReconnectPolicy(max_attempts=0),
+        queue_size=64,
+        opener=opener_of([FakeCapture(30)]),
+    )
+    got: list[int] = []
+    with pytest.raises(CaptureError):
+        for frame in src.frames(lambda index: index in (0, 7, 8, 29)):
+            got.append(frame.index)
+    assert got == [0, 7, 8, 29]
+    assert src.stats.frames_read == 30
+
+
+def test_sample_every_must_be_positive(small_video: Path) -> None:
+    with VideoSource(small_video) as src, pytest.raises(ValueError, match="sample_every"):
+        src.frames(0)

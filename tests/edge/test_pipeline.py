@@ -10,12 +10,13 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from edge.capture import Frame
 from edge.engine import FaceEngine
 from edge.gallery import Gallery
 from edge.motion import MotionConfig
 from edge.pipeline import Pipeline, PipelineConfig, TrackResult, fuse
 from edge.tracker import TrackerConfig
-from edge.types import Detection, FaceQuality
+from edge.types import BBox, Detection, FaceQuality
 from edge.videogen import GeneratedVideo, WalkIn, make_idle_video, make_video, write_gallery
 from tests.edge.pipeline_fixtures import (
     DISTRACTOR,
@@ -216,3 +217,128 @@ def test_a_motionless_face_does_not_keep_the_detector_busy(
     assert [(r.start_frame, r.end_frame) for r in pieces] == [(0, 27), (52, 77), (102, 127)]
     assert pieces[0].continued_from is None
     assert [r.continued_from for r in pieces[1:]] == [r.track_id for r in pieces[:-1]]
+
+
+# ------------------------------------------------------------ burst sampling (fake)
+
+
+class SquareEngine:
+    """A fake engine whose "face" is the bright square of a generated frame.
+
+    It finds the square in whatever image it is given (the whole frame or a
+    crop), and the square's brightness says whether the face is usable: 255
+    usable, 200 not (a profile, say). Counting, not timing.
+    """
+
+    model_id = "fake/square"
+
+    def detect(
+        self, image_bgr: npt.NDArray[np.uint8], *, det_size: int | None = None
+    ) -> list[Detection]:
+        ys, xs = np.nonzero(image_bgr[..., 0] > 150)
+        if len(xs) == 0:
+            return []
+        x1, y1, x2, y2 = float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)
+        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+        marks = (
+            (cx - 10, cy - 5),
+            (cx + 10, cy - 5),
+            (cx, cy),
+            (cx - 8, cy + 10),
+            (cx + 8, cy + 10),
+        )
+        return [Detection(BBox(x1, y1, x2, y2), 0.9, marks)]
+
+    def quality(
+        self,
+        image_bgr: npt.NDArray[np.uint8],
+        det: Detection,
+        *,
+        aligned: npt.NDArray[np.uint8] | None = None,
+    ) -> FaceQuality:
+        b = det.bbox
+        bright = int(image_bgr[int((b.y1 + b.y2) / 2), int((b.x1 + b.x2) / 2), 0])
+        reasons = () if bright > 230 else ("bad_pose",)
+        return FaceQuality(0.8, b.width, 0.5, 0.9, 0.9, reasons)
+
+    def align(self, image_bgr: npt.NDArray[np.uint8], det: Detection) -> npt.NDArray[np.uint8]:
+        return np.zeros((112, 112, 3), np.uint8)
+
+    def embed_aligned(self, crops: Sequence[npt.NDArray[np.uint8]]) -> npt.NDArray[np.float32]:
+        out = np.zeros((len(crops), 8), np.float32)
+        out[:, 0] = 1.0
+        return out
+
+
+def square_video(path: Path, usable: range) -> Path:
+    """640x360 at 25 fps, 100 frames: a 60 px square moves right over frames 10-69,
+    usable (bright) only on the frames in ``usable``."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 25.0, (640, 360))
+    for i in range(100):
+        frame = np.full((360, 640, 3), 60, np.uint8)
+        if 10 <= i < 70:
+            x = 60 + 7 * (i - 10)
+            frame[150:210, x : x + 60] = 255 if i in usable else 200
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+class TracingPipeline(Pipeline):
+    """Records the index of every analysed frame."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.analysed: list[int] = []
+
+    def process(self, frame: Frame) -> list[TrackResult]:
+        self.analysed.append(frame.index)
+        return super().process(frame)
+
+
+def test_burst_sampling_catches_a_briefly_usable_face(tmp_path: Path) -> None:
+    # Usable on frames 31-34 only: between the base-rate samples 30 and 35.
+    video = square_video(tmp_path / "square.avi", range(31, 35))
+
+    steady = TracingPipeline(SquareEngine(), None, PipelineConfig(burst_fps=5.0))
+    assert list(steady.run(video)) == []  # every 5th frame: the usable face is never seen
+    assert steady.analysed == list(range(0, 100, 5)) and steady.stats.burst_frames == 0
+    assert steady.stats.tracks_without_usable_face == 1
+
+    burst = TracingPipeline(SquareEngine(), None, PipelineConfig())
+    results = list(burst.run(video))
+    assert len(results) == 1 and results[0].faces_used >= 1
+    # Every 5th frame until the square appears (frame 10, a new track with no usable
+    # face: hungry); every 2nd frame while it stays hungry; its second usable face
+    # (frame 34) ends the burst and the rate is back to every 5th frame.
+    assert burst.analysed == [0, 5, 10, *range(12, 35, 2), *range(39, 100, 5)]
+    # Base frames stay >= 5 frames apart (10, 16, 22, 28, 34): the others are bursts.
+    assert burst.stats.burst_frames == len([12, 14, 18, 20, 24, 26, 30, 32])
+    assert burst.stats.frames_analysed > steady.stats.frames_analysed
+
+
+@pytest.mark.models
+def test_crops_find_the_same_faces_as_full_frames(tmp_path: Path, engine: FaceEngine) -> None:
+    # 1280x720: one walker fills a small part of the frame, so the pipeline searches
+    # crops around the moving area and the track instead of the whole frame.
+    walkins = [
+        WalkIn("t1_p3", 10, 59, (0.3, 0.4), (0.4, 0.5), 60, 110),
+        WalkIn("yao_ming", 85, 134, (0.8, 0.4), (0.7, 0.5), 60, 110, mirror=False),
+    ]
+    video = make_video(tmp_path / "hd.mp4", walkins, width=1280, height=720, fps=25.0)
+    gallery = Gallery.from_folder(write_gallery(tmp_path / "g", ["t1_p3", "yao_ming"]), engine)
+
+    def tracks(config: PipelineConfig) -> tuple[list[TrackResult], Pipeline]:
+        pipe = Pipeline(engine, gallery, config)
+        return list(pipe.run(video.path)), pipe
+
+    cropped, pipe = tracks(PipelineConfig())
+    full, full_pipe = tracks(PipelineConfig(roi=False))
+    assert pipe.stats.roi_searches >= pipe.stats.detector_calls // 2
+    assert full_pipe.stats.roi_searches == 0
+    assert pipe.stats.detector_pixels < full_pipe.stats.detector_pixels / 2
+    for results in (cropped, full):
+        assert [r.identity for r in results] == ["t1_p3", "yao_ming"]
+    for a, b in zip(cropped, full, strict=True):
+        assert overlaps((a.start_frame, a.end_frame), (b.start_frame, b.end_frame))
+        assert abs(a.similarity - b.similarity) < 0.1
