@@ -1,9 +1,9 @@
 """The edge stream pipeline: frames in, one :class:`TrackResult` per face track out.
 
-capture (grab every frame, retrieve every Nth) -> motion gate (skip the
-detector on an idle scene) -> detector -> quality gate -> tracker -> when a
-track ends: embed its best k aligned faces in one batch -> quality-weighted
-fusion -> gallery match -> :class:`TrackResult`.
+capture (grab every frame, retrieve the sampled ones) -> motion gate (skip
+the detector on an idle scene) -> detector (crops or the whole frame) ->
+quality gate -> tracker -> when a track ends: embed its best faces ->
+quality-weighted fusion -> gallery match -> :class:`TrackResult`.
 
 Cost model (why it is cheap):
 
@@ -17,13 +17,15 @@ Cost model (why it is cheap):
   frame: the detector runs only when something moves, or while a track is
   alive (once every ``still_detect_s`` when nothing moves, so a poster's face
   cannot keep it busy).
-* The detector sees the moving area plus the live tracks' predicted boxes
-  (a region of interest) at the full frame's pixel scale, i.e. a smaller input
-  for the same faces; the full frame every ``full_detect_s`` at least, and
-  whenever the region covers much of the frame.
+* The detector sees square crops around the moving blobs and the live
+  tracks' predicted boxes at the full frame's pixel scale (the same faces, a
+  smaller input); the whole frame every ``full_detect_s`` at least, and
+  whenever the crops would cost more than ``roi_max_cost`` of it. A frame
+  smaller than ``det_size`` is searched at ``full_min_scale`` of its size
+  rather than upscaled (640x360: 320, a quarter of the cost of 640).
 * The recogniser runs once per track, never per frame: the best face first;
   when it already names a resident decisively, the other crops are skipped,
-  else all best k are embedded in one batch and fused.
+  else all best k are embedded in one more batch and fused.
 
 Faces that fail the quality gate still feed the tracker (so a person is one
 track from far away to close up) but are never embedded. Tracks end on time
@@ -495,8 +497,9 @@ class Pipeline:
         when something moved or a still track is due a check, a full search
         (the region of interest, or the whole frame). Frames between base
         frames are *burst* frames, taken only while a moving track is hungry:
-        they search only around the hungry tracks, at a face-sized input, and
-        start no new track (new faces are left to base frames).
+        they search only crops around the hungry tracks (at the full frame's
+        pixel scale), feed only those tracks and start no new track (new faces
+        are left to base frames).
         """
         self.stats.frames_analysed += 1
         now = self._now = frame.timestamp
