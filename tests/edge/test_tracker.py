@@ -147,3 +147,17 @@ def test_track_keeps_best_k_by_quality() -> None:
 def test_config_refuses_unknown_keys() -> None:
     with pytest.raises(ValidationError):
         TrackerConfig(max_mises=3)  # type: ignore[call-arg]
+
+
+def test_follow_touches_only_the_tracks_it_looked_for() -> None:
+    # A burst frame searched around track A only: B is not missed, nothing new starts.
+    tracker = IoUTracker(TrackerConfig(max_gap_s=0.5))
+    (a, b), _ = tracker.update([box(100, 100, 60), box(400, 100, 60)], frame_index=0, timestamp=0.0)
+    owners, ended = tracker.follow(
+        [box(104, 100, 60), box(250, 250, 60)], tracks=[a.track_id], frame_index=1, timestamp=1.0
+    )
+    assert owners == [a, None] and ended == []
+    assert a.hits == 2 and b.misses == 0 and len(tracker.active) == 2
+    # Looked for A again and did not see it: A's gap (0.5 s) is over; B is untouched.
+    owners, ended = tracker.follow([], tracks=[a.track_id], frame_index=2, timestamp=1.6)
+    assert ended == [a] and tracker.active == [b]
