@@ -1,6 +1,7 @@
 """Edge throughput: our stream pipeline vs. a naive per-frame baseline, same video, one run.
 
     .venv/bin/python bench/edge_throughput.py [VIDEO ...] [--gallery DIR] [--json OUT]
+        [--idle-1080p] [--repeat N] [--baseline-cache DIR] [--analyse-fps F] [--det-size S]
 
 Defaults: every ``../shared/eval/video/*.mp4`` (relative to the repository
 root) and a gallery built from ``../shared/eval/faces/Lin-Manuel_Miranda`` (the
@@ -12,21 +13,27 @@ fraction of one core a live stream would use), with ``time.process_time``:
 
 * decode: grab + retrieve every frame (what any analysis pays at least);
   grab: grab only (what our sampling pays for frames it does not analyse);
-* ours: :class:`edge.pipeline.Pipeline` with its defaults (sampling, motion
-  gate, detector, quality gate, tracker, one embedding batch per track);
+* ours: :class:`edge.pipeline.Pipeline` with its defaults (burst sampling,
+  motion gate, detector on crops or the frame, quality gate, tracker, at most
+  two embedding batches per track);
 * baseline: insightface ``FaceAnalysis``-like: decode every frame, detect at
   640, align and embed EVERY face on EVERY frame, match each face. Built from
   the same model_zoo models through :class:`edge.engine.FaceEngine`.
 
+The machine may be shared: ``--repeat N`` runs both N times and the table
+shows the median (best in brackets). ``--baseline-cache DIR`` keeps the
+baseline's runs between invocations (it does not depend on our settings).
+
 Walk-ins: the baseline's per-frame detections are clustered with the same
-IoU tracker (its ``max_misses`` scaled to the same time span). A "walk-in" is
+IoU tracker (expiry is in seconds, so the same settings apply). A "walk-in" is
 a baseline cluster that lasts >= 0.5 s and holds at least one face that passes
 the quality gate (quality and clustering are bookkeeping: their CPU is not
 charged to the baseline). A walk-in is "found" when one of our tracks
 has a box overlapping the cluster's box (IoU >= 0.3) in a same frame;
 "agree" counts found walk-ins whose identity (gallery name or unknown)
 is the same in both (the baseline's identity is the majority vote of its
-per-frame matches).
+per-frame matches). Every lost walk-in is listed with its frames and the
+frames in which its face was usable.
 """
 
 from __future__ import annotations
