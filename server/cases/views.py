@@ -430,3 +430,100 @@ def put_case_settings(
     out = _settings_out(session, site_row.id)
     session.commit()
     return out
+
+
+# -- likely occupants (server/cases/attribution.py) ----------------------------------------
+class LikelyOccupantOut(_Out):
+    cluster_id: int
+    site_id: int
+    occupant_id: int = Field(description="The occupant its sightings consistently point at.")
+    days: list[str]
+    first_seen: datetime
+    last_seen: datetime
+    sightings: int
+    best_sighting_ids: list[int] = Field(description="Sightings whose crops show this person.")
+
+
+class LikelyOccupantAction(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    cluster_id: int = Field(ge=1, le=2**62)
+    action: Literal["confirm", "reject"] = Field(
+        description="confirm: its best crops become the occupant's templates; reject: it is "
+        "not that occupant (never attributed again; its case opens if the rule holds)."
+    )
+
+
+class LikelyOccupantResult(_Out):
+    cluster_id: int
+    action: str
+    templates_added: int
+    case_id: int | None
+
+
+def managed_site(
+    session: SessionDep,
+    caller: ManagerDep,
+    site: Annotated[str, Query(description="Site name or id.")],
+) -> int:
+    """The site a manager acts on (checked before the body is read)."""
+    site_row = resolve_site(session=session, ref=site)
+    caller.check_site(site_row.id)
+    return site_row.id
+
+
+@router.get(
+    "/likely-occupants",
+    response_model=list[LikelyOccupantOut],
+    summary="Clusters that are probably a registered occupant the edge keeps missing",
+)
+def list_likely_occupants(
+    session: SessionDep,
+    caller: CallerDep,
+    site: Annotated[str, Query(description="Site name or id.")],
+) -> list[LikelyOccupantOut]:
+    """The site's ``likely_occupant`` clusters (no case was opened), most recent first."""
+    site_row = resolve_site(session=session, ref=site)
+    caller.check_site(site_row.id)
+    return [
+        LikelyOccupantOut(
+            cluster_id=c.id,
+            site_id=c.site_id,
+            occupant_id=c.occupant_id or 0,
+            days=list(c.days),
+            first_seen=c.first_seen,
+            last_seen=c.last_seen,
+            sightings=c.count,
+            best_sighting_ids=list(c.best_sightings),
+        )
+        for c in service.likely_occupant_clusters(session=session, site_id=site_row.id)
+    ]
+
+
+@router.post(
+    "/likely-occupants/actions",
+    response_model=LikelyOccupantResult,
+    summary="Confirm or reject a likely occupant",
+)
+def act_on_likely_occupant(
+    body: LikelyOccupantAction,
+    session: SessionDep,
+    caller: ManagerDep,
+    site_id: Annotated[int, Depends(managed_site)],
+) -> LikelyOccupantResult:
+    """Confirm (template augmentation, gallery bump) or reject (the case opens); audited."""
+    added = 0
+    case_id: int | None = None
+    if body.action == "confirm":
+        added = service.confirm_likely_occupant(
+            session=session, cluster_id=body.cluster_id, actor=caller.actor, site_ids={site_id}
+        )
+    else:
+        case = service.reject_likely_occupant(
+            session=session, cluster_id=body.cluster_id, actor=caller.actor, site_ids={site_id}
+        )
+        case_id = None if case is None else case.id
+    session.commit()
+    return LikelyOccupantResult(
+        cluster_id=body.cluster_id, action=body.action, templates_added=added, case_id=case_id
+    )

@@ -6,6 +6,7 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
+import httpx
 import numpy as np
 import numpy.typing as npt
 import pytest
@@ -304,3 +305,50 @@ def test_a_look_alike_is_lifted_when_later_sightings_scatter(
         assert cluster.suppression is None and cluster.occupant_id is None
         case = s.scalars(select(Case)).one()
         assert case.cluster_id == cluster.id
+
+
+# -- the manager's side over the API ------------------------------------------------------
+def _api_token(engine: Engine, username: str, role: str, site_ids: list[int]) -> dict[str, str]:
+    from server.users.service import create_api_token, create_user
+
+    with new_session(engine) as s:
+        user = create_user(session=s, username=username, role=role, site_ids=site_ids)
+        _tok, token = create_api_token(session=s, user_id=user.id)
+        s.commit()
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_managers_list_confirm_and_reject_likely_occupants_over_the_api(
+    engine: Engine, client: httpx.Client, device: DeviceCreds, make_device: Any
+) -> None:
+    from server.wire import API_PREFIX
+
+    occ_id = _resident_missed(engine, device, recognised=True)
+    manager = _api_token(engine, "mgr", "manager", [device.site_id])
+    viewer = _api_token(engine, "viewer", "viewer", [device.site_id])
+    other = make_device(site="Other Court", name="gate-b")
+    outsider = _api_token(engine, "mgr-b", "manager", [other.site_id])
+    site = {"site": str(device.site_id)}
+
+    listed = client.get(f"{API_PREFIX}/likely-occupants", params=site, headers=viewer)
+    assert listed.status_code == 200
+    [row] = listed.json()
+    assert row["occupant_id"] == occ_id and len(row["days"]) == 3
+    act = f"{API_PREFIX}/likely-occupants/actions"
+    body = {"cluster_id": row["cluster_id"], "action": "confirm"}
+    assert client.post(act, params=site, json=body, headers=viewer).status_code == 403
+    assert client.post(act, params=site, json=body, headers=outsider).status_code == 403
+    assert (
+        client.get(f"{API_PREFIX}/likely-occupants", params=site, headers=outsider).status_code
+        == 403
+    )
+    wrong_site = {"site": str(other.site_id)}
+    assert client.post(act, params=wrong_site, json=body, headers=outsider).status_code == 404
+
+    r = client.post(act, params=site, json=body, headers=manager)
+    assert r.status_code == 200, r.text
+    assert r.json()["templates_added"] > 0 and r.json()["case_id"] is None
+    assert client.get(f"{API_PREFIX}/likely-occupants", params=site, headers=manager).json() == []
+    # Already confirmed: nothing left to confirm or reject.
+    again = {"cluster_id": row["cluster_id"], "action": "reject"}
+    assert client.post(act, params=site, json=again, headers=manager).status_code == 422
