@@ -95,6 +95,8 @@ from cluster_calibration import DEFAULT_FACES, load_embeddings  # noqa: E402
 log = logging.getLogger("site_simulation")
 TZ = ZoneInfo("Asia/Shanghai")
 MODEL = "buffalo_s"
+SIM_QUALITY = 0.8
+"""Quality score of every simulated track (its capture passed the edge's gate)."""
 
 
 @dataclass
@@ -336,7 +338,12 @@ def day_entries(
 def wire_item(
     p: Person, at: datetime, emb: npt.NDArray[np.float32], gallery: Any
 ) -> dict[str, Any]:
-    """What the edge would send for this entry (known if the gallery matches)."""
+    """What the edge would send for this entry (known if the gallery matches).
+
+    ``gallery``: the edge's matcher, an :class:`edge.adaptive.AdaptiveGallery`
+    (the daemon's own object: enrolled templates plus, unless ``--no-adapt``,
+    adaptive ones); a known match is then shown to it, as the daemon does.
+    """
     from server.wire import encode_embedding
 
     item: dict[str, Any] = {
@@ -344,15 +351,18 @@ def wire_item(
         "camera": "gate-1",
         "started_at": at.astimezone(UTC).isoformat(),
         "ended_at": (at + timedelta(seconds=3)).astimezone(UTC).isoformat(),
-        "quality": 0.8,
+        "quality": SIM_QUALITY,
         "model_id": MODEL,
     }
     if gallery is not None:
-        mat, occ_ids, threshold = gallery
-        sims = mat @ emb
-        j = int(np.argmax(sims))
-        if float(sims[j]) >= threshold:
-            item.update(kind="known", occupant_id=int(occ_ids[j]), similarity=float(sims[j]))
+        match = gallery.match(emb)[0]
+        if match.identity is not None:
+            item.update(
+                kind="known",
+                occupant_id=int(match.identity),
+                similarity=min(1.0, float(match.similarity)),
+            )
+            gallery.observe(match.identity, emb, quality=SIM_QUALITY)
             return item
     item.update(kind="unknown", embedding_b64=encode_embedding(emb))
     return item
@@ -430,11 +440,27 @@ async def simulate(args: argparse.Namespace) -> dict[str, Any]:
         s.commit()
         site_id = site.id
     residents = [p for p in people if p.role == "resident"]
-    gallery = (
-        (
-            np.vstack([embs[p.enrol_photo] for p in residents if p.enrol_photo is not None]),
-            [p.occupant_id for p in residents],
-            args.edge_threshold,
+    from edge.adaptive import AdaptConfig, AdaptiveGallery
+    from edge.gallery import Gallery, Template
+
+    # The edge's matcher, exactly as the daemon builds it from a synced gallery.
+    gallery = AdaptiveGallery(
+        AdaptConfig(
+            enabled=not args.no_adapt,
+            adapt_threshold=args.adapt_threshold,
+            anchor_threshold=args.anchor_threshold,
+        ),
+        model_id=MODEL,
+    )
+    gallery.set_base(
+        Gallery.from_templates(
+            [
+                Template(str(p.occupant_id), embs[p.enrol_photo], MODEL)
+                for p in residents
+                if p.enrol_photo is not None
+            ],
+            model_id=MODEL,
+            threshold=args.edge_threshold,
         )
         if residents
         else None
@@ -464,6 +490,7 @@ async def simulate(args: argparse.Namespace) -> dict[str, Any]:
     unknown_days: dict[str, set[date]] = defaultdict(set)
     ingest_s = cluster_s = 0.0
     total = known = dropped = 0
+    false_accepts: Counter[str] = Counter()
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://sim") as client:
         for p in people:
@@ -481,7 +508,8 @@ async def simulate(args: argparse.Namespace) -> dict[str, Any]:
                 r.raise_for_status()
         for entries in schedule:
             items: list[dict[str, Any]] = []
-            for p, at, photo, variant in entries:
+            # In time order: what the edge learnt this morning is used tonight.
+            for p, at, photo, variant in sorted(entries, key=lambda e: e[1]):
                 emb = embedding_of(photo, variant)
                 if emb is None:  # no usable face in this capture: the edge sends nothing
                     dropped += 1
@@ -491,6 +519,10 @@ async def simulate(args: argparse.Namespace) -> dict[str, Any]:
                 items.append(item)
                 if item["kind"] == "unknown":
                     unknown_days[p.name].add(local_day(at, TZ))
+                elif item["occupant_id"] != p.occupant_id:
+                    # Someone matched as an occupant they are not: a stranger made
+                    # "known" (hidden from the cases) or a resident as another.
+                    false_accepts[p.role] += 1
             items.sort(key=lambda it: it["started_at"])
             total += len(items)
             known += sum(1 for it in items if it["kind"] == "known")
@@ -622,12 +654,19 @@ async def simulate(args: argparse.Namespace) -> dict[str, Any]:
         "cases": len(cases),
         "visitor_cases": case_roles.get("visitor", 0),
         "resident_cases": case_roles.get("resident", 0),
+        "stranger_false_accepts": sum(n for role, n in false_accepts.items() if role != "resident"),
         "sightings_per_s": round(total / wall, 1) if wall else None,
     }
     detail = {
         "database": engine.dialect.name,
         "sightings": total,
         "known": known,
+        "false_accepts_by_role": dict(false_accepts),
+        "adaptive_templates": gallery.count(),
+        "adaptive_adopted": gallery.adopted,
+        "resident_days_missed": sum(
+            len(unknown_days[p.name]) for p in people if p.role == "resident"
+        ),
         "captures_refused_by_edge": dropped,
         "unknown": total - known,
         "ingest_s": round(ingest_s, 2),
@@ -691,6 +730,20 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         default=None,
         help="append each case's attribution evidence and truth as JSON lines",
+    )
+    ap.add_argument(
+        "--no-adapt",
+        action="store_true",
+        help="turn off the edge's adaptive templates (edge.adaptive) to compare",
+    )
+    ap.add_argument(
+        "--adapt-threshold", type=float, default=0.55, help="edge.adaptive adapt_threshold"
+    )
+    ap.add_argument(
+        "--anchor-threshold",
+        type=float,
+        default=None,
+        help="edge.adaptive anchor_threshold (default: the edge threshold)",
     )
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args(argv)
