@@ -19,6 +19,10 @@ locks, and the gallery reference, which is swapped whole):
   matches residents, and replaces the local copy whole, so an occupant deleted
   on the server leaves no template on the box. A heartbeat ack announcing a
   newer gallery version wakes it at once.
+- *adaptive templates* (:mod:`edge.adaptive`): a known track that matched
+  with high confidence may become an extra local template of that occupant
+  (``<data_dir>/adaptive.npz``, never uploaded); matching is over enrolled and
+  adaptive templates; a synced gallery that drops an occupant drops theirs.
 - the *heartbeat*: per-camera state, fps, frames, dropped frames, reconnects,
   outbox depth/dropped/dead, model and version.
 
@@ -64,6 +68,8 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from edge.adaptive import FILE_NAME as ADAPTIVE_FILE
+from edge.adaptive import AdaptiveGallery
 from edge.capture import Opener, VideoSource
 from edge.client import AuthRefused, ClientError, GalleryModelMismatch, LintelClient, Rejected
 from edge.daemon_config import CameraConfig, EdgeConfig, load_config
@@ -166,10 +172,8 @@ class _CurrentGallery:
         self._daemon = daemon
 
     def match(self, embeddings: npt.NDArray[np.float32]) -> Sequence[Match]:
-        gallery = self._daemon.gallery
-        if gallery is None:
-            return [Match(None, None, 0.0) for _ in range(np.atleast_2d(embeddings).shape[0])]
-        return gallery.match(embeddings)
+        # Enrolled + adaptive templates (without a gallery: every track unknown).
+        return self._daemon.adaptive.match(embeddings)
 
 
 @dataclass
@@ -272,6 +276,10 @@ class EdgeDaemon:
                 model_id=self.model_id,
             )
         self.gallery: Gallery | None = None
+        """The synced (enrolled) gallery; :attr:`adaptive` matches it plus local templates."""
+        self.adaptive = AdaptiveGallery(
+            config.adapt, path=data / ADAPTIVE_FILE, model_id=self.model_id
+        )
         self.gallery_version: int | None = None
         self.gallery_etag: str | None = None
         cached = self.gallery_cache.load()
@@ -308,6 +316,8 @@ class EdgeDaemon:
             log.error("gallery version %s (%s) refused: %s", wire.version, source, exc)
             return False
         self.gallery = gallery  # one reference swap: readers see the old or the new
+        # Deleted occupants' adaptive templates go with them (on disk too).
+        self.adaptive.set_base(gallery)
         self.gallery_version = wire.version
         self.gallery_etag = wire.etag
         log.info(
@@ -364,6 +374,11 @@ class EdgeDaemon:
             log.error("camera %s: track %d not recorded: %s", camera, result.track_id, exc)
             return False
         rt.tracks += 1
+        if result.identity is not None:
+            try:
+                self.adaptive.observe(result.identity, result.embedding, quality=result.quality)
+            except (LintelEdgeError, ValueError) as exc:  # never worth losing a camera over
+                log.warning("camera %s: adaptive template not kept: %s", camera, exc)
         if not queued:
             log.debug("camera %s: track %d already queued", camera, result.track_id)
         return queued
@@ -640,6 +655,7 @@ class EdgeDaemon:
             "gallery": {
                 "version": self.gallery_version,
                 "templates": 0 if self.gallery is None else int(self.gallery.templates.shape[0]),
+                "adaptive_templates": self.adaptive.count(),
             },
             "server": {
                 "url": None if self.config.server is None else self.config.server.url,

@@ -23,6 +23,7 @@ from pydantic import (
     field_validator,
 )
 
+from edge.adaptive import AdaptConfig
 from edge.capture import ReconnectPolicy
 from edge.config import ModelConfig
 from edge.errors import LintelEdgeError
@@ -187,6 +188,11 @@ class EdgeConfig(_Strict):
     )
     outbox: OutboxConfig = Field(
         default_factory=OutboxConfig, description="Store-and-forward queue on disk."
+    )
+    adapt: AdaptConfig = Field(
+        default_factory=AdaptConfig,
+        description="Adaptive templates: occupants' own high-confidence captures kept as "
+        "extra local templates (never uploaded; see edge.adaptive).",
     )
     cameras: list[CameraConfig] = Field(
         min_length=1,

@@ -217,3 +217,45 @@ def test_an_unreadable_file_is_ignored(tmp_path: Path) -> None:
     (tmp_path / FILE_NAME).write_bytes(b"not an npz")
     ag = AdaptiveGallery(AdaptConfig(), path=tmp_path / FILE_NAME, model_id=MODEL)
     assert ag.count() == 0
+
+
+def test_the_daemon_keeps_them_locally_and_drops_them_with_the_occupant(tmp_path: Path) -> None:
+    """EdgeDaemon against the real server app: a known track feeds the adaptive
+    gallery, matching uses it, and a server-side deletion reaches the local copies."""
+    from dataclasses import replace
+
+    from tests.edge.test_daemon import Server, _track, daemon
+
+    server = Server(tmp_path / "server")
+    try:
+        alice, alice_vec = server.enrol(1)
+        edge = daemon(tmp_path / "edge", server.client())
+        assert edge.sync_gallery_once() is True
+        rng = np.random.default_rng(7)
+        side = rng.standard_normal(512).astype(np.float32)
+        side -= (side @ alice_vec) * alice_vec
+        side /= np.linalg.norm(side)
+        capture = (0.6 * alice_vec + 0.8 * side).astype(np.float32)
+        other = rng.standard_normal(512).astype(np.float32)
+        other -= (other @ alice_vec) * alice_vec + (other @ side) * side
+        other /= np.linalg.norm(other)
+        later = (0.3 * alice_vec + 0.7 * side + np.sqrt(0.42) * other).astype(np.float32)
+        view = edge._gallery_view
+        assert view.match(later)[0].identity is None
+
+        known = replace(_track(1, 1000.0, crop=None), identity=str(alice), embedding=capture)
+        assert edge.record("door", known)
+        assert (tmp_path / "edge" / FILE_NAME).is_file()
+        assert edge.status()["gallery"]["adaptive_templates"] == 1
+        assert view.match(later)[0].identity == str(alice)
+        (queued,) = edge.outbox.peek(10)  # the face stays local: an occupant id only
+        assert queued.sighting.kind == "known" and queued.sighting.embedding_b64 is None
+
+        server.forget(alice)
+        assert edge.sync_gallery_once() is True
+        assert edge.adaptive.count() == 0
+        assert not (tmp_path / "edge" / FILE_NAME).exists()
+        assert view.match(later)[0].identity is None
+        edge.outbox.close()
+    finally:
+        server.close()
