@@ -682,6 +682,12 @@ async def simulate(args: argparse.Namespace) -> dict[str, Any]:
             1 for c in cases if c["outcome"] == "cluster_merged"
         ),
         "unregistered_not_found": [p.name for p in unreg if p.name not in case_people],
+        # Residents with a case, and the dates their sightings were uploaded as unknown.
+        "residents_with_cases": {
+            p.name: [d.isoformat()[5:] for d in sorted(unknown_days[p.name])]
+            for p in people
+            if p.role == "resident" and p.name in case_people
+        },
     }
     engine.dispose()
     tmp.cleanup()

@@ -36,6 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--server", help="upload the results to this Lintel server URL")
     p.add_argument("--token", help="device token for --server (or LINTEL_DEVICE_TOKEN)")
     p.add_argument("--camera", default="replay", help="camera name reported to the server")
+    p.add_argument(
+        "--adapt",
+        action="store_true",
+        help="adaptive templates in memory, as the daemon keeps them (edge.adaptive)",
+    )
     _add_model_args(p)
 
     p = sub.add_parser("eval", help="match probe photos against a gallery")

@@ -8,6 +8,8 @@
      "stats": {...pipeline counters...}}
 
 ``identity`` is the gallery folder name, or null for an unknown face.
+``--adapt`` matches as the daemon does: high-confidence known tracks become
+adaptive templates (:mod:`edge.adaptive`, in memory only) for later tracks.
 ``--server URL --token T`` uploads the tracks as sightings through
 :class:`edge.client.LintelClient` (unknowns with embedding and crop, knowns with
 the occupant id only: their faces never leave the box).
@@ -159,9 +161,19 @@ def cli_replay(args: argparse.Namespace) -> int:
         from edge.gallery import Gallery
 
         gallery = Gallery.from_folder(args.gallery, engine)
-    pipeline = Pipeline(engine, gallery)
+    adaptive = None
+    if gallery is not None and getattr(args, "adapt", False):
+        from edge.adaptive import AdaptiveGallery
+
+        adaptive = AdaptiveGallery(model_id=engine.model_id)
+        adaptive.set_base(gallery)
+    pipeline = Pipeline(engine, adaptive if adaptive is not None else gallery)
     origin = datetime.now(UTC)
-    results = list(pipeline.run(source))
+    results = []
+    for r in pipeline.run(source):
+        results.append(r)
+        if adaptive is not None:  # what this track taught is used by the next ones
+            adaptive.observe(r.identity, r.embedding, quality=r.quality)
     stats = pipeline.stats
 
     if client_cls is not None:

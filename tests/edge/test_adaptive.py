@@ -259,3 +259,25 @@ def test_the_daemon_keeps_them_locally_and_drops_them_with_the_occupant(tmp_path
         edge.outbox.close()
     finally:
         server.close()
+
+
+@pytest.mark.models
+def test_replay_with_adapt_keeps_strangers_unknown(tmp_path: Path) -> None:
+    """``lintel-edge replay --adapt`` on a generated entrance video (real models): the
+    known walk-ins are still known and the unknown ones stay unknown."""
+    import contextlib
+    import io
+    import json
+
+    from edge.cli import main
+    from edge.videogen import write_gallery
+    from tests.edge.pipeline_fixtures import DISTRACTOR, KNOWN, make_scenario_video
+
+    video = make_scenario_video(tmp_path)
+    folder = write_gallery(tmp_path / "gallery", [*KNOWN, DISTRACTOR])
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        rc = main(["replay", str(video.path), "--gallery", str(folder), "--adapt", "--json"])
+    assert rc == 0
+    names = sorted(str(t["identity"]) for t in json.loads(out.getvalue())["tracks"])
+    assert names == sorted([*KNOWN, "None", "None"])
