@@ -60,6 +60,10 @@ from edge.gallery import Gallery, Match
 log = logging.getLogger(__name__)
 
 DAY_S = 86400.0
+REFRESH_SAVE_S = 3600.0
+"""A refresh alone (a ``seen_at`` update) is written at most this often: it only
+matters to expiry and replacement, which count in days, and every known track
+of a regular would otherwise rewrite the file (SD cards wear)."""
 FILE_NAME = "adaptive.npz"
 
 
@@ -166,6 +170,7 @@ class AdaptiveGallery:
         self._base: Gallery | None = None
         self._combined: Gallery | None = None
         self._kept: dict[str, list[AdaptiveTemplate]] = {}
+        self._saved_at = float("-inf")
         self.adopted = 0
         """Templates adopted since start (a counter for status/benchmarks)."""
         if path is not None:
@@ -213,10 +218,17 @@ class AdaptiveGallery:
                 AdaptiveTemplate(ident, _unit(emb), float(a), float(s))
             )
 
-    def _save(self) -> None:
-        """Persist (caller holds the lock). Never fatal: matching goes on from memory."""
+    def _save(self, *, lazy: bool = False) -> None:
+        """Persist (caller holds the lock). Never fatal: matching goes on from memory.
+
+        ``lazy``: only refreshes changed; skip if the file was written recently.
+        """
         if self.path is None:
             return
+        now = self._now()
+        if lazy and now - self._saved_at < REFRESH_SAVE_S:
+            return
+        self._saved_at = now
         rows = [t for ts in self._kept.values() for t in ts]
         try:
             if not rows:
@@ -357,7 +369,7 @@ class AdaptiveGallery:
                 k = int(np.argmax(close))
                 kept[k] = replace(kept[k], seen_at=now)  # the closest one is still in use
                 if float(close[k]) >= cfg.duplicate_similarity:
-                    self._save()
+                    self._save(lazy=True)
                     return False
             kept.append(AdaptiveTemplate(identity, emb, now, now))
             if len(kept) > cfg.max_per_identity:

@@ -281,3 +281,24 @@ def test_replay_with_adapt_keeps_strangers_unknown(tmp_path: Path) -> None:
     assert rc == 0
     names = sorted(str(t["identity"]) for t in json.loads(out.getvalue())["tracks"])
     assert names == sorted([*KNOWN, "None", "None"])
+
+
+def test_a_refresh_alone_is_written_at_most_hourly(tmp_path: Path) -> None:
+    clock = Clock()
+    ag = make(tmp_path, clock)
+    capture = toward(A, axis(10), 0.7)
+    assert ag.observe("1", capture, quality=0.9)
+    added = clock.now
+
+    def seen_on_disk() -> float:
+        again = AdaptiveGallery(AdaptConfig(), path=tmp_path / FILE_NAME, model_id=MODEL)
+        (only,) = again.templates("1")
+        return only.seen_at
+
+    clock.now += 60
+    assert not ag.observe("1", capture, quality=0.9)  # a refresh: memory only for now
+    assert ag.templates("1")[0].seen_at == clock.now
+    assert seen_on_disk() == added
+    clock.now += 3600
+    assert not ag.observe("1", capture, quality=0.9)
+    assert seen_on_disk() == clock.now
