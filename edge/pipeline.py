@@ -49,6 +49,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edge.capture import Frame, ReconnectPolicy, VideoSource
 from edge.motion import MotionConfig, MotionGate
+from edge.quality import fuse_embeddings
 from edge.tracker import FaceSample, IoUTracker, Track, TrackerConfig, iou
 from edge.types import BBox, Detection, Embedding, FaceQuality
 
@@ -311,16 +312,6 @@ class PipelineStats:
 def sample_every_for(fps: float, analyse_fps: float) -> int:
     """Every how many source frames one is analysed (>= 1)."""
     return max(1, round(fps / analyse_fps)) if fps > 0 else 1
-
-
-def fuse(embeddings: npt.NDArray[np.float32], weights: Sequence[float]) -> Embedding:
-    """Quality-weighted mean of L2-normalised rows, re-normalised to unit length."""
-    w = np.clip(np.asarray(weights, dtype=np.float32), 1e-3, None)
-    mean = (embeddings.astype(np.float32) * w[:, None]).sum(axis=0)
-    norm = float(np.linalg.norm(mean))
-    if norm == 0.0:
-        return embeddings[0].astype(np.float32)
-    return (mean / norm).astype(np.float32)
 
 
 def _engine_det_size(engine: EngineLike) -> int:
@@ -748,13 +739,13 @@ class Pipeline:
                 rest = self.engine.embed_aligned([s.aligned for s in best[1:]])
                 self.stats.embed_calls += 1
                 self.stats.faces_embedded += len(best) - 1
-                fused = fuse(np.vstack([first, rest]), [s.quality.score for s in best])
+                fused = fuse_embeddings(np.vstack([first, rest]), [s.quality.score for s in best])
         if fused is None:
             # One recogniser call for the track's k crops (batched, not per face).
             embeddings = self.engine.embed_aligned([s.aligned for s in best])
             self.stats.embed_calls += 1
             self.stats.faces_embedded += len(best)
-            fused = fuse(embeddings, [s.quality.score for s in best])
+            fused = fuse_embeddings(embeddings, [s.quality.score for s in best])
         if self.gallery is not None and identity is None:
             match = self.gallery.match(fused[None, :])[0]
             identity, candidate, similarity = match.identity, match.best, match.similarity

@@ -14,7 +14,8 @@ from edge.capture import Frame
 from edge.engine import FaceEngine
 from edge.gallery import Gallery
 from edge.motion import MotionConfig
-from edge.pipeline import Pipeline, PipelineConfig, TrackResult, fuse
+from edge.pipeline import Pipeline, PipelineConfig, TrackResult
+from edge.quality import fuse_embeddings as fuse
 from edge.tracker import TrackerConfig
 from edge.types import BBox, Detection, FaceQuality
 from edge.videogen import GeneratedVideo, WalkIn, make_idle_video, make_video, write_gallery
