@@ -353,14 +353,24 @@ def test_enrol_takes_the_centred_subject_over_an_off_centre_face(
     """News-style photo: the subject centred, a comparable face at the far edge."""
     import cv2
 
-    h = 200
-    tom = cv2.resize(tom_image, (round(tom_image.shape[1] * h / tom_image.shape[0]), h))
-    yao = cv2.resize(yao_image, (round(yao_image.shape[1] * 160 / yao_image.shape[0]), 160))
+    def face_height(img: np.ndarray) -> float:
+        return engine.detect_photo(img)[0].bbox.height
+
+    # Scale both photos so their faces are about 90 px: comparable faces.
+    tom = cv2.resize(
+        tom_image, None, fx=90 / face_height(tom_image), fy=90 / face_height(tom_image)
+    )
+    yao = cv2.resize(
+        yao_image, None, fx=85 / face_height(yao_image), fy=85 / face_height(yao_image)
+    )
+    h = max(tom.shape[0], yao.shape[0]) + 40
     width = 3 * tom.shape[1] + 2 * yao.shape[1]
-    canvas = np.full((h + 80, width, 3), 128, np.uint8)
+    canvas = np.full((h, width, 3), 128, np.uint8)
     x0 = (width - tom.shape[1]) // 2
-    canvas[40 : 40 + h, x0 : x0 + tom.shape[1]] = tom
-    canvas[60 : 60 + 160, width - yao.shape[1] - 10 : width - 10] = yao
+    y0 = (h - tom.shape[0]) // 2
+    canvas[y0 : y0 + tom.shape[0], x0 : x0 + tom.shape[1]] = tom
+    canvas[20 : 20 + yao.shape[0], width - yao.shape[1] - 10 : width - 10] = yao
+    assert len(notable_faces(engine.detect_photo(canvas), canvas.shape)) == 2
 
     face = engine.enrol(canvas)
     alone = engine.enrol(tom_image)
