@@ -1,18 +1,24 @@
-"""Users, their site scopes and API tokens."""
+"""Users, their site scopes, API tokens and web sessions."""
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from server.db import utcnow
 from server.errors import Conflict, InvalidInput
 from server.security import API_TOKEN_PREFIX, hash_password, hash_token, new_token
-from server.users.models import ApiToken, User, UserSite
+from server.users.models import ApiToken, User, UserSession, UserSite
 
 ROLES = ("admin", "manager", "viewer")
+# last_seen_at is written at most this often, so a busy session costs one
+# read per request and a write a minute, not a write per request.
+TOUCH_EVERY = timedelta(minutes=1)
 
 
 def create_user(
@@ -73,3 +79,128 @@ def site_ids_of(*, session: Session, user: User) -> set[int] | None:
     if user.role == "admin":
         return None
     return set(session.scalars(select(UserSite.site_id).where(UserSite.user_id == user.id)))
+
+
+def set_password(*, session: Session, user: User, password: str) -> None:
+    """Give the user a new password (argon2); ends all their web sessions."""
+    if not password:
+        raise InvalidInput("password is empty")
+    user.password_hash = hash_password(password)
+    revoke_web_sessions(session=session, user_id=user.id)
+
+
+def set_disabled(*, session: Session, user: User, disabled: bool) -> None:
+    """Disable (or re-enable) a user; disabling ends all their web sessions."""
+    user.disabled = disabled
+    if disabled:
+        revoke_web_sessions(session=session, user_id=user.id)
+    session.flush()
+
+
+def password_fingerprint(password_hash: str | None) -> str:
+    """A short digest of the stored password hash, kept with each web session."""
+    return hashlib.sha256((password_hash or "").encode()).hexdigest()[:16]
+
+
+def open_web_session(
+    *,
+    session: Session,
+    user: User,
+    lifetime: timedelta,
+    user_agent: str = "",
+    client: str = "",
+    now: datetime | None = None,
+) -> str:
+    """Record a new web session for the user; returns its id (for the cookie, never stored).
+
+    Also deletes the user's sessions that have expired, so the table holds
+    at most one lifetime's worth of logins per user.
+    """
+    now = now or utcnow()
+    session.execute(
+        delete(UserSession).where(UserSession.user_id == user.id, UserSession.expires_at <= now)
+    )
+    sid = secrets.token_urlsafe(32)
+    session.add(
+        UserSession(
+            id_hash=hash_token(sid),
+            user_id=user.id,
+            pw=password_fingerprint(user.password_hash),
+            created_at=now,
+            last_seen_at=now,
+            expires_at=now + lifetime,
+            user_agent=user_agent[:200],
+            client=client[:100],
+        )
+    )
+    session.flush()
+    return sid
+
+
+def user_for_web_session(
+    *, session: Session, sid: str, now: datetime | None = None
+) -> tuple[User, bool] | None:
+    """The enabled user of a live web session and whether ``last_seen_at`` was moved; else None.
+
+    Live: the row exists, is neither revoked nor expired, and the user's
+    password is the one they logged in with. One primary-key lookup (joined
+    with the user); ``last_seen_at`` moves at most once per :data:`TOUCH_EVERY`.
+    """
+    now = now or utcnow()
+    found = session.execute(
+        select(UserSession, User)
+        .join(User, User.id == UserSession.user_id)
+        .where(UserSession.id_hash == hash_token(sid))
+    ).first()
+    if found is None:
+        return None
+    row, user = found[0], found[1]
+    if (
+        row.revoked_at is not None
+        or row.expires_at <= now
+        or user.disabled
+        or row.pw != password_fingerprint(user.password_hash)
+    ):
+        return None
+    touched = now - row.last_seen_at >= TOUCH_EVERY
+    if touched:
+        row.last_seen_at = now
+        session.flush()
+    return user, touched
+
+
+def revoke_web_session(*, session: Session, sid: str, now: datetime | None = None) -> bool:
+    """End one web session (logout); False when it was unknown or already ended."""
+    result = session.execute(
+        update(UserSession)
+        .where(UserSession.id_hash == hash_token(sid), UserSession.revoked_at.is_(None))
+        .values(revoked_at=now or utcnow())
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def revoke_web_sessions(*, session: Session, user_id: int, now: datetime | None = None) -> int:
+    """End every live web session of a user; returns how many were live."""
+    now = now or utcnow()
+    result = session.execute(
+        update(UserSession)
+        .where(
+            UserSession.user_id == user_id,
+            UserSession.revoked_at.is_(None),
+            UserSession.expires_at > now,
+        )
+        .values(revoked_at=now)
+    )
+    session.flush()
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def web_sessions_of(*, session: Session, user_id: int) -> list[UserSession]:
+    """A user's web sessions that have not expired (revoked ones included), newest first."""
+    return list(
+        session.scalars(
+            select(UserSession)
+            .where(UserSession.user_id == user_id, UserSession.expires_at > utcnow())
+            .order_by(UserSession.created_at.desc())
+        )
+    )

@@ -54,9 +54,11 @@ from server.web.session import (
     csrf_ok,
     lockout_wait_s,
     login_audit_key,
+    login_user,
+    logout_user,
     new_session,
-    password_fingerprint,
     read_session,
+    session_user,
     write_session,
 )
 
@@ -146,12 +148,12 @@ def _settings(request: Request) -> Settings:
 
 
 def current_user(request: Request, session: SessionDep) -> WebUser:
-    """The session's user; :class:`LoginRequired` when logged out, disabled or re-keyed."""
+    """The session's user; :class:`LoginRequired` when logged out, revoked, expired or disabled."""
     web = read_session(request, _settings(request))
-    if web is None or web.uid is None:
+    if web is None or web.sid is None:
         raise LoginRequired("not logged in")
-    user = session.get(User, web.uid)
-    if user is None or user.disabled or password_fingerprint(user.password_hash) != web.pw:
+    user = session_user(session=session, web=web)
+    if user is None:
         raise LoginRequired("session no longer valid")
     ids = site_ids_of(session=session, user=user)
     return WebUser(
@@ -329,16 +331,18 @@ def login(request: Request, session: SessionDep, form: FormDep) -> Response:
         object_id=object_id,
         detail={"user_id": user.id},
     )
+    # A new session id and CSRF token with the login: a token planted before login is worthless.
+    web = login_user(session=session, request=request, user=user)
     session.commit()
     response = RedirectResponse(target, status_code=303)
-    # A new CSRF token with the login: a token planted before login is worthless.
-    write_session(response, new_session(user.id, user.password_hash), _settings(request))
+    write_session(response, web, _settings(request))
     return response
 
 
 @router.post("/logout")
 def logout(request: Request, session: SessionDep, user: UserDep, form: FormDep) -> Response:
-    """End the session (the cookie is removed) and audit it."""
+    """End the session (its record is revoked, the cookie removed) and audit it."""
+    logout_user(session=session, web=read_session(request, _settings(request)))
     record(
         session=session,
         actor=user.actor,

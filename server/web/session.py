@@ -1,12 +1,22 @@
-"""Web sessions: a signed cookie, its CSRF token, and the login lockout.
+"""Web sessions: a server-side session record, its signed cookie, CSRF token, and the login lockout.
 
-The session is a signed, timestamped cookie (itsdangerous, keyed by the
-server's secret key): ``{"csrf", "uid", "pw"}``. Every visitor gets one, so
-the login form carries a CSRF token too; logging in issues a fresh one
-(no session fixation). ``pw`` is a fingerprint of the user's password hash:
-changing a password ends that user's other sessions. Being stateless, a
-copied cookie stays valid until it expires (``SESSION_MAX_AGE_S``) even after
-logout; a server-side session table would close that gap.
+Logging in records a row in ``web_sessions``
+(:class:`~server.users.models.UserSession`) and sets a signed, timestamped
+cookie (itsdangerous, keyed by the server's secret key): ``{"csrf", "sid"}``.
+``sid`` is a random 256-bit id; the table keeps only its SHA-256, so a copy of
+the database cannot be replayed as cookies. Every request looks the row up by
+that hash (one primary-key read): a revoked, expired or unknown row, a
+disabled user, or a password changed since login means logged out. So logout
+revokes the row and a copied cookie stops working at once; changing a
+password or disabling a user (:mod:`server.users.service`,
+``lintel-server user logout-all``) ends all that user's sessions.
+``SESSION_MAX_AGE_S`` is the absolute limit (row and cookie); there is no
+idle timeout. ``last_seen_at`` moves at most once a minute.
+
+Every visitor gets a cookie (``sid`` None: not logged in, no row), so the
+login form carries a CSRF token too; logging in issues a fresh token and a
+fresh id (no session fixation). A user's expired rows are deleted when they
+next log in; the retention purge does not touch this table.
 
 Failed logins are audit events (``web.login_failed``), so the lockout counts
 them across worker processes and restarts, and an admin sees them in the
@@ -16,7 +26,6 @@ address within ``LOCKOUT_WINDOW`` (since the last success) -> 429.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
@@ -32,6 +41,8 @@ from starlette.responses import Response
 from server.audit.models import AuditEvent
 from server.db import utcnow
 from server.settings import Settings
+from server.users.models import User
+from server.users.service import open_web_session, revoke_web_session, user_for_web_session
 
 COOKIE = "lintel_session"
 SESSION_MAX_AGE_S = 12 * 3600  # one working day; then log in again
@@ -43,29 +54,19 @@ SUCCEEDED = "web.login"
 
 @dataclass(frozen=True, slots=True)
 class WebSession:
-    """What the session cookie holds (``uid`` None: not logged in)."""
+    """What the session cookie holds (``sid`` None: not logged in)."""
 
     csrf: str
-    uid: int | None = None
-    pw: str | None = None
+    sid: str | None = None
 
 
 def _serializer(settings: Settings) -> URLSafeTimedSerializer:
     return URLSafeTimedSerializer(settings.secret_key.get_secret_value(), salt="lintel.web.session")
 
 
-def password_fingerprint(password_hash: str | None) -> str:
-    """A short digest of the stored hash, bound into the cookie."""
-    return hashlib.sha256((password_hash or "").encode()).hexdigest()[:16]
-
-
-def new_session(uid: int | None = None, password_hash: str | None = None) -> WebSession:
-    """A fresh session with a new CSRF token."""
-    return WebSession(
-        csrf=secrets.token_urlsafe(32),
-        uid=uid,
-        pw=None if uid is None else password_fingerprint(password_hash),
-    )
+def new_session(sid: str | None = None) -> WebSession:
+    """A fresh cookie session with a new CSRF token (``sid``: a recorded login's id)."""
+    return WebSession(csrf=secrets.token_urlsafe(32), sid=sid)
 
 
 def read_session(request: Request, settings: Settings) -> WebSession | None:
@@ -79,20 +80,13 @@ def read_session(request: Request, settings: Settings) -> WebSession | None:
         return None
     if not isinstance(data, dict) or not isinstance(data.get("csrf"), str):
         return None
-    uid = data.get("uid")
-    pw = data.get("pw")
-    return WebSession(
-        csrf=data["csrf"],
-        uid=uid if isinstance(uid, int) else None,
-        pw=pw if isinstance(pw, str) else None,
-    )
+    sid = data.get("sid")
+    return WebSession(csrf=data["csrf"], sid=sid if isinstance(sid, str) and sid else None)
 
 
 def write_session(response: Response, session: WebSession, settings: Settings) -> None:
     """Set the session cookie: HttpOnly, SameSite=Lax, Secure outside dev/test."""
-    value = _serializer(settings).dumps(
-        {"csrf": session.csrf, "uid": session.uid, "pw": session.pw}
-    )
+    value = _serializer(settings).dumps({"csrf": session.csrf, "sid": session.sid})
     response.set_cookie(
         COOKIE,
         value,
@@ -102,6 +96,39 @@ def write_session(response: Response, session: WebSession, settings: Settings) -
         samesite="lax",
         secure=settings.env not in ("dev", "test"),
     )
+
+
+def login_user(*, session: Session, request: Request, user: User) -> WebSession:
+    """Record a new web session for ``user``; the cookie to set (fresh id and CSRF token)."""
+    sid = open_web_session(
+        session=session,
+        user=user,
+        lifetime=timedelta(seconds=SESSION_MAX_AGE_S),
+        user_agent=request.headers.get("user-agent", ""),
+        client=client_ip(request),
+    )
+    return new_session(sid)
+
+
+def session_user(*, session: Session, web: WebSession | None) -> User | None:
+    """The enabled user of a live recorded session, or None (logged out, revoked, expired)."""
+    if web is None or web.sid is None:
+        return None
+    found = user_for_web_session(session=session, sid=web.sid)
+    if found is None:
+        return None
+    user, touched = found
+    if touched:
+        # Only last_seen_at is pending here (the request has not started its
+        # own work yet), so committing it now is safe and keeps GETs read-only.
+        session.commit()
+    return user
+
+
+def logout_user(*, session: Session, web: WebSession | None) -> None:
+    """Revoke the session's row, so every copy of its cookie stops working."""
+    if web is not None and web.sid is not None:
+        revoke_web_session(session=session, sid=web.sid)
 
 
 def clear_session(response: Response, settings: Settings) -> None:
