@@ -56,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--site", action="append", default=[], help="site name or id (repeatable)")
     q.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     q.add_argument("--json", action="store_true")
+    q = usersub.add_parser("sessions", help="list a user's web sessions (not yet expired)")
+    q.add_argument("username")
+    q.add_argument("--json", action="store_true")
+    q = usersub.add_parser("logout-all", help="end every web session of a user at once")
+    q.add_argument("username")
 
     # -- clustering worker (engineer F; logic in server/clusters/worker.py) --
     p = sub.add_parser("worker", help="cluster unknown sightings and open cases until stopped")
@@ -198,6 +203,8 @@ def _admin(args: argparse.Namespace, settings: Any, session: Any) -> int:
             _out(f"device {device.id} ({device.name}) added to site {site.name}")
             _out(f"token (shown once, store it on the device): {token}")
         return 0
+    if args.command == "user" and args.user_command in ("sessions", "logout-all"):
+        return _user_sessions(args, session)
     if args.command == "user":
         password = None
         if args.password_stdin:
@@ -232,6 +239,55 @@ def _admin(args: argparse.Namespace, settings: Any, session: Any) -> int:
         _emit(site_stats(session=session, site_id=site_id), args.json)
         return 0
     raise AssertionError(f"unhandled command {args.command!r}")
+
+
+def _user_sessions(args: argparse.Namespace, session: Any) -> int:
+    """``user sessions`` / ``user logout-all`` (server/users/service.py, server/web/session.py)."""
+    from sqlalchemy import select
+
+    from server.audit.service import record
+    from server.db import utcnow
+    from server.errors import NotFound
+    from server.users.models import User
+    from server.users.service import revoke_web_sessions, web_sessions_of
+
+    user = session.scalar(select(User).where(User.username == args.username))
+    if user is None:
+        raise NotFound(f"user {args.username!r} does not exist")
+    if args.user_command == "logout-all":
+        ended = revoke_web_sessions(session=session, user_id=user.id)
+        record(
+            session=session,
+            actor="cli",
+            action="user.logout_all",
+            object_type="user",
+            object_id=user.id,
+            detail={"sessions": ended},
+        )
+        _out(f"ended {ended} web session(s) of {user.username}")
+        return 0
+    now = utcnow()
+    rows = [
+        {
+            "created_at": row.created_at.isoformat(),
+            "last_seen_at": row.last_seen_at.isoformat(),
+            "expires_at": row.expires_at.isoformat(),
+            "state": "revoked" if row.revoked_at is not None else "live",
+            "client": row.client,
+            "user_agent": row.user_agent,
+        }
+        for row in web_sessions_of(session=session, user_id=user.id, now=now)
+    ]
+    if args.json:
+        _out(json.dumps(rows, sort_keys=True))
+    else:
+        for r in rows:
+            _out(
+                "\t".join(
+                    r[k] for k in ("state", "created_at", "last_seen_at", "client", "user_agent")
+                )
+            )
+    return 0
 
 
 def _run(args: argparse.Namespace, settings: Any) -> int:

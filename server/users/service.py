@@ -195,12 +195,14 @@ def revoke_web_sessions(*, session: Session, user_id: int, now: datetime | None 
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
-def web_sessions_of(*, session: Session, user_id: int) -> list[UserSession]:
+def web_sessions_of(
+    *, session: Session, user_id: int, now: datetime | None = None
+) -> list[UserSession]:
     """A user's web sessions that have not expired (revoked ones included), newest first."""
     return list(
         session.scalars(
             select(UserSession)
-            .where(UserSession.user_id == user_id, UserSession.expires_at > utcnow())
+            .where(UserSession.user_id == user_id, UserSession.expires_at > (now or utcnow()))
             .order_by(UserSession.created_at.desc())
         )
     )
