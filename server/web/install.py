@@ -8,6 +8,7 @@ from fastapi import FastAPI
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from server.web.likely import router as likely_router
 from server.web.routes import PREFIX, router
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -51,5 +52,6 @@ class WebSecurityHeaders:
 def install_web(app: FastAPI) -> None:
     """Mount the manager web UI under ``/web`` (pages, static files, headers)."""
     app.include_router(router)
+    app.include_router(likely_router)
     app.mount(f"{PREFIX}/static", StaticFiles(directory=STATIC_DIR), name="web-static")
     app.add_middleware(WebSecurityHeaders)

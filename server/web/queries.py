@@ -1,4 +1,4 @@
-"""Read-side queries behind the web pages (queue, case, dashboard, devices, audit).
+"""Read-side queries of the web pages (queue, case, likely occupants, dashboard, devices, audit).
 
 Everything here only reads; changes go through :mod:`server.cases.service`,
 so the web UI and the JSON API act the same way. Every function takes the
@@ -534,3 +534,145 @@ def audit(
         )
         for e in events
     ]
+
+# -- likely occupants -----------------------------------------------------------------------
+LIKELY_LABEL_ACTION = "cluster.likely_occupant"
+"""The worker's audit action when it labels a cluster (its detail is the evidence)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LikelyRow:
+    """One ``likely_occupant`` cluster: the occupant it points at, the evidence, its crops.
+
+    The evidence is what the worker recorded when it labelled the cluster
+    (None where that record names another occupant: a re-check moved it).
+    """
+
+    cluster_id: int
+    site_id: int
+    site_name: str
+    occupant_id: int
+    occupant_name: str
+    unit: str | None
+    share: float | None
+    centroid_similarity: float | None
+    margin: float | None
+    occupant_known_days: int | None
+    days_seen: int
+    sightings: int
+    first_seen: datetime
+    last_seen: datetime
+    crops: tuple[int, ...]
+
+
+def _likely_where(scope: set[int] | None) -> list[ColumnElement[bool]]:
+    # The same clusters as server.cases.service.likely_occupant_clusters, over a scope.
+    return [
+        _in_scope(UnknownCluster.site_id, scope),
+        UnknownCluster.status == "active",
+        UnknownCluster.suppression == "likely_occupant",
+        UnknownCluster.occupant_id.is_not(None),
+    ]
+
+
+def likely_count(*, session: Session, scope: set[int] | None) -> int:
+    """How many likely-occupant clusters wait for a manager in the caller's sites."""
+    return int(
+        session.scalar(
+            select(func.count()).select_from(UnknownCluster).where(*_likely_where(scope))
+        )
+        or 0
+    )
+
+
+def _likely_evidence(
+    session: Session, clusters: Sequence[UnknownCluster]
+) -> dict[int, dict[str, Any]]:
+    """The latest labelling record's evidence per cluster id."""
+    if not clusters:
+        return {}
+    # Bounded by site and time (the label comes after the first sighting), so the
+    # (site_id, at) index does the work on a long audit log.
+    events = session.execute(
+        select(AuditEvent.object_id, AuditEvent.detail)
+        .where(
+            AuditEvent.site_id.in_(sorted({c.site_id for c in clusters})),
+            AuditEvent.at >= min(c.first_seen for c in clusters),
+            AuditEvent.action == LIKELY_LABEL_ACTION,
+            AuditEvent.object_type == "unknown_cluster",
+            AuditEvent.object_id.in_(sorted(str(c.id) for c in clusters)),
+        )
+        .order_by(AuditEvent.id)
+    )
+    return {int(r.object_id): dict(r.detail or {}) for r in events}
+
+
+def _num(detail: dict[str, Any], key: str) -> float | None:
+    value = detail.get(key)
+    return float(value) if isinstance(value, int | float) else None
+
+
+def likely_occupants(
+    *,
+    session: Session,
+    scope: set[int] | None,
+    site_id: int | None = None,
+    cluster_id: int | None = None,
+) -> list[LikelyRow]:
+    """Likely-occupant clusters of the caller's sites, most recently seen first."""
+    where = _likely_where(scope)
+    if site_id is not None:
+        where.append(UnknownCluster.site_id == site_id)
+    if cluster_id is not None:
+        where.append(UnknownCluster.id == cluster_id)
+    found = session.execute(
+        select(UnknownCluster, Occupant, Unit.address)
+        .join(Occupant, Occupant.id == UnknownCluster.occupant_id)
+        .outerjoin(Unit, Unit.id == Occupant.unit_id)
+        .where(*where)
+        .order_by(UnknownCluster.last_seen.desc(), UnknownCluster.id)
+        .limit(QUEUE_LIMIT)
+    ).all()
+    clusters = [r[0] for r in found]
+    evidence = _likely_evidence(session, clusters)
+    crops = _first_crop(session, [s for c in clusters for s in c.best_sightings])
+    sites = {s.id: s.name for s in session.scalars(select(Site))}
+    rows = []
+    for cluster, occupant, address in found:
+        ev = evidence.get(cluster.id, {})
+        if ev.get("occupant_id") != occupant.id:
+            ev = {}
+        known = ev.get("occupant_known_days")
+        rows.append(
+            LikelyRow(
+                cluster_id=cluster.id,
+                site_id=cluster.site_id,
+                site_name=sites.get(cluster.site_id, str(cluster.site_id)),
+                occupant_id=occupant.id,
+                occupant_name=occupant.name,
+                unit=address,
+                share=_num(ev, "share"),
+                centroid_similarity=_num(ev, "centroid_similarity"),
+                margin=_num(ev, "margin"),
+                occupant_known_days=known if isinstance(known, int) else None,
+                days_seen=len(cluster.days),
+                sightings=cluster.count,
+                first_seen=cluster.first_seen,
+                last_seen=cluster.last_seen,
+                crops=tuple(s for s in cluster.best_sightings if crops.get(s)),
+            )
+        )
+    return rows
+
+
+def settled_cluster(
+    *, session: Session, scope: set[int] | None, cluster_id: int, suppression: str
+) -> tuple[UnknownCluster, str | None] | None:
+    """A cluster of the caller's sites just confirmed/rejected, and its occupant's name."""
+    cluster = session.get(UnknownCluster, cluster_id)
+    if cluster is None or cluster.suppression != suppression:
+        return None
+    if scope is not None and cluster.site_id not in scope:
+        return None
+    occupant = session.get(Occupant, cluster.occupant_id) if cluster.occupant_id else None
+    return cluster, occupant.name if occupant else None
