@@ -54,8 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
         "transaction (or none: any bad row and nothing is written, unless --partial). "
         "With --server the photos are enrolled on this machine and never sent; the rows and "
         "faces go to the server in one request (an admin's token, or a manager's of that "
-        "site; only admins create sites), bounded by the server's LINTEL_MAX_BODY_BYTES "
-        "(about 3.1 KB a row with a photo: ~2,600 such rows at the default 8 MiB). "
+        "site; only admins create sites), bounded by the server's LINTEL_MAX_IMPORT_BODY_BYTES "
+        "(about 3.1 KB a row with a photo: ~20,000 such rows at the default 64 MiB). "
         "The report is the same in both modes.",
     )
     p.add_argument("file", type=Path, help="registry file (.csv or .xlsx)")

@@ -11,9 +11,10 @@ holds (by SHA-256, asked first) are not enrolled again, as in local mode.
 
 No chunking: one file is one request and one transaction, so all-or-nothing,
 duplicate checks across rows and ``--sync`` keep their meaning. The server's
-``max_body_bytes`` bounds a request (about 3.1 KB a row with a face: ~2,600
-such rows at the default 8 MiB); a larger register needs a larger limit on
-the server or the local import on the server host.
+``max_import_body_bytes`` bounds the request (about 3.1 KB a row with a face:
+~20,000 such rows at the default 64 MiB); a larger register needs a larger
+limit on the server (``LINTEL_MAX_IMPORT_BODY_BYTES``) or the local import on
+the server host.
 """
 
 from __future__ import annotations
@@ -235,7 +236,8 @@ def _explain(response: httpx.Response, server: str, site: str) -> str:
         size = len(response.request.content) / (1024 * 1024)
         return (
             f"the import ({size:.1f} MiB) is larger than {server} accepts ({detail}); raise "
-            "LINTEL_MAX_BODY_BYTES on the server, or run the import on the server host with --db"
+            "LINTEL_MAX_IMPORT_BODY_BYTES on the server, or run the import on the server host "
+            "with --db"
         )
     if status in (409, 422):
         return f"{server} refused the import: {detail}"

@@ -22,10 +22,11 @@ from server.cases.views import router as cases_router
 from server.db import make_engine, make_session_factory, upgrade
 from server.devices.views import router as devices_router
 from server.errors import install_handlers
-from server.limits import BodySizeLimit
+from server.limits import BodySizeLimit, LimitOverride
 from server.metrics import MetricsMiddleware, make_metrics
 from server.privacy.crypto import install_keyring, load_keyring
 from server.privacy.views import router as privacy_router
+from server.registry_api.views import IMPORT_PATH, importer_check
 from server.registry_api.views import router as registry_router
 from server.settings import Settings
 from server.sightings.views import router as sightings_router
@@ -75,7 +76,17 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     install_web(app)
     # Outermost first: the size limit must act before anything reads the body.
     app.add_middleware(MetricsMiddleware, metrics=metrics)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.max_body_bytes,
+        overrides=[
+            LimitOverride(
+                IMPORT_PATH,
+                settings.max_import_body_bytes,
+                allow=importer_check(app.state.session_factory),
+            )
+        ],
+    )
 
     @app.get("/healthz", tags=["ops"], summary="Liveness and database reachability")
     def healthz() -> JSONResponse:

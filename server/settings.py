@@ -42,6 +42,13 @@ class Settings(BaseSettings):
         ge=1024,
         description="Largest request body accepted; larger ones get 413.",
     )
+    max_import_body_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=1024,
+        description="Largest registry import body (POST /api/v1/sites/{site}/registry/import, "
+        "one register file in one request: ~3.1 KB a row with a face, so 64 MiB is ~20,000 "
+        "rows); other routes keep max_body_bytes.",
+    )
     default_model_id: str = Field(
         default="buffalo_s/w600k_mbf",
         min_length=1,

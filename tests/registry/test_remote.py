@@ -52,7 +52,7 @@ class Server:
         self,
         url: str,
         data_dir: Path,
-        max_body_bytes: int = 8 * 1024 * 1024,
+        max_import_body_bytes: int = 64 * 1024 * 1024,
         secret: str = SECRET,
     ) -> None:
         settings = Settings(
@@ -60,7 +60,7 @@ class Server:
             secret_key=secret,  # type: ignore[arg-type]
             data_dir=data_dir,
             database_url=url,
-            max_body_bytes=max_body_bytes,
+            max_import_body_bytes=max_import_body_bytes,
         )
         self.engine: Engine = make_engine(url)
         self.app = create_app(settings, engine=self.engine)
@@ -469,12 +469,12 @@ def test_connection_and_token_errors_are_clear(
 
 
 def test_too_large_is_explained(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    srv = Server(f"sqlite:///{tmp_path / 's.sqlite3'}", tmp_path, max_body_bytes=2048)
+    srv = Server(f"sqlite:///{tmp_path / 's.sqlite3'}", tmp_path, max_import_body_bytes=2048)
     try:
         rows = [f"人{i},{make_id(100 + i)},,2-1-{100 + i},业主,,,X{i}\n" for i in range(30)]
         assert srv.run(["--site", SITE, str(_csv(tmp_path, rows))]) == 2
         err = capsys.readouterr().err
-        assert "larger than" in err and "LINTEL_MAX_BODY_BYTES" in err
+        assert "larger than" in err and "LINTEL_MAX_IMPORT_BODY_BYTES" in err
         assert srv.counts()[1] == 0
     finally:
         srv.close()
