@@ -265,6 +265,69 @@ class CaseView:
     assigned_to: str | None
     unit: str | None
     occupant: str | None
+    suggested: Suggestion | None = None
+
+
+SUGGEST_MIN_SHARE = 0.5
+SUGGEST_MIN_SIMILARITY = 0.20
+"""A case names an occupant as "may be" when at least half of its cluster's sightings
+voted for them and the centroid matches them at 0.20 or more (its 'opened' evidence,
+server/cases/attribution.py). Well below what the server attributes on its own: a
+registered resident whose one registry photo is poor lands here (bench/
+attribution_limits.py: their clusters sit at 0.20-0.42, the closest strangers at up to
+0.30), so the manager settles it at the desk with one click instead of a visit."""
+
+
+@dataclass(frozen=True, slots=True)
+class Suggestion:
+    """A registered occupant the case's face may be (for the manager to confirm)."""
+
+    occupant_id: int
+    name: str
+    unit: str | None
+    similarity: float
+    share: float | None
+
+
+def suggested_occupant(
+    *, session: Session, case: Case, events: Sequence[CaseEvent]
+) -> Suggestion | None:
+    """The occupant the case's 'opened' evidence points at, if the hint is worth showing."""
+    if case.status == "closed":
+        return None
+    opened = next((e for e in events if e.kind == "opened"), None)
+    detail: dict[str, Any] = (opened.detail or {}) if opened is not None else {}
+    evidence = detail.get("evidence") or {}
+    occupant_id: int | None = None
+    similarity = 0.0
+    share: float | None = None
+    if detail.get("possible_occupant_id"):
+        occupant_id = int(detail["possible_occupant_id"])
+        similarity = float(detail.get("similarity") or 0.0)
+        if evidence.get("occupant_id") == occupant_id:
+            share = float(evidence.get("share") or 0.0)
+    elif (
+        evidence.get("occupant_id")
+        and float(evidence.get("share") or 0.0) >= SUGGEST_MIN_SHARE
+        and float(evidence.get("centroid_similarity") or 0.0) >= SUGGEST_MIN_SIMILARITY
+        and float(evidence.get("margin") or 0.0) > 0.0
+    ):
+        occupant_id = int(evidence["occupant_id"])
+        similarity = float(evidence["centroid_similarity"])
+        share = float(evidence["share"])
+    if occupant_id is None:
+        return None
+    occupant = session.get(Occupant, occupant_id)
+    if occupant is None or occupant.site_id != case.site_id or occupant.status != "active":
+        return None
+    unit = session.get(Unit, occupant.unit_id) if occupant.unit_id else None
+    return Suggestion(
+        occupant_id=occupant.id,
+        name=occupant.name,
+        unit=unit.address if unit else None,
+        similarity=similarity,
+        share=share,
+    )
 
 
 def sighting_strip(
@@ -330,6 +393,7 @@ def case_view(*, session: Session, case: Case) -> CaseView:
         assigned_to=people.get(case.assigned_to) if case.assigned_to else None,
         unit=unit.address if unit else None,
         occupant=occupant.name if occupant else None,
+        suggested=suggested_occupant(session=session, case=case, events=events),
     )
 
 
@@ -534,6 +598,7 @@ def audit(
         )
         for e in events
     ]
+
 
 # -- likely occupants -----------------------------------------------------------------------
 LIKELY_LABEL_ACTION = "cluster.likely_occupant"
