@@ -238,15 +238,17 @@ class CaptureCache:
     """Embeddings of augmented captures, keyed by (photo path, variant), kept on disk.
 
     ``None`` marks a capture the edge would not send (no face, or refused by the
-    quality gate). Computed lazily with the real :class:`edge.engine.FaceEngine`.
+    quality gate). Computed lazily with the real :class:`edge.engine.FaceEngine`
+    of ``pack``; variant -1 is the photo itself, not augmented.
     """
 
-    def __init__(self, paths: list[str]) -> None:
+    def __init__(self, paths: list[str], pack: str = MODEL) -> None:
         from cluster_calibration import CACHE_DIR
 
         key = hashlib.sha256("\n".join(paths).encode()).hexdigest()[:16]
-        self.file = CACHE_DIR / f"captures-{MODEL}-{CAPTURE_RECIPE}-{key}.npz"
+        self.file = CACHE_DIR / f"captures-{pack}-{CAPTURE_RECIPE}-{key}.npz"
         self.paths = paths
+        self.pack = pack
         self._emb: dict[tuple[int, int], npt.NDArray[np.float32] | None] = {}
         self._dirty = False
         if self.file.exists():
@@ -268,7 +270,7 @@ class CaptureCache:
         from edge.config import ModelConfig
         from edge.engine import FaceEngine
 
-        engine = FaceEngine.load(ModelConfig(threads=1))
+        engine = FaceEngine.load(ModelConfig(pack=self.pack, threads=1))
         t0 = time.perf_counter()
         for n, (row, k) in enumerate(missing):
             path = self.paths[row]
@@ -277,7 +279,9 @@ class CaptureCache:
                 hashlib.sha256(f"{Path(path).parent.name}/{Path(path).name}".encode()).digest()[:8],
                 "little",
             )
-            cap = augment(np.asarray(img, dtype=np.uint8), np.random.default_rng([seed, k]))
+            photo = np.asarray(img, dtype=np.uint8)
+            # Variant -1 is the photo as it is (an enrolment photo: no re-capture).
+            cap = photo if k < 0 else augment(photo, np.random.default_rng([seed, k]))
             self._emb[(row, k)] = _embed_capture(engine, cap)
             self._dirty = True
             if n % 200 == 199:
@@ -401,6 +405,7 @@ async def simulate(args: argparse.Namespace) -> dict[str, Any]:
     from sqlalchemy import select
 
     from server.app import create_app
+    from server.cases.attribution import suggested_occupant
     from server.cases.models import CaseEvent
     from server.cases.rules import CaseRule, local_day
     from server.clusters.models import UnknownCluster
@@ -614,7 +619,8 @@ async def simulate(args: argparse.Namespace) -> dict[str, Any]:
     case_roles: Counter[str] = Counter()
     with factory() as s:
         opened_events = list(s.scalars(select(CaseEvent).where(CaseEvent.kind == "opened")))
-        hints = {e.case_id: (e.detail or {}).get("possible_occupant_id") for e in opened_events}
+        # What the case page offers as "It is X" (server.cases.attribution.suggested_occupant).
+        hints = {e.case_id: suggested_occupant(e.detail or {}) for e in opened_events}
         evidence = {e.case_id: (e.detail or {}).get("evidence") for e in opened_events}
         likely = s.execute(
             select(UnknownCluster.id, UnknownCluster.occupant_id).where(
@@ -634,7 +640,7 @@ async def simulate(args: argparse.Namespace) -> dict[str, Any]:
         hint = hints.get(c["id"])
         if hint is None:
             continue
-        if role_of[name] == "resident" and occupant_of.get(int(hint)) == name:
+        if role_of[name] == "resident" and occupant_of.get(hint.occupant_id) == name:
             hinted_right += 1
         elif role_of[name] != "resident":
             hinted_others += 1

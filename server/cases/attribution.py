@@ -54,7 +54,7 @@ or reject it (a case opens). Pure numpy here; the database side is in
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -173,3 +173,46 @@ def attributes(evidence: OccupantEvidence, rule: CaseRule) -> bool:
         and evidence.centroid_similarity >= centroid_min
         and evidence.margin >= rule.attribute_margin
     )
+
+
+SUGGEST_MIN_SHARE = 0.5
+SUGGEST_MIN_SIMILARITY = 0.20
+"""A case names an occupant as "may be" (the case page's one-click merge) when its
+'opened' event carries a possible-occupant hint, or its evidence has at least half of
+the members voting for one occupant and the centroid at 0.20 or more. Far below what
+the worker attributes on its own: a registered resident whose one registry photo is
+poor lands here (``bench/attribution_limits.py``: their clusters sit at 0.20-0.42 to
+the photo, the closest strangers at up to 0.30), so the manager settles it at the
+desk instead of with a visit."""
+
+
+@dataclass(frozen=True, slots=True)
+class SuggestedOccupant:
+    occupant_id: int
+    similarity: float
+    share: float | None
+
+
+def suggested_occupant(opened_detail: Mapping[str, Any]) -> SuggestedOccupant | None:
+    """The occupant a case's 'opened' event detail points at, if worth showing."""
+    evidence = opened_detail.get("evidence") or {}
+    if opened_detail.get("possible_occupant_id"):
+        occupant_id = int(opened_detail["possible_occupant_id"])
+        same = evidence.get("occupant_id") == occupant_id
+        return SuggestedOccupant(
+            occupant_id=occupant_id,
+            similarity=float(opened_detail.get("similarity") or 0.0),
+            share=float(evidence.get("share") or 0.0) if same else None,
+        )
+    if (
+        evidence.get("occupant_id")
+        and float(evidence.get("share") or 0.0) >= SUGGEST_MIN_SHARE
+        and float(evidence.get("centroid_similarity") or 0.0) >= SUGGEST_MIN_SIMILARITY
+        and float(evidence.get("margin") or 0.0) > 0.0
+    ):
+        return SuggestedOccupant(
+            occupant_id=int(evidence["occupant_id"]),
+            similarity=float(evidence["centroid_similarity"]),
+            share=float(evidence["share"]),
+        )
+    return None

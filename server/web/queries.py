@@ -19,6 +19,7 @@ from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.orm import Session
 
 from server.audit.models import AuditEvent
+from server.cases.attribution import suggested_occupant as suggested_occupant_of
 from server.cases.models import Case, CaseEvent
 from server.cases.rules import site_zone
 from server.clusters.models import ClusterSiteState, UnknownCluster
@@ -268,16 +269,6 @@ class CaseView:
     suggested: Suggestion | None = None
 
 
-SUGGEST_MIN_SHARE = 0.5
-SUGGEST_MIN_SIMILARITY = 0.20
-"""A case names an occupant as "may be" when at least half of its cluster's sightings
-voted for them and the centroid matches them at 0.20 or more (its 'opened' evidence,
-server/cases/attribution.py). Well below what the server attributes on its own: a
-registered resident whose one registry photo is poor lands here (bench/
-attribution_limits.py: their clusters sit at 0.20-0.42, the closest strangers at up to
-0.30), so the manager settles it at the desk with one click instead of a visit."""
-
-
 @dataclass(frozen=True, slots=True)
 class Suggestion:
     """A registered occupant the case's face may be (for the manager to confirm)."""
@@ -292,31 +283,15 @@ class Suggestion:
 def suggested_occupant(
     *, session: Session, case: Case, events: Sequence[CaseEvent]
 ) -> Suggestion | None:
-    """The occupant the case's 'opened' evidence points at, if the hint is worth showing."""
+    """The occupant the case's 'opened' evidence points at, if the hint is worth showing
+    (:func:`server.cases.attribution.suggested_occupant`) and they are still active."""
     if case.status == "closed":
         return None
     opened = next((e for e in events if e.kind == "opened"), None)
-    detail: dict[str, Any] = (opened.detail or {}) if opened is not None else {}
-    evidence = detail.get("evidence") or {}
-    occupant_id: int | None = None
-    similarity = 0.0
-    share: float | None = None
-    if detail.get("possible_occupant_id"):
-        occupant_id = int(detail["possible_occupant_id"])
-        similarity = float(detail.get("similarity") or 0.0)
-        if evidence.get("occupant_id") == occupant_id:
-            share = float(evidence.get("share") or 0.0)
-    elif (
-        evidence.get("occupant_id")
-        and float(evidence.get("share") or 0.0) >= SUGGEST_MIN_SHARE
-        and float(evidence.get("centroid_similarity") or 0.0) >= SUGGEST_MIN_SIMILARITY
-        and float(evidence.get("margin") or 0.0) > 0.0
-    ):
-        occupant_id = int(evidence["occupant_id"])
-        similarity = float(evidence["centroid_similarity"])
-        share = float(evidence["share"])
-    if occupant_id is None:
+    hint = suggested_occupant_of(opened.detail or {}) if opened is not None else None
+    if hint is None:
         return None
+    occupant_id, similarity, share = hint.occupant_id, hint.similarity, hint.share
     occupant = session.get(Occupant, occupant_id)
     if occupant is None or occupant.site_id != case.site_id or occupant.status != "active":
         return None
