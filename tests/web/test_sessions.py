@@ -26,7 +26,14 @@ from server.security import hash_token
 from server.settings import Settings
 from server.users.models import User, UserSession
 from server.users.service import set_disabled, set_password
-from server.web.session import COOKIE, WebSession, new_session, read_session, write_session
+from server.web.session import (
+    COOKIE,
+    SESSION_MAX_AGE_S,
+    WebSession,
+    new_session,
+    read_session,
+    write_session,
+)
 from tests.server.asgi import SyncASGITransport
 from tests.server.clusters.support import new_session as db_session
 from tests.server.conftest import TEST_SECRET
@@ -126,7 +133,7 @@ def test_login_records_exactly_one_row_holding_only_the_ids_hash(
     assert row.id_hash == hash_token(web.sid)
     assert web.sid not in (row.id_hash, row.client, row.user_agent)
     assert row.revoked_at is None
-    assert row.expires_at - row.created_at == timedelta(hours=12)
+    assert row.expires_at - row.created_at == timedelta(seconds=SESSION_MAX_AGE_S)
     assert row.user_agent.startswith("python-httpx")
     assert client.get("/web/queue").status_code == 200
 
