@@ -34,6 +34,7 @@ from fastapi import FastAPI
 from fastapi.routing import iter_route_contexts
 from sqlalchemy import Engine
 
+from server.cases.models import Case
 from server.privacy.views import current_admin
 from server.sightings.models import Sighting
 from server.wire import API_PREFIX, encode_embedding
@@ -115,6 +116,9 @@ def scene(engine: Engine, device: DeviceCreds, make_device: Any) -> Scene:
     sighting = min(world.open_sightings)
     with new_session(engine) as s:
         assert s.get(Sighting, sighting) is not None
+        case = s.get(Case, world.open_case)
+        assert case is not None
+        cluster_id = case.cluster_id
     return Scene(
         world=world,
         site_b=device_b.site_id,
@@ -122,6 +126,7 @@ def scene(engine: Engine, device: DeviceCreds, make_device: Any) -> Scene:
         sighting=sighting,
         path_values={
             "case_id": world.open_case,
+            "cluster_id": cluster_id,  # the /web/likely pages (a site A cluster)
             "sighting_id": sighting,
             "occupant_id": world.active_occupant,
             "site_id": world.site_id,
