@@ -55,8 +55,14 @@ remaining resident case is a resident whose door captures match their single
 enrolment photo at only 0.23-0.28 (or one the edge never recognised, 0.33):
 as close as the best strangers come (unregistered: centroid <= 0.26; a
 courier in a ``--enrol-photo medoid`` run: share 1.0, centroid 0.26, margin
-0.10), so the server cannot attribute them safely; their case names them in
-its evidence. ``--enrol-photo medoid``: 0-3 resident cases. East Asian
+0.10), so the server cannot attribute them safely; their case names them
+(``resident_cases_naming_them``: the case page's "It is X", see
+:func:`server.cases.attribution.suggested_occupant`): re-run on 2026-11-29,
+seeds 0-5 gave the same found / cases / resident counts as above and every
+resident case named the right person (5 of 5). ``bench/attribution_limits.py``
+measures why the last ones stay (100 runs: missed residents 0.20-0.42 to
+their photo, strangers up to 0.30). ``--enrol-photo medoid``: 0-3 resident
+cases. East Asian
 subset (``../shared/eval/faces-east-asian``: 16 people, too few for the
 defaults; ``--residents 7 --unregistered 3 --couriers 1 --visitors 5``,
 seeds 0-3): 3/3 found, 0 resident cases (1, 1, 1, 0 without attribution).
