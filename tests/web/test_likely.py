@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import re
 import uuid
-from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -20,7 +19,6 @@ from sqlalchemy import Engine, func, select
 from server.audit.models import AuditEvent
 from server.cases.models import Case
 from server.clusters.models import UnknownCluster
-from server.db import make_engine, upgrade
 from server.occupants.models import FaceTemplate
 from server.occupants.service import add_template, upsert_occupant
 from server.sites.models import Site
@@ -36,27 +34,8 @@ from tests.server.clusters.support import (
     person,
     work,
 )
-from tests.server.conftest import pg_factory  # noqa: F401  (the PostgreSQL half below)
+from tests.web.backends import pg_factory, web_engine_on_both_backends  # noqa: F401
 from tests.web.world import World, csrf_of, face_jpeg, login
-
-
-@pytest.fixture(
-    scope="module",
-    params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)],
-)
-def _web_engine(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Engine]:
-    """This module's migrated database, one per backend (overrides tests/web/conftest.py)."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('likelydb') / 'lintel.sqlite3'}"
-    else:
-        make: Callable[[], str] = request.getfixturevalue("pg_factory")
-        url = make()
-    eng = make_engine(url)
-    upgrade(eng)
-    yield eng
-    eng.dispose()
 
 
 def _known(occupant_id: int, day: int) -> dict[str, Any]:

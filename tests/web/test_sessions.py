@@ -21,7 +21,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from server.cli import main
-from server.db import make_engine, upgrade
 from server.security import hash_token
 from server.settings import Settings
 from server.users.models import User, UserSession
@@ -37,27 +36,8 @@ from server.web.session import (
 from tests.server.asgi import SyncASGITransport
 from tests.server.clusters.support import new_session as db_session
 from tests.server.conftest import TEST_SECRET
-from tests.server.conftest import pg_factory as pg_factory  # the fixture, for the PG half
+from tests.web.backends import pg_factory, web_engine_on_both_backends  # noqa: F401
 from tests.web.world import PASSWORD, World, csrf_of, login
-
-
-@pytest.fixture(
-    scope="module",
-    params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)],
-)
-def _web_engine(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Engine]:
-    # Overrides tests/web/conftest.py's SQLite-only engine for this module.
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('sessdb') / 'lintel.sqlite3'}"
-    else:
-        make: Callable[[], str] = request.getfixturevalue("pg_factory")
-        url = make()
-    eng = make_engine(url)
-    upgrade(eng)
-    yield eng
-    eng.dispose()
 
 
 @pytest.fixture
