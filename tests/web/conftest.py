@@ -8,11 +8,15 @@ SQLite by default and stay fast.
 from __future__ import annotations
 
 import os
+import socket
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+import uvicorn
 from fastapi import FastAPI
 from sqlalchemy import Engine
 
@@ -21,6 +25,7 @@ from server.db import make_engine, upgrade
 from server.settings import Settings
 from tests.server.asgi import SyncASGITransport
 from tests.server.conftest import MODEL, TEST_SECRET, _empty_all_tables
+from tests.web.browser import CHROMIUM, LAUNCH_ARGS
 from tests.web.world import World, build_world
 
 
@@ -73,3 +78,41 @@ def client(app: FastAPI) -> Iterator[httpx.Client]:
 @pytest.fixture
 def world(engine: Engine) -> World:
     return build_world(engine)
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[object]:
+    """One headless chromium for the whole test session (tests/web/browser.py)."""
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="needs playwright (pip install -e '.[dev]')"
+    )
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
+        yield b
+        b.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def base_url(app: FastAPI) -> Iterator[str]:
+    """The app served by uvicorn on loopback for the length of one test."""
+    port = _free_port()
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", lifespan="off", http="h11", ws="none"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)

@@ -7,80 +7,16 @@ written to ``artifacts/screenshots/`` (gitignored) for review.
 
 from __future__ import annotations
 
-import os
 import re
-import socket
-import threading
-import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pytest
-import uvicorn
-from fastapi import FastAPI
-
+from tests.web.browser import NEEDS_BROWSER, SHOTS
 from tests.web.world import PASSWORD, World
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
 
-CHROMIUM = Path("/usr/bin/chromium")
-SHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
-LAUNCH_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
-if not CHROMIUM.exists() and os.environ.get("LINTEL_REQUIRE_BROWSER"):
-    # CI sets this: there a missing browser is a broken setup, not a skip.
-    raise RuntimeError("LINTEL_REQUIRE_BROWSER is set but /usr/bin/chromium is missing")
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(),
-    reason="needs Debian's chromium at /usr/bin/chromium (apt install chromium)",
-)
-sync_api = pytest.importorskip(
-    "playwright.sync_api", reason="needs playwright (pip install -e '.[dev]')"
-)
-
-
-@pytest.fixture(scope="session")
-def browser() -> Iterator[object]:
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
-        yield b
-        b.close()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def base_url(app: FastAPI) -> Iterator[str]:
-    """The app served by uvicorn on loopback for the length of one test."""
-    port = _free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", lifespan="off", http="h11", ws="none"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+pytestmark = NEEDS_BROWSER
 
 
 def _open_count(page: Page) -> int:
