@@ -8,10 +8,12 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 
+from server.cases.models import Case
 from server.clusters.models import UnknownCluster
 from tests.server.clusters.support import new_session
 from tests.web.browser import NEEDS_BROWSER, SHOTS
 from tests.web.test_likely import _resident_missed
+from tests.web.test_suggest import _case_of_new_person, _occupant_with_template
 from tests.web.world import PASSWORD, World
 
 if TYPE_CHECKING:
@@ -70,3 +72,35 @@ def test_manager_confirms_a_likely_occupant(
     with new_session(engine) as s:
         cluster = s.get(UnknownCluster, cluster_id)
         assert cluster is not None and cluster.suppression == "occupant"
+
+
+def test_manager_settles_a_case_that_names_a_registered_occupant(
+    browser: Browser,
+    base_url: str,
+    world: World,
+    engine: Engine,
+) -> None:
+    """A registered resident the worker could not attribute became a case; the case page
+    names them and "It is X" closes it in one click (screenshot case-suggest.png)."""
+    occupant_id = _occupant_with_template(engine, world, "韩梅梅", 0.33)
+    case_id = _case_of_new_person(engine, world)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    context = browser.new_context(base_url=base_url, locale="en-US")
+    page = context.new_page()
+    page.goto("/web/login")
+    page.get_by_label("Username").fill("mgr_a")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(re.compile(r"/web/queue$"))
+    page.goto(f"/web/cases/{case_id}")
+    box = page.locator("#suggested-occupant")
+    assert "May be registered occupant 韩梅梅" in box.get_by_role("heading").inner_text()
+    page.screenshot(path=str(SHOTS / "case-suggest.png"), full_page=True)
+    box.get_by_role("button", name="It is 韩梅梅: add these faces and close").click()
+    page.wait_for_url(re.compile(rf"/web/queue\?done={case_id}$"))
+    assert f'data-case="{case_id}"' not in page.content()
+    context.close()
+    with new_session(engine) as s:
+        case = s.get(Case, case_id)
+        assert case is not None
+        assert (case.outcome, case.occupant_id) == ("merged_into_occupant", occupant_id)
