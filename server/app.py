@@ -15,7 +15,7 @@ from typing import Any
 from fastapi import FastAPI, Response
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import Engine, text
 
 from server.cases.views import router as cases_router
@@ -24,6 +24,7 @@ from server.devices.views import router as devices_router
 from server.errors import install_handlers
 from server.limits import BodySizeLimit, LimitOverride
 from server.metrics import MetricsMiddleware, make_metrics
+from server.metrics import render as render_metrics
 from server.privacy.crypto import install_keyring, load_keyring
 from server.privacy.views import router as privacy_router
 from server.registry_api.views import IMPORT_PATH, importer_check
@@ -100,7 +101,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
 
     @app.get("/metrics", tags=["ops"], summary="Prometheus metrics")
     def metrics_endpoint() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(render_metrics(metrics), media_type=CONTENT_TYPE_LATEST)
 
     _document_raw_bodies(app)
     return app

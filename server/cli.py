@@ -294,12 +294,17 @@ def _run(args: argparse.Namespace, settings: Any) -> int:
     import uvicorn
 
     from server.db import make_engine, upgrade
+    from server.metrics import MULTIPROC_ENV, fresh_multiproc_dir
 
     # Migrate once here, not in every worker.
     engine = make_engine(settings.sqlalchemy_url)
     upgrade(engine)
     engine.dispose()
     os.environ["LINTEL_MIGRATE_ON_START"] = "false"
+    if args.workers > 1:
+        # One /metrics for all workers (prometheus-client's multiprocess mode): each
+        # worker writes its samples under this folder, any worker's scrape sums them.
+        os.environ[MULTIPROC_ENV] = str(fresh_multiproc_dir(settings.data_dir))
     uvicorn.run(
         "server.app:app_from_env",
         factory=True,

@@ -1,18 +1,44 @@
 """Prometheus metrics, one registry per app (so tests can build many apps).
 
-With several uvicorn workers each process counts on its own and a scrape
-sees one worker; a multi-worker deployment should scrape each worker or use
-prometheus-client's multiprocess mode.
+``lintel-server run --workers N`` (N > 1) runs prometheus-client's
+multiprocess mode: it points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh folder
+under the data dir before the workers start, every worker's counters write
+their samples there, and ``/metrics`` (whichever worker answers) renders the
+sum over all of them. With one worker the app's own registry is rendered.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def fresh_multiproc_dir(data_dir: Path) -> Path:
+    """An empty folder for the workers' samples (the last run's are removed: counters
+    restart with the server, as they do with one worker)."""
+    path = Path(data_dir) / "prometheus-multiproc"
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+def render(metrics: Metrics) -> bytes:
+    """The text exposition of ``/metrics``: all workers' sum in multiprocess mode."""
+    if os.environ.get(MULTIPROC_ENV):
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+        return bytes(generate_latest(registry))
+    return bytes(generate_latest(metrics.registry))
 
 
 @dataclass(frozen=True)
