@@ -27,6 +27,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--workers", type=int, default=1)
+    p.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        default="info",
+        help="startup lines and one access line per request at info (the default); "
+        "warning keeps only problems",
+    )
+    p.add_argument("--no-access-log", action="store_true", help="no line per request")
 
     p = sub.add_parser("db", help="database schema")
     dbsub = p.add_subparsers(dest="db_command", required=True)
@@ -296,6 +304,8 @@ def _run(args: argparse.Namespace, settings: Any) -> int:
     from server.db import make_engine, upgrade
     from server.metrics import MULTIPROC_ENV, fresh_multiproc_dir
 
+    level = logging.DEBUG if args.verbose >= 2 else getattr(logging, args.log_level.upper())
+    logging.getLogger().setLevel(level)  # Lintel's own loggers, like uvicorn's
     # Migrate once here, not in every worker.
     engine = make_engine(settings.sqlalchemy_url)
     upgrade(engine)
@@ -311,7 +321,8 @@ def _run(args: argparse.Namespace, settings: Any) -> int:
         host=args.host,
         port=args.port,
         workers=args.workers,
-        log_level="warning" if args.verbose == 0 else "info",
+        log_level="debug" if args.verbose >= 2 else args.log_level,
+        access_log=not args.no_access_log,
     )
     return 0
 

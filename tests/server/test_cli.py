@@ -145,16 +145,18 @@ def test_run_serves_the_api_over_http(
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "run", "--port", str(port)],
-        env={**os.environ},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    log = tmp_path / "server.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "server.cli", "run", "--port", str(port)],
+            env={**os.environ},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     base = f"http://127.0.0.1:{port}"
     try:
         for _ in range(150):
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert proc.poll() is None, log.read_text(errors="replace")
             try:
                 if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
                     break
@@ -169,8 +171,10 @@ def test_run_serves_the_api_over_http(
     finally:
         proc.terminate()
         proc.wait(timeout=20)
-        if proc.stderr:
-            proc.stderr.close()
+    # The default log level tells an operator (docker logs, journalctl) it is up and serving.
+    text = log.read_text(errors="replace")
+    assert "Uvicorn running on" in text
+    assert '"GET /healthz HTTP/1.1" 200' in text
 
 
 def test_unreachable_database_is_one_line(
