@@ -37,10 +37,6 @@ class StoreError(RegistryError):
     """The database refused a write or is unusable (names the site or row)."""
 
 
-class NotSupportedError(InputError):
-    """An option that is planned but not implemented yet (e.g. ``--server``)."""
-
-
 class RemoteError(InputError):
     """``--server``: the server is unreachable, refused the token, or refused the import."""
 
