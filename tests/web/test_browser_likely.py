@@ -97,6 +97,12 @@ def test_manager_settles_a_case_that_names_a_registered_occupant(
     assert "May be registered occupant 韩梅梅" in box.get_by_role("heading").inner_text()
     page.screenshot(path=str(SHOTS / "case-suggest.png"), full_page=True)
     box.get_by_role("button", name="It is 韩梅梅: add these faces and close").click()
+    page.wait_for_timeout(500)
+    # Not sent until the manager ticks that they compared the faces.
+    assert page.url.endswith(f"/web/cases/{case_id}")
+    assert page.evaluate("document.getElementById('suggest-checked').validity.valueMissing")
+    box.get_by_label(re.compile("I have compared the faces")).check()
+    box.get_by_role("button", name="It is 韩梅梅: add these faces and close").click()
     page.wait_for_url(re.compile(rf"/web/queue\?done={case_id}$"))
     assert f'data-case="{case_id}"' not in page.content()
     context.close()

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from server.cases.attribution import (
+    SUGGEST_MIN_MARGIN,
     SUGGEST_MIN_SHARE,
     SUGGEST_MIN_SIMILARITY,
     suggested_occupant,
@@ -41,8 +42,8 @@ def test_consistent_weak_evidence_names_the_occupant() -> None:
         ({"share": SUGGEST_MIN_SHARE - 0.01}, False),
         ({"centroid_similarity": SUGGEST_MIN_SIMILARITY}, True),
         ({"centroid_similarity": SUGGEST_MIN_SIMILARITY - 0.01}, False),
-        ({"margin": 0.001}, True),
-        ({"margin": 0.0}, False),
+        ({"margin": SUGGEST_MIN_MARGIN}, True),
+        ({"margin": SUGGEST_MIN_MARGIN - 0.001}, False),
         ({"occupant_id": None}, False),
     ],
 )
