@@ -59,7 +59,8 @@ courier in a ``--enrol-photo medoid`` run: share 1.0, centroid 0.26, margin
 (``resident_cases_naming_them``: the case page's "It is X", see
 :func:`server.cases.attribution.suggested_occupant`): re-run on 2026-11-29,
 seeds 0-5 gave the same found / cases / resident counts as above and every
-resident case named the right person (5 of 5). ``bench/attribution_limits.py``
+resident case named the right person (5 of 5; none of the other 64 cases
+named anyone). ``bench/attribution_limits.py``
 measures why the last ones stay (100 runs: missed residents 0.20-0.42 to
 their photo, strangers up to 0.30). ``--enrol-photo medoid``: 0-3 resident
 cases. East Asian
