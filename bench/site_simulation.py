@@ -142,6 +142,8 @@ class Person:
     role: str  # resident | unregistered | visitor | courier
     photos: list[int]  # rows of the embedding matrix usable as sightings
     enrol_photo: int | None = None
+    enrol_more: list[int] = field(default_factory=list)
+    """Further registry photos (``--enrol-photos K`` > 1): each its own template."""
     occupant_id: int | None = None
     visit_days: list[int] = field(default_factory=list)
 
@@ -157,6 +159,7 @@ def build_population(
     days: int,
     enrol: str = "first",
     embs: npt.NDArray[np.float32] | None = None,
+    enrol_photos: int = 1,
 ) -> list[Person]:
     """Assign identities to roles; people with more photos live here (they need variety)."""
     by_ident: dict[str, list[int]] = defaultdict(list)
@@ -181,7 +184,10 @@ def build_population(
                 # typical look than a random candid. Model it as the most central photo.
                 centrality = (embs[rows] @ embs[rows].T).mean(axis=1)
                 rows = [rows[i] for i in np.argsort(-centrality, kind="stable")]
-            people.append(Person(name, role, photos=rows[1:], enrol_photo=rows[0]))
+            k = enrol_photos if role == "resident" else 1
+            people.append(
+                Person(name, role, photos=rows[k:], enrol_photo=rows[0], enrol_more=rows[1:k])
+            )
     rest = list(it) + poor
     for name in rest[:visitors]:
         rows = list(by_ident[name])
@@ -439,6 +445,7 @@ async def simulate(args: argparse.Namespace) -> dict[str, Any]:
         couriers=args.couriers,
         days=args.days,
         enrol=args.enrol_photo,
+        enrol_photos=args.enrol_photos,
         embs=embs,
     )
 
@@ -464,14 +471,15 @@ async def simulate(args: argparse.Namespace) -> dict[str, Any]:
             session=s, username=f"mgr-{uuid.uuid4().hex[:6]}", role="manager", site_ids=[site.id]
         )
         _tok, user_token = create_api_token(session=s, user_id=user.id)
-        # Registered residents: one template each from their enrolment photo.
+        # Registered residents: one template per registry photo (one unless --enrol-photos).
         for p in people:
             if p.role == "resident":
                 occ = upsert_occupant(session=s, site_id=site.id, name=p.name)
                 assert p.enrol_photo is not None
-                add_template(
-                    session=s, occupant_id=occ.id, embedding=embs[p.enrol_photo], model_id=MODEL
-                )
+                for photo in [p.enrol_photo, *p.enrol_more]:
+                    add_template(
+                        session=s, occupant_id=occ.id, embedding=embs[photo], model_id=MODEL
+                    )
                 p.occupant_id = occ.id
         if args.no_attribution:
             configure_site(
@@ -495,9 +503,10 @@ async def simulate(args: argparse.Namespace) -> dict[str, Any]:
     gallery.set_base(
         Gallery.from_templates(
             [
-                Template(str(p.occupant_id), embs[p.enrol_photo], MODEL)
+                Template(str(p.occupant_id), embs[photo], MODEL)
                 for p in residents
                 if p.enrol_photo is not None
+                for photo in [p.enrol_photo, *p.enrol_more]
             ],
             model_id=MODEL,
             threshold=args.edge_threshold,
@@ -755,6 +764,14 @@ def main(argv: list[str] | None = None) -> int:
         default="first",
         help="which photo enrols a resident/whitelists a courier: the first, or the most "
         "typical one (models a frontal registry photo)",
+    )
+    ap.add_argument(
+        "--enrol-photos",
+        type=int,
+        choices=[1, 2, 3],
+        default=1,
+        help="registry photos per resident, each its own template (a register gives one "
+        "today; 2-3 measure what more photos would buy)",
     )
     ap.add_argument(
         "--min-face-px", type=int, default=60, help="skip photos smaller than this (edge gate)"
