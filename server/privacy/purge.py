@@ -42,6 +42,7 @@ from server.occupants.models import FaceTemplate, Occupant
 from server.sightings import crops
 from server.sightings.models import Sighting
 from server.sites.models import Site
+from server.users.service import delete_ended_web_sessions
 
 log = logging.getLogger(__name__)
 
@@ -307,6 +308,11 @@ class PurgeSchedule:
             # (PostgreSQL) are held for one site's purge, not the whole district's.
             with session_scope(factory) as session:
                 results += purge(session=session, site_id=site_id, actor="worker")
+        with session_scope(factory) as session:
+            # Web sessions that ended (server/web/session.py) leave the table too.
+            ended = delete_ended_web_sessions(session=session)
+        if ended:
+            log.info("purge: %d ended web sessions deleted", ended)
         for r in results:
             if r.anything:
                 log.info(

@@ -195,6 +195,26 @@ def revoke_web_sessions(*, session: Session, user_id: int, now: datetime | None 
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
+ENDED_SESSION_KEEP = timedelta(days=1)
+"""A revoked session row stays this long (an admin sees recent logouts), then goes."""
+
+
+def delete_ended_web_sessions(*, session: Session, now: datetime | None = None) -> int:
+    """Delete every expired session row, and revoked ones after ``ENDED_SESSION_KEEP``
+    (the worker's hourly purge); returns how many."""
+    now = now or utcnow()
+    result = session.execute(
+        delete(UserSession).where(
+            (UserSession.expires_at <= now)
+            | (
+                UserSession.revoked_at.is_not(None)
+                & (UserSession.revoked_at <= now - ENDED_SESSION_KEEP)
+            )
+        )
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
 def web_sessions_of(
     *, session: Session, user_id: int, now: datetime | None = None
 ) -> list[UserSession]:

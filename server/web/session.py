@@ -15,8 +15,8 @@ idle timeout. ``last_seen_at`` moves at most once a minute.
 
 Every visitor gets a cookie (``sid`` None: not logged in, no row), so the
 login form carries a CSRF token too; logging in issues a fresh token and a
-fresh id (no session fixation). A user's expired rows are deleted when they
-next log in; the retention purge does not touch this table.
+fresh id (no session fixation). Ended rows are deleted by the worker's hourly
+purge (expired, or revoked a day ago) and a user's expired ones at their next login.
 
 Failed logins are audit events (``web.login_failed``), so the lockout counts
 them across worker processes and restarts, and an admin sees them in the
