@@ -223,7 +223,7 @@ def _remote_import(
 ) -> int:
     """``--server``: enrol the photos here, send rows and faces, print the server's report."""
     from registry.errors import FacesNeeded
-    from registry.importer import KnownPhoto, PhotoFailure, enrol_for_upload
+    from registry.importer import PhotoOutcome, enrol_for_upload
     from registry.photos import PhotoSource, open_photos
     from registry.reader import read_registry
     from registry.remote import (
@@ -234,7 +234,6 @@ def _remote_import(
         site_photos,
         upload,
     )
-    from registry.store import NewFace
 
     token = args.token or os.environ.get(TOKEN_ENV, "")
     if not token.strip():
@@ -257,7 +256,7 @@ def _remote_import(
             f"{pack_model!r}; templates of another model never reach its edges"
         )
 
-    def enrol(skip: frozenset[str]) -> tuple[dict[int, NewFace | PhotoFailure | KnownPhoto], str]:
+    def enrol(skip: frozenset[str]) -> tuple[dict[int, list[PhotoOutcome]], str]:
         photos: PhotoSource | None = open_photos(args.photos) if args.photos else None
         try:
             faces, model_id = enrol_for_upload(
@@ -273,7 +272,7 @@ def _remote_import(
         # No photo needed the engine: the pack's model names a new site's gallery.
         return faces, model_id or pack_model
 
-    def send(faces: dict[int, NewFace | PhotoFailure | KnownPhoto], model_id: str) -> RemoteResult:
+    def send(faces: dict[int, list[PhotoOutcome]], model_id: str) -> RemoteResult:
         payload = build_payload(
             sheet, faces, model_id=model_id, allow_same_face=args.allow_same_face
         )

@@ -5,8 +5,13 @@ enrolled; then the whole plan goes to :meth:`RegistryStore.apply` in one
 transaction. By default any bad row means nothing is written (all or
 nothing); ``partial`` writes the good rows. Re-importing the same file plans
 no change at all: rows are matched by external id, else by ID hash, and a
-photo whose SHA-256 equals the one the stored template came from is not
+photo whose SHA-256 is one the occupant's registry templates came from is not
 enrolled again.
+
+A row may name up to three photos (``a.jpg;b.jpg``): each is enrolled on its
+own and becomes its own template (matching takes the best, no fusion). Any of
+them failing fails the row; so do two photos of one row that look like
+different people.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import hashlib
 import itertools
 import logging
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,13 +60,20 @@ class ImportOptions:
 
     Augmented copies of one photo measured >= 0.86 and different people <= 0.63
     (buffalo_s), so 0.8 catches one photo filed under two people, not look-alikes."""
+    one_person_similarity: float | None = 0.10
+    """Refuse a row whose photos are less similar (cosine) than this to each other; None: off.
+
+    On ../shared/eval/faces (1,321 photos of 177 people, buffalo_s, see
+    bench/cluster_calibration.py) 99% of same-person pairs are >= 0.154 while half of
+    different-person pairs are <= 0.005: 0.10 catches most photos of two people filed
+    in one row and refuses fewer than 1 in 100 genuine pairs."""
     actor: str = "lintel-registry"
     """Who runs the import, for the audit log."""
 
 
 @dataclass(frozen=True, slots=True)
 class PhotoFailure:
-    """A photo the client could not enrol (remote import): the row issue to report."""
+    """A photo that could not be enrolled (unreadable, no face...): the row issue to report."""
 
     reason: str
     message: str
@@ -69,14 +81,37 @@ class PhotoFailure:
 
 @dataclass(frozen=True, slots=True)
 class KnownPhoto:
-    """A photo the client did not enrol: the server already holds a template of it."""
+    """A photo not enrolled: the site already holds a template of it."""
 
     photo_sha256: str
+    photo: str = ""
+    """The file name as the row gives it (for messages; empty if unknown)."""
 
 
-Enrolled = Mapping[int, NewFace | PhotoFailure | KnownPhoto]
-"""Row -> the face a client enrolled from that row's photo, or why it could not, or
-that it skipped the photo because the site already had it (see :func:`enrol_for_upload`)."""
+PhotoOutcome = NewFace | PhotoFailure | KnownPhoto
+Enrolled = Mapping[int, Sequence[PhotoOutcome]]
+"""Row -> for each of its photos, the face enrolled from it, or why it could not be, or
+that it was skipped because the site already had it (see :func:`enrol_for_upload`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RowFaces:
+    """A row whose photos differ from its occupant's registry templates."""
+
+    photos: tuple[tuple[str, str], ...]
+    """(file name, SHA-256) of every photo of the row: the set its templates come from."""
+    new: tuple[NewFace, ...]
+    """The faces of photos the occupant has no template of yet."""
+
+    @property
+    def sha256s(self) -> frozenset[str]:
+        return frozenset(sha for _name, sha in self.photos)
+
+
+@dataclass
+class _PhotoCounts:
+    unchanged: int = 0
+    failed: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,12 +243,19 @@ def run_import(
     records = [
         _keep_absent(r, matched[r.row], absent) for r in run.validated.records if r.row in matched
     ]
-    if enrolled is not None:
-        faces, model_id = _replay_enrolled(run, records, matched, enrolled, model_id)
-    else:
-        faces, model_id = _enrol_photos(run, records, matched, photos, enroller)
+    if enrolled is None:
 
-    if options.same_face_similarity is not None and faces:
+        def known(row: int, sha: str) -> bool:
+            stored = matched.get(row)
+            return stored is not None and sha in stored.photo_sha256s
+
+        enrolled, model_id = _enrol_photos(run, records, photos, enroller, known=known)
+    counts = _PhotoCounts()
+    faces, model_id = _resolve_faces(run, records, matched, enrolled, model_id, counts)
+
+    if options.one_person_similarity is not None and faces:
+        _check_one_person(run, records, matched, faces, options.one_person_similarity)
+    if options.same_face_similarity is not None and any(f.new for f in faces.values()):
         _check_same_faces(run, records, matched, faces, options.same_face_similarity)
     failed_rows = {i.row for i in run.issues}
     changes: list[Change] = []
@@ -222,11 +264,13 @@ def run_import(
         if record.row in failed_rows:
             continue
         stored = matched[record.row]
-        face = faces.get(record.row)
+        row_faces = faces.get(record.row)
+        new = row_faces.new if row_faces else ()
+        shas = row_faces.sha256s if row_faces else None
         if stored is None:
-            changes.append(Change("create", record, None, face))
-        elif face is not None or _differs(record, stored):
-            changes.append(Change("update", record, stored.id, face))
+            changes.append(Change("create", record, None, new, shas))
+        elif row_faces is not None or _differs(record, stored):
+            changes.append(Change("update", record, stored.id, new, shas))
         else:
             unchanged += 1
 
@@ -268,8 +312,10 @@ def run_import(
             failed=len(failed_rows),
         ),
         issues=tuple(sorted(run.issues, key=lambda i: (i.row, i.column))),
-        enrolled_photos=len(faces),
+        enrolled_photos=sum(len(f.new) for f in faces.values()),
         new_site=snapshot.site_id is None,
+        unchanged_photos=counts.unchanged,
+        failed_photos=counts.failed,
     )
     return ImportResult(report, plan, version)
 
@@ -277,25 +323,24 @@ def run_import(
 def _enrol_photos(
     run: _Run,
     records: list[OccupantRecord],
-    matched: dict[int, StoredOccupant | None],
     photos: PhotoSource | None,
     enroller_factory: Callable[[], Enroller | EnrolBackend] | None,
     *,
+    known: Callable[[int, str], bool],
     bundled_default: bool = True,
-    known: tuple[frozenset[str], dict[int, str]] | None = None,
-) -> tuple[dict[int, NewFace], str]:
-    """Read every row's photo and enrol the new or changed ones (with a progress bar)."""
+) -> tuple[dict[int, list[PhotoOutcome]], str]:
+    """Read every photo of every row and enrol those ``known`` does not already hold
+    (with a progress bar counting photos); row -> one outcome per photo, in cell order."""
     from tqdm import tqdm
 
     site_model = run.snapshot.model_id
-    with_photo = [(r, r.photo) for r in records if r.photo]
+    with_photo = [r for r in records if r.photos]
     if with_photo and photos is None:
         raise InputError("the file names photos; give the folder or zip with --photos")
-    by_row = {r.row: r for r, _ in with_photo}
-    hashes: dict[int, str] = {}
-    faces: dict[int, NewFace] = {}
+    out: dict[int, list[PhotoOutcome]] = {r.row: [] for r in with_photo}
+    slots: dict[int, tuple[int, int, str, str]] = {}  # job key -> (row, index, name, sha)
     bar = tqdm(
-        total=len(with_photo),
+        total=sum(len(r.photos) for r in with_photo),
         unit="photo",
         desc="enrolling",
         file=sys.stderr,
@@ -304,31 +349,27 @@ def _enrol_photos(
     )
 
     def pending() -> Iterator[Job]:
-        """Photos that need the engine; unreadable and unchanged ones are settled here."""
-        for record, photo in with_photo:
+        """Photos that need the engine; unreadable and known ones are settled here."""
+        for record in with_photo:
             if photos is None:
                 return
-            try:
-                data = photos.read(photo)
-            except PhotoError as exc:
-                run.issue(record, "photo", "bad_photo", str(exc))
-                bar.update(1)
-                continue
-            sha = hashlib.sha256(data).hexdigest()
-            stored = matched.get(record.row)
-            if (
-                stored is not None
-                and stored.photo_sha256 == sha
-                and (site_model is None or stored.template_model_id == site_model)
-            ):
-                bar.update(1)  # the same photo is already enrolled with the site's model
-                continue
-            if known is not None and sha in known[0]:
-                known[1][record.row] = sha  # the server has it (remote import)
-                bar.update(1)
-                continue
-            hashes[record.row] = sha
-            yield Job(record.row, photo, data)
+            for name in record.photos:
+                outcomes = out[record.row]
+                try:
+                    data = photos.read(name)
+                except PhotoError as exc:
+                    outcomes.append(PhotoFailure("bad_photo", str(exc)))
+                    bar.update(1)
+                    continue
+                sha = hashlib.sha256(data).hexdigest()
+                if known(record.row, sha):
+                    outcomes.append(KnownPhoto(sha, name))  # enrolled with the site's model
+                    bar.update(1)
+                    continue
+                key = len(slots)
+                slots[key] = (record.row, len(outcomes), name, sha)
+                outcomes.append(PhotoFailure("not_enrolled", f"photo {name!r} was not enrolled"))
+                yield Job(key, name, data)
 
     model_id = site_model or ""
     try:
@@ -339,21 +380,22 @@ def _enrol_photos(
             model_id = backend.model_id
             for job, outcome in backend.run(itertools.chain([first], jobs)):
                 bar.update(1)
-                record = by_row[job.key]
+                row, index, name, sha = slots[job.key]
                 if isinstance(outcome, EnrolmentError):
-                    run.issue(record, "photo", outcome.reason, str(outcome))
+                    out[row][index] = PhotoFailure(outcome.reason, str(outcome))
                     continue
-                faces[job.key] = NewFace(
+                out[row][index] = NewFace(
                     embedding=outcome.embedding,
                     model_id=outcome.model_id,
                     quality=outcome.quality,
-                    photo_sha256=hashes[job.key],
+                    photo_sha256=sha,
+                    photo=name,
                 )
     finally:
         bar.close()
     if not model_id and bundled_default:
         model_id = _bundled_model_id()
-    return faces, model_id
+    return out, model_id
 
 
 def enrol_for_upload(
@@ -363,11 +405,11 @@ def enrol_for_upload(
     enroller: Callable[[], Enroller | EnrolBackend] | None,
     progress: bool = False,
     known_sha256: frozenset[str] = frozenset(),
-) -> tuple[dict[int, NewFace | PhotoFailure | KnownPhoto], str | None]:
+) -> tuple[dict[int, list[PhotoOutcome]], str | None]:
     """Enrol the photos of a sheet's valid rows on this machine, for a remote import.
 
-    Returns (row -> outcome, the engine's model id or None when no photo
-    needed the engine). Validation here only decides which rows are worth
+    Returns (row -> one outcome per photo, the engine's model id or None when no
+    photo needed the engine). Validation here only decides which rows are worth
     enrolling: it uses a throwaway key (equal ID numbers still hash equal, so
     duplicate rows are found), and the server validates every row again with
     its own key. A photo whose SHA-256 is in ``known_sha256`` (the site's
@@ -379,81 +421,152 @@ def enrol_for_upload(
 
     snapshot = SiteSnapshot(site="", site_id=None, model_id=None, gallery_version=0)
     run = _Run(sheet, snapshot, ImportOptions(site="", progress=progress), secrets.token_bytes(32))
-    run.issues.clear()  # only the photo issues below are sent
-    records = list(run.validated.records)
-    skipped: dict[int, str] = {}
     faces, model_id = _enrol_photos(
         run,
-        records,
-        {},
+        list(run.validated.records),
         photos,
         enroller,
+        known=lambda _row, sha: sha in known_sha256,
         bundled_default=False,
-        known=(known_sha256, skipped),
     )
-    out: dict[int, NewFace | PhotoFailure | KnownPhoto] = dict(faces)
-    out.update({row: KnownPhoto(sha) for row, sha in skipped.items()})
-    for issue in run.issues:
-        out.setdefault(issue.row, PhotoFailure(issue.reason, issue.message))
-    return out, model_id or None
+    return faces, model_id or None
 
 
-def _replay_enrolled(
+def _resolve_faces(
     run: _Run,
     records: list[OccupantRecord],
     matched: dict[int, StoredOccupant | None],
     enrolled: Enrolled,
     default_model_id: str | None,
-) -> tuple[dict[int, NewFace], str]:
-    """:func:`_enrol_photos` for faces enrolled by the client: same skips, same refusals."""
+    counts: _PhotoCounts,
+) -> tuple[dict[int, RowFaces], str]:
+    """Row -> its photos and new faces, for rows whose photo set differs from the
+    occupant's registry templates; failed photos become row issues. The same for faces
+    enrolled here and faces a client enrolled (remote import): same skips, same refusals."""
     site_model = run.snapshot.model_id
-    faces: dict[int, NewFace] = {}
+    model = site_model or default_model_id or _bundled_model_id()
+    out: dict[int, RowFaces] = {}
     needed: list[int] = []
     for record in records:
-        if not record.photo:
+        if not record.photos:
             continue
-        outcome = enrolled.get(record.row)
-        if outcome is None:
+        outcomes = list(enrolled.get(record.row, ()))
+        if not outcomes:
             run.issue(record, "photo", "not_enrolled", "the client sent no face for this photo")
             continue
-        if isinstance(outcome, PhotoFailure):
-            run.issue(record, "photo", outcome.reason, outcome.message)
+        failures = [o for o in outcomes if isinstance(o, PhotoFailure)]
+        if failures:
+            counts.failed += len(failures)
+            for failure in failures:
+                run.issue(record, "photo", failure.reason, failure.message)
+            continue
+        if len(outcomes) != len(record.photos):
+            run.issue(
+                record,
+                "photo",
+                "not_enrolled",
+                f"the client sent {len(outcomes)} faces for {len(record.photos)} photos",
+            )
+            continue
+        faces = [o for o in outcomes if not isinstance(o, PhotoFailure)]
+        pairs = zip(faces, record.photos, strict=True)
+        named = [(f.photo or name, f.photo_sha256) for f, name in pairs]
+        first: dict[str, str] = {}
+        duplicate = False
+        for name, sha in named:
+            if sha in first:
+                run.issue(
+                    record,
+                    "photo",
+                    "duplicate",
+                    f"photos {first[sha]!r} and {name!r} of row {record.row} are the same file",
+                )
+                duplicate = True
+                break
+            first[sha] = name
+        if duplicate:
             continue
         stored = matched.get(record.row)
-        if (
-            stored is not None
-            and stored.photo_sha256 == outcome.photo_sha256
-            and (site_model is None or stored.template_model_id == site_model)
-        ):
-            continue  # the same photo is already enrolled with the site's model
-        if isinstance(outcome, KnownPhoto):
-            # The site knows the photo, but not as this row's occupant's (it moved to
-            # another person, or the register changed since the client asked).
-            needed.append(record.row)
-            continue
-        model = site_model or default_model_id or outcome.model_id
-        if outcome.model_id != model:
-            raise InputError(
-                f"the site's gallery uses model {model!r} but the face engine is "
-                f"{outcome.model_id!r}; templates of another model never reach its edges"
-            )
-        faces[record.row] = outcome
+        have = stored.photo_sha256s if stored is not None else frozenset()
+        wanted = frozenset(first)
+        counts.unchanged += len(wanted & have)
+        if wanted == have:
+            continue  # the same photos are already enrolled with the site's model
+        new: list[NewFace] = []
+        for face in faces:
+            if face.photo_sha256 in have:
+                continue  # enrolled again by a client that did not know; keep the stored one
+            if isinstance(face, KnownPhoto):
+                # The site knows the photo, but not as this row's occupant's (it moved to
+                # another person, or the register changed since the client asked).
+                needed.append(record.row)
+                break
+            if face.model_id != model:
+                raise InputError(
+                    f"the site's gallery uses model {model!r} but the face engine is "
+                    f"{face.model_id!r}; templates of another model never reach its edges"
+                )
+            new.append(face)
+        else:
+            out[record.row] = RowFaces(tuple(named), tuple(new))
     if needed:
         raise FacesNeeded(tuple(needed))
-    return faces, site_model or default_model_id or _bundled_model_id()
+    return out, model
+
+
+def _check_one_person(
+    run: _Run,
+    records: list[OccupantRecord],
+    matched: dict[int, StoredOccupant | None],
+    faces: dict[int, RowFaces],
+    threshold: float,
+) -> None:
+    """Flag rows whose photos (new ones and kept templates) look like different people."""
+    by_row = {r.row: r for r in records}
+    stored_vecs: dict[tuple[int, str], bytes] = {
+        (occupant_id, sha): blob for occupant_id, sha, blob in run.snapshot.registry_templates
+    }
+    for row, row_faces in faces.items():
+        if len(row_faces.photos) < 2:
+            continue
+        new = {f.photo_sha256: f.embedding for f in row_faces.new}
+        stored = matched.get(row)
+        vecs: list[tuple[str, npt.NDArray[np.float32]]] = []
+        for name, sha in row_faces.photos:
+            if sha in new:
+                vecs.append((name, np.asarray(new[sha], dtype=np.float32)))
+            elif stored is not None and (stored.id, sha) in stored_vecs:
+                blob = stored_vecs[(stored.id, sha)]
+                vecs.append((name, np.frombuffer(blob, dtype="<f4").astype(np.float32)))
+        worst: tuple[float, str, str] | None = None
+        for (a, va), (b, vb) in itertools.combinations(vecs, 2):
+            if va.shape != vb.shape:
+                continue
+            sim = float(va @ vb)
+            if worst is None or sim < worst[0]:
+                worst = (sim, a, b)
+        if worst is not None and worst[0] < threshold:
+            run.issue(
+                by_row[row],
+                "photo",
+                "different_people",
+                f"photos {worst[1]!r} and {worst[2]!r} of row {row} look like different "
+                f"people ({worst[0]:.2f})",
+            )
 
 
 def _check_same_faces(
     run: _Run,
     records: list[OccupantRecord],
     matched: dict[int, StoredOccupant | None],
-    faces: dict[int, NewFace],
+    faces: dict[int, RowFaces],
     threshold: float,
 ) -> None:
     """Flag new faces that are (nearly) the same face as another row's or occupant's."""
     by_row = {r.row: r for r in records}
-    rows = sorted(faces)
-    new = np.stack([faces[r].embedding for r in rows]).astype(np.float32)
+    items = [(row, face) for row in sorted(faces) for face in faces[row].new]
+    rows = [row for row, _face in items]
+    new = np.stack([face.embedding for _row, face in items]).astype(np.float32)
     # Existing templates, except those of occupants this import re-enrols or that
     # a row updates (their own old face is not a duplicate).
     replaced = {o.id for r, o in matched.items() if o is not None and r in faces}
@@ -470,6 +583,11 @@ def _check_same_faces(
             old_vecs.append(vec.astype(np.float32))
     old = np.stack(old_vecs) if old_vecs else np.zeros((0, new.shape[1]), np.float32)
     flagged: set[int] = set()
+
+    def photo(index: int) -> str:
+        row, face = items[index]
+        return face.photo or by_row[row].photo or ""
+
     block = 1024  # bounded memory: a 1024 x N similarity block at a time
     for start in range(0, len(rows), block):
         part = new[start : start + block]
@@ -478,13 +596,13 @@ def _check_same_faces(
             sims[i, start + i] = -1.0  # not itself
         for i, j in zip(*np.nonzero(sims >= threshold), strict=True):
             a, b = rows[start + int(i)], rows[int(j)]
-            if a not in flagged:
+            if a not in flagged and a != b:  # a row's own photos are one person
                 flagged.add(a)
                 run.issue(
                     by_row[a],
                     "photo",
                     "same_face",
-                    f"the face in {by_row[a].photo!r} is the one in row {b}'s photo "
+                    f"the face in {photo(start + int(i))!r} is the one in row {b}'s photo "
                     f"(similarity {float(sims[i, j]):.2f}); a photo filed under two people?",
                 )
         if old.shape[0]:
@@ -500,8 +618,8 @@ def _check_same_faces(
                     by_row[a],
                     "photo",
                     "same_face",
-                    f"the face in {by_row[a].photo!r} is registered occupant {other.name!r}'s "
-                    f"(external id {other.external_id or '-'}, similarity "
+                    f"the face in {photo(start + int(i))!r} is registered occupant "
+                    f"{other.name!r}'s (external id {other.external_id or '-'}, similarity "
                     f"{float(sims_old[i, j]):.2f})",
                 )
 

@@ -7,7 +7,9 @@ key that hashes them, and TLS protects them in transit) and the faces
 ``POST /api/v1/sites/{site}/registry/import``. The server plans and writes with
 the same code as the local ``--db`` import and answers with the report, which
 the CLI prints and writes exactly as in local mode. Photos the site already
-holds (by SHA-256, asked first) are not enrolled again, as in local mode.
+holds (by SHA-256, asked first) are not enrolled again, as in local mode. A
+row of several photos sends one face per photo, each naming its file (a
+server older than multi-photo rows refuses that field rather than keep one).
 
 No chunking: one file is one request and one transaction, so all-or-nothing,
 duplicate checks across rows and ``--sync`` keep their meaning. The server's
@@ -20,7 +22,7 @@ the server host.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from typing import Any
@@ -29,10 +31,9 @@ from urllib.parse import quote, urlsplit
 import httpx
 
 from registry.errors import FacesNeeded, RemoteError
-from registry.importer import KnownPhoto, PhotoFailure
+from registry.importer import KnownPhoto, PhotoFailure, PhotoOutcome
 from registry.reader import CellValue, Sheet
 from registry.report import ImportReport, RowIssue, Summary
-from registry.store import NewFace
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ def site_photos(
 
 def build_payload(
     sheet: Sheet,
-    faces: Mapping[int, NewFace | PhotoFailure | KnownPhoto],
+    faces: Mapping[int, Sequence[PhotoOutcome]],
     *,
     model_id: str,
     allow_same_face: bool,
@@ -109,21 +110,31 @@ def build_payload(
     templates: list[dict[str, Any]] = []
     issues: list[dict[str, Any]] = []
     known: list[dict[str, Any]] = []
-    for row, outcome in sorted(faces.items()):
-        if isinstance(outcome, KnownPhoto):
-            known.append({"row": row, "photo_sha256": outcome.photo_sha256})
-        elif isinstance(outcome, PhotoFailure):
-            issues.append({"row": row, "reason": outcome.reason, "message": outcome.message})
-        else:
-            templates.append(
-                {
-                    "row": row,
-                    "embedding_b64": encode_embedding(outcome.embedding),
-                    "model_id": outcome.model_id,
-                    "quality": min(1.0, max(0.0, float(outcome.quality))),
-                    "photo_sha256": outcome.photo_sha256,
-                }
-            )
+    for row, outcomes in sorted(faces.items()):
+        failures = [o for o in outcomes if isinstance(o, PhotoFailure)]
+        if failures:  # the row fails: its faces are not worth sending
+            issues.extend({"row": row, "reason": f.reason, "message": f.message} for f in failures)
+            continue
+        # Rows of several photos name each file: a server older than multi-photo rows
+        # refuses the unknown field instead of keeping one photo of the row.
+        several = len(outcomes) > 1
+        for outcome in outcomes:
+            if isinstance(outcome, PhotoFailure):
+                continue
+            name = {"photo": outcome.photo} if several else {}
+            if isinstance(outcome, KnownPhoto):
+                known.append({"row": row, "photo_sha256": outcome.photo_sha256, **name})
+            else:
+                templates.append(
+                    {
+                        "row": row,
+                        "embedding_b64": encode_embedding(outcome.embedding),
+                        "model_id": outcome.model_id,
+                        "quality": min(1.0, max(0.0, float(outcome.quality))),
+                        "photo_sha256": outcome.photo_sha256,
+                        **name,
+                    }
+                )
     return {
         "source": sheet.source,
         "columns": dict(sheet.columns),
@@ -260,6 +271,9 @@ def _result(data: dict[str, Any]) -> RemoteResult:
         issues=issues,
         enrolled_photos=data["enrolled_photos"],
         new_site=data["new_site"],
+        # An older server does not count photos.
+        unchanged_photos=int(data.get("unchanged_photos", 0)),
+        failed_photos=int(data.get("failed_photos", 0)),
     )
     version = data.get("gallery_version")
     return RemoteResult(report, int(version) if version is not None else None)

@@ -51,6 +51,10 @@ class ImportReport:
     enrolled_photos: int = 0
     new_site: bool = False
     """The site did not exist before this import (it is created when written)."""
+    unchanged_photos: int = 0
+    """Photos the occupant already had a template of (not enrolled again)."""
+    failed_photos: int = 0
+    """Photos that could not be read or enrolled (each a row issue)."""
 
     @property
     def failed_rows(self) -> int:
@@ -66,6 +70,8 @@ class ImportReport:
             "written": self.written,
             "enrolled_photos": self.enrolled_photos,
             "new_site": self.new_site,
+            "unchanged_photos": self.unchanged_photos,
+            "failed_photos": self.failed_photos,
             "summary": asdict(self.summary),
             "issues": [asdict(i) for i in sorted(self.issues, key=_order)],
         }
@@ -99,6 +105,11 @@ class ImportReport:
         out.write(
             f"{self.source} -> site {self.site!r}{new}: {self.rows} rows; {counts} ({mode})\n"
         )
+        if self.enrolled_photos or self.unchanged_photos or self.failed_photos:
+            out.write(
+                f"photos: enrolled {self.enrolled_photos}, unchanged {self.unchanged_photos}, "
+                f"failed {self.failed_photos}\n"
+            )
         if issues and not self.written and not self.dry_run and not self.partial:
             out.write(
                 "All or nothing: fix the rows above and import again, "

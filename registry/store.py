@@ -10,9 +10,13 @@ same rules as the API: units keyed by the standard address, templates stored
 with their model id, the site's gallery version bumped so edges re-sync.
 
 A template made by the importer carries ``source = "registry:<sha256 of the
-photo>"``; that is how a re-import knows a photo is unchanged without running
-the face engine, and why only registry-made templates are ever replaced here
-(a template enrolled from a case stays).
+photo>"``, one per photo (a row may name several; matching takes the best
+template, so each photo is its own template, never fused). That is how a
+re-import knows a photo is unchanged without running the face engine: the
+occupant's registry state is the SET of those SHA-256s, and a changed set adds
+the new photos' templates and deletes those whose photo is gone. Only
+registry-made templates are ever deleted here (a template enrolled from a case
+stays).
 """
 
 from __future__ import annotations
@@ -52,9 +56,8 @@ class StoredOccupant:
     id_last4: str | None
     move_in: date | None
     status: str
-    photo_sha256: str | None = None
-    """SHA-256 of the photo its registry template was made from (None: no such template)."""
-    template_model_id: str | None = None
+    photo_sha256s: frozenset[str] = frozenset()
+    """SHA-256s of the photos its registry templates of the site's model come from."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,16 +71,20 @@ class SiteSnapshot:
     occupants: tuple[StoredOccupant, ...] = ()
     templates: tuple[tuple[int, bytes], ...] = ()
     """(occupant id, little-endian float32 embedding) of the site's templates of its model."""
+    registry_templates: tuple[tuple[int, str, bytes], ...] = ()
+    """(occupant id, photo SHA-256, embedding) of its registry templates of its model."""
 
 
 @dataclass(frozen=True, slots=True)
 class NewFace:
-    """A template to store (replacing the occupant's registry-made templates)."""
+    """A template to store, made from one photo."""
 
     embedding: npt.NDArray[np.float32]
     model_id: str
     quality: float
     photo_sha256: str
+    photo: str = ""
+    """The file name as the row gives it (for messages; empty if unknown)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +92,11 @@ class Change:
     action: Literal["create", "update"]
     record: OccupantRecord
     occupant_id: int | None
-    face: NewFace | None
+    faces: tuple[NewFace, ...] = ()
+    """Templates to add (the row's photos the occupant has no template of yet)."""
+    photos: frozenset[str] | None = None
+    """SHA-256s of all the row's photos: registry templates of any other photo are
+    deleted. None: the row names no photo, the registry templates stay as they are."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,8 +225,9 @@ def read_snapshot(session: Session, site: str) -> SiteSnapshot:
     row = session.scalar(select(Site).where(Site.name == site))
     if row is None:
         return SiteSnapshot(site, None, None, 0)
-    photos: dict[int, tuple[str, str]] = {}
+    photos: dict[int, set[str]] = {}
     templates: list[tuple[int, bytes]] = []
+    registry: list[tuple[int, str, bytes]] = []
     for occupant_id, source, model_id, embedding in session.execute(
         select(
             FaceTemplate.occupant_id,
@@ -226,10 +238,13 @@ def read_snapshot(session: Session, site: str) -> SiteSnapshot:
         .where(FaceTemplate.site_id == row.id)
         .order_by(FaceTemplate.id)
     ):
+        if model_id != row.model_id:
+            continue  # another model's template: re-enrolled and replaced on import
+        templates.append((occupant_id, embedding))
         if source.startswith(SOURCE_PREFIX):
-            photos[occupant_id] = (source[len(SOURCE_PREFIX) :], model_id)
-        if model_id == row.model_id:
-            templates.append((occupant_id, embedding))
+            sha = source[len(SOURCE_PREFIX) :]
+            photos.setdefault(occupant_id, set()).add(sha)
+            registry.append((occupant_id, sha, embedding))
     occupants: list[StoredOccupant] = []
     query = (
         select(Occupant, Unit.address_key)
@@ -238,7 +253,6 @@ def read_snapshot(session: Session, site: str) -> SiteSnapshot:
         .order_by(Occupant.id)
     )
     for occ, unit_key in session.execute(query):
-        sha, model = photos.get(occ.id, (None, None))
         occupants.append(
             StoredOccupant(
                 id=occ.id,
@@ -251,8 +265,7 @@ def read_snapshot(session: Session, site: str) -> SiteSnapshot:
                 id_last4=occ.id_last4,
                 move_in=occ.move_in,
                 status=occ.status,
-                photo_sha256=sha,
-                template_model_id=model,
+                photo_sha256s=frozenset(photos.get(occ.id, ())),
             )
         )
     return SiteSnapshot(
@@ -262,6 +275,7 @@ def read_snapshot(session: Session, site: str) -> SiteSnapshot:
         row.gallery_version,
         tuple(occupants),
         tuple(templates),
+        tuple(registry),
     )
 
 
@@ -318,16 +332,20 @@ def _apply(session: Session, plan: Plan) -> int:
                 f"row {record.row}: matched occupant {change.occupant_id} at planning but "
                 f"{occupant.id} when writing (changed concurrently?)"
             )
-        if change.face is not None:
-            if change.action == "update":
-                _delete_registry_templates(session, occupant.id)
+        if (
+            change.photos is not None
+            and change.action == "update"
+            and _delete_registry_templates(session, occupant.id, change.photos, site.model_id)
+        ):
+            touched_gallery = True
+        for face in change.faces:
             occupants.add_template(
                 session=session,
                 occupant_id=occupant.id,
-                embedding=change.face.embedding,
-                model_id=change.face.model_id,
-                quality=change.face.quality,
-                source=SOURCE_PREFIX + change.face.photo_sha256,
+                embedding=face.embedding,
+                model_id=face.model_id,
+                quality=face.quality,
+                source=SOURCE_PREFIX + face.photo_sha256,
                 bump=False,  # one bump for the whole import, below
             )
             touched_gallery = True
@@ -351,7 +369,7 @@ def _apply(session: Session, plan: Plan) -> int:
             "source": plan.source,
             "created": sum(c.action == "create" for c in plan.changes),
             "updated": sum(c.action == "update" for c in plan.changes),
-            "templates": sum(c.face is not None for c in plan.changes),
+            "templates": sum(len(c.faces) for c in plan.changes),
             "moved_out": len(plan.move_out),
         },
     )
@@ -363,18 +381,26 @@ def _apply(session: Session, plan: Plan) -> int:
     return site.gallery_version
 
 
-def _delete_registry_templates(session: Session, occupant_id: int) -> None:
-    """Drop the templates an earlier import made; add_template's bump follows."""
-    from sqlalchemy import delete
+def _delete_registry_templates(
+    session: Session, occupant_id: int, keep: frozenset[str], model_id: str
+) -> int:
+    """Drop the registry templates an earlier import made of photos not in ``keep`` (and
+    any of another model); templates from cases or whitelists stay. Returns how many."""
+    from sqlalchemy import delete, or_
 
     from server.occupants.models import FaceTemplate
 
-    session.execute(
+    result = session.execute(
         delete(FaceTemplate).where(
             FaceTemplate.occupant_id == occupant_id,
             FaceTemplate.source.startswith(SOURCE_PREFIX),
+            or_(
+                FaceTemplate.source.not_in(sorted(SOURCE_PREFIX + sha for sha in keep)),
+                FaceTemplate.model_id != model_id,
+            ),
         )
     )
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def _brief(exc: BaseException) -> str:

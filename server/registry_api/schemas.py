@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 
 from registry.columns import COLUMNS
 from registry.reader import MAX_ROWS
+from registry.validate import MAX_PHOTOS
 from server.wire import decode_embedding
 
 COLUMN_KEYS = frozenset(c.key for c in COLUMNS)
@@ -26,6 +27,7 @@ _NORM_TOLERANCE = 1e-3
 
 Text = Annotated[str, StringConstraints(max_length=MAX_CELL_CHARS)]
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+MAX_FACES = MAX_ROWS * MAX_PHOTOS
 
 
 def _no_nul(text: str) -> str:
@@ -62,7 +64,7 @@ class RowIn(BaseModel):
 
 
 class TemplateIn(BaseModel):
-    """The face the client enrolled from one row's photo."""
+    """The face the client enrolled from one photo of a row (one entry per photo)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -73,6 +75,11 @@ class TemplateIn(BaseModel):
     model_id: str = Field(min_length=1, max_length=128)
     quality: float = Field(ge=0.0, le=1.0)
     photo_sha256: Sha256 = Field(description="SHA-256 of the photo file (re-imports skip it).")
+    photo: str | None = Field(
+        default=None,
+        max_length=MAX_CELL_CHARS,
+        description="The file name as the row gives it (sent for rows of several photos).",
+    )
 
     @field_validator("embedding_b64")
     @classmethod
@@ -86,6 +93,11 @@ class TemplateIn(BaseModel):
     @classmethod
     def _model(cls, text: str) -> str:
         return _no_nul(text)
+
+    @field_validator("photo")
+    @classmethod
+    def _photo(cls, text: str | None) -> str | None:
+        return None if text is None else _no_nul(text)
 
 
 class PhotoIssueIn(BaseModel):
@@ -104,12 +116,22 @@ class PhotoIssueIn(BaseModel):
 
 
 class KnownPhotoIn(BaseModel):
-    """A row whose photo the client did not enrol: the site already had that photo."""
+    """A photo of a row the client did not enrol: the site already had that photo."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     row: int = Field(ge=1)
     photo_sha256: Sha256
+    photo: str | None = Field(
+        default=None,
+        max_length=MAX_CELL_CHARS,
+        description="The file name as the row gives it (sent for rows of several photos).",
+    )
+
+    @field_validator("photo")
+    @classmethod
+    def _photo(cls, text: str | None) -> str | None:
+        return None if text is None else _no_nul(text)
 
 
 class RegistryPhotosOut(BaseModel):
@@ -132,13 +154,17 @@ class RegistryImportIn(BaseModel):
         description="Column key -> header as written in the file (row issues name it)."
     )
     rows: list[RowIn] = Field(min_length=1, max_length=MAX_ROWS)
-    templates: list[TemplateIn] = Field(default_factory=list, max_length=MAX_ROWS)
-    photo_issues: list[PhotoIssueIn] = Field(default_factory=list, max_length=MAX_ROWS)
+    templates: list[TemplateIn] = Field(
+        default_factory=list,
+        max_length=MAX_FACES,
+        description="One entry per enrolled photo (a row of several photos has several).",
+    )
+    photo_issues: list[PhotoIssueIn] = Field(default_factory=list, max_length=MAX_FACES)
     known_photos: list[KnownPhotoIn] = Field(
         default_factory=list,
-        max_length=MAX_ROWS,
-        description="Rows whose photo the site already holds (GET .../registry/photos); a "
-        "row whose occupant's template is not that photo answers 409 faces_needed.",
+        max_length=MAX_FACES,
+        description="Photos the site already holds (GET .../registry/photos); a row whose "
+        "occupant has no template of that photo answers 409 faces_needed.",
     )
     model_id: str = Field(
         min_length=1,
@@ -205,6 +231,8 @@ class ImportReportOut(BaseModel):
     written: bool
     enrolled_photos: int
     new_site: bool
+    unchanged_photos: int = 0
+    failed_photos: int = 0
     summary: SummaryOut
     issues: list[RowIssueOut]
     gallery_version: int | None = None

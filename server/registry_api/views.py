@@ -16,8 +16,11 @@ Admins may import into any site and create new ones; managers only into
 their own sites; viewers never. Each call leaves exactly one audit event
 (``registry.import``, actor ``user:<id>``), also a dry run or a refused file:
 the import compares faces with the register, which is worth a trace.
-The body is bounded by ``max_import_body_bytes`` (64 MiB: about 3.1 KB a row
-with a face, ~20,000 rows) for a request with a manager's or admin's token,
+A row with several photos (``a.jpg;b.jpg``) sends one ``templates`` (or
+``known_photos``) entry per photo, each naming its file in ``photo``; a row of
+one photo may leave ``photo`` out (the shape of older clients).
+The body is bounded by ``max_import_body_bytes`` (64 MiB: about 3.1 KB a
+face, ~20,000 rows of one photo) for a request with a manager's or admin's token,
 checked before the body is read; anybody else gets ``max_body_bytes``.
 """
 
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections import defaultdict
 from collections.abc import Callable
 from typing import Annotated
 
@@ -36,7 +40,14 @@ from sqlalchemy.orm import Session
 from starlette.types import Scope
 
 from registry.errors import FacesNeeded, InputError, StoreError
-from registry.importer import Enrolled, ImportOptions, KnownPhoto, PhotoFailure, run_import
+from registry.importer import (
+    Enrolled,
+    ImportOptions,
+    KnownPhoto,
+    PhotoFailure,
+    PhotoOutcome,
+    run_import,
+)
 from registry.reader import RawRow, Sheet
 from registry.store import NewFace, Plan, SessionStore, read_snapshot
 from server.audit.service import record
@@ -62,16 +73,21 @@ MIN_SECRET_BYTES = 16
 
 
 def _enrolled(body: RegistryImportIn) -> Enrolled:
-    out: dict[int, NewFace | PhotoFailure | KnownPhoto] = {
-        i.row: PhotoFailure(i.reason, i.message) for i in body.photo_issues
-    }
-    out.update({k.row: KnownPhoto(k.photo_sha256) for k in body.known_photos})
+    """Row -> one outcome per photo: a row with several photos has several entries."""
+    out: dict[int, list[PhotoOutcome]] = defaultdict(list)
+    for i in body.photo_issues:
+        out[i.row].append(PhotoFailure(i.reason, i.message))
+    for k in body.known_photos:
+        out[k.row].append(KnownPhoto(k.photo_sha256, k.photo or ""))
     for t in body.templates:
-        out[t.row] = NewFace(
-            embedding=decode_embedding(t.embedding_b64),
-            model_id=t.model_id,
-            quality=t.quality,
-            photo_sha256=t.photo_sha256,
+        out[t.row].append(
+            NewFace(
+                embedding=decode_embedding(t.embedding_b64),
+                model_id=t.model_id,
+                quality=t.quality,
+                photo_sha256=t.photo_sha256,
+                photo=t.photo or "",
+            )
         )
     return out
 
@@ -108,11 +124,8 @@ def registry_photos(site: str, session: SessionDep, caller: ManagerDep) -> Regis
     """What a client need not enrol again (SHA-256 of photos, never faces)."""
     _check_access(session, caller, site)
     snapshot = read_snapshot(session, site)
-    shas = {
-        o.photo_sha256
-        for o in snapshot.occupants
-        if o.photo_sha256 is not None and o.template_model_id == snapshot.model_id
-    }
+    # Registry templates of the site's model only (snapshot.occupants holds no other).
+    shas = {sha for o in snapshot.occupants for sha in o.photo_sha256s}
     return RegistryPhotosOut(model_id=snapshot.model_id, photo_sha256=sorted(shas))
 
 

@@ -312,7 +312,7 @@ def test_known_photos_are_not_enrolled_again_unless_they_changed_hands(
 
     def counting(*args: Any, **kwargs: Any) -> Any:
         faces, model = real(*args, **kwargs)
-        sent.append(sum(isinstance(f, importer.NewFace) for f in faces.values()))
+        sent.append(sum(isinstance(f, importer.NewFace) for fs in faces.values() for f in fs))
         return faces, model
 
     monkeypatch.setattr(importer, "enrol_for_upload", counting)
