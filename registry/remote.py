@@ -250,6 +250,12 @@ def _explain(response: httpx.Response, server: str, site: str) -> str:
             "LINTEL_MAX_IMPORT_BODY_BYTES on the server, or run the import on the server host "
             "with --db"
         )
+    if status == 422 and ".photo:" in detail and "xtra" in detail:
+        # A server older than multi-photo rows refuses the file name of each photo.
+        return (
+            f"{server} refused the import: several photos per row need a local import or "
+            f"a newer server ({detail})"
+        )
     if status in (409, 422):
         return f"{server} refused the import: {detail}"
     return f"{server} answered HTTP {status}: {detail}"

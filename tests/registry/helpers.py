@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import cv2
+import numpy as np
+
 from registry.idnumber import check_char
 
 SECRET = b"test-secret-0123456789"
@@ -36,3 +41,19 @@ def empty_tables(url: str) -> None:
             if table.name != "alembic_version":
                 conn.execute(table.delete())
     engine.dispose()
+
+
+def add_second_photos(folder: Path, photo_bytes: dict[str, bytes]) -> Path:
+    """Second photos of one person (another file): p0b (p0 mirrored), p0c (p0 darker),
+    p1b (p1 mirrored)."""
+    variants = (
+        ("p0.jpg", "p0b.jpg", lambda im: cv2.flip(im, 1)),
+        ("p0.jpg", "p0c.jpg", lambda im: (im * 0.75).astype(np.uint8)),
+        ("p1.jpg", "p1b.jpg", lambda im: cv2.flip(im, 1)),
+    )
+    for src, variant, change in variants:
+        image = cv2.imdecode(np.frombuffer(photo_bytes[src], np.uint8), cv2.IMREAD_COLOR)
+        ok, buf = cv2.imencode(".jpg", change(image), [cv2.IMWRITE_JPEG_QUALITY, 92])
+        assert ok
+        (folder / variant).write_bytes(buf.tobytes())
+    return folder

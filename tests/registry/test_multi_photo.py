@@ -11,8 +11,6 @@ import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
 from openpyxl import Workbook
 from sqlalchemy import func, select
@@ -27,7 +25,14 @@ from registry.validate import split_photos
 from server.occupants.models import FaceTemplate, Occupant
 from server.occupants.service import add_template
 from server.sites.models import Site
-from tests.registry.helpers import HEADER, ROWS, SECRET, empty_tables, make_id
+from tests.registry.helpers import (
+    HEADER,
+    ROWS,
+    SECRET,
+    add_second_photos,
+    empty_tables,
+    make_id,
+)
 
 SITE = "幸福小区"
 
@@ -54,17 +59,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlStore]:
 
 @pytest.fixture
 def photos(photo_dir: Path, photo_bytes: dict[str, bytes]) -> Path:
-    """The shared photos plus second photos of p0 (mirrored, darker) and p1 (mirrored)."""
-    for src, variant, change in (
-        ("p0.jpg", "p0b.jpg", lambda im: cv2.flip(im, 1)),
-        ("p0.jpg", "p0c.jpg", lambda im: (im * 0.75).astype(np.uint8)),
-        ("p1.jpg", "p1b.jpg", lambda im: cv2.flip(im, 1)),
-    ):
-        image = cv2.imdecode(np.frombuffer(photo_bytes[src], np.uint8), cv2.IMREAD_COLOR)
-        ok, buf = cv2.imencode(".jpg", change(image), [cv2.IMWRITE_JPEG_QUALITY, 92])
-        assert ok
-        (photo_dir / variant).write_bytes(buf.tobytes())
-    return photo_dir
+    return add_second_photos(photo_dir, photo_bytes)
 
 
 def _sheet(rows: list[str]) -> Sheet:

@@ -28,7 +28,7 @@ from server.sites.models import Site, Unit
 from server.sites.service import create_site
 from server.users.service import create_api_token, create_user
 from server.wire import encode_embedding
-from tests.registry.helpers import HEADER, ROWS, empty_tables, make_id
+from tests.registry.helpers import HEADER, ROWS, add_second_photos, empty_tables, make_id
 from tests.server.asgi import SyncASGITransport
 
 SECRET = "remote-test-secret-0123456789"
@@ -546,3 +546,113 @@ def test_api_refuses_malformed_bodies(sqlite_server: Server) -> None:
     # No token: 401 before anything is planned.
     anonymous = httpx.Client(transport=sqlite_server.transport, base_url=URL)
     assert anonymous.post(path, json=_body()).status_code == 401
+
+
+def test_remote_rows_of_several_photos(
+    server: Server,
+    tmp_path: Path,
+    photo_dir: Path,
+    photo_bytes: dict[str, bytes],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    add_second_photos(photo_dir, photo_bytes)
+    two = [ROWS[0].replace("p0.jpg", "p0.jpg;p0b.jpg"), ROWS[1]]
+    common = ["--site", SITE, "--photos", str(photo_dir)]
+    local_db = f"sqlite:///{tmp_path / 'local.sqlite3'}"
+    assert main(["import", *common, str(_csv(tmp_path, two)), "--db", local_db]) == 0
+    local_out = capsys.readouterr().out
+    assert server.run([*common, str(_csv(tmp_path, two))]) == 0
+    assert capsys.readouterr().out == local_out
+    assert "photos: enrolled 3, unchanged 0, failed 0" in local_out
+    _occ, templates = _register(server.engine, SITE)
+    local_engine = make_engine(local_db)
+    try:
+        _occ, local_templates = _register(local_engine, SITE)
+    finally:
+        local_engine.dispose()
+    assert sorted(t[:2] for t in templates) == sorted(t[:2] for t in local_templates)
+    assert [t[0] for t in templates].count("张三") == 2
+
+    # Unchanged: nothing enrolled (known to the site), nothing written.
+    version = server.scalar(select(Site.gallery_version).where(Site.name == SITE))
+    assert server.run([*common, str(_csv(tmp_path, two))]) == 0
+    assert "photos: enrolled 0, unchanged 3, failed 0" in capsys.readouterr().out
+    assert server.scalar(select(Site.gallery_version).where(Site.name == SITE)) == version
+
+    # One photo replaced: exactly its template is replaced.
+    with server.engine.connect() as conn:
+        before = dict(conn.execute(select(FaceTemplate.source, FaceTemplate.id)).all())
+    swapped = [two[0].replace("p0b.jpg", "p0c.jpg"), ROWS[1]]
+    assert server.run([*common, str(_csv(tmp_path, swapped))]) == 0
+    assert "photos: enrolled 1, unchanged 2, failed 0" in capsys.readouterr().out
+    with server.engine.connect() as conn:
+        after = dict(conn.execute(select(FaceTemplate.source, FaceTemplate.id)).all())
+    assert len(after) == 3 and len(set(after) - set(before)) == 1
+    assert {s: i for s, i in before.items() if s in after} == {
+        s: i for s, i in after.items() if s in before
+    }
+
+    # A bad second photo: the row's issue names it, nothing written.
+    bad = [two[0].replace("p0b.jpg", "noface.jpg"), ROWS[1]]
+    assert server.run([*common, str(_csv(tmp_path, bad))]) == 1
+    out = capsys.readouterr().out
+    assert "noface.jpg" in out and "nothing written" in out
+    with server.engine.connect() as conn:
+        assert dict(conn.execute(select(FaceTemplate.source, FaceTemplate.id)).all()) == after
+
+
+def _unit(x: float) -> np.ndarray:
+    vec = np.zeros(512, np.float32)
+    vec[0], vec[1] = 1.0, x
+    return vec / np.linalg.norm(vec)
+
+
+def test_api_takes_one_face_per_photo_and_the_single_face_shape(sqlite_server: Server) -> None:
+    client = httpx.Client(
+        transport=sqlite_server.transport,
+        base_url=URL,
+        headers={"Authorization": f"Bearer {sqlite_server.tokens['admin']}"},
+    )
+    template = _body()["templates"][0]
+    rows = [{"number": 2, "cells": _body()["rows"][0]["cells"] | {"photo": "a.jpg; b.jpg"}}]
+    faces = [
+        {**template, "photo": "a.jpg"},
+        {
+            **template,
+            "embedding_b64": encode_embedding(_unit(0.3)),
+            "photo_sha256": "b" * 64,
+            "photo": "b.jpg",
+        },
+    ]
+    response = client.post(
+        "/api/v1/sites/multi/registry/import", json=_body(rows=rows, templates=faces)
+    )
+    assert response.status_code == 200, response.text
+    data = response.json()
+    assert (data["summary"]["created"], data["enrolled_photos"]) == (1, 2)
+    assert sqlite_server.counts()[1:] == (1, 2)
+    # Fewer faces than photos is that row's issue.
+    short = _body(rows=rows, templates=faces[:1])
+    response = client.post("/api/v1/sites/short/registry/import", json=short)
+    assert [i["reason"] for i in response.json()["issues"]] == ["not_enrolled"]
+    # Two faces of different people (orthogonal) in one row are refused.
+    other = {**faces[1], "embedding_b64": encode_embedding(_unit(0.0)[::-1].copy())}
+    response = client.post(
+        "/api/v1/sites/mixed/registry/import", json=_body(rows=rows, templates=[faces[0], other])
+    )
+    assert [i["reason"] for i in response.json()["issues"]] == ["different_people"]
+    # An older client's shape: one face, no file name.
+    assert "photo" not in template
+    response = client.post("/api/v1/sites/old/registry/import", json=_body())
+    assert response.status_code == 200 and response.json()["summary"]["created"] == 1
+    assert sqlite_server.counts()[1:] == (2, 3)
+
+
+def test_an_older_server_refusing_several_photos_is_explained() -> None:
+    from registry.remote import _explain
+
+    request = httpx.Request("POST", URL)
+    detail = [{"loc": ["body", "templates", 0, "photo"], "msg": "Extra inputs are not permitted"}]
+    response = httpx.Response(422, json={"detail": detail}, request=request)
+    message = _explain(response, URL, SITE)
+    assert "several photos per row need a local import or a newer server" in message
