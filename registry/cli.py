@@ -60,7 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("file", type=Path, help="registry file (.csv or .xlsx)")
     p.add_argument("--site", required=True, help="site name (created if it does not exist)")
-    p.add_argument("--photos", type=Path, help="folder or .zip holding the photos named in 照片")
+    p.add_argument(
+        "--photos",
+        type=Path,
+        help="folder or .zip holding the photos named in 照片 (up to 3 a row: a.jpg;b.jpg)",
+    )
     target = p.add_mutually_exclusive_group()
     target.add_argument(
         "--db", help="SQLAlchemy database URL (default: the server's, from LINTEL_* settings)"

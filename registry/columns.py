@@ -115,9 +115,11 @@ COLUMNS: tuple[Column, ...] = (
         "照片",
         ("照片文件", "照片路径", "人脸照片", "photo file", "picture"),
         "no",
-        "照片文件名或相对路径（在 --photos 目录或 zip 中）；每张照片须恰好一张清晰正脸",
+        "照片文件名或相对路径（在 --photos 目录或 zip 中）；每张照片须恰好一张清晰正脸；"
+        "同一人最多 3 张，用 ; 分隔（如 a.jpg;b.jpg），多张照片可减少误报",
         "Photo file name or relative path inside --photos (folder or zip); exactly one "
-        "clear face per photo",
+        "clear face per photo; up to 3 photos of the person separated by ';' "
+        "(a.jpg;b.jpg), each its own template: more photos, fewer residents missed",
         ("zhangsan.jpg", "photos/lisi.png"),
     ),
     Column(
