@@ -93,10 +93,11 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from cluster_calibration import DEFAULT_FACES, load_embeddings  # noqa: E402
+from cluster_calibration import load_embeddings  # noqa: E402
 from site_simulation import (  # noqa: E402
     CaptureCache,
     Person,
+    add_population_args,
     build_population,
     day_entries,
     usable_faces,
@@ -343,24 +344,9 @@ def families(rows: list[ClusterRow]) -> dict[str, list[Any]]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("faces_dir", nargs="?", type=Path, default=DEFAULT_FACES)
+    add_population_args(ap)
     ap.add_argument("--seeds", type=int, default=100)
     ap.add_argument("--first-seed", type=int, default=0)
-    ap.add_argument("--days", type=int, default=21)
-    ap.add_argument("--residents", type=int, default=60)
-    ap.add_argument("--unregistered", type=int, default=10)
-    ap.add_argument("--visitors", type=int, default=60)
-    ap.add_argument("--couriers", type=int, default=5)
-    ap.add_argument("--variants", type=int, default=4)
-    ap.add_argument(
-        "--enrol-photos",
-        type=int,
-        choices=[1, 2, 3],
-        default=1,
-        help="registry photos per resident (each a template; the second model uses the first)",
-    )
-    ap.add_argument("--min-face-px", type=int, default=60)
-    ap.add_argument("--edge-threshold", type=float, default=None, help="default: the pack's")
     ap.add_argument(
         "--edge-looks", type=int, default=0, help="captures the edge remembers per occupant"
     )

@@ -749,22 +749,14 @@ async def simulate(args: argparse.Namespace) -> dict[str, Any]:
     return {"result": result, "detail": detail}
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_population_args(ap: argparse.ArgumentParser) -> None:
+    """The site, its people and the edge: options shared with attribution_limits.py."""
     ap.add_argument("faces_dir", nargs="?", type=Path, default=DEFAULT_FACES)
     ap.add_argument("--days", type=int, default=21)
     ap.add_argument("--residents", type=int, default=60)
     ap.add_argument("--unregistered", type=int, default=10)
     ap.add_argument("--visitors", type=int, default=60)
     ap.add_argument("--couriers", type=int, default=5)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument(
-        "--enrol-photo",
-        choices=["first", "medoid"],
-        default="first",
-        help="which photo enrols a resident/whitelists a courier: the first, or the most "
-        "typical one (models a frontal registry photo)",
-    )
     ap.add_argument(
         "--enrol-photos",
         type=int,
@@ -777,17 +769,30 @@ def main(argv: list[str] | None = None) -> int:
         "--min-face-px", type=int, default=60, help="skip photos smaller than this (edge gate)"
     )
     ap.add_argument(
-        "--traffic-scale", type=int, default=1, help="multiply residents' and couriers' entries"
-    )
-    ap.add_argument(
         "--variants",
         type=int,
         default=4,
         help="augmented captures per photo (0: reuse each photo's own embedding, the old "
         "unrealistic mode)",
     )
-    ap.add_argument("--batch", type=int, default=1000, help="worker batch size")
     ap.add_argument("--edge-threshold", type=float, default=None, help="default: the pack's")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_population_args(ap)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--enrol-photo",
+        choices=["first", "medoid"],
+        default="first",
+        help="which photo enrols a resident/whitelists a courier: the first, or the most "
+        "typical one (models a frontal registry photo)",
+    )
+    ap.add_argument(
+        "--traffic-scale", type=int, default=1, help="multiply residents' and couriers' entries"
+    )
+    ap.add_argument("--batch", type=int, default=1000, help="worker batch size")
     ap.add_argument("--database-url", default=None, help="default: a temporary SQLite file")
     ap.add_argument(
         "--no-attribution",
