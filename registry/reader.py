@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from registry.columns import map_headers, match_header
+from registry.csvsafe import unescape_cell
 from registry.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,8 @@ def cell_text(value: CellValue) -> str:
         return value.date().isoformat() if value.time() == time() else value.isoformat()
     if isinstance(value, date):
         return value.isoformat()
-    text = str(value).strip()
+    # '=x is how our own CSVs (registry.csvsafe) keep a spreadsheet from running a cell.
+    text = unescape_cell(str(value).strip()).strip()
     # ="0123" is the usual trick to keep Excel from turning IDs into numbers.
     if len(text) >= 3 and text.startswith('="') and text.endswith('"'):
         return text[2:-1].strip()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import csv
 from datetime import datetime
 from pathlib import Path
 
@@ -263,3 +264,23 @@ def test_a_workbook_that_would_inflate_past_the_cap_is_refused(
     path = hostile_xlsx(tmp_path / "big.xlsx", xlsx_row(1, XLSX_HEADER) + filler, dimension=None)
     with pytest.raises(InputError, match="inflate to"):
         read_registry(path)
+
+
+def test_csv_template_cells_are_never_formulas(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    write_template(path)
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        cells = [cell for row in csv.reader(handle) for cell in row]
+    assert "'+86 139 0000 1234" in cells  # the example phone, a formula to Excel unescaped
+    assert not [c for c in cells if c.startswith(("=", "+", "-", "@", "\t", "\r"))]
+    (second,) = [r for r in read_registry(path).rows if r.text("name") == "李四"]
+    assert second.text("phone") == "+86 139 0000 1234"
+
+
+def test_the_escape_apostrophe_is_dropped_when_read() -> None:
+    data = "姓名,外部编号,地址,身份,手机\n'-张三,E1,3-2-1203,业主,'+86 139 0000 1234\n"
+    (row,) = read_csv_bytes(data.encode()).rows
+    assert (row.text("name"), row.text("phone")) == ("-张三", "+86 139 0000 1234")
+    # Not a formula start after it: the apostrophe is the cell's own.
+    (row,) = read_csv_bytes(data.replace("'-张三", "'张三").encode()).rows
+    assert row.text("name") == "'张三"
