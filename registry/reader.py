@@ -293,10 +293,17 @@ def read_xlsx(path: Path) -> Sheet:
     from openpyxl import load_workbook
 
     _check_xlsx_archive(path)
-    try:
-        workbook = load_workbook(path, read_only=True, data_only=True)
-    except _XLSX_ERRORS as exc:
-        raise _unreadable(path, exc) from None
+    # Our own handle: openpyxl leaves the file it opened open when a part fails to parse.
+    with path.open("rb") as handle:
+        try:
+            workbook = load_workbook(handle, read_only=True, data_only=True)
+        except _XLSX_ERRORS as exc:
+            raise _unreadable(path, exc) from None
+        return _read_first_sheet(path, workbook)
+
+
+def _read_first_sheet(path: Path, workbook: Any) -> Sheet:
+    """The first sheet of an open workbook, refused before reading if it is too long."""
     try:
         try:
             sheet = workbook.worksheets[0]
