@@ -35,7 +35,7 @@ MAX_SHEET_ROWS = MAX_ROWS + 10_000
 rows): checked against the sheet's declared dimension before a row is read, and
 again while reading (the dimension is optional and may lie)."""
 MAX_HEADER_COLUMNS = 256
-"""Columns searched for the header (the template has 16); data rows are then read
+"""Columns searched for the header (the template has 11); data rows are then read
 only as far as the header goes, whatever the sheet's dimension claims (A1:XFD...)."""
 MAX_XLSX_INFLATED_BYTES = 512 * 1024 * 1024
 """The most an XLSX may inflate to (its parts' declared sizes, checked before opening):
@@ -256,8 +256,11 @@ def _xlsx_records(path: Path, sheet: Any) -> Iterator[tuple[int, list[CellValue]
         number += 1
         if number > MAX_SHEET_ROWS:
             break
-        used = [i for i, v in enumerate(values) if cell_text(v)]
-        cells = list(values[: used[-1] + 1]) if used else []
+        if values.count(None) == len(values):
+            cells: list[CellValue] = []  # a blank row or a gap: no per-cell work
+        else:
+            used = [i for i, v in enumerate(values) if cell_text(v)]
+            cells = list(values[: used[-1] + 1]) if used else []
         yield number, cells
         if not cells or _is_comment(cells):
             continue

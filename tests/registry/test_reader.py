@@ -284,3 +284,17 @@ def test_the_escape_apostrophe_is_dropped_when_read() -> None:
     # Not a formula start after it: the apostrophe is the cell's own.
     (row,) = read_csv_bytes(data.replace("'-张三", "'张三").encode()).rows
     assert row.text("name") == "'张三"
+
+
+def test_row_numbers_survive_gaps_before_and_after_the_header(tmp_path: Path) -> None:
+    # The header is looked for in a first pass, the rows below it read in a second:
+    # the numbers must still be the ones Excel shows.
+    sheet_data = (
+        '<row r="1"><c r="A1" t="inlineStr"><is><t>幸福小区住户登记表</t></is></c></row>'
+        + xlsx_row(300, XLSX_HEADER)
+        + xlsx_row(302, ["张三", "E1", "3-2-1203", "业主"])
+        + xlsx_row(900, ["李四", "E2", "3-2-1204", "租户"])
+    )
+    path = hostile_xlsx(tmp_path / "gaps.xlsx", sheet_data, dimension=None)
+    read = read_registry(path)
+    assert [(r.number, r.text("external_id")) for r in read.rows] == [(302, "E1"), (900, "E2")]
