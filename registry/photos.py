@@ -8,6 +8,10 @@ above the per-file cap, a compression ratio typical of zip bombs, or a total
 uncompressed size above the cap make the whole archive an
 :class:`~registry.errors.UnsafeArchiveError`. Reads are capped again at the
 declared size, so a header that lies about its size cannot inflate further.
+
+Every photo read from either source passes :func:`check_photo` before any
+decoder sees it: JPEG, PNG or WebP by content (never by name), with a size in
+its header of at most ``max_pixels``.
 """
 
 from __future__ import annotations
@@ -44,28 +48,67 @@ class PhotoLimits:
     max_pixels: int = 64_000_000
 
 
+PHOTO_FORMATS = ("JPEG", "PNG", "WebP")
+"""What a registry photo may be, by content: the formats phones and cameras write and
+whose header gives the size. Anything else (BMP, TIFF, PPM, GIF...) is refused before
+OpenCV sees it: a 1 KB BMP header can declare 144 MP (1.09 GB decoded)."""
+
+# JPEG markers without a length field (RSTn, TEM): skipped as libjpeg skips them.
+_JPEG_PARAMETERLESS = frozenset(range(0xD0, 0xD8)) | {0x01}
+
+
+def photo_format(data: bytes) -> str | None:
+    """'JPEG', 'PNG' or 'WebP' from the file's first bytes (never its name); None otherwise."""
+    if data[:3] == b"\xff\xd8\xff":
+        return "JPEG"
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "PNG"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WebP"
+    return None
+
+
+def _jpeg_dimensions(data: bytes) -> tuple[int, int] | None:
+    """The size in the first SOF marker, walking the markers the way libjpeg does."""
+    i = 2
+    while i + 9 < len(data):
+        if data[i] != 0xFF:
+            # libjpeg skips stray bytes between markers (with a warning): so do we, so
+            # that the SOF found here is the one the decoder will use.
+            i += 1
+            continue
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in _JPEG_PARAMETERLESS or marker == 0x00:  # 0x00: a stuffed byte, junk
+            i += 2
+            continue
+        if marker in (0xD8, 0xD9, 0xDA):
+            return None  # a second SOI, EOI or a scan before any frame header: libjpeg fails
+        length = int.from_bytes(data[i + 2 : i + 4], "big")
+        # SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC) carry the size.
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            height = int.from_bytes(data[i + 5 : i + 7], "big")
+            width = int.from_bytes(data[i + 7 : i + 9], "big")
+            return width, height
+        if length < 2:
+            return None
+        i += 2 + length
+    return None
+
+
 def image_dimensions(data: bytes) -> tuple[int, int] | None:
     """(width, height) from a PNG, JPEG or WebP header without decoding; None if unknown."""
-    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
+    kind = photo_format(data)
+    if kind == "PNG":
+        # IHDR must be the first chunk (PNG spec 5.6); libpng refuses anything else.
+        if len(data) < 24 or data[12:16] != b"IHDR":
+            return None
         return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-    if data[:2] == b"\xff\xd8":
-        i = 2
-        while i + 9 < len(data):
-            if data[i] != 0xFF:
-                return None
-            marker = data[i + 1]
-            if marker == 0xFF:  # fill byte
-                i += 1
-                continue
-            length = int.from_bytes(data[i + 2 : i + 4], "big")
-            # SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC) carry the size.
-            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-                height = int.from_bytes(data[i + 5 : i + 7], "big")
-                width = int.from_bytes(data[i + 7 : i + 9], "big")
-                return width, height
-            i += 2 + length
-        return None
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP" and len(data) >= 30:
+    if kind == "JPEG":
+        return _jpeg_dimensions(data)
+    if kind == "WebP" and len(data) >= 30:
         chunk = data[12:16]
         if chunk == b"VP8X":
             width = int.from_bytes(data[24:27], "little") + 1
@@ -81,14 +124,53 @@ def image_dimensions(data: bytes) -> tuple[int, int] | None:
     return None
 
 
-def check_pixels(data: bytes, name: str, limits: PhotoLimits) -> None:
-    """Refuse a photo whose header declares more pixels than ``limits.max_pixels``."""
-    size = image_dimensions(data)
-    if size is not None and size[0] * size[1] > limits.max_pixels:
+def check_photo(data: bytes, name: str, limits: PhotoLimits | None = None) -> None:
+    """Refuse anything but a JPEG, PNG or WebP (by content) whose header gives a size
+    of at most ``limits.max_pixels``: checked BEFORE any decoder runs.
+
+    The one gate for registry photos: :class:`FolderSource` and :class:`ZipSource`
+    call it on every read, so local and ``--server`` imports (which enrol on the
+    client) refuse the same files. Raises :class:`~registry.errors.PhotoError` only.
+    """
+    lim = limits or PhotoLimits()
+    kind = photo_format(data)
+    if kind is None:
+        found = _other_format(data)
+        what = f"a {found} file" if found else "not an image we know"
         raise PhotoError(
-            f"photo {name!r} is {size[0]}x{size[1]} pixels, more than "
-            f"{limits.max_pixels // 1_000_000} megapixels"
+            f"photo {name!r} is {what}; use {', '.join(PHOTO_FORMATS[:-1])} or "
+            f"{PHOTO_FORMATS[-1]} (the file name does not matter, its content does)"
         )
+    size = image_dimensions(data)
+    if size is None:
+        raise PhotoError(f"photo {name!r} is a damaged {kind}: its header gives no image size")
+    width, height = size
+    if width < 1 or height < 1:
+        raise PhotoError(f"photo {name!r} is a {kind} of {width}x{height} pixels (empty)")
+    if width * height > lim.max_pixels:
+        raise PhotoError(
+            f"photo {name!r} is {width}x{height} pixels, more than "
+            f"{lim.max_pixels // 1_000_000} megapixels"
+        )
+
+
+def _other_format(data: bytes) -> str | None:
+    """Name a common format we refuse, for the message only."""
+    for magic, label in (
+        (b"BM", "BMP"),
+        (b"GIF8", "GIF"),
+        (b"II*\x00", "TIFF"),
+        (b"MM\x00*", "TIFF"),
+        (b"%PDF", "PDF"),
+        (b"\x00\x00\x00\x0cjP", "JPEG 2000"),
+    ):
+        if data.startswith(magic):
+            return label
+    if data[4:12] in (b"ftypheic", b"ftypheix", b"ftypmif1", b"ftypavif"):
+        return "HEIC/AVIF"
+    if data[:2] in (b"P1", b"P2", b"P3", b"P4", b"P5", b"P6"):
+        return "PNM"
+    return None
 
 
 class PhotoSource(Protocol):
@@ -188,7 +270,7 @@ class FolderSource:
                 f"{self.limits.max_photo_bytes // 1024} KiB"
             )
         data = resolved.read_bytes()
-        check_pixels(data, name, self.limits)
+        check_photo(data, name, self.limits)
         return data
 
     def close(self) -> None:
@@ -288,7 +370,7 @@ class ZipSource:
             raise PhotoError(f"photo {name!r} cannot be read from the archive ({exc})") from None
         if len(data) > info.file_size:
             raise PhotoError(f"photo {name!r} is larger than its archive header says")
-        check_pixels(data, name, self.limits)
+        check_photo(data, name, self.limits)
         return data
 
     def close(self) -> None:

@@ -12,12 +12,16 @@ import codecs
 import csv
 import io
 import logging
-from collections.abc import Iterable, Mapping
+import zipfile
+import zlib
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from pathlib import Path
+from typing import Any
 
 from registry.columns import map_headers, match_header
+from registry.csvsafe import unescape_cell
 from registry.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -26,6 +30,17 @@ CellValue = str | int | float | date | datetime | None
 MAX_ROWS = 200_000
 MAX_FILE_BYTES = 200 * 1024 * 1024
 MAX_TITLE_ROWS = 10
+MAX_SHEET_ROWS = MAX_ROWS + 10_000
+"""Rows an XLSX sheet may span (data rows plus room for title, comment and blank
+rows): checked against the sheet's declared dimension before a row is read, and
+again while reading (the dimension is optional and may lie)."""
+MAX_HEADER_COLUMNS = 256
+"""Columns searched for the header (the template has 11); data rows are then read
+only as far as the header goes, whatever the sheet's dimension claims (A1:XFD...)."""
+MAX_XLSX_INFLATED_BYTES = 512 * 1024 * 1024
+"""The most an XLSX may inflate to (its parts' declared sizes, checked before opening):
+200,000 rows of 16 cells are ~250 MB of sheet XML; a few KB of zipped XML can
+declare gigabytes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +79,8 @@ def cell_text(value: CellValue) -> str:
         return value.date().isoformat() if value.time() == time() else value.isoformat()
     if isinstance(value, date):
         return value.isoformat()
-    text = str(value).strip()
+    # '=x is how our own CSVs (registry.csvsafe) keep a spreadsheet from running a cell.
+    text = unescape_cell(str(value).strip()).strip()
     # ="0123" is the usual trick to keep Excel from turning IDs into numbers.
     if len(text) >= 3 and text.startswith('="') and text.endswith('"'):
         return text[2:-1].strip()
@@ -130,13 +146,16 @@ def _looks_like_header(values: list[CellValue]) -> bool:
     return sum(match_header(cell_text(v)) is not None for v in values if cell_text(v)) >= 2
 
 
-def _build(source: str, encoding: str | None, records: Iterable[list[CellValue]]) -> Sheet:
+def _build(
+    source: str, encoding: str | None, records: Iterable[tuple[int, list[CellValue]]]
+) -> Sheet:
+    """The sheet from ``(row number, cells)`` records in file order."""
     header: list[str] | None = None
     mapping: dict[int, str] = {}
     ignored: tuple[str, ...] = ()
     rows: list[RawRow] = []
     skipped: list[list[CellValue]] = []
-    for number, values in enumerate(records, start=1):
+    for number, values in records:
         if not any(cell_text(v) for v in values) or _is_comment(values):
             continue
         if header is None:
@@ -170,23 +189,140 @@ def read_csv_bytes(data: bytes, source: str = "<csv>") -> Sheet:
         records: list[list[CellValue]] = [list(r) for r in reader]
     except csv.Error as exc:
         raise InputError(f"{source}: not a valid CSV file ({exc})") from None
-    return _build(source, encoding, records)
+    return _build(source, encoding, enumerate(records, start=1))
+
+
+# What openpyxl and the XML parser beneath it raise on a damaged or hostile workbook:
+# expat's ParseError (a SyntaxError) for malformed XML, an external entity (XXE) or
+# entity expansion past its amplification limit (billion laughs); ValueError,
+# TypeError and KeyError for parts that parse but make no sense; zlib/zip errors
+# for a damaged archive.
+_XLSX_ERRORS = (
+    SyntaxError,
+    ValueError,
+    TypeError,
+    KeyError,
+    IndexError,
+    OSError,
+    EOFError,
+    zlib.error,
+    zipfile.BadZipFile,
+)
+
+
+def _unreadable(path: Path, exc: BaseException) -> InputError:
+    detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+    return InputError(f"{path}: not a readable XLSX workbook ({detail})")
+
+
+def _check_xlsx_archive(path: Path) -> None:
+    """Refuse a workbook whose parts would inflate past the cap, before parsing any."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            total = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise _unreadable(path, exc) from None
+    if total > MAX_XLSX_INFLATED_BYTES:
+        raise InputError(
+            f"{path}: the workbook would inflate to {total // (1024 * 1024)} MiB, more than "
+            f"{MAX_XLSX_INFLATED_BYTES // (1024 * 1024)} MiB; split the file"
+        )
+
+
+def _guarded(path: Path, rows: Iterator[tuple[CellValue, ...]]) -> Iterator[tuple[CellValue, ...]]:
+    """openpyxl parses the sheet XML lazily: its errors surface here, row by row."""
+    while True:
+        try:
+            row = next(rows)
+        except StopIteration:
+            return
+        except _XLSX_ERRORS as exc:
+            raise _unreadable(path, exc) from None
+        yield row
+
+
+def _xlsx_records(path: Path, sheet: Any) -> Iterator[tuple[int, list[CellValue]]]:
+    """Rows of a read-only worksheet, numbered as Excel does, only as wide as the header.
+
+    Two passes over the sheet XML: up to the header row at most
+    :data:`MAX_HEADER_COLUMNS` wide, then the rows below it only as wide as the
+    widest row seen so far (the header). Stray cells far right or far below
+    (a dimension of A1:XFD1048576) cost nothing but the XML that holds them.
+    """
+    number = 0
+    width = 0
+    seen = 0  # non-blank, non-comment rows: the header is found within MAX_TITLE_ROWS + 1
+    for values in _guarded(path, sheet.iter_rows(values_only=True, max_col=MAX_HEADER_COLUMNS)):
+        number += 1
+        if number > MAX_SHEET_ROWS:
+            break
+        if values.count(None) == len(values):
+            cells: list[CellValue] = []  # a blank row or a gap: no per-cell work
+        else:
+            used = [i for i, v in enumerate(values) if cell_text(v)]
+            cells = list(values[: used[-1] + 1]) if used else []
+        yield number, cells
+        if not cells or _is_comment(cells):
+            continue
+        width = max(width, len(cells))
+        seen += 1
+        if _looks_like_header(cells) or seen > MAX_TITLE_ROWS:
+            break
+    else:
+        return  # the sheet ended before any header (_build says what is missing)
+    if number <= MAX_SHEET_ROWS:
+        body = sheet.iter_rows(min_row=number + 1, max_col=width, values_only=True)
+        for values in _guarded(path, body):
+            number += 1
+            if number > MAX_SHEET_ROWS:
+                break
+            yield number, list(values)
+        else:
+            return
+    raise InputError(
+        f"{path}: the sheet goes on past row {MAX_SHEET_ROWS}; delete the cells far below "
+        f"the data (Ctrl+End shows the last one) or split the file"
+    )
 
 
 def read_xlsx(path: Path) -> Sheet:
-    """Read the first worksheet of an XLSX workbook (values, not formulas)."""
-    import zipfile
+    """Read the first worksheet of an XLSX workbook (values, not formulas).
 
+    Refused as a whole (:class:`InputError`), before any row is read: an archive
+    that would inflate past :data:`MAX_XLSX_INFLATED_BYTES`, a sheet whose
+    dimension spans more than :data:`MAX_SHEET_ROWS` rows, and any XML the parser
+    refuses (entity bombs, external entities, malformed parts).
+    """
     from openpyxl import load_workbook
 
+    _check_xlsx_archive(path)
+    # Our own handle: openpyxl leaves the file it opened open when a part fails to parse.
+    with path.open("rb") as handle:
+        try:
+            workbook = load_workbook(handle, read_only=True, data_only=True)
+        except _XLSX_ERRORS as exc:
+            raise _unreadable(path, exc) from None
+        return _read_first_sheet(path, workbook)
+
+
+def _read_first_sheet(path: Path, workbook: Any) -> Sheet:
+    """The first sheet of an open workbook, refused before reading if it is too long."""
     try:
-        workbook = load_workbook(path, read_only=True, data_only=True)
-    except (zipfile.BadZipFile, KeyError, OSError, ValueError) as exc:
-        raise InputError(f"{path}: not a readable XLSX workbook ({exc})") from None
-    try:
-        sheet = workbook.worksheets[0]
-        records = (list(r) for r in sheet.iter_rows(values_only=True))
-        return _build(str(path), None, records)
+        try:
+            sheet = workbook.worksheets[0]
+            declared = sheet.max_row
+        except _XLSX_ERRORS as exc:
+            raise _unreadable(path, exc) from None
+        if declared is not None and declared > MAX_SHEET_ROWS:
+            raise InputError(
+                f"{path}: the sheet's dimension spans {declared} rows, more than "
+                f"{MAX_SHEET_ROWS}; delete the cells far below the data (Ctrl+End shows "
+                f"the last one) or split the file"
+            )
+        # The dimension is optional and may understate: read what the XML holds, and
+        # let _xlsx_records count rows itself.
+        sheet.reset_dimensions()
+        return _build(str(path), None, _xlsx_records(path, sheet))
     finally:
         workbook.close()
 

@@ -13,6 +13,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from registry.csvsafe import safe_cell
 from registry.errors import InputError
 
 
@@ -128,7 +129,10 @@ class ImportReport:
                 writer = csv.writer(handle)
                 writer.writerow(["row", "column", "reason", "message", "name"])
                 for i in sorted(self.issues, key=_order):
-                    writer.writerow([i.row, i.column, i.reason, i.message, i.name])
+                    # Names, headers and messages come from the register: never formulas.
+                    writer.writerow(
+                        [safe_cell(v) for v in (i.row, i.column, i.reason, i.message, i.name)]
+                    )
         else:
             raise InputError(f"--report {path}: use a .csv or .json file name")
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 from registry.columns import COLUMNS
+from registry.csvsafe import safe_cell
 from registry.errors import InputError
 
 Lang = Literal["zh", "en"]
@@ -52,8 +53,9 @@ def write_template(path: Path, lang: Lang = "zh") -> None:
             writer = csv.writer(handle)
             for line in _doc_lines(lang):
                 writer.writerow([f"# {line}"])
-            writer.writerow(_headers(lang))
-            writer.writerows(_examples())
+            writer.writerow([safe_cell(v) for v in _headers(lang)])
+            # '+86 139...' is a formula to Excel; escaped, the reader drops the apostrophe.
+            writer.writerows([safe_cell(v) for v in row] for row in _examples())
     elif suffix == ".xlsx":
         _write_xlsx(path, lang)
     else:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import cv2
 import numpy as np
+from openpyxl import Workbook
 
 from registry.idnumber import check_char
 
@@ -57,3 +59,50 @@ def add_second_photos(folder: Path, photo_bytes: dict[str, bytes]) -> Path:
         assert ok
         (folder / variant).write_bytes(buf.tobytes())
     return folder
+
+
+# Hostile workbooks, made by hand: the sheet XML of a real workbook is replaced.
+XLSX_NS = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
+XLSX_HEADER = ["姓名", "外部编号", "地址", "身份"]
+
+
+def _inline_cell(ref: str, text: str) -> str:
+    return f'<c r="{ref}" t="inlineStr"><is><t>{text}</t></is></c>'
+
+
+def xlsx_row(number: int, cells: list[str], extra: str = "") -> str:
+    letters = "ABCD"
+    inner = "".join(_inline_cell(f"{letters[i]}{number}", v) for i, v in enumerate(cells))
+    return f'<row r="{number}">{inner}{extra}</row>'
+
+
+def hostile_xlsx(
+    path: Path, sheet_data: str, *, dimension: str | None = "A1:D3", prolog: str = ""
+) -> Path:
+    """A workbook whose first sheet's XML is ``prolog`` + a worksheet of ``sheet_data``."""
+    workbook = Workbook()
+    workbook.active.append(XLSX_HEADER)
+    plain = path.with_suffix(".plain.xlsx")
+    workbook.save(plain)
+    dim = f'<dimension ref="{dimension}"/>' if dimension else ""
+    xml = (
+        f'{prolog}<worksheet xmlns="{XLSX_NS}">{dim}<sheetData>{sheet_data}</sheetData></worksheet>'
+    )
+    with zipfile.ZipFile(plain) as src, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename == "xl/worksheets/sheet1.xml":
+                data = xml.encode()
+            dst.writestr(info.filename, data)
+    return path
+
+
+XLSX_TWO_ROWS = xlsx_row(1, XLSX_HEADER) + xlsx_row(2, ["张三", "E1", "3-2-1203", "业主"])
+
+
+BILLION_LAUGHS = (
+    '<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol0 "lol">'
+    + "".join(f'<!ENTITY lol{i} "{("&lol" + str(i - 1) + ";") * 10}">' for i in range(1, 10))
+    + "]>"
+)
+XXE = '<?xml version="1.0"?><!DOCTYPE x [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>'

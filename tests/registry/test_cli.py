@@ -11,7 +11,15 @@ import pytest
 from openpyxl import Workbook
 
 from registry.cli import main
-from tests.registry.helpers import HEADER, ROWS, make_id
+from tests.registry.helpers import (
+    BILLION_LAUGHS,
+    HEADER,
+    ROWS,
+    XLSX_HEADER,
+    hostile_xlsx,
+    make_id,
+    xlsx_row,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -203,3 +211,14 @@ def test_template_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert target.exists()
     assert main(["template", str(target)]) == 2
     assert "exists" in capsys.readouterr().err
+
+
+def testhostile_xlsx_exits_2_without_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sheet_data = xlsx_row(1, XLSX_HEADER) + xlsx_row(2, ["张三", "E1", "3-2-1203", "&lol9;"])
+    path = hostile_xlsx(tmp_path / "laughs.xlsx", sheet_data, prolog=BILLION_LAUGHS)
+    code = main(["import", "--site", "s", str(path), "--db", f"sqlite:///{tmp_path / 'l.db'}"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "not a readable XLSX" in err and "Traceback" not in err

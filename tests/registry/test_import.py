@@ -340,3 +340,22 @@ def test_a_missing_optional_column_keeps_the_stored_values(
     # An empty cell in a present column does clear the value.
     cleared = _import(store, engine, photo_dir, [ROWS[0].replace("13800000001", ""), *ROWS[1:]])
     assert cleared.report.summary.updated == 1
+
+
+def test_a_photo_that_is_not_jpeg_png_or_webp_fails_its_row(
+    store: SqlStore, engine: FaceEngine, photo_dir: Path
+) -> None:
+    import cv2
+
+    # p1's face, saved as BMP under a .jpg name: OpenCV decodes it (and would as happily
+    # decode a 1 KB BMP declaring 144 MP); the registry refuses it by content.
+    image = cv2.imdecode(np.frombuffer((photo_dir / "p1.jpg").read_bytes(), np.uint8), 1)
+    ok, bmp = cv2.imencode(".bmp", image)
+    assert ok
+    (photo_dir / "bmp.jpg").write_bytes(bmp.tobytes())
+    rows = [ROWS[0], f"孙七,{make_id(5)},,3-2-1206,业主,,bmp.jpg,E5\n"]
+    result = _import(store, engine, photo_dir, rows, partial=True)
+    (issue,) = result.report.issues
+    assert (issue.row, issue.column, issue.reason) == (3, "照片", "bad_photo")
+    assert "BMP" in issue.message
+    assert (result.report.summary.created, result.report.summary.failed) == (1, 1)

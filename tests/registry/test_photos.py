@@ -13,10 +13,24 @@ from registry.photos import (
     FolderSource,
     PhotoLimits,
     ZipSource,
+    check_photo,
     clean_name,
     image_dimensions,
     open_photos,
 )
+
+
+def _jpeg(shade: int) -> bytes:
+    """A real 8x8 JPEG (sources hand out only JPEG, PNG or WebP); ``shade`` tells them apart."""
+    import cv2
+    import numpy as np
+
+    ok, buf = cv2.imencode(".jpg", np.full((8, 8, 3), shade, np.uint8))
+    assert ok
+    return buf.tobytes()
+
+
+A, C, Z = _jpeg(10), _jpeg(100), _jpeg(200)
 
 
 @pytest.mark.parametrize("name", ["../etc/passwd", "a/../../b.jpg", "/etc/passwd", "C:\\x.jpg"])
@@ -32,12 +46,12 @@ def test_clean_names() -> None:
 
 def test_folder_lookup(tmp_path: Path) -> None:
     (tmp_path / "sub").mkdir()
-    (tmp_path / "sub" / "张三.JPG").write_bytes(b"z")
-    (tmp_path / "a.jpg").write_bytes(b"a")
+    (tmp_path / "sub" / "张三.JPG").write_bytes(Z)
+    (tmp_path / "a.jpg").write_bytes(A)
     source = open_photos(tmp_path)
-    assert source.read("a.jpg") == b"a"
-    assert source.read("sub/张三.JPG") == b"z"
-    assert source.read("张三.jpg") == b"z"  # by base name, case-insensitive
+    assert source.read("a.jpg") == A
+    assert source.read("sub/张三.JPG") == Z
+    assert source.read("张三.jpg") == Z  # by base name, case-insensitive
     with pytest.raises(PhotoError, match="not found"):
         source.read("nobody.jpg")
     with pytest.raises(PhotoError, match="outside"):
@@ -47,10 +61,10 @@ def test_folder_lookup(tmp_path: Path) -> None:
 def test_folder_ambiguous_base_name(tmp_path: Path) -> None:
     for sub in ("x", "y"):
         (tmp_path / sub).mkdir()
-        (tmp_path / sub / "a.jpg").write_bytes(b"a")
+        (tmp_path / sub / "a.jpg").write_bytes(A)
     with pytest.raises(PhotoError, match="ambiguous"):
         FolderSource(tmp_path).read("a.jpg")
-    assert FolderSource(tmp_path).read("x/a.jpg") == b"a"
+    assert FolderSource(tmp_path).read("x/a.jpg") == A
 
 
 def test_folder_symlink_escape(tmp_path: Path) -> None:
@@ -77,12 +91,12 @@ def _zip(path: Path, entries: dict[str, bytes], method: int = zipfile.ZIP_STORED
 
 
 def test_zip_lookup_with_top_folder(tmp_path: Path) -> None:
-    path = _zip(tmp_path / "p.zip", {"photos/a.jpg": b"a", "photos/b/c.png": b"c"})
+    path = _zip(tmp_path / "p.zip", {"photos/a.jpg": A, "photos/b/c.png": C})
     source = open_photos(path)
     try:
-        assert source.read("a.jpg") == b"a"
-        assert source.read("photos/b/c.png") == b"c"
-        assert source.read("c.png") == b"c"
+        assert source.read("a.jpg") == A
+        assert source.read("photos/b/c.png") == C
+        assert source.read("c.png") == C
         with pytest.raises(PhotoError, match="not found"):
             source.read("d.jpg")
         with pytest.raises(PhotoError, match="outside"):
@@ -149,12 +163,12 @@ def test_zip_gbk_names_from_chinese_windows(tmp_path: Path) -> None:
     gbk = "张三.jpg".encode("gbk")
     placeholder = b"X" * (len(gbk) - 4) + b".jpg"
     with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr(placeholder.decode(), b"z")
+        archive.writestr(placeholder.decode(), Z)
     # What a Chinese Windows zip tool writes: GBK bytes, no UTF-8 flag.
     path.write_bytes(path.read_bytes().replace(placeholder, gbk))
     source = ZipSource(path)
     try:
-        assert source.read("张三.jpg") == b"z"
+        assert source.read("张三.jpg") == Z
     finally:
         source.close()
 
@@ -204,3 +218,102 @@ def test_pixel_bombs_are_refused(tmp_path: Path) -> None:
             source.read("huge.png")
     finally:
         source.close()
+
+
+def _bmp_header(width: int, height: int) -> bytes:
+    """A 1 KB BMP: 24-bit, ``width`` x ``height`` declared, almost no pixel data."""
+    import struct
+
+    info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 24, 0, 0, 2835, 2835, 0, 0)
+    head = b"BM" + struct.pack("<IHHI", 14 + len(info) + width * height * 3, 0, 0, 54)
+    return (head + info).ljust(1024, b"\x00")
+
+
+def _jpeg_header(width: int, height: int, junk: bytes = b"") -> bytes:
+    """SOI, APP0, ``junk``, then a baseline SOF0 declaring ``width`` x ``height``."""
+    import struct
+
+    app0 = b"\xff\xe0" + struct.pack(">H", 16) + b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
+    sof = b"\xff\xc0" + struct.pack(">HBHHB", 17, 8, height, width, 3)
+    sof += b"\x01\x22\x00\x02\x11\x01\x03\x11\x01"
+    return b"\xff\xd8" + app0 + junk + sof + b"\x00" * 64
+
+
+def _webp_vp8x_header(width: int, height: int) -> bytes:
+    vp8x = b"VP8X" + (10).to_bytes(4, "little") + b"\x00" * 4
+    vp8x += (width - 1).to_bytes(3, "little") + (height - 1).to_bytes(3, "little")
+    return b"RIFF" + (4 + len(vp8x)).to_bytes(4, "little") + b"WEBP" + vp8x + b"\x00" * 16
+
+
+def _read_from_both(tmp_path: Path, name: str, data: bytes) -> list[Exception]:
+    """What a folder and a zip each raise when handing out ``data`` as ``name``."""
+    folder = tmp_path / "folder"
+    folder.mkdir(exist_ok=True)
+    (folder / name).write_bytes(data)
+    errors: list[Exception] = []
+    with pytest.raises(PhotoError) as from_folder:
+        FolderSource(folder).read(name)
+    errors.append(from_folder.value)
+    source = ZipSource(_zip(tmp_path / "p.zip", {name: data}))
+    try:
+        with pytest.raises(PhotoError) as from_zip:
+            source.read(name)
+        errors.append(from_zip.value)
+    finally:
+        source.close()
+    return errors
+
+
+def test_a_bmp_named_jpg_is_refused_by_content(tmp_path: Path) -> None:
+    # 1 KB declaring 12000x12000: OpenCV would decode it (432 MB) as if it were a photo.
+    bomb = _bmp_header(12_000, 12_000)
+    assert len(bomb) == 1024
+    for error in _read_from_both(tmp_path, "a.jpg", bomb):
+        assert "BMP" in str(error) and "JPEG, PNG or WebP" in str(error)
+
+
+@pytest.mark.parametrize("data", [b"", b"hello", b"GIF89a" + bytes(20), b"II*\x00" + bytes(20)])
+def test_other_content_is_refused_whatever_the_name(tmp_path: Path, data: bytes) -> None:
+    for error in _read_from_both(tmp_path, "photo.png", data):
+        assert "JPEG, PNG or WebP" in str(error)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        _jpeg_header(30_000, 30_000),
+        # Stray bytes before the SOF: libjpeg skips them and decodes, so the size must
+        # still be found (before, the parser gave up and let the photo through).
+        _jpeg_header(30_000, 30_000, junk=b"\x00\x11junk"),
+        _jpeg_header(30_000, 30_000, junk=b"\xff\xd3"),  # a parameterless RST marker
+        _webp_vp8x_header(16_000, 16_000),
+        _png_header(30_000, 30_000),
+    ],
+    ids=["jpeg", "jpeg-junk", "jpeg-rst", "webp", "png"],
+)
+def test_pixel_caps_hold_for_every_format(tmp_path: Path, data: bytes) -> None:
+    for error in _read_from_both(tmp_path, "big.jpg", data):
+        assert "megapixels" in str(error)
+
+
+def test_headers_that_give_no_size_are_refused(tmp_path: Path) -> None:
+    ihdr_not_first = _png_header(10, 10).replace(b"IHDR", b"tEXt")
+    for data in (ihdr_not_first, b"\xff\xd8\xff\xd9", b"RIFF\x00\x00\x00\x00WEBP"):
+        for error in _read_from_both(tmp_path, "x.jpg", data):
+            assert "gives no image size" in str(error)
+
+
+@pytest.mark.parametrize("junk", [b"\x00\x11junk", b"\xff\xd3"])
+def test_jpeg_size_is_the_one_the_decoder_uses(junk: bytes) -> None:
+    import cv2
+    import numpy as np
+
+    ok, buf = cv2.imencode(".jpg", np.zeros((30, 50, 3), np.uint8))
+    assert ok
+    data = buf.tobytes()
+    sof = data.index(b"\xff\xc0")
+    odd = data[:sof] + junk + data[sof:]
+    decoded = cv2.imdecode(np.frombuffer(odd, np.uint8), cv2.IMREAD_COLOR)
+    assert decoded is not None and decoded.shape[:2] == (30, 50)
+    assert image_dimensions(odd) == (50, 30)
+    check_photo(odd, "odd.jpg")

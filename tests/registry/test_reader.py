@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import codecs
+import csv
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 from openpyxl import Workbook
 
+from registry import reader
 from registry.errors import InputError
 from registry.reader import read_csv_bytes, read_registry
 from registry.template import write_template
 from registry.validate import validate_sheet
+from tests.registry.helpers import (
+    BILLION_LAUGHS,
+    XLSX_HEADER,
+    XLSX_TWO_ROWS,
+    XXE,
+    hostile_xlsx,
+    xlsx_row,
+)
 
 SECRET = b"test-secret-0123456789"
 ZH_CSV = (
@@ -180,3 +190,111 @@ def test_excel_text_formula_wrapper_is_unwrapped() -> None:
     (record,) = validate_sheet(read_csv_bytes(text.encode()), SECRET).records
     assert record.protected_id is not None and record.protected_id.last4 == "002X"
     assert record.phone == "+8613812345678"
+
+
+def test_a_dimension_past_the_row_cap_is_refused_before_reading(tmp_path: Path) -> None:
+    # 5 KB that declare A1:XFD1048576 with a stray cell in the far corner: before,
+    # every one of the million rows was read 16,384 cells wide (minutes).
+    stray = '<row r="1048576"><c r="XFD1048576"><v>1</v></c></row>'
+    path = hostile_xlsx(tmp_path / "huge.xlsx", XLSX_TWO_ROWS + stray, dimension="A1:XFD1048576")
+    assert path.stat().st_size < 8 * 1024
+    with pytest.raises(InputError, match="dimension spans 1048576 rows"):
+        read_registry(path)
+
+
+def test_a_sheet_longer_than_its_dimension_says_is_still_capped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The dimension claims 2 rows; a stray cell sits past the cap (lowered to keep
+    # the test small). Before, openpyxl stopped at the dimension's last row and the
+    # rest of the sheet was silently ignored.
+    monkeypatch.setattr(reader, "MAX_SHEET_ROWS", 50)
+    stray = '<row r="60"><c r="XFD60"><v>1</v></c></row>'
+    path = hostile_xlsx(tmp_path / "long.xlsx", XLSX_TWO_ROWS + stray, dimension="A1:D2")
+    with pytest.raises(InputError, match="past row 50"):
+        read_registry(path)
+    # Without a dimension at all, the same.
+    path = hostile_xlsx(tmp_path / "nodim.xlsx", XLSX_TWO_ROWS + stray, dimension=None)
+    with pytest.raises(InputError, match="past row 50"):
+        read_registry(path)
+
+
+def test_rows_are_read_only_as_wide_as_the_header(tmp_path: Path) -> None:
+    far = '<c r="XFD2"><v>7</v></c>'
+    sheet_data = (
+        xlsx_row(1, XLSX_HEADER)
+        + xlsx_row(2, ["张三", "E1", "3-2-1203", "业主"], far)
+        + '<row r="40"><c r="XFD40"><v>1</v></c></row>'
+        + xlsx_row(41, ["李四", "E2", "3-2-1204", "租户"])
+    )
+    path = hostile_xlsx(tmp_path / "wide.xlsx", sheet_data, dimension="A1:XFD41")
+    from openpyxl import load_workbook
+
+    workbook = load_workbook(path, read_only=True, data_only=True)
+    try:
+        sheet = workbook.worksheets[0]
+        sheet.reset_dimensions()
+        records = list(reader._xlsx_records(path, sheet))
+    finally:
+        workbook.close()
+    # Not 16,384 cells a row (the dimension's XFD), nor the far cells' values.
+    assert {len(cells) for _n, cells in records} == {4}
+    assert [n for n, _c in records] == list(range(1, 42))
+    read = read_registry(path)
+    assert [(r.number, r.text("external_id")) for r in read.rows] == [(2, "E1"), (41, "E2")]
+
+
+@pytest.mark.parametrize(
+    ("prolog", "entity"), [(BILLION_LAUGHS, "&lol9;"), (XXE, "&xxe;")], ids=["laughs", "xxe"]
+)
+def test_entity_attacks_are_input_errors(tmp_path: Path, prolog: str, entity: str) -> None:
+    # Blocked by expat before too, but as a ParseError traceback out of the CLI.
+    sheet_data = xlsx_row(1, XLSX_HEADER) + xlsx_row(2, ["张三", "E1", "3-2-1203", entity])
+    path = hostile_xlsx(tmp_path / "evil.xlsx", sheet_data, prolog=prolog)
+    with pytest.raises(InputError, match="not a readable XLSX") as caught:
+        read_registry(path)
+    assert "root:" not in str(caught.value)  # /etc/passwd was never read
+
+
+def test_a_workbook_that_would_inflate_past_the_cap_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(reader, "MAX_XLSX_INFLATED_BYTES", 64 * 1024)
+    filler = "".join(xlsx_row(n, ["x", f"E{n}", "3-2-1203", "业主"]) for n in range(2, 2000))
+    path = hostile_xlsx(tmp_path / "big.xlsx", xlsx_row(1, XLSX_HEADER) + filler, dimension=None)
+    with pytest.raises(InputError, match="inflate to"):
+        read_registry(path)
+
+
+def test_csv_template_cells_are_never_formulas(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    write_template(path)
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        cells = [cell for row in csv.reader(handle) for cell in row]
+    assert "'+86 139 0000 1234" in cells  # the example phone, a formula to Excel unescaped
+    assert not [c for c in cells if c.startswith(("=", "+", "-", "@", "\t", "\r"))]
+    (second,) = [r for r in read_registry(path).rows if r.text("name") == "李四"]
+    assert second.text("phone") == "+86 139 0000 1234"
+
+
+def test_the_escape_apostrophe_is_dropped_when_read() -> None:
+    data = "姓名,外部编号,地址,身份,手机\n'-张三,E1,3-2-1203,业主,'+86 139 0000 1234\n"
+    (row,) = read_csv_bytes(data.encode()).rows
+    assert (row.text("name"), row.text("phone")) == ("-张三", "+86 139 0000 1234")
+    # Not a formula start after it: the apostrophe is the cell's own.
+    (row,) = read_csv_bytes(data.replace("'-张三", "'张三").encode()).rows
+    assert row.text("name") == "'张三"
+
+
+def test_row_numbers_survive_gaps_before_and_after_the_header(tmp_path: Path) -> None:
+    # The header is looked for in a first pass, the rows below it read in a second:
+    # the numbers must still be the ones Excel shows.
+    sheet_data = (
+        '<row r="1"><c r="A1" t="inlineStr"><is><t>幸福小区住户登记表</t></is></c></row>'
+        + xlsx_row(300, XLSX_HEADER)
+        + xlsx_row(302, ["张三", "E1", "3-2-1203", "业主"])
+        + xlsx_row(900, ["李四", "E2", "3-2-1204", "租户"])
+    )
+    path = hostile_xlsx(tmp_path / "gaps.xlsx", sheet_data, dimension=None)
+    read = read_registry(path)
+    assert [(r.number, r.text("external_id")) for r in read.rows] == [(302, "E1"), (900, "E2")]

