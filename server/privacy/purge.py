@@ -2,8 +2,10 @@
 
 What goes, per site (:class:`~server.sites.models.Site` settings):
 
-- unknown sightings older than ``crop_retention_days``: their crop and their
-  embedding (the sighting row stays: time, entrance, quality, no face);
+- unknown sightings that *arrived* more than ``crop_retention_days`` ago
+  (``received_at``, the server's clock: a device's clock may be wrong, and a
+  sighting it dated in the future would otherwise never age): their crop and
+  their embedding (the sighting row stays: time, entrance, quality, no face);
 - clusters last seen before that cutoff: their vectors (centroid sum and
   exemplars), and an active one is retired (a later sighting starts afresh);
 - clusters whose case closed more than ``closed_case_retention_days`` ago:
@@ -154,7 +156,7 @@ def _purge_site(session: Session, site: Site, now: datetime, *, dry_run: bool) -
         [
             Sighting.site_id == site.id,
             Sighting.processed.is_(True),
-            Sighting.started_at < cutoff,
+            Sighting.received_at < cutoff,
             not_protected,
         ],
     )
