@@ -116,6 +116,30 @@ def checkpoint_sqlite(engine: Engine) -> None:
         log.warning("WAL checkpoint held up by a reader: erased data stays in -wal until the next")
 
 
+_CHECKPOINT_KEY = "lintel.checkpoint_after_commit"
+
+
+def checkpoint_after_commit(session: Session) -> None:
+    """Run :func:`checkpoint_sqlite` once this session's transaction commits.
+
+    For services that erase personal data: they only flush (the caller owns
+    the commit), and a checkpoint inside the transaction would fold nothing.
+    """
+    session.info[_CHECKPOINT_KEY] = True
+
+
+@event.listens_for(Session, "after_commit")
+def _checkpoint_if_asked(session: Session) -> None:
+    if session.info.pop(_CHECKPOINT_KEY, False):
+        bind = session.get_bind()
+        checkpoint_sqlite(bind if isinstance(bind, Engine) else bind.engine)
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_checkpoint(session: Session) -> None:
+    session.info.pop(_CHECKPOINT_KEY, None)
+
+
 def make_engine(url: str, *, pool_size: int = 5) -> Engine:
     """An engine for ``url`` with Lintel's per-database settings."""
     parsed = make_url(url)

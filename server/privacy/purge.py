@@ -38,7 +38,7 @@ from server.audit.service import record
 from server.cases.models import Case
 from server.clusters.models import ClusterSiteState, UnknownCluster
 from server.clusters.service import claim_site, ensure_site_state
-from server.db import session_scope, utcnow
+from server.db import checkpoint_after_commit, session_scope, utcnow
 from server.occupants import service as occupants
 from server.occupants.models import FaceTemplate, Occupant
 from server.sightings import crops
@@ -220,6 +220,9 @@ def _purge_site(session: Session, site: Site, now: datetime, *, dry_run: bool) -
         for occ in moved:
             occupants.delete_templates(session=session, occupant_id=occ.id)
         session.flush()
+        if targets or wipe or moved:
+            # SQLite: until a checkpoint, the purged face data is readable in -wal.
+            checkpoint_after_commit(session)
         session.refresh(site, ["gallery_version"])
     return SitePurge(
         site_id=site.id,
