@@ -215,7 +215,9 @@ def _migration_connection(engine: Engine) -> Iterator[Connection]:
     DELETE CASCADE (a rebuilt ``sightings`` would take every crop with it).
     The pragma only works outside a transaction, so it is set before BEGIN,
     the keys are checked before commit, and it is set back on the pooled
-    connection afterwards.
+    connection afterwards. The BEGIN is explicit: Python's sqlite3 opens a
+    transaction only before INSERT/UPDATE/DELETE, so a failed migration would
+    leave its CREATE TABLEs behind (and a half-rebuilt table).
     """
     if engine.dialect.name != "sqlite":
         with engine.begin() as conn:
@@ -224,13 +226,18 @@ def _migration_connection(engine: Engine) -> Iterator[Connection]:
     with engine.connect() as conn:
         conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
         conn.commit()
+        raw: Any = conn.connection.dbapi_connection
+        implicit = raw.isolation_level
+        raw.isolation_level = None  # no implicit BEGINs: ours covers the DDL too
         try:
             with conn.begin():
+                conn.exec_driver_sql("BEGIN")
                 yield conn
                 broken = conn.exec_driver_sql("PRAGMA foreign_key_check").first()
                 if broken is not None:
                     raise RuntimeError(f"migration left a broken foreign key: {tuple(broken)}")
         finally:
+            raw.isolation_level = implicit
             conn.exec_driver_sql("PRAGMA foreign_keys=ON")
             conn.commit()
 
