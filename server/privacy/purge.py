@@ -6,7 +6,8 @@ What goes, per site (:class:`~server.sites.models.Site` settings):
   (``received_at``, the server's clock: a device's clock may be wrong, and a
   sighting it dated in the future would otherwise never age): their crop and
   their embedding (the sighting row stays: time, entrance, quality, no face);
-- clusters last seen before that cutoff: their vectors (centroid sum and
+- clusters last seen before that cutoff (or dated beyond any accepted clock
+  skew) none of whose sightings arrived since: their vectors (centroid sum and
   exemplars), and an active one is retired (a later sighting starts afresh);
 - clusters whose case closed more than ``closed_case_retention_days`` ago:
   every crop and embedding of their sightings and their vectors; the case
@@ -31,7 +32,7 @@ import time
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta
 
-from sqlalchemy import func, or_, select, true, update
+from sqlalchemy import and_, func, or_, select, true, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from server.audit.service import record
@@ -49,6 +50,8 @@ from server.users.service import delete_ended_web_sessions
 log = logging.getLogger(__name__)
 
 NOT_CLOSED = ("open", "assigned")
+_MAX_AHEAD = timedelta(days=1)
+"""The most any ingest setting lets a sighting lie in the future (max_clock_ahead_s <= 1 day)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,10 +172,24 @@ def _purge_site(session: Session, site: Site, now: datetime, *, dry_run: bool) -
     )
     targets = {sid: (crop, emb) for sid, crop, emb in expired + of_closed}
 
+    # A cluster's last_seen is a device's clock; what decides is whether any
+    # of its sightings arrived since the cutoff. A last_seen beyond anything
+    # ingest accepts (stored before uploads checked the clock) ages by arrival alone.
+    arrived_since = select(Sighting.cluster_id).where(
+        Sighting.site_id == site.id,
+        Sighting.received_at >= cutoff,
+        Sighting.cluster_id.is_not(None),
+    )
     wipe_query = select(UnknownCluster.id).where(
         UnknownCluster.site_id == site.id,
         func.length(UnknownCluster.total) > 0,
-        or_(UnknownCluster.last_seen < cutoff, UnknownCluster.id.in_(stale_closed)),
+        or_(
+            and_(
+                or_(UnknownCluster.last_seen < cutoff, UnknownCluster.last_seen > now + _MAX_AHEAD),
+                UnknownCluster.id.not_in(arrived_since),
+            ),
+            UnknownCluster.id.in_(stale_closed),
+        ),
     )
     wipe = set(session.scalars(wipe_query)) - protected
 

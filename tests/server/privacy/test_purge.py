@@ -22,7 +22,7 @@ from server.privacy.purge import purge
 from server.sightings import crops
 from server.sightings.models import Sighting, SightingCrop
 from server.sites.models import Site
-from tests.server.clusters.support import new_session
+from tests.server.clusters.support import new_session, work
 from tests.server.conftest import DeviceCreds
 from tests.server.privacy.support import World, build, sightings_with_crops
 
@@ -214,3 +214,31 @@ def test_retention_counts_from_arrival_not_the_device_clock(
         s.commit()
         assert (gone.crops, gone.embeddings) == (2, 2)
         assert not s.scalars(select(SightingCrop.sighting_id)).all()
+
+
+def test_a_cluster_dated_in_the_future_loses_its_vectors_by_arrival(
+    engine: Engine, device: DeviceCreds
+) -> None:
+    # Data stored before uploads checked the clock: sightings dated 2199 made a
+    # cluster whose last_seen is 2199. By its date it would never age.
+    uuids = sightings_with_crops(engine, device.device_id, 73, [0, 1])
+    work(engine)
+    now = utcnow()
+    with new_session(engine) as s:
+        cluster_id = s.scalar(select(Sighting.cluster_id).where(Sighting.uuid == uuids[0]))
+        assert cluster_id is not None
+        s.execute(
+            update(UnknownCluster)
+            .where(UnknownCluster.id == cluster_id)
+            .values(last_seen=now.replace(year=2199))
+        )
+        s.execute(update(Sighting).where(Sighting.uuid.in_(uuids)).values(received_at=now))
+        s.commit()
+        [kept] = purge(session=s, now=now + timedelta(days=29))
+        s.rollback()
+        assert kept.clusters_wiped == 0
+        [gone] = purge(session=s, now=now + timedelta(days=31))
+        s.commit()
+        assert gone.clusters_wiped == 1 and gone.embeddings == 2
+        cluster = s.get(UnknownCluster, cluster_id)
+        assert cluster is not None and cluster.total == b"" and cluster.exemplars == b""
