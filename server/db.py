@@ -93,10 +93,14 @@ def _private_sqlite_file(path: Path) -> None:
     """
     if not path.parent.exists():
         path.parent.mkdir(parents=True, mode=0o700)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    os.close(fd)
-    if path.stat().st_mode & 0o077:
-        path.chmod(0o600)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        if path.stat().st_mode & 0o077:
+            try:
+                path.chmod(0o600)
+            except PermissionError:  # another user's file: SQLite decides what we may do
+                log.warning("%s is readable by others and not ours to chmod 0600", path)
 
 
 def checkpoint_sqlite(engine: Engine) -> None:
