@@ -353,12 +353,13 @@ class EdgeDaemon:
 
         ``origin``: wall-clock time of a file's first frame (None for live
         sources, whose timestamps are Unix time). The id hashes the device,
-        camera, absolute start (ms), track id and frames: unique across
-        restarts (frame counters restart, the clock does not), yet one track
-        always maps to one id, so a re-sent sighting is stored once.
+        camera, absolute start (ms), and (in :func:`server.wire.sighting_id`,
+        shared with replay) the track id and frames: unique across restarts
+        (frame counters restart, the clock does not), yet one track always
+        maps to one id, so a re-sent sighting is stored once.
         """
         start = result.started_at + (origin.timestamp() if origin is not None else 0.0)
-        source = f"{camera}@{round(start * 1000)}#{result.track_id}"
+        source = f"{camera}@{round(start * 1000)}"
         return track_to_sighting(
             result, device=self.config.device.name, source=source, camera=camera, origin=origin
         )

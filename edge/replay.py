@@ -58,7 +58,9 @@ def track_to_sighting(
         return datetime.fromtimestamp(ts, UTC)
 
     common: dict[str, Any] = {
-        "id": sighting_id(device, source, result.start_frame, result.end_frame),
+        "id": sighting_id(
+            device, source, result.start_frame, result.end_frame, track_id=result.track_id
+        ),
         "camera": camera,
         "started_at": at(result.started_at),
         "ended_at": at(result.ended_at),

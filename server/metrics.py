@@ -49,6 +49,7 @@ class Metrics:
     requests: Counter
     latency: Histogram
     sightings: Counter
+    future_refused: Counter
     gallery: Counter
     heartbeats: Counter
 
@@ -74,6 +75,12 @@ def make_metrics() -> Metrics:
             "lintel_sightings",
             "Uploaded sightings by outcome (created_known, created_unknown, duplicate, rejected).",
             ["outcome"],
+            registry=reg,
+        ),
+        future_refused=Counter(
+            "lintel_sightings_future_refused",
+            "Sightings refused for times in the future (a wrong edge clock), by device id.",
+            ["device"],
             registry=reg,
         ),
         gallery=Counter(

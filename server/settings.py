@@ -68,6 +68,14 @@ class Settings(BaseSettings):
         default=None,
         description="Comma-separated base64 keys that only open crops (rotation).",
     )
+    max_clock_ahead_s: int = Field(
+        default=300,
+        ge=0,
+        le=86_400,
+        description="How many seconds in the future a sighting's times may lie "
+        "(edge clock skew); later ones are refused item by item and counted per device, "
+        "because retention could never age them out.",
+    )
     db_pool_size: int = Field(
         default=5, ge=1, le=100, description="Connections per worker (PostgreSQL)."
     )

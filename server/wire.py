@@ -25,7 +25,7 @@ MAX_BATCH = 500
 MAX_CROP_BYTES = 96 * 1024
 MAX_EMBEDDING_DIM = 1024
 
-# Namespace for client-made sighting ids: uuid5(NS, f"{device}/{source}/{start}-{end}")
+# Namespace for client-made sighting ids: uuid5(NS, f"{device}/{source}/{start}-{end}/t{track}")
 SIGHTING_NAMESPACE = uuid.UUID("6f1c1a52-3c0b-4d59-9a47-4c2f0e0d7e11")
 
 
@@ -47,9 +47,18 @@ def decode_embedding(text: str) -> npt.NDArray[np.float32]:
     return vec
 
 
-def sighting_id(device: str, source: str, start_frame: int, end_frame: int) -> uuid.UUID:
-    """Deterministic client id: replaying the same source gives the same ids."""
-    return uuid.uuid5(SIGHTING_NAMESPACE, f"{device}/{source}/{start_frame}-{end_frame}")
+def sighting_id(
+    device: str, source: str, start_frame: int, end_frame: int, *, track_id: int
+) -> uuid.UUID:
+    """Deterministic client id: replaying the same source gives the same ids.
+
+    The track id is part of it: two people walking in together are two tracks
+    over the same frames, and without it they would share one id (the server
+    would keep one and count the other a duplicate).
+    """
+    return uuid.uuid5(
+        SIGHTING_NAMESPACE, f"{device}/{source}/{start_frame}-{end_frame}/t{track_id}"
+    )
 
 
 def gallery_etag(site_id: int, version: int) -> str:
@@ -85,7 +94,10 @@ class _Wire(BaseModel):
 class SightingIn(_Wire):
     """One face track at one entrance, as the edge reports it."""
 
-    id: uuid.UUID = Field(description="Client-made id; a re-sent sighting is not stored twice.")
+    id: uuid.UUID = Field(
+        description="Client-made id, unique per device: the same device re-sending it "
+        "stores nothing twice; another device's sighting of the same id is its own."
+    )
     camera: Annotated[str, Field(min_length=1, max_length=64)]
     started_at: AwareDatetime
     ended_at: AwareDatetime

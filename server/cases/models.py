@@ -52,6 +52,8 @@ class Case(Base):
             sqlite_where=_NOT_CLOSED,
             postgresql_where=_NOT_CLOSED,
         ),
+        # SQLite: AUTOINCREMENT, so an erased row's id never names a later one.
+        {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -77,6 +79,10 @@ class CaseEvent(Base):
     """One step in a case's history: opened, assigned, a call or visit, closed..."""
 
     __tablename__ = "case_events"
+    __table_args__ = (
+        # SQLite: AUTOINCREMENT, so an erased row's id never names a later one.
+        {"sqlite_autoincrement": True},
+    )
 
     id: Mapped[int] = mapped_column(
         BigInteger().with_variant(Integer(), "sqlite"), primary_key=True
@@ -96,7 +102,11 @@ class WhitelistEntry(Base):
     """
 
     __tablename__ = "whitelist_entries"
-    __table_args__ = (Index("ix_whitelist_entries_site_id_active", "site_id", "active"),)
+    __table_args__ = (
+        Index("ix_whitelist_entries_site_id_active", "site_id", "active"),
+        # SQLite: AUTOINCREMENT, so an erased row's id never names a later one.
+        {"sqlite_autoincrement": True},
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"))

@@ -76,7 +76,11 @@ class UnknownCluster(Base):
     """
 
     __tablename__ = "unknown_clusters"
-    __table_args__ = (Index("ix_unknown_clusters_site_id_status", "site_id", "status"),)
+    __table_args__ = (
+        Index("ix_unknown_clusters_site_id_status", "site_id", "status"),
+        # SQLite: AUTOINCREMENT, so an erased row's id never names a later one.
+        {"sqlite_autoincrement": True},
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"))

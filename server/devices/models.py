@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, String, UniqueConstraint
+from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from server.db import Base, UTCDateTime, utcnow
@@ -30,6 +30,9 @@ class Device(Base):
     last_heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     software_version: Mapped[str | None] = mapped_column(String(64))
     stats: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # Sightings refused because they were dated in the future (the box's clock
+    # is wrong); shown on the devices page so a manager can have it fixed.
+    future_refused: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Camera(Base):

@@ -33,6 +33,9 @@ class Occupant(Base):
     __table_args__ = (
         UniqueConstraint("site_id", "external_id"),
         Index("ix_occupants_site_id_unit_id", "site_id", "unit_id"),
+        # SQLite: AUTOINCREMENT, so an erased occupant's id (and the audit events
+        # that name it) never passes to the next person enrolled.
+        {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -59,7 +62,11 @@ class FaceTemplate(Base):
     """One enrolled face embedding of an occupant (float32 bytes + model id)."""
 
     __tablename__ = "face_templates"
-    __table_args__ = (Index("ix_face_templates_site_id_model_id", "site_id", "model_id"),)
+    __table_args__ = (
+        Index("ix_face_templates_site_id_model_id", "site_id", "model_id"),
+        # SQLite: AUTOINCREMENT, so an erased row's id never names a later one.
+        {"sqlite_autoincrement": True},
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     occupant_id: Mapped[int] = mapped_column(

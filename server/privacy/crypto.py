@@ -102,7 +102,7 @@ class CropKeyring:
 
 def _dev_key(data_dir: Path) -> bytes:
     path = data_dir / DEV_KEY_FILE
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # holds the key and the database
     try:
         # O_EXCL: several workers starting at once agree on one key.
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -2,9 +2,12 @@
 
 What goes, per site (:class:`~server.sites.models.Site` settings):
 
-- unknown sightings older than ``crop_retention_days``: their crop and their
-  embedding (the sighting row stays: time, entrance, quality, no face);
-- clusters last seen before that cutoff: their vectors (centroid sum and
+- unknown sightings that *arrived* more than ``crop_retention_days`` ago
+  (``received_at``, the server's clock: a device's clock may be wrong, and a
+  sighting it dated in the future would otherwise never age): their crop and
+  their embedding (the sighting row stays: time, entrance, quality, no face);
+- clusters last seen before that cutoff (or dated beyond any accepted clock
+  skew) none of whose sightings arrived since: their vectors (centroid sum and
   exemplars), and an active one is retired (a later sighting starts afresh);
 - clusters whose case closed more than ``closed_case_retention_days`` ago:
   every crop and embedding of their sightings and their vectors; the case
@@ -29,14 +32,14 @@ import time
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta
 
-from sqlalchemy import func, or_, select, true, update
+from sqlalchemy import and_, func, or_, select, true, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from server.audit.service import record
 from server.cases.models import Case
 from server.clusters.models import ClusterSiteState, UnknownCluster
 from server.clusters.service import claim_site, ensure_site_state
-from server.db import session_scope, utcnow
+from server.db import checkpoint_after_commit, session_scope, utcnow
 from server.occupants import service as occupants
 from server.occupants.models import FaceTemplate, Occupant
 from server.sightings import crops
@@ -47,6 +50,8 @@ from server.users.service import delete_ended_web_sessions
 log = logging.getLogger(__name__)
 
 NOT_CLOSED = ("open", "assigned")
+_MAX_AHEAD = timedelta(days=1)
+"""The most any ingest setting lets a sighting lie in the future (max_clock_ahead_s <= 1 day)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +159,7 @@ def _purge_site(session: Session, site: Site, now: datetime, *, dry_run: bool) -
         [
             Sighting.site_id == site.id,
             Sighting.processed.is_(True),
-            Sighting.started_at < cutoff,
+            Sighting.received_at < cutoff,
             not_protected,
         ],
     )
@@ -167,10 +172,24 @@ def _purge_site(session: Session, site: Site, now: datetime, *, dry_run: bool) -
     )
     targets = {sid: (crop, emb) for sid, crop, emb in expired + of_closed}
 
+    # A cluster's last_seen is a device's clock; what decides is whether any
+    # of its sightings arrived since the cutoff. A last_seen beyond anything
+    # ingest accepts (stored before uploads checked the clock) ages by arrival alone.
+    arrived_since = select(Sighting.cluster_id).where(
+        Sighting.site_id == site.id,
+        Sighting.received_at >= cutoff,
+        Sighting.cluster_id.is_not(None),
+    )
     wipe_query = select(UnknownCluster.id).where(
         UnknownCluster.site_id == site.id,
         func.length(UnknownCluster.total) > 0,
-        or_(UnknownCluster.last_seen < cutoff, UnknownCluster.id.in_(stale_closed)),
+        or_(
+            and_(
+                or_(UnknownCluster.last_seen < cutoff, UnknownCluster.last_seen > now + _MAX_AHEAD),
+                UnknownCluster.id.not_in(arrived_since),
+            ),
+            UnknownCluster.id.in_(stale_closed),
+        ),
     )
     wipe = set(session.scalars(wipe_query)) - protected
 
@@ -218,6 +237,9 @@ def _purge_site(session: Session, site: Site, now: datetime, *, dry_run: bool) -
         for occ in moved:
             occupants.delete_templates(session=session, occupant_id=occ.id)
         session.flush()
+        if targets or wipe or moved:
+            # SQLite: until a checkpoint, the purged face data is readable in -wal.
+            checkpoint_after_commit(session)
         session.refresh(site, ["gallery_version"])
     return SitePurge(
         site_id=site.id,

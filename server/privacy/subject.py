@@ -28,6 +28,7 @@ from server.audit.models import AuditEvent
 from server.audit.service import record
 from server.cases.models import Case
 from server.clusters.models import UnknownCluster
+from server.db import checkpoint_after_commit
 from server.occupants import service as occupants
 from server.occupants.models import FaceTemplate
 from server.privacy.purge import hold_site
@@ -184,6 +185,8 @@ def erase_subject(*, session: Session, occupant_id: int, actor: str) -> dict[str
     )
     session.delete(occ)
     session.flush()
+    # SQLite: until a checkpoint, the erased rows' old pages are readable in -wal.
+    checkpoint_after_commit(session)
     counts = {
         "templates": templates,
         "known_sightings_unlinked": int(getattr(unlinked, "rowcount", 0) or 0),

@@ -14,6 +14,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
+    UniqueConstraint,
     Uuid,
 )
 from sqlalchemy.orm import Mapped, mapped_column
@@ -27,21 +28,30 @@ BigIntPK = BigInteger().with_variant(Integer(), "sqlite")
 class Sighting(Base):
     """One face track reported by an edge.
 
-    ``uuid`` is the client-made id: unique, so a re-sent batch stores nothing
-    twice. Known sightings carry no face; unknown ones carry the embedding
-    here and a crop in :class:`SightingCrop`. ``processed`` and
+    ``uuid`` is the client-made id, unique per device: a batch the same device
+    re-sends stores nothing twice, while another device's sighting that
+    happens to carry the same id is that device's own (never dropped, and
+    nothing tells it the id exists elsewhere). Known sightings carry no face;
+    unknown ones carry the embedding here and a crop in :class:`SightingCrop`.
+    ``processed`` and
     ``cluster_id`` belong to the clustering worker (no FK yet: its table
     comes in a later migration).
     """
 
     __tablename__ = "sightings"
     __table_args__ = (
+        UniqueConstraint("device_id", "uuid"),
         Index("ix_sightings_site_id_processed", "site_id", "processed"),
         Index("ix_sightings_site_id_started_at", "site_id", "started_at"),
+        # Retention runs on arrival time (server/privacy/purge.py), not the device's clock.
+        Index("ix_sightings_site_id_received_at", "site_id", "received_at"),
+        # SQLite: ids are never reused (AUTOINCREMENT), so an erased or purged
+        # sighting's id never names another person's later one.
+        {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
-    uuid: Mapped[uuid.UUID] = mapped_column(Uuid, unique=True)
+    uuid: Mapped[uuid.UUID] = mapped_column(Uuid)
     site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"))
     device_id: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"))
     camera_id: Mapped[int] = mapped_column(ForeignKey("cameras.id", ondelete="CASCADE"))

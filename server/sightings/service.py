@@ -3,9 +3,15 @@
 The hot path avoids per-row ORM work: items are validated with the wire
 schema, checked against the site with one query per kind of reference
 (cameras, occupants), and written with one multi-row
-``INSERT ... ON CONFLICT (uuid) DO NOTHING RETURNING`` -- the conflict
-clause is what makes a re-sent batch create nothing twice, even when two
-workers receive the same batch at once.
+``INSERT ... ON CONFLICT (device_id, uuid) DO NOTHING RETURNING`` -- the
+conflict clause is what makes a re-sent batch create nothing twice, even when
+two workers receive the same batch at once. Ids are the device's own: the
+same id from another device is another sighting, stored as such.
+
+Times are checked against the server's clock: a sighting that starts or
+ends more than ``max_ahead`` in the future is refused item by item (and
+counted on the device row), because the purge could never age it out and
+the recurrence rule would count days that have not happened.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from pydantic import ValidationError
-from sqlalchemy import Table, func, select
+from sqlalchemy import Table, func, select, update
 from sqlalchemy.orm import Session
 
 from server.db import utcnow
@@ -44,6 +50,8 @@ log = logging.getLogger(__name__)
 _EARLIEST = datetime(1970, 1, 2, tzinfo=UTC)
 _LATEST = datetime(2200, 1, 1, tzinfo=UTC)
 _MAX_ID = 2**31 - 1  # occupants.id is a 32-bit INTEGER on PostgreSQL
+DEFAULT_MAX_AHEAD = timedelta(minutes=5)
+"""How far in the future a sighting's times may lie (clock skew of a healthy edge)."""
 
 
 @dataclass(slots=True)
@@ -61,6 +69,8 @@ class IngestOutcome:
     result: SightingBatchResult
     created_known: int = 0
     created_unknown: int = 0
+    future_refused: int = 0
+    """Items refused because their times lie in the future (a wrong edge clock)."""
 
 
 def _format_validation_error(exc: ValidationError) -> str:
@@ -83,15 +93,28 @@ def _decode_crop(text: str) -> bytes:
     return raw
 
 
-def ingest_batch(*, session: Session, device: Device, items: Sequence[Any]) -> IngestOutcome:
+def ingest_batch(
+    *,
+    session: Session,
+    device: Device,
+    items: Sequence[Any],
+    max_ahead: timedelta = DEFAULT_MAX_AHEAD,
+    now: datetime | None = None,
+) -> IngestOutcome:
     """Store a batch of raw sighting items from ``device`` (flush only; caller commits).
 
     Each bad item becomes an :class:`ItemError` and the rest are stored;
-    items whose id is already stored (or repeated in the batch) count as duplicates.
+    items whose id this device already stored (or repeated in the batch)
+    count as duplicates. Items dated more than ``max_ahead`` after ``now``
+    (default: the server's clock) are errors, counted in
+    ``Device.future_refused``.
     """
     site = session.get(Site, device.site_id)
     if site is None:  # the device's site was deleted under it
         raise RuntimeError(f"device {device.id} has no site")
+    now = now or utcnow()
+    latest_ok = now + max_ahead
+    future_refused = 0
     errors: list[ItemError] = []
     rows: list[_Row] = []
     seen: set[uuid.UUID] = set()
@@ -117,6 +140,18 @@ def ingest_batch(*, session: Session, device: Device, items: Sequence[Any]) -> I
         if not (item.started_at >= _EARLIEST and item.ended_at <= _LATEST):
             # Also keeps far-off offsets from overflowing the UTC conversion.
             reject(index, item.id, "times must lie between 1970 and 2200")
+            continue
+        if item.ended_at > latest_ok:
+            # ended_at >= started_at (wire check), so this covers both times.
+            ahead = (item.ended_at - now).total_seconds()
+            reject(
+                index,
+                item.id,
+                f"ended_at {item.ended_at.isoformat()} is {ahead:.0f} s ahead of the server's "
+                f"clock (at most {max_ahead.total_seconds():.0f} s allowed): "
+                "check the device's clock (NTP)",
+            )
+            future_refused += 1
             continue
         if item.occupant_id is not None and not 1 <= item.occupant_id <= _MAX_ID:
             reject(index, item.id, f"occupant {item.occupant_id} is not on this site")
@@ -184,7 +219,6 @@ def ingest_batch(*, session: Session, device: Device, items: Sequence[Any]) -> I
         cameras = cameras_by_name(
             session=session, device_id=device.id, names=(r.item.camera for r in rows)
         )
-        now = utcnow()
         values = []
         for r in rows:
             cam = cameras[r.item.camera]
@@ -199,7 +233,10 @@ def ingest_batch(*, session: Session, device: Device, items: Sequence[Any]) -> I
             )
             values.append(r.values)
         table = cast(Table, Sighting.__table__)
-        stmt = insert_ignore(session, table, ["uuid"]).returning(table.c.id, table.c.uuid)
+        # Every row is this device's, so uuid alone keys what RETURNING gives back.
+        stmt = insert_ignore(session, table, ["device_id", "uuid"]).returning(
+            table.c.id, table.c.uuid
+        )
         for row in session.execute(stmt, values):
             created_ids[row.uuid] = row.id
         expires = now + timedelta(days=site.crop_retention_days)
@@ -212,6 +249,14 @@ def ingest_batch(*, session: Session, device: Device, items: Sequence[Any]) -> I
             ],
             expires_at=expires,
         )
+    if future_refused:
+        # Counted in SQL, so two workers refusing at once both count.
+        session.execute(
+            update(Device)
+            .where(Device.id == device.id)
+            .values(future_refused=Device.future_refused + future_refused)
+            .execution_options(synchronize_session=False)
+        )
     session.flush()
     created_known = sum(1 for r in rows if r.item.id in created_ids and r.item.kind == "known")
     created = len(created_ids)
@@ -221,6 +266,7 @@ def ingest_batch(*, session: Session, device: Device, items: Sequence[Any]) -> I
         result=SightingBatchResult(created=created, duplicates=duplicates, errors=errors),
         created_known=created_known,
         created_unknown=created - created_known,
+        future_refused=future_refused,
     )
 
 

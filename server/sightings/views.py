@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Request
@@ -9,6 +10,7 @@ from fastapi import APIRouter, Body, Request
 from server.errors import InvalidInput
 from server.metrics import Metrics
 from server.security import DeviceDep, SessionDep
+from server.settings import Settings
 from server.sightings.service import ingest_batch
 from server.wire import MAX_BATCH, SightingBatchResult
 
@@ -25,7 +27,7 @@ _BODY_DOC = {
 @router.post(
     "/sightings",
     response_model=SightingBatchResult,
-    summary="Upload a batch of sightings (idempotent by sighting id)",
+    summary="Upload a batch of sightings (idempotent by the device's sighting id)",
     responses={413: {"description": "Body larger than the server's limit"}},
     openapi_extra=_BODY_DOC,
 )
@@ -45,9 +47,17 @@ def post_sightings(
     items = body["sightings"]
     if not 1 <= len(items) <= MAX_BATCH:
         raise InvalidInput(f"a batch holds 1 to {MAX_BATCH} sightings, not {len(items)}")
-    outcome = ingest_batch(session=session, device=device, items=items)
+    settings: Settings = request.app.state.settings
+    outcome = ingest_batch(
+        session=session,
+        device=device,
+        items=items,
+        max_ahead=timedelta(seconds=settings.max_clock_ahead_s),
+    )
     session.commit()
     metrics: Metrics = request.app.state.metrics
+    if outcome.future_refused:
+        metrics.future_refused.labels(str(device.id)).inc(outcome.future_refused)
     metrics.sightings.labels("created_known").inc(outcome.created_known)
     metrics.sightings.labels("created_unknown").inc(outcome.created_unknown)
     metrics.sightings.labels("duplicate").inc(outcome.result.duplicates)

@@ -487,6 +487,8 @@ class DeviceRow:
     dropped_frames: int | None
     outbox: int | None
     cameras: tuple[tuple[str, str], ...]
+    future_refused: int = 0
+    """Sightings refused for times in the future: the box's clock is wrong."""
 
 
 def is_online(device: Device, now: datetime) -> bool:
@@ -528,6 +530,7 @@ def devices(
                     (str(n), str(c.get("state", "?")) if isinstance(c, dict) else "?")
                     for n, c in sorted(cams.items())
                 ),
+                future_refused=device.future_refused,
             )
         )
     return out

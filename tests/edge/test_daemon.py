@@ -6,6 +6,8 @@ a stub (these paths never run the pipeline)."""
 from __future__ import annotations
 
 import json
+import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -237,6 +239,29 @@ def test_forwarder_halves_oversized_batches_and_buries_only_the_bad_sighting(
         edge.outbox.close()
     finally:
         srv.close()
+
+
+def test_a_box_with_its_clock_ahead_gets_its_sightings_buried_with_the_reason_not_retried(
+    tmp_path: Path, server: Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    edge = daemon(tmp_path / "edge", server.client())
+    now = time.time()
+    assert edge.record("door", _track(1, now, crop=None))
+    assert edge.record("door", _track(2, now + 2 * 3600, crop=None))  # clock 2 h fast
+    with caplog.at_level(logging.ERROR, logger="edge.daemon"):
+        assert edge.drain(time.monotonic() + 30) is True  # settled, not looping
+    stats = edge.outbox.stats()
+    assert (stats.depth, stats.delivered, stats.dead) == (0, 1, 1)
+    assert server.sightings() == 1
+    with sqlite3.connect(edge.outbox.path) as conn:
+        [(reason,)] = conn.execute("SELECT error FROM dead").fetchall()
+    assert "ahead of the server's clock" in reason
+    assert any("ahead of the server's clock" in r.getMessage() for r in caplog.records)
+    # Sent again (a restart, a re-queue): refused again, still nothing stored.
+    assert edge.record("door", _track(2, now + 2 * 3600, crop=None))
+    assert edge.drain(time.monotonic() + 30) is True
+    assert server.sightings() == 1
+    edge.outbox.close()
 
 
 def test_heartbeat_reports_cameras_outbox_and_model(tmp_path: Path, server: Server) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import io
 import json
 from datetime import UTC, datetime
@@ -103,12 +104,26 @@ def test_unknown_track_becomes_an_unknown_sighting() -> None:
         origin=origin,
     )
     assert s.kind == "unknown" and s.occupant_id is None
-    assert s.id == sighting_id("dev1", "cam.mp4", 10, 40)
+    assert s.id == sighting_id("dev1", "cam.mp4", 10, 40, track_id=1)
     assert (s.ended_at - s.started_at).total_seconds() == pytest.approx(1.2)
     assert s.started_at == origin.replace(microsecond=400000)
     assert s.embedding_b64 is not None and decode_embedding(s.embedding_b64)[3] == 1.0
     assert s.crop_jpeg_b64 is not None and base64.b64decode(s.crop_jpeg_b64) == b"\xff\xd8jpeg"
     assert s.model_id == "buffalo_s/w600k_mbf"
+
+
+def test_tracks_over_the_same_frames_get_their_own_ids() -> None:
+    # Two people walking in side by side: two tracks over the same frames.
+    # Without the track id in the id they were one sighting on the server.
+    first = _result(None)
+    second = dataclasses.replace(first, track_id=2)
+    ids = {
+        track_to_sighting(r, device="dev1", source="cam.mp4", camera="door").id
+        for r in (first, second)
+    }
+    assert len(ids) == 2
+    again = track_to_sighting(first, device="dev1", source="cam.mp4", camera="door")
+    assert again.id in ids  # still deterministic: a replay re-sends the same ids
 
 
 def test_known_track_carries_no_face() -> None:

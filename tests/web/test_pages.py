@@ -161,3 +161,20 @@ def test_devices_page_shows_heartbeat_stats_and_offline_devices(
         s.commit()
     a = client.get("/web/devices").text.split(f'data-device="{world.device_a}"')[1]
     assert ">offline<" in a.split("</tr>")[0]
+
+
+def test_devices_page_shows_sightings_refused_for_a_clock_ahead(
+    client: httpx.Client, world: World, engine: Engine
+) -> None:
+    with new_session(engine) as s:
+        device = s.get(Device, world.device_a)
+        assert device is not None
+        device.future_refused = 37
+        s.commit()
+    login(client, "admin")
+    page = client.get("/web/devices").text
+    a = page.split(f'data-device="{world.device_a}"')[1].split("</tr>")[0]
+    assert ">37<" in a and "set its clock" in a
+    b = page.split(f'data-device="{world.device_b}"')[1].split("</tr>")[0]
+    assert "set its clock" not in b
+    assert "Refused (clock ahead)" in page

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import httpx
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
 from server.cases import service as cases
@@ -49,7 +49,14 @@ def sightings_with_crops(
         it["crop_jpeg_b64"] = base64.b64encode(jpeg_bytes(seed * 100 + d)).decode()
         items.append(it)
     ingest(engine, device_id, items)
-    return [uuid.UUID(it["id"]) for it in items]
+    uuids = [uuid.UUID(it["id"]) for it in items]
+    # They arrived when they were seen (retention counts from arrival).
+    with new_session(engine) as s:
+        s.execute(
+            update(Sighting).where(Sighting.uuid.in_(uuids)).values(received_at=Sighting.started_at)
+        )
+        s.commit()
+    return uuids
 
 
 def _ids(session: Session, uuids: list[uuid.UUID]) -> frozenset[int]:

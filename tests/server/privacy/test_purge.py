@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session
 
 from server.audit.models import AuditEvent
@@ -22,9 +22,9 @@ from server.privacy.purge import purge
 from server.sightings import crops
 from server.sightings.models import Sighting, SightingCrop
 from server.sites.models import Site
-from tests.server.clusters.support import new_session
+from tests.server.clusters.support import new_session, work
 from tests.server.conftest import DeviceCreds
-from tests.server.privacy.support import World, build
+from tests.server.privacy.support import World, build, sightings_with_crops
 
 
 def snapshot(s: Session) -> dict[str, Any]:
@@ -182,3 +182,63 @@ def test_a_site_held_by_the_clustering_worker_is_left_for_the_next_run(
         [result] = purge(session=s)
         s.commit()
     assert result.crops == 1
+
+
+def test_retention_counts_from_arrival_not_the_device_clock(
+    engine: Engine, device: DeviceCreds
+) -> None:
+    # A sighting dated 2199 (stored before uploads checked the clock) and one
+    # from a box whose clock is 5 years slow both arrived now: both keep their
+    # face data for the full retention period, and both lose it once that
+    # period has passed since arrival (by its date, the first never would).
+    now = utcnow()
+    fast = sightings_with_crops(engine, device.device_id, 71, [0])
+    slow = sightings_with_crops(engine, device.device_id, 72, [0])
+    with new_session(engine) as s:
+        for uuids, started in ((fast, now.replace(year=2199)), (slow, now.replace(year=2021))):
+            s.execute(
+                update(Sighting)
+                .where(Sighting.uuid.in_(uuids))
+                .values(
+                    started_at=started,
+                    ended_at=started + timedelta(seconds=3),
+                    received_at=now,
+                    processed=True,
+                )
+            )
+        s.commit()
+        [kept] = purge(session=s, now=now + timedelta(days=29))
+        s.rollback()
+        assert (kept.crops, kept.embeddings) == (0, 0)
+        [gone] = purge(session=s, now=now + timedelta(days=31))
+        s.commit()
+        assert (gone.crops, gone.embeddings) == (2, 2)
+        assert not s.scalars(select(SightingCrop.sighting_id)).all()
+
+
+def test_a_cluster_dated_in_the_future_loses_its_vectors_by_arrival(
+    engine: Engine, device: DeviceCreds
+) -> None:
+    # Data stored before uploads checked the clock: sightings dated 2199 made a
+    # cluster whose last_seen is 2199. By its date it would never age.
+    uuids = sightings_with_crops(engine, device.device_id, 73, [0, 1])
+    work(engine)
+    now = utcnow()
+    with new_session(engine) as s:
+        cluster_id = s.scalar(select(Sighting.cluster_id).where(Sighting.uuid == uuids[0]))
+        assert cluster_id is not None
+        s.execute(
+            update(UnknownCluster)
+            .where(UnknownCluster.id == cluster_id)
+            .values(last_seen=now.replace(year=2199))
+        )
+        s.execute(update(Sighting).where(Sighting.uuid.in_(uuids)).values(received_at=now))
+        s.commit()
+        [kept] = purge(session=s, now=now + timedelta(days=29))
+        s.rollback()
+        assert kept.clusters_wiped == 0
+        [gone] = purge(session=s, now=now + timedelta(days=31))
+        s.commit()
+        assert gone.clusters_wiped == 1 and gone.embeddings == 2
+        cluster = s.get(UnknownCluster, cluster_id)
+        assert cluster is not None and cluster.total == b"" and cluster.exemplars == b""

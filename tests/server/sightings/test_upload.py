@@ -6,6 +6,7 @@ import json
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -13,11 +14,15 @@ import numpy as np
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
+from server.app import create_app
 from server.db import make_session_factory
+from server.devices.models import Device
 from server.occupants.service import upsert_occupant
+from server.settings import Settings
 from server.sightings import crops
 from server.sightings.models import Sighting
 from server.wire import API_PREFIX, MAX_BATCH, SightingBatchResult
+from tests.server.asgi import SyncASGITransport
 from tests.server.conftest import DeviceCreds
 from tests.server.helpers import jpeg_bytes, known_item, unit_vector, unknown_item
 
@@ -250,3 +255,75 @@ def test_out_of_range_values_are_item_errors_not_500(
     assert result.created == 1
     assert [e.index for e in result.errors] == [0, 1, 2]
     assert "between 1970 and 2200" in result.errors[1].error
+
+
+def test_same_id_from_another_device_is_that_devices_own_sighting(
+    client: httpx.Client, make_device: Callable[..., DeviceCreds], session: Session
+) -> None:
+    # Two boxes replaying the same video make the same ids; so could any
+    # client id. Site B's walk-in must be stored, not dropped as A's duplicate.
+    a = make_device(site="A", name="gate")
+    b = make_device(site="B", name="gate")
+    a2 = make_device(site="A", name="garage")
+    item = unknown_item(n=1, crop=jpeg_bytes(seed=5))
+    assert _post(client, a, [item]) == SightingBatchResult(created=1, duplicates=0)
+    # Nothing in B's answer says the id exists elsewhere: it is simply created.
+    assert _post(client, b, [item]) == SightingBatchResult(created=1, duplicates=0)
+    assert _post(client, a2, [item]) == SightingBatchResult(created=1, duplicates=0)
+    # Each device's own resend is still an idempotent duplicate.
+    assert _post(client, b, [item]) == SightingBatchResult(created=0, duplicates=1)
+    rows = session.execute(
+        select(Sighting.id, Sighting.device_id, Sighting.site_id).where(
+            Sighting.uuid == uuid.UUID(item["id"])
+        )
+    ).all()
+    assert sorted((r.device_id, r.site_id) for r in rows) == sorted(
+        [(a.device_id, a.site_id), (b.device_id, b.site_id), (a2.device_id, a2.site_id)]
+    )
+    # Every one has its own crop (crops are keyed by the stored sighting, not the client id).
+    for r in rows:
+        assert crops.get(session=session, sighting_id=r.id) == jpeg_bytes(seed=5)
+
+
+def _at(item: dict[str, Any], start: datetime) -> dict[str, Any]:
+    return {
+        **item,
+        "started_at": start.isoformat(),
+        "ended_at": (start + timedelta(seconds=3)).isoformat(),
+    }
+
+
+def test_future_dated_sightings_are_refused_and_counted_per_device(
+    client: httpx.Client,
+    make_device: Callable[..., DeviceCreds],
+    engine: Engine,
+    session: Session,
+) -> None:
+    fast = make_device(site="A", name="fast-clock")
+    good = make_device(site="A", name="good-clock")
+    now = datetime.now(UTC)
+    far = _at(unknown_item(n=1), datetime(2199, 1, 1, tzinfo=UTC))
+    hour = _at(unknown_item(n=2), now + timedelta(hours=1))
+    skew = _at(unknown_item(n=3), now + timedelta(minutes=1))  # within the 5 min allowed
+    result = _post(client, fast, [far, hour, skew])
+    assert result.created == 1 and result.duplicates == 0
+    assert [(e.index, str(e.id)) for e in result.errors] == [(0, far["id"]), (1, hour["id"])]
+    assert all("ahead of the server's clock" in e.error for e in result.errors)
+    assert "check the device's clock" in result.errors[0].error
+    assert _post(client, good, [_at(unknown_item(n=4), now)]).created == 1
+    with make_session_factory(engine)() as s:
+        counted = {r[0]: r[1] for r in s.execute(select(Device.id, Device.future_refused))}
+    assert counted == {fast.device_id: 2, good.device_id: 0}
+    metrics = client.get("/metrics").text
+    assert f'lintel_sightings_future_refused_total{{device="{fast.device_id}"}} 2.0' in metrics
+    assert f'device="{good.device_id}"' not in metrics
+    assert _count(session) == 2
+
+
+def test_future_tolerance_is_a_setting(
+    settings: Settings, engine: Engine, device: DeviceCreds
+) -> None:
+    app = create_app(settings.model_copy(update={"max_clock_ahead_s": 7200}), engine=engine)
+    with httpx.Client(transport=SyncASGITransport(app), base_url="http://lintel.test") as c:
+        hour = _at(unknown_item(n=2), datetime.now(UTC) + timedelta(hours=1))
+        assert _post(c, device, [hour]).created == 1
