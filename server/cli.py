@@ -35,6 +35,22 @@ def build_parser() -> argparse.ArgumentParser:
         "warning keeps only problems",
     )
     p.add_argument("--no-access-log", action="store_true", help="no line per request")
+    p.add_argument(
+        "--forwarded-allow-ips",
+        default=None,
+        metavar="IPS",
+        help="comma-separated addresses of the reverse proxies whose X-Forwarded-For / "
+        "X-Forwarded-Proto are believed (e.g. 127.0.0.1 for a proxy on this host); default: "
+        "none, the TCP peer is the client (login limits and the audit log use it)",
+    )
+    p.add_argument(
+        "--limit-concurrency",
+        type=int,
+        default=200,
+        metavar="N",
+        help="connections and requests each worker serves at once; beyond it, 503 "
+        "(default 200: bounds the memory held by bodies being read, each <= max_body_bytes)",
+    )
 
     p = sub.add_parser("db", help="database schema")
     dbsub = p.add_subparsers(dest="db_command", required=True)
@@ -410,6 +426,9 @@ def _run(args: argparse.Namespace, settings: Any) -> int:
         # One /metrics for all workers (prometheus-client's multiprocess mode): each
         # worker writes its samples under this folder, any worker's scrape sums them.
         os.environ[MULTIPROC_ENV] = str(fresh_multiproc_dir(settings.data_dir))
+    if args.limit_concurrency < 1:
+        sys.stderr.write("lintel-server: error: --limit-concurrency must be at least 1\n")
+        return 2
     uvicorn.run(
         "server.app:app_from_env",
         factory=True,
@@ -418,6 +437,12 @@ def _run(args: argparse.Namespace, settings: Any) -> int:
         workers=args.workers,
         log_level="debug" if args.verbose >= 2 else args.log_level,
         access_log=not args.no_access_log,
+        # Uvicorn believes X-Forwarded-For from 127.0.0.1 by default (or from
+        # $FORWARDED_ALLOW_IPS): any process on this host could then pick its own
+        # address for the login limits and the audit log. Trust is opt-in.
+        proxy_headers=args.forwarded_allow_ips is not None,
+        forwarded_allow_ips=args.forwarded_allow_ips or "",
+        limit_concurrency=args.limit_concurrency,
     )
     return 0
 
