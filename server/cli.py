@@ -398,11 +398,11 @@ def _user_credentials(args: argparse.Namespace, settings: Any, session: Any) -> 
         _out(f"deleted {count} API token(s) of {user.username}")
         return 0
     disabled = args.user_command == "disable"
-    ended = set_disabled(session=session, user=user, disabled=disabled, actor="cli")
+    revoked = set_disabled(session=session, user=user, disabled=disabled, actor="cli")
     if disabled:
         _out(
-            f"user {user.username} disabled; ended {ended['sessions']} web session(s) and "
-            f"{ended['api_tokens']} API token(s)"
+            f"user {user.username} disabled; ended {revoked['sessions']} web session(s) and "
+            f"{revoked['api_tokens']} API token(s)"
         )
     else:
         _out(f"user {user.username} enabled")
