@@ -22,7 +22,7 @@ from server.cases.views import router as cases_router
 from server.db import make_engine, make_session_factory, upgrade
 from server.devices.views import router as devices_router
 from server.errors import install_handlers
-from server.limits import BodySizeLimit, LimitOverride
+from server.limits import BodyDeadline, BodySizeLimit, LimitOverride
 from server.metrics import MetricsMiddleware, make_metrics
 from server.metrics import render as render_metrics
 from server.privacy.crypto import install_keyring, load_keyring
@@ -44,7 +44,12 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     settings = settings or Settings()
     owns_engine = engine is None
     if engine is None:
-        engine = make_engine(settings.sqlalchemy_url, pool_size=settings.db_pool_size)
+        engine = make_engine(
+            settings.sqlalchemy_url,
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_max_overflow,
+            pool_timeout_s=settings.db_pool_timeout_s,
+        )
     if settings.migrate_on_start:
         upgrade(engine)
     # Crops are sealed at rest; outside dev/test a missing key refuses to start (engineer P).
@@ -75,7 +80,10 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.include_router(registry_router, prefix=API_PREFIX)
     # Manager web UI (engineer W): pages under /web, their static files and headers.
     install_web(app)
-    # Outermost first: the size limit must act before anything reads the body.
+    # Each add wraps the ones before: the size limit (added last) is outermost and
+    # acts before anything reads the body; the deadline, innermost, reads the whole
+    # body before any route's dependency can take a database connection.
+    app.add_middleware(BodyDeadline, timeout_s=settings.body_timeout_s)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(
         BodySizeLimit,

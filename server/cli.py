@@ -35,6 +35,22 @@ def build_parser() -> argparse.ArgumentParser:
         "warning keeps only problems",
     )
     p.add_argument("--no-access-log", action="store_true", help="no line per request")
+    p.add_argument(
+        "--forwarded-allow-ips",
+        default=None,
+        metavar="IPS",
+        help="comma-separated addresses of the reverse proxies whose X-Forwarded-For / "
+        "X-Forwarded-Proto are believed (e.g. 127.0.0.1 for a proxy on this host); default: "
+        "none, the TCP peer is the client (login limits and the audit log use it)",
+    )
+    p.add_argument(
+        "--limit-concurrency",
+        type=int,
+        default=200,
+        metavar="N",
+        help="connections and requests each worker serves at once; beyond it, 503 "
+        "(default 200: bounds the memory held by bodies being read, each <= max_body_bytes)",
+    )
 
     p = sub.add_parser("db", help="database schema")
     dbsub = p.add_subparsers(dest="db_command", required=True)
@@ -55,6 +71,16 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--site", required=True, help="site name or id")
     q.add_argument("--name", required=True)
     q.add_argument("--json", action="store_true", help='print {"device_id", "token"}')
+    for name, text in (
+        ("disable", "refuse the device's token from now on (a lost or stolen box)"),
+        ("enable", "accept the device's token again"),
+        ("rotate-token", "give the device a new token, printed once; the old one stops at once"),
+    ):
+        q = devsub.add_parser(name, help=text)
+        q.add_argument("device", help="device id, or name (with --site when names repeat)")
+        q.add_argument("--site", default=None, help="site name or id the device is in")
+        if name == "rotate-token":
+            q.add_argument("--json", action="store_true", help='print {"device_id", "token"}')
 
     p = sub.add_parser("user", help="users")
     usersub = p.add_subparsers(dest="user_command", required=True)
@@ -67,7 +93,25 @@ def build_parser() -> argparse.ArgumentParser:
     q = usersub.add_parser("sessions", help="list a user's web sessions (not yet expired)")
     q.add_argument("username")
     q.add_argument("--json", action="store_true")
-    q = usersub.add_parser("logout-all", help="end every web session of a user at once")
+    q = usersub.add_parser(
+        "logout-all", help="end every web session and API token of a user at once"
+    )
+    q.add_argument("username")
+    q = usersub.add_parser(
+        "disable", help="refuse the user's logins; ends their web sessions, deletes API tokens"
+    )
+    q.add_argument("username")
+    q = usersub.add_parser("enable", help="let a disabled user log in again")
+    q.add_argument("username")
+    q = usersub.add_parser("set-password", help="new password; ends the user's web sessions")
+    q.add_argument("username")
+    q.add_argument(
+        "--password-stdin",
+        action="store_true",
+        required=True,
+        help="read the password from stdin (never from the command line)",
+    )
+    q = usersub.add_parser("revoke-tokens", help="delete every API token of a user")
     q.add_argument("username")
 
     # -- clustering worker (engineer F; logic in server/clusters/worker.py) --
@@ -193,6 +237,8 @@ def _admin(args: argparse.Namespace, settings: Any, session: Any) -> int:
         for site in list_sites(session=session):
             _out(f"{site.id}\t{site.name}\t{site.model_id}\tgallery v{site.gallery_version}")
         return 0
+    if args.command == "device" and args.device_command != "add":
+        return _device_credentials(args, session)
     if args.command == "device":
         site = resolve_site(session=session, ref=args.site)
         device, token = create_device(session=session, site_id=site.id, name=args.name)
@@ -213,12 +259,13 @@ def _admin(args: argparse.Namespace, settings: Any, session: Any) -> int:
         return 0
     if args.command == "user" and args.user_command in ("sessions", "logout-all"):
         return _user_sessions(args, session)
+    if args.command == "user" and args.user_command != "add":
+        return _user_credentials(args, settings, session)
     if args.command == "user":
         password = None
         if args.password_stdin:
-            password = sys.stdin.readline().rstrip("\r\n")
-            if not password:
-                sys.stderr.write("lintel-server: error: empty password on stdin\n")
+            password = _password_from_stdin()
+            if password is None:
                 return 1
         site_ids = [resolve_site(session=session, ref=ref).id for ref in args.site]
         user = create_user(
@@ -227,6 +274,7 @@ def _admin(args: argparse.Namespace, settings: Any, session: Any) -> int:
             role=args.role,
             password=password,
             site_ids=site_ids,
+            min_password_length=settings.min_password_length,
         )
         _row, token = create_api_token(session=session, user_id=user.id, name="cli")
         record(
@@ -253,26 +301,20 @@ def _user_sessions(args: argparse.Namespace, session: Any) -> int:
     """``user sessions`` / ``user logout-all`` (server/users/service.py, server/web/session.py)."""
     from sqlalchemy import select
 
-    from server.audit.service import record
     from server.db import utcnow
     from server.errors import NotFound
     from server.users.models import User
-    from server.users.service import revoke_web_sessions, web_sessions_of
+    from server.users.service import log_out_everywhere, web_sessions_of
 
     user = session.scalar(select(User).where(User.username == args.username))
     if user is None:
         raise NotFound(f"user {args.username!r} does not exist")
     if args.user_command == "logout-all":
-        ended = revoke_web_sessions(session=session, user_id=user.id)
-        record(
-            session=session,
-            actor="cli",
-            action="user.logout_all",
-            object_type="user",
-            object_id=user.id,
-            detail={"sessions": ended},
+        ended = log_out_everywhere(session=session, user=user, actor="cli")
+        _out(
+            f"ended {ended['sessions']} web session(s) and {ended['api_tokens']} API token(s) "
+            f"of {user.username}"
         )
-        _out(f"ended {ended} web session(s) of {user.username}")
         return 0
     now = utcnow()
     rows = [
@@ -298,6 +340,75 @@ def _user_sessions(args: argparse.Namespace, session: Any) -> int:
     return 0
 
 
+def _password_from_stdin() -> str | None:
+    """One line of stdin (the password), or None after saying it was empty."""
+    password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        sys.stderr.write("lintel-server: error: empty password on stdin\n")
+        return None
+    return password
+
+
+def _device_credentials(args: argparse.Namespace, session: Any) -> int:
+    """``device disable|enable|rotate-token`` (logic in server/devices/service.py)."""
+    from server.devices.service import get_device, rotate_device_token, set_device_disabled
+    from server.sites.service import resolve_site
+
+    site_id = resolve_site(session=session, ref=args.site).id if args.site else None
+    device = get_device(session=session, ref=args.device, site_id=site_id)
+    if args.device_command == "rotate-token":
+        token = rotate_device_token(session=session, device=device, actor="cli")
+        if args.json:
+            _out(json.dumps({"device_id": device.id, "token": token}))
+        else:
+            _out(f"device {device.id} ({device.name}): new token; the old one no longer works")
+            _out(f"token (shown once, store it on the device): {token}")
+        return 0
+    disabled = args.device_command == "disable"
+    set_device_disabled(session=session, device=device, disabled=disabled, actor="cli")
+    _out(f"device {device.id} ({device.name}) {'disabled' if disabled else 'enabled'}")
+    return 0
+
+
+def _user_credentials(args: argparse.Namespace, settings: Any, session: Any) -> int:
+    """``user disable|enable|set-password|revoke-tokens`` (server/users/service.py)."""
+    from server.users.service import (
+        get_user_by_name,
+        revoke_api_tokens,
+        set_disabled,
+        set_password,
+    )
+
+    user = get_user_by_name(session=session, username=args.username)
+    if args.user_command == "set-password":
+        password = _password_from_stdin()
+        if password is None:
+            return 1
+        ended = set_password(
+            session=session,
+            user=user,
+            password=password,
+            actor="cli",
+            min_length=settings.min_password_length,
+        )
+        _out(f"password of {user.username} changed; ended {ended} web session(s)")
+        return 0
+    if args.user_command == "revoke-tokens":
+        count = revoke_api_tokens(session=session, user=user, actor="cli")
+        _out(f"deleted {count} API token(s) of {user.username}")
+        return 0
+    disabled = args.user_command == "disable"
+    revoked = set_disabled(session=session, user=user, disabled=disabled, actor="cli")
+    if disabled:
+        _out(
+            f"user {user.username} disabled; ended {revoked['sessions']} web session(s) and "
+            f"{revoked['api_tokens']} API token(s)"
+        )
+    else:
+        _out(f"user {user.username} enabled")
+    return 0
+
+
 def _run(args: argparse.Namespace, settings: Any) -> int:
     import uvicorn
 
@@ -315,6 +426,9 @@ def _run(args: argparse.Namespace, settings: Any) -> int:
         # One /metrics for all workers (prometheus-client's multiprocess mode): each
         # worker writes its samples under this folder, any worker's scrape sums them.
         os.environ[MULTIPROC_ENV] = str(fresh_multiproc_dir(settings.data_dir))
+    if args.limit_concurrency < 1:
+        sys.stderr.write("lintel-server: error: --limit-concurrency must be at least 1\n")
+        return 2
     uvicorn.run(
         "server.app:app_from_env",
         factory=True,
@@ -323,6 +437,12 @@ def _run(args: argparse.Namespace, settings: Any) -> int:
         workers=args.workers,
         log_level="debug" if args.verbose >= 2 else args.log_level,
         access_log=not args.no_access_log,
+        # Uvicorn believes X-Forwarded-For from 127.0.0.1 by default (or from
+        # $FORWARDED_ALLOW_IPS): any process on this host could then pick its own
+        # address for the login limits and the audit log. Trust is opt-in.
+        proxy_headers=args.forwarded_allow_ips is not None,
+        forwarded_allow_ips=args.forwarded_allow_ips or "",
+        limit_concurrency=args.limit_concurrency,
     )
     return 0
 

@@ -144,16 +144,38 @@ def _forget_checkpoint(session: Session) -> None:
     session.info.pop(_CHECKPOINT_KEY, None)
 
 
-def make_engine(url: str, *, pool_size: int = 5) -> Engine:
-    """An engine for ``url`` with Lintel's per-database settings."""
+def make_engine(
+    url: str, *, pool_size: int = 5, max_overflow: int | None = None, pool_timeout_s: float = 30.0
+) -> Engine:
+    """An engine for ``url`` with Lintel's per-database settings.
+
+    The pool (``pool_size`` kept, ``max_overflow`` more under load, default as
+    many again; ``pool_timeout_s`` the wait for a free one) applies to
+    PostgreSQL and to a SQLite file alike: both are served from a queue pool.
+    """
     parsed = make_url(url)
+    overflow = pool_size if max_overflow is None else max_overflow
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             _private_sqlite_file(Path(parsed.database))
-        engine = create_engine(url, connect_args={"check_same_thread": False})
+            engine = create_engine(
+                url,
+                connect_args={"check_same_thread": False},
+                pool_size=pool_size,
+                max_overflow=overflow,
+                pool_timeout=pool_timeout_s,
+            )
+        else:  # one in-memory database per connection: no pool to size
+            engine = create_engine(url, connect_args={"check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=pool_size)
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=pool_size,
+        max_overflow=overflow,
+        pool_timeout=pool_timeout_s,
+    )
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

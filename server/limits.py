@@ -15,6 +15,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import anyio
 import anyio.to_thread
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
@@ -90,3 +91,64 @@ class BodySizeLimit:
             return message
 
         await self.app(scope, limited_receive, send)
+
+
+class BodyDeadline:
+    """Read each request's whole body within ``timeout_s`` before the app sees the request.
+
+    A route's dependencies may take a database connection (the caller's
+    session, a token lookup) and keep it until the request ends; were the body
+    read after them, one slow sender would hold a pooled connection for as
+    long as it liked, and a handful of them starve ``/healthz`` and the device
+    uploads. Here the body is buffered first (never more than the size limit
+    outside this middleware lets through), and a sender slower than the
+    deadline gets 408 and the connection is closed, having held no connection.
+    """
+
+    def __init__(self, app: ASGIApp, timeout_s: float) -> None:
+        """``timeout_s``: from the request's start to its body's last byte."""
+        self.app = app
+        self.timeout_s = timeout_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        buffered: list[Message] = []
+        try:
+            with anyio.fail_after(self.timeout_s):
+                while True:
+                    message = await receive()
+                    buffered.append(message)
+                    if message["type"] != "http.request" or not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            response = JSONResponse(
+                {
+                    "detail": f"request body not received within {self.timeout_s:g} s",
+                    "code": "request_timeout",
+                },
+                status_code=408,
+                headers={"Connection": "close"},
+            )
+            await response(scope, receive, send)
+            return
+        except HTTPException as exc:  # BodySizeLimit's streaming check, raised while buffering
+            response = JSONResponse(
+                {"detail": exc.detail, "code": "payload_too_large"}, status_code=exc.status_code
+            )
+            await response(scope, receive, send)
+            return
+        if buffered and buffered[-1]["type"] == "http.disconnect":
+            return  # the client left mid-body: nobody to answer
+        # One message with the whole body, then the real channel (a later
+        # http.disconnect still reaches a streaming response).
+        body = b"".join(m.get("body", b"") for m in buffered)
+        pending: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def replay() -> Message:
+            if pending:
+                return pending.pop()
+            return await receive()
+
+        await self.app(scope, replay, send)

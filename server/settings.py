@@ -14,6 +14,11 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_SECRET_KEY = "lintel-dev-secret-do-not-use-in-production"
+MIN_PROD_SECRET_KEY_BYTES = 32
+"""Shortest secret key prod accepts: it keys HMAC-SHA256 (ID-number hashes, whose importer
+needs >= 16 bytes, and the session cookie's signature), and 32 bytes is SHA-256's own size."""
+PROD_MIN_PASSWORD_LENGTH = 12
+"""The password length prod asks for when ``LINTEL_PASSWORD_MIN_LENGTH`` is unset."""
 
 
 class Settings(BaseSettings):
@@ -77,7 +82,40 @@ class Settings(BaseSettings):
         "because retention could never age them out.",
     )
     db_pool_size: int = Field(
-        default=5, ge=1, le=100, description="Connections per worker (PostgreSQL)."
+        default=5,
+        ge=1,
+        le=100,
+        description="Database connections each server worker keeps open (SQLite file or "
+        "PostgreSQL); requests beyond pool + overflow wait db_pool_timeout_s for one.",
+    )
+    db_max_overflow: int = Field(
+        default=5,
+        ge=0,
+        le=100,
+        description="Extra connections a worker may open above db_pool_size under load "
+        "(closed again when returned).",
+    )
+    db_pool_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="Seconds a request waits for a free connection before it fails "
+        "(/healthz then answers 503, others 500); short, so an exhausted pool shows at once.",
+    )
+    body_timeout_s: float = Field(
+        default=60.0,
+        ge=1,
+        le=3600,
+        description="Seconds a client has to send its whole request body; slower bodies get "
+        "408. The body is read in full before the route runs, so a slow sender never holds a "
+        "database connection (64 MiB import at ~1.1 MB/s fits in 60 s).",
+    )
+    password_min_length: int | None = Field(
+        default=None,
+        ge=1,
+        le=128,
+        description="Shortest password `user add` / `user set-password` accept; unset: "
+        f"{PROD_MIN_PASSWORD_LENGTH} in prod, 1 in dev and test.",
     )
 
     @model_validator(mode="after")
@@ -89,7 +127,22 @@ class Settings(BaseSettings):
                 "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`) "
                 "or set LINTEL_ENV=dev"
             )
+        key_bytes = len(self.secret_key.get_secret_value().encode("utf-8"))
+        if self.env == "prod" and key_bytes < MIN_PROD_SECRET_KEY_BYTES:
+            raise ValueError(
+                f"LINTEL_SECRET_KEY is {key_bytes} bytes; prod needs at least "
+                f"{MIN_PROD_SECRET_KEY_BYTES} (it keys the ID-number hashes and the session "
+                "cookies); set a random one, e.g. "
+                "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+            )
         return self
+
+    @property
+    def min_password_length(self) -> int:
+        """The shortest password accepted (explicit setting, else by environment)."""
+        if self.password_min_length is not None:
+            return self.password_min_length
+        return PROD_MIN_PASSWORD_LENGTH if self.env == "prod" else 1
 
     @property
     def sqlalchemy_url(self) -> str:

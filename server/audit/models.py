@@ -22,7 +22,11 @@ class AuditEvent(Base):
     """
 
     __tablename__ = "audit_events"
-    __table_args__ = (Index("ix_audit_events_site_id_at", "site_id", "at"),)
+    __table_args__ = (
+        Index("ix_audit_events_site_id_at", "site_id", "at"),
+        # The login limits count recent failures (server/web/session.py).
+        Index("ix_audit_events_action_at", "action", "at"),
+    )
 
     id: Mapped[int] = mapped_column(
         BigInteger().with_variant(Integer(), "sqlite"), primary_key=True

@@ -9,10 +9,11 @@ from typing import Any, cast
 from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
 
+from server.audit.service import record
 from server.db import utcnow
 from server.devices.models import Camera, Device
 from server.dialect import insert_ignore
-from server.errors import Conflict, InvalidInput
+from server.errors import Conflict, InvalidInput, NotFound
 from server.security import DEVICE_TOKEN_PREFIX, hash_token, new_token
 
 
@@ -37,6 +38,59 @@ def create_device(*, session: Session, site_id: int, name: str) -> tuple[Device,
     session.add(device)
     session.flush()
     return device, token
+
+
+def get_device(*, session: Session, ref: str, site_id: int | None = None) -> Device:
+    """A device by id, or by name (within ``site_id`` when given); :class:`NotFound` else.
+
+    A name used in several sites is refused as ambiguous: name the site too.
+    """
+    ref = ref.strip()
+    if ref.isdigit():
+        device = session.get(Device, int(ref))
+        if device is not None and (site_id is None or device.site_id == site_id):
+            return device
+    query = select(Device).where(Device.name == ref)
+    if site_id is not None:
+        query = query.where(Device.site_id == site_id)
+    found = list(session.scalars(query.limit(2)))
+    if not found:
+        raise NotFound(f"device {ref!r} does not exist")
+    if len(found) > 1:
+        raise InvalidInput(f"device name {ref!r} is used in several sites; name the site (--site)")
+    return found[0]
+
+
+def set_device_disabled(*, session: Session, device: Device, disabled: bool, actor: str) -> None:
+    """Disable (its token answers 401 at once) or re-enable a device, audited."""
+    device.disabled = disabled
+    session.flush()
+    record(
+        session=session,
+        actor=actor,
+        action="device.disable" if disabled else "device.enable",
+        object_type="device",
+        object_id=device.id,
+        site_id=device.site_id,
+        detail={"name": device.name},
+    )
+
+
+def rotate_device_token(*, session: Session, device: Device, actor: str) -> str:
+    """Give the device a new token (returned once, stored hashed); the old one stops at once."""
+    token = new_token(DEVICE_TOKEN_PREFIX)
+    device.token_hash = hash_token(token)
+    session.flush()
+    record(
+        session=session,
+        actor=actor,
+        action="device.rotate_token",
+        object_type="device",
+        object_id=device.id,
+        site_id=device.site_id,
+        detail={"name": device.name},
+    )
+    return token
 
 
 def cameras_by_name(

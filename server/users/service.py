@@ -10,8 +10,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from server.audit.service import record
 from server.db import utcnow
-from server.errors import Conflict, InvalidInput
+from server.errors import Conflict, InvalidInput, NotFound
 from server.security import API_TOKEN_PREFIX, hash_password, hash_token, new_token
 from server.users.models import ApiToken, User, UserSession, UserSite
 
@@ -21,6 +22,17 @@ ROLES = ("admin", "manager", "viewer")
 TOUCH_EVERY = timedelta(minutes=1)
 
 
+def check_password(password: str, *, min_length: int) -> None:
+    """:class:`InvalidInput` unless ``password`` has at least ``min_length`` characters."""
+    if not password:
+        raise InvalidInput("password is empty")
+    if len(password) < min_length:
+        raise InvalidInput(
+            f"password is {len(password)} characters; at least {min_length} are required "
+            "(LINTEL_PASSWORD_MIN_LENGTH)"
+        )
+
+
 def create_user(
     *,
     session: Session,
@@ -28,11 +40,17 @@ def create_user(
     role: str,
     password: str | None = None,
     site_ids: Sequence[int] = (),
+    min_password_length: int = 1,
 ) -> User:
-    """Create a user (argon2 password hash); managers and viewers need at least one site."""
+    """Create a user (argon2 password hash); managers and viewers need at least one site.
+
+    ``min_password_length``: the caller's policy (``Settings.min_password_length``).
+    """
     username = username.strip()
     if not username:
         raise InvalidInput("username is empty")
+    if password is not None:
+        check_password(password, min_length=min_password_length)
     if role not in ROLES:
         raise InvalidInput(f"role must be one of {ROLES}, not {role!r}")
     if role != "admin" and not site_ids:
@@ -81,20 +99,94 @@ def site_ids_of(*, session: Session, user: User) -> set[int] | None:
     return set(session.scalars(select(UserSite.site_id).where(UserSite.user_id == user.id)))
 
 
-def set_password(*, session: Session, user: User, password: str) -> None:
-    """Give the user a new password (argon2); ends all their web sessions."""
-    if not password:
-        raise InvalidInput("password is empty")
+def get_user_by_name(*, session: Session, username: str) -> User:
+    """The user of this name; :class:`NotFound` when there is none."""
+    user = session.scalar(select(User).where(User.username == username.strip()))
+    if user is None:
+        raise NotFound(f"user {username!r} does not exist")
+    return user
+
+
+def set_password(
+    *, session: Session, user: User, password: str, actor: str, min_length: int = 1
+) -> int:
+    """Give the user a new password (argon2), end all their web sessions, audit it.
+
+    Their API tokens stay (a script's token is not the password); revoke them
+    with :func:`revoke_api_tokens`. Returns how many web sessions ended.
+    """
+    check_password(password, min_length=min_length)
     user.password_hash = hash_password(password)
-    revoke_web_sessions(session=session, user_id=user.id)
+    ended = revoke_web_sessions(session=session, user_id=user.id)
+    record(
+        session=session,
+        actor=actor,
+        action="user.set_password",
+        object_type="user",
+        object_id=user.id,
+        detail={"sessions": ended},
+    )
+    return ended
 
 
-def set_disabled(*, session: Session, user: User, disabled: bool) -> None:
-    """Disable (or re-enable) a user; disabling ends all their web sessions."""
+def set_disabled(*, session: Session, user: User, disabled: bool, actor: str) -> dict[str, int]:
+    """Disable (or re-enable) a user, audited; disabling ends all their web sessions and
+    deletes their API tokens, so re-enabling revives no credential that was out there."""
     user.disabled = disabled
+    ended = {"sessions": 0, "api_tokens": 0}
     if disabled:
-        revoke_web_sessions(session=session, user_id=user.id)
+        ended = {
+            "sessions": revoke_web_sessions(session=session, user_id=user.id),
+            "api_tokens": delete_api_tokens(session=session, user_id=user.id),
+        }
     session.flush()
+    record(
+        session=session,
+        actor=actor,
+        action="user.disable" if disabled else "user.enable",
+        object_type="user",
+        object_id=user.id,
+        detail=ended if disabled else None,
+    )
+    return ended
+
+
+def delete_api_tokens(*, session: Session, user_id: int) -> int:
+    """Delete every API token of a user (not audited: see :func:`revoke_api_tokens`)."""
+    result = session.execute(delete(ApiToken).where(ApiToken.user_id == user_id))
+    session.flush()
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def revoke_api_tokens(*, session: Session, user: User, actor: str) -> int:
+    """End every API token of the user at once, audited; returns how many there were."""
+    count = delete_api_tokens(session=session, user_id=user.id)
+    record(
+        session=session,
+        actor=actor,
+        action="user.revoke_tokens",
+        object_type="user",
+        object_id=user.id,
+        detail={"api_tokens": count},
+    )
+    return count
+
+
+def log_out_everywhere(*, session: Session, user: User, actor: str) -> dict[str, int]:
+    """End every web session and API token of the user (the leaver's first step), audited."""
+    ended = {
+        "sessions": revoke_web_sessions(session=session, user_id=user.id),
+        "api_tokens": delete_api_tokens(session=session, user_id=user.id),
+    }
+    record(
+        session=session,
+        actor=actor,
+        action="user.logout_all",
+        object_type="user",
+        object_id=user.id,
+        detail=ended,
+    )
+    return ended
 
 
 def password_fingerprint(password_hash: str | None) -> str:

@@ -130,7 +130,7 @@ def likely_cluster_page(
 
 
 @router.post("/likely/{cluster_id}/confirm")
-def confirm(cluster_id: int, session: SessionDep, user: UserDep, form: FormDep) -> Response:
+def confirm(cluster_id: int, form: FormDep, session: SessionDep, user: UserDep) -> Response:
     """It is that occupant: the cluster's best faces become their templates (gallery bump)."""
     _actor(user)
     _parse(_Form, form)
@@ -142,7 +142,7 @@ def confirm(cluster_id: int, session: SessionDep, user: UserDep, form: FormDep) 
 
 
 @router.post("/likely/{cluster_id}/reject")
-def reject(cluster_id: int, session: SessionDep, user: UserDep, form: FormDep) -> Response:
+def reject(cluster_id: int, form: FormDep, session: SessionDep, user: UserDep) -> Response:
     """Not that occupant: never attributed again; the case opens if the rule holds."""
     _actor(user)
     _parse(_Form, form)

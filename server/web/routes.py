@@ -169,7 +169,12 @@ UserDep = Annotated[WebUser, Depends(current_user)]
 
 
 async def verified_form(request: Request) -> dict[str, str]:
-    """The POSTed form, once its CSRF token matched the session's; else 403."""
+    """The POSTed form, once its CSRF token matched the session's; else 403.
+
+    Routes declare it before the session and the user, so the form is read and
+    checked before the request takes a database connection (an unread body must
+    never hold one; :class:`server.limits.BodyDeadline` bounds the read).
+    """
     form = await request.form()
     web = read_session(request, _settings(request))
     if not csrf_ok(web, form.get("csrf_token")):
@@ -296,7 +301,7 @@ def login_form(request: Request, next: str | None = None) -> Response:
 
 
 @router.post("/login")
-def login(request: Request, session: SessionDep, form: FormDep) -> Response:
+def login(request: Request, form: FormDep, session: SessionDep) -> Response:
     """Check the password (argon2); lock out after repeated failures; rotate the session."""
     username = form.get("username", "").strip()[:100]
     password = form.get("password", "")
@@ -340,7 +345,7 @@ def login(request: Request, session: SessionDep, form: FormDep) -> Response:
 
 
 @router.post("/logout")
-def logout(request: Request, session: SessionDep, user: UserDep, form: FormDep) -> Response:
+def logout(request: Request, form: FormDep, session: SessionDep, user: UserDep) -> Response:
     """End the session (its record is revoked, the cookie removed) and audit it."""
     logout_user(session=session, web=read_session(request, _settings(request)))
     record(
@@ -529,7 +534,7 @@ def _kw(session: SessionDep, user: WebUser, case_id: int) -> dict[str, Any]:
 
 
 @router.post("/cases/{case_id}/assign")
-def assign(case_id: int, session: SessionDep, user: UserDep, form: FormDep) -> Response:
+def assign(case_id: int, form: FormDep, session: SessionDep, user: UserDep) -> Response:
     """Take the case (assigned to me)."""
     _actor(user)
     _parse(_Form, form)
@@ -539,7 +544,7 @@ def assign(case_id: int, session: SessionDep, user: UserDep, form: FormDep) -> R
 
 
 @router.post("/cases/{case_id}/contact")
-def contact(case_id: int, session: SessionDep, user: UserDep, form: FormDep) -> Response:
+def contact(case_id: int, form: FormDep, session: SessionDep, user: UserDep) -> Response:
     """Log a call or a visit and its result; the case stays open."""
     _actor(user)
     body = _parse(ContactForm, form)
@@ -551,7 +556,7 @@ def contact(case_id: int, session: SessionDep, user: UserDep, form: FormDep) -> 
 
 
 @router.post("/cases/{case_id}/enrol")
-def enrol(case_id: int, session: SessionDep, user: UserDep, form: FormDep) -> Response:
+def enrol(case_id: int, form: FormDep, session: SessionDep, user: UserDep) -> Response:
     """Enrol the person into a unit (templates from the case's crops); closes the case."""
     _actor(user)
     body = _parse(EnrolForm, form)
@@ -567,7 +572,7 @@ def enrol(case_id: int, session: SessionDep, user: UserDep, form: FormDep) -> Re
 
 
 @router.post("/cases/{case_id}/merge")
-def merge(case_id: int, session: SessionDep, user: UserDep, form: FormDep) -> Response:
+def merge(case_id: int, form: FormDep, session: SessionDep, user: UserDep) -> Response:
     """The person is an existing occupant: add the case's faces to them; closes the case."""
     _actor(user)
     body = _parse(MergeForm, form)
@@ -577,7 +582,7 @@ def merge(case_id: int, session: SessionDep, user: UserDep, form: FormDep) -> Re
 
 
 @router.post("/cases/{case_id}/close")
-def close(case_id: int, session: SessionDep, user: UserDep, form: FormDep) -> Response:
+def close(case_id: int, form: FormDep, session: SessionDep, user: UserDep) -> Response:
     """Visitor, moved out, false match, or staff/courier (whitelisted); closes the case."""
     _actor(user)
     body = _parse(CloseForm, form)

@@ -20,8 +20,16 @@ purge (expired, or revoked a day ago) and a user's expired ones at their next lo
 
 Failed logins are audit events (``web.login_failed``), so the lockout counts
 them across worker processes and restarts, and an admin sees them in the
-audit log. Lockout: ``LOCKOUT_FAILURES`` failures for one username from one
-address within ``LOCKOUT_WINDOW`` (since the last success) -> 429.
+audit log. Three limits, each over ``LOCKOUT_WINDOW``, each -> 429 with
+Retry-After: ``LOCKOUT_FAILURES`` failures for one username from one address
+(since its last success); ``IP_LOCKOUT_FAILURES`` failures from one address
+whatever the usernames (one password sprayed over many users); and
+``GLOBAL_LOCKOUT_FAILURES`` failures from everywhere (a spray spread over many
+addresses), which spares addresses that logged in successfully within
+``KNOWN_ADDRESS_WINDOW``, so an attacker cannot lock the staff out.
+
+The address is the TCP peer: ``lintel-server run`` trusts ``X-Forwarded-For``
+only from the proxies named by ``--forwarded-allow-ips``.
 """
 
 from __future__ import annotations
@@ -47,7 +55,17 @@ from server.users.service import open_web_session, revoke_web_session, user_for_
 COOKIE = "lintel_session"
 SESSION_MAX_AGE_S = 12 * 3600  # one working day; then log in again
 LOCKOUT_FAILURES = 5
+"""Failed logins for one username from one address that lock that pair (3..20 sensible)."""
 LOCKOUT_WINDOW = timedelta(minutes=15)
+"""How far back failures count, and so the longest lock."""
+IP_LOCKOUT_FAILURES = 20
+"""Failed logins from one address, any usernames, that lock the address: 4 users mistyping
+5 times each behind one office NAT; a sprayer gets 20 guesses per 15 minutes, not 5 per user."""
+GLOBAL_LOCKOUT_FAILURES = 200
+"""Failed logins from all addresses together that lock logins from unknown addresses: a
+botnet spraying one password gets 200 guesses per 15 minutes; a site's staff rarely fail 20."""
+KNOWN_ADDRESS_WINDOW = timedelta(days=30)
+"""An address with a successful login this recent is not held by the global limit."""
 FAILED = "web.login_failed"
 SUCCEEDED = "web.login"
 
@@ -158,11 +176,41 @@ def _key(username: str, ip: str) -> tuple[str, str]:
     return username[:100], f"ip:{ip}"[:100]
 
 
+def _wait_s(times: list[datetime], limit: int, now: datetime) -> int:
+    """Seconds until fewer than ``limit`` of ``times`` (newest first) lie in the window."""
+    if len(times) < limit:
+        return 0
+    # Locked until the oldest of the last N failures leaves the window.
+    until = times[-1] + LOCKOUT_WINDOW
+    return max(1, int((until - now).total_seconds()) + 1)
+
+
+def _failures(session: Session, since: datetime, limit: int, *conditions: Any) -> list[datetime]:
+    return list(
+        session.scalars(
+            select(AuditEvent.at)
+            .where(
+                AuditEvent.action == FAILED,
+                AuditEvent.object_type == "login",
+                AuditEvent.at > since,
+                *conditions,
+            )
+            .order_by(AuditEvent.at.desc())
+            .limit(limit)
+        )
+    )
+
+
 def lockout_wait_s(*, session: Session, username: str, ip: str, now: datetime | None = None) -> int:
-    """Seconds until this username may try again from this address (0: not locked)."""
+    """Seconds until this username may try again from this address (0: not locked).
+
+    The longest of the three waits: this username from this address, this
+    address for any username, and every address (unless this one is known).
+    """
     now = now or utcnow()
     object_id, actor = _key(username, ip)
-    since = now - LOCKOUT_WINDOW
+    window_start = now - LOCKOUT_WINDOW
+    since = window_start
     last_ok = session.scalar(
         select(func.max(AuditEvent.at)).where(
             AuditEvent.action == SUCCEEDED,
@@ -173,25 +221,33 @@ def lockout_wait_s(*, session: Session, username: str, ip: str, now: datetime | 
     )
     if last_ok is not None and last_ok > since:
         since = last_ok
-    times = list(
-        session.scalars(
-            select(AuditEvent.at)
-            .where(
-                AuditEvent.action == FAILED,
-                AuditEvent.object_type == "login",
-                AuditEvent.object_id == object_id,
-                AuditEvent.actor == actor,
-                AuditEvent.at > since,
-            )
-            .order_by(AuditEvent.at.desc())
-            .limit(LOCKOUT_FAILURES)
-        )
+    pair = _failures(
+        session,
+        since,
+        LOCKOUT_FAILURES,
+        AuditEvent.object_id == object_id,
+        AuditEvent.actor == actor,
     )
-    if len(times) < LOCKOUT_FAILURES:
-        return 0
-    # Locked until the oldest of the last N failures leaves the window.
-    until = times[-1] + LOCKOUT_WINDOW
-    return max(1, int((until - now).total_seconds()) + 1)
+    # No reset on success for the address: logging in to one's own account must not
+    # buy a sprayer 20 more guesses.
+    address = _failures(session, window_start, IP_LOCKOUT_FAILURES, AuditEvent.actor == actor)
+    wait = max(_wait_s(pair, LOCKOUT_FAILURES, now), _wait_s(address, IP_LOCKOUT_FAILURES, now))
+    everyone = _failures(session, window_start, GLOBAL_LOCKOUT_FAILURES)
+    global_wait = _wait_s(everyone, GLOBAL_LOCKOUT_FAILURES, now)
+    if global_wait > wait:
+        known = session.scalar(
+            select(AuditEvent.id)
+            .where(
+                AuditEvent.action == SUCCEEDED,
+                AuditEvent.object_type == "login",
+                AuditEvent.actor == actor,
+                AuditEvent.at > now - KNOWN_ADDRESS_WINDOW,
+            )
+            .limit(1)
+        )
+        if known is None:
+            wait = global_wait
+    return wait
 
 
 def login_audit_key(username: str, ip: str) -> tuple[str, str]:

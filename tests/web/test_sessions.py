@@ -144,7 +144,7 @@ def test_a_password_change_or_disabling_ends_every_session(
     with db_session(engine) as s:
         user = s.get(User, _user(engine, "mgr_a"))
         assert user is not None
-        set_password(session=s, user=user, password=PASSWORD)  # even the same password
+        set_password(session=s, user=user, password=PASSWORD, actor="test")  # even the same one
         s.commit()
     assert client.get("/web/queue").status_code == 303
     assert other_client.get("/web/queue").status_code == 303
@@ -158,8 +158,8 @@ def test_a_password_change_or_disabling_ends_every_session(
     with db_session(engine) as s:
         user = s.get(User, _user(engine, "mgr_a"))
         assert user is not None
-        set_disabled(session=s, user=user, disabled=True)
-        set_disabled(session=s, user=user, disabled=False)  # re-enabling revives nothing
+        set_disabled(session=s, user=user, disabled=True, actor="test")
+        set_disabled(session=s, user=user, disabled=False, actor="test")  # revives nothing
         s.commit()
     assert client.get("/web/queue").status_code == 303
 
