@@ -52,6 +52,7 @@ from server.cases.rules import CaseRule, case_due_day, local_day, priority
 from server.clusters.models import ClusterSiteState, UnknownCluster
 from server.clusters.service import SiteConfig, cluster_days, cluster_vectors, site_config
 from server.db import utcnow
+from server.embeddings import check_embeddings, model_dimension
 from server.occupants.models import FaceTemplate, Occupant
 from server.occupants.service import add_template, upsert_occupant
 from server.sightings.models import Sighting
@@ -129,7 +130,25 @@ def _templates(
     rows = session.execute(query).all()
     if not rows:
         return np.zeros((0, 0), dtype=np.float32), [], [], []
-    mat = np.vstack([_unit(np.frombuffer(r.embedding, "<f4")) for r in rows])
+    # Templates are checked at every door now, but one stored before that (a wrong
+    # size, NaN) must not stop every site's evaluation: this matrix spans sites.
+    dim = model_dimension(session, model_id)
+    vecs = [np.frombuffer(r.embedding, "<f4") for r in rows]
+    keep = [i for i, v in enumerate(vecs) if v.size == dim and np.all(np.isfinite(v)) and v.any()]
+    if len(keep) < len(rows):
+        log.warning(
+            "left out %d face templates of model %r that are not finite %s-value vectors "
+            "(ids %s): delete them or enrol those people again",
+            len(rows) - len(keep),
+            model_id,
+            dim,
+            [rows[i].id for i in range(len(rows)) if i not in set(keep)][:20],
+        )
+        rows = [rows[i] for i in keep]
+        vecs = [vecs[i] for i in keep]
+        if not rows:
+            return np.zeros((0, 0), dtype=np.float32), [], [], []
+    mat = np.vstack([_unit(v) for v in vecs])
     return mat, [r.occupant_id for r in rows], [r.site_id for r in rows], [r.id for r in rows]
 
 
@@ -187,7 +206,14 @@ def _whitelist_match(
         )
         .order_by(WhitelistEntry.id)
     ):
-        emb = np.frombuffer(entry.embeddings, "<f4").reshape(-1, vectors.shape[1])
+        emb = np.frombuffer(entry.embeddings, "<f4")
+        if emb.size % vectors.shape[1] or not np.all(np.isfinite(emb)):
+            # Stored before whitelisted faces were checked: it cannot match this model.
+            log.warning(
+                "whitelist entry %s is not of %d-value vectors; ignored", entry.id, vectors.shape[1]
+            )
+            continue
+        emb = emb.reshape(-1, vectors.shape[1])
         sim = float(np.max(vectors @ emb.T))
         if sim >= rule.occupant_match_threshold and (best is None or sim > best[0]):
             best = (sim, entry)
@@ -837,17 +863,22 @@ def add_whitelist(
     kind: str,
     label: str,
     model_id: str,
-    embeddings: npt.NDArray[np.float32],
+    embeddings: npt.NDArray[np.float32] | Sequence[npt.NDArray[np.float32]],
     actor: str,
     cluster_id: int | None = None,
 ) -> WhitelistEntry:
-    """Whitelist staff or a courier by face; matching clusters never become cases."""
+    """Whitelist staff or a courier by face; matching clusters never become cases.
+
+    ``embeddings`` (rows) must each be of the model's size, finite and unit length
+    (:class:`server.embeddings.InvalidEmbedding` otherwise, naming the first bad one).
+    """
     if kind not in ("staff", "courier"):
         raise BadOutcome("whitelist kind must be 'staff' or 'courier'")
-    vecs = np.asarray(embeddings, dtype=np.float32)
-    if vecs.ndim != 2 or vecs.shape[0] == 0 or not np.all(np.isfinite(vecs)):
-        raise BadOutcome("whitelist needs at least one finite embedding")
-    vecs = np.vstack([_unit(v) for v in vecs])
+    # The same door check as every other embedding (size of the model, finite, unit
+    # length): a wrong-size face here would break every later evaluation of the site.
+    vecs = check_embeddings(
+        list(embeddings), dim=model_dimension(session, model_id), what="embeddings"
+    )
     entry = WhitelistEntry(
         site_id=site_id,
         kind=kind,

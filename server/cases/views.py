@@ -333,14 +333,14 @@ def act_on_case(
 @router.post("/whitelist", response_model=WhitelistOut, summary="Whitelist staff or a courier")
 def add_whitelist(body: WhitelistIn, session: SessionDep, caller: ManagerDep) -> WhitelistOut:
     """Whitelist a person by face embeddings (e.g. from their staff photo)."""
-    import numpy as np
-
     site_row = resolve_site(session=session, ref=body.site)
     caller.check_site(site_row.id)
-    try:
-        vecs = np.vstack([decode_embedding(e) for e in body.embeddings_b64])
-    except ValueError as exc:
-        raise InvalidInput(f"bad embedding: {exc}") from exc
+    vecs = []
+    for i, text in enumerate(body.embeddings_b64):
+        try:
+            vecs.append(decode_embedding(text))
+        except ValueError as exc:
+            raise InvalidInput(f"embeddings_b64[{i}]: {exc}") from None
     entry = service.add_whitelist(
         session=session,
         site_id=site_row.id,

@@ -52,6 +52,7 @@ from registry.reader import RawRow, Sheet
 from registry.store import NewFace, Plan, SessionStore, read_snapshot
 from server.audit.service import record
 from server.cases.views import Caller, current_manager
+from server.embeddings import check_embedding, model_dimension
 from server.errors import Conflict, Forbidden, InvalidInput
 from server.registry_api.errors import Misconfigured
 from server.registry_api.schemas import ImportReportOut, RegistryImportIn, RegistryPhotosOut
@@ -70,6 +71,22 @@ ManagerDep = Annotated[Caller, Depends(current_manager)]
 SAME_FACE_SIMILARITY = 0.8
 # registry.idnumber's minimum key length for the ID-number HMAC.
 MIN_SECRET_BYTES = 16
+
+
+def _check_templates(session: Session, body: RegistryImportIn) -> None:
+    """Every face against its model's size (the schema checked finite and unit length):
+    one face of another size would break every later clustering pass (issue 18)."""
+    dims: dict[str, int | None] = {}
+    for i, t in enumerate(body.templates):
+        if t.model_id not in dims:
+            dims[t.model_id] = model_dimension(session, t.model_id)
+        vec = check_embedding(
+            decode_embedding(t.embedding_b64),
+            dim=dims[t.model_id],
+            what=f"templates[{i}] (row {t.row})",
+        )
+        # A model new to the server: its first face sets the size for the rest.
+        dims[t.model_id] = vec.size
 
 
 def _enrolled(body: RegistryImportIn) -> Enrolled:
@@ -167,6 +184,7 @@ def import_registry(
 ) -> ImportReportOut | JSONResponse:
     """Plan and (unless a row fails, or ``dry_run``) write the import in one transaction."""
     _check_access(session, caller, site)
+    _check_templates(session, body)
     secret = request.app.state.settings.secret_key.get_secret_value().encode("utf-8")
     if len(secret) < MIN_SECRET_BYTES:
         # registry.idnumber refuses to hash with it; say so instead of a 500 per row.
