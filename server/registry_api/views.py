@@ -53,7 +53,7 @@ from registry.store import NewFace, Plan, SessionStore, read_snapshot
 from server.audit.service import record
 from server.cases.views import Caller, current_manager
 from server.embeddings import check_embedding, model_dimension
-from server.errors import Conflict, Forbidden, InvalidInput
+from server.errors import Conflict, InvalidInput, NotFound
 from server.registry_api.errors import Misconfigured
 from server.registry_api.schemas import ImportReportOut, RegistryImportIn, RegistryPhotosOut
 from server.security import SessionDep
@@ -124,12 +124,12 @@ def _check_access(session: Session, caller: Caller, site: str) -> None:
     if not site.strip() or "\x00" in site or len(site) > 200:
         raise InvalidInput("the site name is empty, too long or holds NUL characters")
     site_id = session.scalar(select(Site.id).where(Site.name == site))
-    if site_id is None:
-        if caller.role != "admin":
-            # The same answer whether or not the site exists: names are not probed.
-            raise Forbidden(f"no access to site {site!r}")
-        return
-    caller.check_site(site_id)
+    if caller.role == "admin":
+        return  # a missing site is created by the import
+    if site_id is None or (caller.site_ids is not None and site_id not in caller.site_ids):
+        # The same answer whether the site is missing or another tenant's: names
+        # are not probed (issue 18, finding 9).
+        raise NotFound(f"site {site!r} does not exist")
 
 
 @router.get(
