@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         help="serve the worker's Prometheus counters (e.g. lintel_worker_site_failures_total) "
-        "on this port of 127.0.0.1 (0: off)",
+        "on this port of 127.0.0.1 while it runs (0: off)",
     )
 
     # -- privacy: purge, audit, crops, subject, retention (engineer P; server/privacy/cli.py)

@@ -112,7 +112,12 @@ class TemplateMatch:
 def _templates(
     session: Session, *, model_id: str, min_id: int = 0, site_id: int | None = None
 ) -> tuple[npt.NDArray[np.float32], list[int], list[int], list[int]]:
-    """(embeddings, occupant ids, site ids, template ids) of active occupants' templates."""
+    """(embeddings, occupant ids, site ids, template ids) of active occupants' templates.
+
+    Templates unusable as rows of the model's matrix (stored before embeddings were
+    checked at every door: another size, NaN) are left out of the first three; the
+    template ids name every template looked at, so a cursor moves past them too.
+    """
     query = (
         select(
             FaceTemplate.id, FaceTemplate.occupant_id, FaceTemplate.site_id, FaceTemplate.embedding
@@ -128,28 +133,38 @@ def _templates(
     if site_id is not None:
         query = query.where(FaceTemplate.site_id == site_id)
     rows = session.execute(query).all()
-    if not rows:
-        return np.zeros((0, 0), dtype=np.float32), [], [], []
-    # Templates are checked at every door now, but one stored before that (a wrong
-    # size, NaN) must not stop every site's evaluation: this matrix spans sites.
+    looked_at = [r.id for r in rows]
+    # This matrix spans sites: one bad row must not stop every site's evaluation.
     dim = model_dimension(session, model_id)
     vecs = [np.frombuffer(r.embedding, "<f4") for r in rows]
-    keep = [i for i, v in enumerate(vecs) if v.size == dim and np.all(np.isfinite(v)) and v.any()]
-    if len(keep) < len(rows):
-        log.warning(
-            "left out %d face templates of model %r that are not finite %s-value vectors "
-            "(ids %s): delete them or enrol those people again",
-            len(rows) - len(keep),
-            model_id,
-            dim,
-            [rows[i].id for i in range(len(rows)) if i not in set(keep)][:20],
-        )
-        rows = [rows[i] for i in keep]
-        vecs = [vecs[i] for i in keep]
-        if not rows:
-            return np.zeros((0, 0), dtype=np.float32), [], [], []
+    good = [v.size == dim and bool(np.all(np.isfinite(v))) and bool(v.any()) for v in vecs]
+    if not all(good):
+        _warn_unusable(model_id, dim, [r.id for r, ok in zip(rows, good, strict=True) if not ok])
+        rows = [r for r, ok in zip(rows, good, strict=True) if ok]
+        vecs = [v for v, ok in zip(vecs, good, strict=True) if ok]
+    if not rows:
+        return np.zeros((0, 0), dtype=np.float32), [], [], looked_at
     mat = np.vstack([_unit(v) for v in vecs])
-    return mat, [r.occupant_id for r in rows], [r.site_id for r in rows], [r.id for r in rows]
+    return mat, [r.occupant_id for r in rows], [r.site_id for r in rows], looked_at
+
+
+_WARNED_TEMPLATES: set[int] = set()
+"""Unusable templates already logged by this process (the worker loads them every pass)."""
+
+
+def _warn_unusable(model_id: str, dim: int | None, template_ids: list[int]) -> None:
+    new = [t for t in template_ids if t not in _WARNED_TEMPLATES]
+    if not new:
+        return
+    _WARNED_TEMPLATES.update(new)
+    log.warning(
+        "left out %d face templates of model %r that are not finite %s-value vectors "
+        "(ids %s): delete them or enrol those people again",
+        len(new),
+        model_id,
+        dim,
+        new[:20],
+    )
 
 
 def _unit(v: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:

@@ -315,8 +315,6 @@ def cli_worker(args: argparse.Namespace, settings: Any) -> int:
     try:
         upgrade(engine)
         factory = make_session_factory(engine)
-        if getattr(args, "metrics_port", 0):
-            start_http_server(args.metrics_port, addr="127.0.0.1", registry=WORKER_REGISTRY)
         if args.once:
             stats = drain(factory, batch_size=args.batch)
             log.warning(
@@ -329,7 +327,25 @@ def cli_worker(args: argparse.Namespace, settings: Any) -> int:
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
-        run_forever(factory, stop, batch_size=args.batch, poll_s=args.poll)
+        close = serve_metrics(args.metrics_port) if args.metrics_port else None
+        try:
+            run_forever(factory, stop, batch_size=args.batch, poll_s=args.poll)
+        finally:
+            if close is not None:
+                close()
         return 0
     finally:
         engine.dispose()
+
+
+def serve_metrics(port: int, addr: str = "127.0.0.1") -> Callable[[], None]:
+    """Serve the worker's counters (:data:`server.metrics.WORKER_REGISTRY`) over HTTP
+    for Prometheus, in a daemon thread; returns the function that stops it."""
+    httpd, thread = start_http_server(port, addr=addr, registry=WORKER_REGISTRY)
+
+    def close() -> None:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join()
+
+    return close

@@ -10,15 +10,18 @@ back-off while every other site is processed.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 
 import httpx
 import numpy as np
+import pytest
 from sqlalchemy import Engine, func, select, update
 
 from server.cases.models import Case
+from server.cli import main
 from server.clusters.models import UnknownCluster
-from server.clusters.worker import SiteBackoff, run_once
+from server.clusters.worker import SiteBackoff, run_once, serve_metrics, sites_with_work
 from server.db import make_session_factory
 from server.metrics import WORKER_REGISTRY
 from server.occupants.models import FaceTemplate
@@ -98,6 +101,9 @@ def test_a_poisoned_template_of_site_1_does_not_stop_site_2_in_the_same_pass(
     # Site A too: the 4-value template is left out, its good one still counts.
     assert _pending(engine, a.site_id) == 0
     assert _cases(engine, a.site_id) == 1
+    # Its template cursor moved past the bad row: no pass comes back for it.
+    with new_session(engine) as s:
+        assert sites_with_work(s) == []
 
 
 def test_a_poisoned_template_still_lets_its_occupant_be_recognised(
@@ -125,10 +131,10 @@ def test_a_failing_site_is_counted_backed_off_and_retried_while_others_go_on(
     # Its stored state damaged (exemplar bytes that are no whole 512-value row):
     # loading site A's clusters raises, in every pass, until someone repairs it.
     with new_session(engine) as s:
-        cluster = s.scalars(select(UnknownCluster).where(UnknownCluster.site_id == a.site_id)).one()
-        saved = cluster.exemplars
-        cluster.exemplars = saved[:12]
-        s.commit()
+        saved = s.scalars(
+            select(UnknownCluster.exemplars).where(UnknownCluster.site_id == a.site_id)
+        ).one()
+    _damage_cluster(engine, a.site_id)
     seen_on(engine, a.device_id, (person(11), 11), [1])
     seen_on(engine, b.device_id, (person(22), 22), [0, 1, 2])
     before = _failures(a.site_id)
@@ -178,3 +184,45 @@ def test_backoff_doubles_to_its_bound_and_a_success_forgets() -> None:
     assert backoff.due(1)
     backoff.succeeded(1)
     assert backoff.failures(1) == 0 and backoff.failed(1) == 5.0
+
+
+def _damage_cluster(engine: Engine, site_id: int) -> None:
+    with new_session(engine) as s:
+        cluster = s.scalars(select(UnknownCluster).where(UnknownCluster.site_id == site_id)).one()
+        cluster.exemplars = cluster.exemplars[:12]
+        s.commit()
+
+
+def test_worker_once_exits_1_when_a_site_failed_after_doing_the_others(
+    engine: Engine,
+    db_url: str,
+    make_device: Callable[..., DeviceCreds],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import server.clusters.worker as worker
+
+    monkeypatch.setattr(worker, "DEFAULT_BACKOFF", SiteBackoff())  # this test's failures only
+    monkeypatch.setenv("LINTEL_DATABASE_URL", db_url)
+    monkeypatch.setenv("LINTEL_ENV", "dev")
+    a = make_device(site="Alpha Court", name="gate-a")
+    b = make_device(site="Beta Court", name="gate-b")
+    seen_on(engine, a.device_id, (person(11), 11), [0])
+    work(engine)
+    _damage_cluster(engine, a.site_id)
+    seen_on(engine, a.device_id, (person(11), 11), [1])
+    seen_on(engine, b.device_id, (person(22), 22), [0, 1, 2])
+    assert main(["worker", "--once"]) == 1  # a cron job sees that a site failed
+    assert _cases(engine, b.site_id) == 1
+    assert _pending(engine, a.site_id) == 1
+
+
+def test_the_worker_serves_its_counters_for_prometheus() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    close = serve_metrics(port)
+    try:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    finally:
+        close()
+    assert "# TYPE lintel_worker_site_failures_total counter" in text
