@@ -1,7 +1,7 @@
 """Issue 18, finding 9: another tenant's site answers exactly as a missing one.
 
-A manager or viewer of site B asks every API route that takes a site (by name
-or id) about site A, which exists, and about a site that does not: the status
+A manager or viewer of site B asks every API route and web page that takes a
+site (by name or id) about site A, which exists, and about a site that does not: the status
 and the body must be the same (the body names the site as it was asked for,
 so the asked-for text is set aside before comparing). Before the fix site A
 got 403 and the missing one 404, which told the caller site A exists.
@@ -9,6 +9,7 @@ got 403 and the missing one 404, which told the caller site A exists.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +23,7 @@ from server.users.service import create_api_token, create_user
 from server.wire import API_PREFIX, encode_embedding
 from tests.registry.helpers import make_id
 from tests.server.conftest import MODEL, DeviceCreds
+from tests.server.privacy.support import web_login
 
 _VEC = np.zeros(512, np.float32)
 _VEC[0] = 1.0
@@ -133,3 +135,34 @@ def test_the_callers_own_site_is_found_by_name_and_id(
     r = client.get(f"{API_PREFIX}/case-settings", params={"site": str(own.site_id)}, headers=viewer)
     assert r.status_code == 200, r.text
     assert r.json()["site_id"] == own.site_id
+
+
+def _unasked(html: str) -> str:
+    return re.sub(r"site(%3D|=)\d+", "site=<site>", html)
+
+
+WEB_PAGES = ["/web/queue", "/web/dashboard", "/web/devices", "/web/likely"]
+
+
+@pytest.mark.parametrize("role", ["manager", "viewer"])
+def test_web_pages_answer_another_tenants_site_as_a_missing_one(
+    engine: Engine,
+    client: httpx.Client,
+    make_device: Callable[..., DeviceCreds],
+    role: str,
+) -> None:
+    a = make_device(site="Alpha Court", name="gate-a")
+    b = make_device(site="Beta Court", name="gate-b")
+    missing = a.site_id + b.site_id + 1000
+    with httpx.Client(transport=client._transport, base_url=str(client.base_url)) as web:
+        web_login(web, engine, f"{role}-web", role, [b.site_id])
+        for page in WEB_PAGES:
+            other = web.get(page, params={"site": a.site_id})
+            gone = web.get(page, params={"site": missing})
+            # The page links back to the URL asked for (language switch): set it aside.
+            assert (other.status_code, _unasked(other.text)) == (
+                gone.status_code,
+                _unasked(gone.text),
+            ), page
+            assert other.status_code == 404, page
+            assert web.get(page, params={"site": b.site_id}).status_code == 200, page
