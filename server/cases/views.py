@@ -28,6 +28,7 @@ from server.cases.rules import DEFAULT_TIMEZONE, CaseRule
 from server.clusters.algo import ClusterParams
 from server.clusters.models import ClusterSiteState, UnknownCluster
 from server.clusters.service import configure_site, site_config
+from server.embeddings import InvalidEmbedding
 from server.errors import AuthRequired, Forbidden, InvalidInput, NotFound
 from server.security import SessionDep, bearer_token
 from server.sightings import crops
@@ -339,7 +340,7 @@ def add_whitelist(body: WhitelistIn, session: SessionDep, caller: ManagerDep) ->
         try:
             vecs.append(decode_embedding(text))
         except ValueError as exc:
-            raise InvalidInput(f"embeddings_b64[{i}]: {exc}") from None
+            raise InvalidEmbedding(f"embeddings_b64[{i}]: {exc}") from None
     entry = service.add_whitelist(
         session=session,
         site_id=site_row.id,

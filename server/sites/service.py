@@ -57,7 +57,8 @@ def resolve_site(*, session: Session, ref: str, visible: Collection[int] | None 
     if visible is not None:
         query = query.where(Site.id.in_(sorted(visible)))
     site = session.scalar(query)
-    if site is None and ref.isdigit() and int(ref) <= _MAX_ID:
+    # ASCII digits only, and few: int() refuses "²" and 5,000-digit strings (a 500).
+    if site is None and ref.isascii() and ref.isdigit() and len(ref) <= 10 and int(ref) <= _MAX_ID:
         by_id = session.get(Site, int(ref))
         if by_id is not None and (visible is None or by_id.id in visible):
             site = by_id

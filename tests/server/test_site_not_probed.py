@@ -166,3 +166,19 @@ def test_web_pages_answer_another_tenants_site_as_a_missing_one(
             ), page
             assert other.status_code == 404, page
             assert web.get(page, params={"site": b.site_id}).status_code == 200, page
+
+
+@pytest.mark.parametrize("ref", ["²", "9" * 5000, str(2**31), "00"])
+def test_odd_numeric_site_refs_are_missing_sites_not_errors(
+    engine: Engine, client: httpx.Client, make_device: Callable[..., DeviceCreds], ref: str
+) -> None:
+    b = make_device(site="Beta Court", name="gate-b")
+    for sites in ([b.site_id], None):
+        headers = _token(
+            engine,
+            f"u{len(ref)}-{sites is None}",
+            "admin" if sites is None else "viewer",
+            sites or [],
+        )
+        r = client.get(f"{API_PREFIX}/case-settings", params={"site": ref}, headers=headers)
+        assert r.status_code == 404, r.text
