@@ -221,8 +221,9 @@ def _whitelist_match(
         )
         .order_by(WhitelistEntry.id)
     ):
-        emb = np.frombuffer(entry.embeddings, "<f4")
-        if emb.size % vectors.shape[1] or not np.all(np.isfinite(emb)):
+        row_bytes = 4 * vectors.shape[1]
+        emb = np.frombuffer(entry.embeddings[: len(entry.embeddings) // 4 * 4], "<f4")
+        if len(entry.embeddings) % row_bytes or not len(emb) or not np.all(np.isfinite(emb)):
             # Stored before whitelisted faces were checked: it cannot match this model.
             log.warning(
                 "whitelist entry %s is not of %d-value vectors; ignored", entry.id, vectors.shape[1]

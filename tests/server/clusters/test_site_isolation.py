@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from sqlalchemy import Engine, func, select, update
 
-from server.cases.models import Case
+from server.cases.models import Case, WhitelistEntry
 from server.cli import main
 from server.clusters.models import UnknownCluster
 from server.clusters.worker import SiteBackoff, run_once, serve_metrics, sites_with_work
@@ -226,3 +226,26 @@ def test_the_worker_serves_its_counters_for_prometheus() -> None:
     finally:
         close()
     assert "# TYPE lintel_worker_site_failures_total counter" in text
+
+
+def test_a_whitelist_entry_of_the_wrong_size_is_ignored_not_fatal(
+    engine: Engine, make_device: Callable[..., DeviceCreds]
+) -> None:
+    a = make_device(site="Alpha Court", name="gate-a")
+    with new_session(engine) as s:
+        # Stored before whitelisted faces were checked (the API used to keep a
+        # 4-value face when the site had no cluster to compare it with).
+        s.add(
+            WhitelistEntry(
+                site_id=a.site_id,
+                kind="staff",
+                model_id=MODEL,
+                embeddings=np.full(4, 0.5, "<f4").tobytes(),
+                created_by="test",
+            )
+        )
+        s.commit()
+    seen_on(engine, a.device_id, (person(11), 11), [0, 1, 2])
+    stats = run_once(make_session_factory(engine), backoff=SiteBackoff())
+    assert stats.failed_sites == 0
+    assert _cases(engine, a.site_id) == 1
