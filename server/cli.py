@@ -80,7 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         help="serve the worker's Prometheus counters (e.g. lintel_worker_site_failures_total) "
-        "on this port of 127.0.0.1 while it runs (0: off)",
+        "on this port while it runs (0: off)",
+    )
+    p.add_argument(
+        "--metrics-addr",
+        default="127.0.0.1",
+        help="address for --metrics-port (0.0.0.0 in a container that Prometheus scrapes)",
     )
 
     # -- privacy: purge, audit, crops, subject, retention (engineer P; server/privacy/cli.py)

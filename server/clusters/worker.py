@@ -327,7 +327,7 @@ def cli_worker(args: argparse.Namespace, settings: Any) -> int:
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
-        close = serve_metrics(args.metrics_port) if args.metrics_port else None
+        close = serve_metrics(args.metrics_port, args.metrics_addr) if args.metrics_port else None
         try:
             run_forever(factory, stop, batch_size=args.batch, poll_s=args.poll)
         finally:
