@@ -241,6 +241,12 @@ def _explain(response: httpx.Response, server: str, site: str) -> str:
         )
     if status == 403:
         return f"not allowed to import into site {site!r}: {detail}"
+    if status == 404 and _code(response) == "not_found":
+        # The server answers a missing site and another tenant's site alike.
+        return (
+            f"not allowed to import into site {site!r}: it does not exist, or your account "
+            f"may not see it ({detail})"
+        )
     if status == 404:
         return f"{server} has no registry import endpoint (an older Lintel?) or: {detail}"
     if status == 413:

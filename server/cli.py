@@ -119,6 +119,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--once", action="store_true", help="drain the pending work, then exit")
     p.add_argument("--batch", type=int, default=1000, help="sightings per site per transaction")
     p.add_argument("--poll", type=float, default=1.0, help="seconds to sleep when idle")
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=0,
+        help="serve the worker's Prometheus counters (e.g. lintel_worker_site_failures_total) "
+        "on this port while it runs (0: off)",
+    )
+    p.add_argument(
+        "--metrics-addr",
+        default="127.0.0.1",
+        help="address for --metrics-port (0.0.0.0 in a container that Prometheus scrapes)",
+    )
 
     # -- privacy: purge, audit, crops, subject, retention (engineer P; server/privacy/cli.py)
     from server.privacy.cli import add_commands as add_privacy_commands

@@ -32,13 +32,30 @@ def fresh_multiproc_dir(data_dir: Path) -> Path:
     return path
 
 
+WORKER_REGISTRY = CollectorRegistry()
+"""The clustering worker's counters, one per process (the worker is not an app).
+
+``/metrics`` renders them beside the app's when the worker runs in the same
+process; a separate ``lintel-server worker`` serves them with
+``--metrics-port``, or adds them to the server's ``/metrics`` when both run
+with the same ``PROMETHEUS_MULTIPROC_DIR``."""
+
+WORKER_SITE_FAILURES = Counter(
+    "lintel_worker_site_failures",
+    "Clustering passes that failed on a site, by site id (the site is retried after a "
+    "back-off; the other sites go on).",
+    ["site"],
+    registry=WORKER_REGISTRY,
+)
+
+
 def render(metrics: Metrics) -> bytes:
     """The text exposition of ``/metrics``: all workers' sum in multiprocess mode."""
     if os.environ.get(MULTIPROC_ENV):
         registry = CollectorRegistry()
         MultiProcessCollector(registry)
         return bytes(generate_latest(registry))
-    return bytes(generate_latest(metrics.registry))
+    return bytes(generate_latest(metrics.registry)) + bytes(generate_latest(WORKER_REGISTRY))
 
 
 @dataclass(frozen=True)

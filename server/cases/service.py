@@ -52,6 +52,7 @@ from server.cases.rules import CaseRule, case_due_day, local_day, priority
 from server.clusters.models import ClusterSiteState, UnknownCluster
 from server.clusters.service import SiteConfig, cluster_days, cluster_vectors, site_config
 from server.db import utcnow
+from server.embeddings import check_embeddings, model_dimension
 from server.occupants.models import FaceTemplate, Occupant
 from server.occupants.service import add_template, upsert_occupant
 from server.sightings.models import Sighting
@@ -111,7 +112,12 @@ class TemplateMatch:
 def _templates(
     session: Session, *, model_id: str, min_id: int = 0, site_id: int | None = None
 ) -> tuple[npt.NDArray[np.float32], list[int], list[int], list[int]]:
-    """(embeddings, occupant ids, site ids, template ids) of active occupants' templates."""
+    """(embeddings, occupant ids, site ids, template ids) of active occupants' templates.
+
+    Templates unusable as rows of the model's matrix (stored before embeddings were
+    checked at every door: another size, NaN) are left out of the first three; the
+    template ids name every template looked at, so a cursor moves past them too.
+    """
     query = (
         select(
             FaceTemplate.id, FaceTemplate.occupant_id, FaceTemplate.site_id, FaceTemplate.embedding
@@ -127,10 +133,38 @@ def _templates(
     if site_id is not None:
         query = query.where(FaceTemplate.site_id == site_id)
     rows = session.execute(query).all()
+    looked_at = [r.id for r in rows]
+    # This matrix spans sites: one bad row must not stop every site's evaluation.
+    dim = model_dimension(session, model_id)
+    vecs = [np.frombuffer(r.embedding, "<f4") for r in rows]
+    good = [v.size == dim and bool(np.all(np.isfinite(v))) and bool(v.any()) for v in vecs]
+    if not all(good):
+        _warn_unusable(model_id, dim, [r.id for r, ok in zip(rows, good, strict=True) if not ok])
+        rows = [r for r, ok in zip(rows, good, strict=True) if ok]
+        vecs = [v for v, ok in zip(vecs, good, strict=True) if ok]
     if not rows:
-        return np.zeros((0, 0), dtype=np.float32), [], [], []
-    mat = np.vstack([_unit(np.frombuffer(r.embedding, "<f4")) for r in rows])
-    return mat, [r.occupant_id for r in rows], [r.site_id for r in rows], [r.id for r in rows]
+        return np.zeros((0, 0), dtype=np.float32), [], [], looked_at
+    mat = np.vstack([_unit(v) for v in vecs])
+    return mat, [r.occupant_id for r in rows], [r.site_id for r in rows], looked_at
+
+
+_WARNED_TEMPLATES: set[int] = set()
+"""Unusable templates already logged by this process (the worker loads them every pass)."""
+
+
+def _warn_unusable(model_id: str, dim: int | None, template_ids: list[int]) -> None:
+    new = [t for t in template_ids if t not in _WARNED_TEMPLATES]
+    if not new:
+        return
+    _WARNED_TEMPLATES.update(new)
+    log.warning(
+        "left out %d face templates of model %r that are not finite %s-value vectors "
+        "(ids %s): delete them or enrol those people again",
+        len(new),
+        model_id,
+        dim,
+        new[:20],
+    )
 
 
 def _unit(v: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
@@ -187,7 +221,15 @@ def _whitelist_match(
         )
         .order_by(WhitelistEntry.id)
     ):
-        emb = np.frombuffer(entry.embeddings, "<f4").reshape(-1, vectors.shape[1])
+        row_bytes = 4 * vectors.shape[1]
+        emb = np.frombuffer(entry.embeddings[: len(entry.embeddings) // 4 * 4], "<f4")
+        if len(entry.embeddings) % row_bytes or not len(emb) or not np.all(np.isfinite(emb)):
+            # Stored before whitelisted faces were checked: it cannot match this model.
+            log.warning(
+                "whitelist entry %s is not of %d-value vectors; ignored", entry.id, vectors.shape[1]
+            )
+            continue
+        emb = emb.reshape(-1, vectors.shape[1])
         sim = float(np.max(vectors @ emb.T))
         if sim >= rule.occupant_match_threshold and (best is None or sim > best[0]):
             best = (sim, entry)
@@ -837,17 +879,22 @@ def add_whitelist(
     kind: str,
     label: str,
     model_id: str,
-    embeddings: npt.NDArray[np.float32],
+    embeddings: npt.NDArray[np.float32] | Sequence[npt.NDArray[np.float32]],
     actor: str,
     cluster_id: int | None = None,
 ) -> WhitelistEntry:
-    """Whitelist staff or a courier by face; matching clusters never become cases."""
+    """Whitelist staff or a courier by face; matching clusters never become cases.
+
+    ``embeddings`` (rows) must each be of the model's size, finite and unit length
+    (:class:`server.embeddings.InvalidEmbedding` otherwise, naming the first bad one).
+    """
     if kind not in ("staff", "courier"):
         raise BadOutcome("whitelist kind must be 'staff' or 'courier'")
-    vecs = np.asarray(embeddings, dtype=np.float32)
-    if vecs.ndim != 2 or vecs.shape[0] == 0 or not np.all(np.isfinite(vecs)):
-        raise BadOutcome("whitelist needs at least one finite embedding")
-    vecs = np.vstack([_unit(v) for v in vecs])
+    # The same door check as every other embedding (size of the model, finite, unit
+    # length): a wrong-size face here would break every later evaluation of the site.
+    vecs = check_embeddings(
+        list(embeddings), dim=model_dimension(session, model_id), what="embeddings"
+    )
     entry = WhitelistEntry(
         site_id=site_id,
         kind=kind,

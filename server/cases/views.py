@@ -28,6 +28,7 @@ from server.cases.rules import DEFAULT_TIMEZONE, CaseRule
 from server.clusters.algo import ClusterParams
 from server.clusters.models import ClusterSiteState, UnknownCluster
 from server.clusters.service import configure_site, site_config
+from server.embeddings import InvalidEmbedding
 from server.errors import AuthRequired, Forbidden, InvalidInput, NotFound
 from server.security import SessionDep, bearer_token
 from server.sightings import crops
@@ -59,8 +60,9 @@ class Caller(BaseModel):
         return None if self.site_ids is None else set(self.site_ids)
 
     def check_site(self, site_id: int) -> None:
+        """Another tenant's site does not exist for the caller (404, not 403)."""
         if self.site_ids is not None and site_id not in self.site_ids:
-            raise Forbidden(f"no access to site {site_id}")
+            raise NotFound(f"site {site_id} does not exist")
 
 
 def current_caller(request: Request, session: SessionDep) -> Caller:
@@ -233,8 +235,7 @@ def list_cases(
     statuses = [s.strip() for s in status.split(",") if s.strip()]
     if not statuses or any(s not in ("open", "assigned", "closed") for s in statuses):
         raise InvalidInput("status must be open, assigned and/or closed")
-    site_row = resolve_site(session=session, ref=site)
-    caller.check_site(site_row.id)
+    site_row = resolve_site(session=session, ref=site, visible=caller.site_ids)
     ranked = service.list_cases(session=session, site_id=site_row.id, statuses=statuses)
     clusters = {
         c.id: c
@@ -333,14 +334,13 @@ def act_on_case(
 @router.post("/whitelist", response_model=WhitelistOut, summary="Whitelist staff or a courier")
 def add_whitelist(body: WhitelistIn, session: SessionDep, caller: ManagerDep) -> WhitelistOut:
     """Whitelist a person by face embeddings (e.g. from their staff photo)."""
-    import numpy as np
-
-    site_row = resolve_site(session=session, ref=body.site)
-    caller.check_site(site_row.id)
-    try:
-        vecs = np.vstack([decode_embedding(e) for e in body.embeddings_b64])
-    except ValueError as exc:
-        raise InvalidInput(f"bad embedding: {exc}") from exc
+    site_row = resolve_site(session=session, ref=body.site, visible=caller.site_ids)
+    vecs = []
+    for i, text in enumerate(body.embeddings_b64):
+        try:
+            vecs.append(decode_embedding(text))
+        except ValueError as exc:
+            raise InvalidEmbedding(f"embeddings_b64[{i}]: {exc}") from None
     entry = service.add_whitelist(
         session=session,
         site_id=site_row.id,
@@ -392,8 +392,7 @@ def get_case_settings(
     site: Annotated[str, Query(description="Site name or id.")],
 ) -> SiteCaseSettings:
     """The rule and thresholds in force for the site."""
-    site_row = resolve_site(session=session, ref=site)
-    caller.check_site(site_row.id)
+    site_row = resolve_site(session=session, ref=site, visible=caller.site_ids)
     return _settings_out(session, site_row.id)
 
 
@@ -409,8 +408,7 @@ def put_case_settings(
     New thresholds apply to sightings clustered from now on; existing clusters
     are not regrouped.
     """
-    site_row = resolve_site(session=session, ref=site)
-    caller.check_site(site_row.id)
+    site_row = resolve_site(session=session, ref=site, visible=caller.site_ids)
     configure_site(
         session=session,
         site_id=site_row.id,
@@ -467,8 +465,7 @@ def managed_site(
     site: Annotated[str, Query(description="Site name or id.")],
 ) -> int:
     """The site a manager acts on (checked before the body is read)."""
-    site_row = resolve_site(session=session, ref=site)
-    caller.check_site(site_row.id)
+    site_row = resolve_site(session=session, ref=site, visible=caller.site_ids)
     return site_row.id
 
 
@@ -483,8 +480,7 @@ def list_likely_occupants(
     site: Annotated[str, Query(description="Site name or id.")],
 ) -> list[LikelyOccupantOut]:
     """The site's ``likely_occupant`` clusters (no case was opened), most recent first."""
-    site_row = resolve_site(session=session, ref=site)
-    caller.check_site(site_row.id)
+    site_row = resolve_site(session=session, ref=site, visible=caller.site_ids)
     return [
         LikelyOccupantOut(
             cluster_id=c.id,

@@ -10,6 +10,7 @@ import numpy.typing as npt
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from server.embeddings import check_embedding, model_dimension
 from server.errors import InvalidInput, NotFound
 from server.occupants.models import FaceTemplate, Occupant
 from server.sites.models import Site, Unit
@@ -17,7 +18,6 @@ from server.sites.service import bump_gallery_version
 
 ROLES = ("owner", "tenant", "family")
 STATUSES = ("active", "moved_out")
-MAX_EMBEDDING_DIM = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,13 +140,10 @@ def add_template(
     ``bump=False`` lets a bulk caller (the registry import) bump once at the end.
     """
     occupant = get_occupant(session=session, occupant_id=occupant_id)
-    vec = np.asarray(embedding, dtype=np.float32).reshape(-1)
-    if vec.size == 0 or vec.size > MAX_EMBEDDING_DIM:
-        raise InvalidInput(f"embedding has {vec.size} values")
-    if not np.all(np.isfinite(vec)):
-        raise InvalidInput("embedding holds NaN or infinite values")
     if not model_id:
         raise InvalidInput("model_id is empty")
+    what = f"embedding of {source}" if source else "embedding"
+    vec = check_embedding(embedding, dim=model_dimension(session, model_id), what=what)
     template = FaceTemplate(
         occupant_id=occupant.id,
         site_id=occupant.site_id,

@@ -52,7 +52,8 @@ from registry.reader import RawRow, Sheet
 from registry.store import NewFace, Plan, SessionStore, read_snapshot
 from server.audit.service import record
 from server.cases.views import Caller, current_manager
-from server.errors import Conflict, Forbidden, InvalidInput
+from server.embeddings import check_embedding, model_dimension
+from server.errors import Conflict, InvalidInput, NotFound
 from server.registry_api.errors import Misconfigured
 from server.registry_api.schemas import ImportReportOut, RegistryImportIn, RegistryPhotosOut
 from server.security import SessionDep
@@ -70,6 +71,22 @@ ManagerDep = Annotated[Caller, Depends(current_manager)]
 SAME_FACE_SIMILARITY = 0.8
 # registry.idnumber's minimum key length for the ID-number HMAC.
 MIN_SECRET_BYTES = 16
+
+
+def _check_templates(session: Session, body: RegistryImportIn) -> None:
+    """Every face against its model's size (the schema checked finite and unit length):
+    one face of another size would break every later clustering pass (issue 18)."""
+    dims: dict[str, int | None] = {}
+    for i, t in enumerate(body.templates):
+        if t.model_id not in dims:
+            dims[t.model_id] = model_dimension(session, t.model_id)
+        vec = check_embedding(
+            decode_embedding(t.embedding_b64),
+            dim=dims[t.model_id],
+            what=f"templates[{i}] (row {t.row})",
+        )
+        # A model new to the server: its first face sets the size for the rest.
+        dims[t.model_id] = vec.size
 
 
 def _enrolled(body: RegistryImportIn) -> Enrolled:
@@ -107,12 +124,12 @@ def _check_access(session: Session, caller: Caller, site: str) -> None:
     if not site.strip() or "\x00" in site or len(site) > 200:
         raise InvalidInput("the site name is empty, too long or holds NUL characters")
     site_id = session.scalar(select(Site.id).where(Site.name == site))
-    if site_id is None:
-        if caller.role != "admin":
-            # The same answer whether or not the site exists: names are not probed.
-            raise Forbidden(f"no access to site {site!r}")
-        return
-    caller.check_site(site_id)
+    if caller.role == "admin":
+        return  # a missing site is created by the import
+    if site_id is None or (caller.site_ids is not None and site_id not in caller.site_ids):
+        # The same answer whether the site is missing or another tenant's: names
+        # are not probed (issue 18, finding 9).
+        raise NotFound(f"site {site!r} does not exist")
 
 
 @router.get(
@@ -167,6 +184,7 @@ def import_registry(
 ) -> ImportReportOut | JSONResponse:
     """Plan and (unless a row fails, or ``dry_run``) write the import in one transaction."""
     _check_access(session, caller, site)
+    _check_templates(session, body)
     secret = request.app.state.settings.secret_key.get_secret_value().encode("utf-8")
     if len(secret) < MIN_SECRET_BYTES:
         # registry.idnumber refuses to hash with it; say so instead of a 500 per row.

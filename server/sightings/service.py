@@ -33,6 +33,7 @@ from server.db import utcnow
 from server.devices.models import Device
 from server.devices.service import cameras_by_name
 from server.dialect import insert_ignore
+from server.embeddings import check_embedding, model_dimension
 from server.occupants.models import Occupant
 from server.sightings import crops
 from server.sightings.models import Sighting
@@ -119,6 +120,7 @@ def ingest_batch(
     rows: list[_Row] = []
     seen: set[uuid.UUID] = set()
     in_batch_duplicates = 0
+    dim: int | None = None  # the site model's embedding size, looked up at the first face
 
     def reject(index: int, sid: uuid.UUID | None, message: str) -> None:
         errors.append(ItemError(index=index, id=sid, error=message))
@@ -167,7 +169,13 @@ def ingest_batch(
                 )
                 continue
             try:
-                embedding = decode_embedding(item.embedding_b64 or "").astype("<f4").tobytes()
+                if dim is None:
+                    dim = model_dimension(session, site.model_id)
+                vec = check_embedding(
+                    decode_embedding(item.embedding_b64 or ""), dim=dim, what="embedding_b64"
+                )
+                dim = vec.size  # a model new to the server: its first face sets the size
+                embedding = vec.astype("<f4").tobytes()
                 if item.crop_jpeg_b64 is not None:
                     crop = _decode_crop(item.crop_jpeg_b64)
             except (ValueError, binascii.Error) as exc:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Collection
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from server.errors import Conflict, InvalidInput, NotFound
 from server.sites.models import Building, Entrance, Site, Unit
+
+_MAX_ID = 2**31 - 1  # sites.id is a 32-bit INTEGER on PostgreSQL: a larger one is no site
 
 
 def normalise_address_key(key: str) -> str:
@@ -40,13 +43,25 @@ def get_site(*, session: Session, site_id: int) -> Site:
     return site
 
 
-def resolve_site(*, session: Session, ref: str) -> Site:
-    """A site by name, or by numeric id (CLI convenience)."""
+def resolve_site(*, session: Session, ref: str, visible: Collection[int] | None = None) -> Site:
+    """A site by name, or by numeric id (CLI convenience).
+
+    ``visible``: the ids of the sites the caller may see (None: all). Any other
+    site is looked past and answers exactly as a missing one (the same
+    :class:`NotFound`, the same text), so a caller cannot learn that another
+    tenant's site exists (issue 18, finding 9).
+    """
     if "\x00" in ref:  # PostgreSQL refuses NUL in text (a 500); no site has one
         raise NotFound("site names hold no NUL characters")
-    site = session.scalar(select(Site).where(Site.name == ref))
-    if site is None and ref.isdigit():
-        site = session.get(Site, int(ref))
+    query = select(Site).where(Site.name == ref)
+    if visible is not None:
+        query = query.where(Site.id.in_(sorted(visible)))
+    site = session.scalar(query)
+    # ASCII digits only, and few: int() refuses "²" and 5,000-digit strings (a 500).
+    if site is None and ref.isascii() and ref.isdigit() and len(ref) <= 10 and int(ref) <= _MAX_ID:
+        by_id = session.get(Site, int(ref))
+        if by_id is not None and (visible is None or by_id.id in visible):
+            site = by_id
     if site is None:
         raise NotFound(f"site {ref!r} does not exist")
     return site

@@ -343,7 +343,7 @@ def test_known_photos_are_not_enrolled_again_unless_they_changed_hands(
         t[1][len("registry:") :] for t in templates
     )
     other = client.get(path, headers={"Authorization": f"Bearer {sqlite_server.tokens['other']}"})
-    assert other.status_code == 403
+    assert other.status_code == 404  # another tenant's site: as if it did not exist
 
 
 def test_a_pack_of_another_model_is_refused_before_enrolling(
@@ -421,8 +421,9 @@ def test_who_may_import(
     before = sqlite_server.counts()
     refusals = [
         ("viewer", "东区", "managers only"),
-        ("other", "东区", "no access to site"),  # a manager of another site
-        ("manager", "新区", "no access to site"),  # managers do not create sites
+        # A manager of another site is told what a missing site gets (issue 18, finding 9).
+        ("other", "东区", "does not exist"),
+        ("manager", "新区", "does not exist"),  # managers do not create sites
     ]
     for user, site, fragment in refusals:
         assert sqlite_server.run(["--site", site, str(reg)], as_user=user) == 2
