@@ -12,6 +12,7 @@ import re
 import httpx
 from sqlalchemy import Engine, func, select
 
+from server.cases.attribution import SUGGEST_MIN_SIMILARITY
 from server.cases.models import Case, CaseEvent
 from server.occupants.models import FaceTemplate
 from server.occupants.service import upsert_occupant
@@ -57,7 +58,7 @@ def _case_of_new_person(engine: Engine, world: World) -> int:
 def test_a_weak_match_is_named_on_the_case_and_one_click_merges(
     client: httpx.Client, world: World, engine: Engine
 ) -> None:
-    occupant_id = _occupant_with_template(engine, world, "韩梅梅", 0.33)
+    occupant_id = _occupant_with_template(engine, world, "韩梅梅", 0.38)
     case_id = _case_of_new_person(engine, world)
     with new_session(engine) as s:
         opened = s.scalar(
@@ -67,7 +68,7 @@ def test_a_weak_match_is_named_on_the_case_and_one_click_merges(
         evidence = opened.detail["evidence"]
         # Too weak for the worker to call it the occupant on its own ...
         assert evidence["occupant_id"] == occupant_id
-        assert 0.2 <= evidence["centroid_similarity"] < 0.35
+        assert SUGGEST_MIN_SIMILARITY <= evidence["centroid_similarity"] < 0.35
     login(client, "mgr_a")
     page = client.get(f"/web/cases/{case_id}")
     assert page.status_code == 200
@@ -116,7 +117,7 @@ def test_no_suggestion_without_a_match_nor_for_a_viewer(
 
 
 def test_a_viewer_sees_no_merge_button(client: httpx.Client, world: World, engine: Engine) -> None:
-    _occupant_with_template(engine, world, "韩梅梅", 0.33)
+    _occupant_with_template(engine, world, "韩梅梅", 0.38)
     case_id = _case_of_new_person(engine, world)
     login(client, "viewer_a")
     page = client.get(f"/web/cases/{case_id}")
