@@ -203,3 +203,16 @@ def test_template_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert target.exists()
     assert main(["template", str(target)]) == 2
     assert "exists" in capsys.readouterr().err
+
+
+def test_the_template_shows_two_photos_per_person(tmp_path: Path) -> None:
+    # Two registry photos per resident are the recommended standard (issue 13).
+    from registry.validate import split_photos
+
+    target = tmp_path / "t.csv"
+    assert main(["template", str(target)]) == 0
+    with target.open(encoding="utf-8-sig") as fh:
+        header, *rows = [r for r in csv.reader(fh) if not r[0].startswith("#")]
+    cells = [r[header.index("照片")] for r in rows]
+    assert len(cells) == 2
+    assert all(len(split_photos(c)) == 2 for c in cells), cells
