@@ -943,6 +943,8 @@ def _many_seeds(args: argparse.Namespace) -> int:
                 res = sum(x["result"]["resident_cases"] for x in runs)
                 name, measured, met = "resident cases: none (2 photos)", f"{res}", res == 0
             print(f"  {'PASS' if met else 'FAIL'}  {name}: {measured}")
+        who = Counter(n for x in runs for n in x["detail"]["residents_with_cases"])
+        print(f"  residents with cases (runs): {dict(who.most_common())}")
     return 0
 
 
