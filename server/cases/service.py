@@ -419,8 +419,9 @@ def _possible_occupant(
     """A weak match with one of the site's occupants, as a hint for the manager.
 
     Below the match threshold the server cannot tell a registered resident the
-    edge missed (one poor enrolment photo) from a look-alike stranger, so it
-    opens the case but names the candidate: "merge into occupant" settles it.
+    edge missed (one poor enrolment photo) from a look-alike stranger: the hint is
+    recorded, but the case names the candidate only as a desk check, when the
+    measured rule holds (:func:`server.cases.attribution.desk_check`).
     """
     hint = best_template_match(
         session=session,
