@@ -125,6 +125,8 @@ class ClusterRow:
     centroid: float
     margin: float
     default_attributes: bool
+    known_days: int = 0
+    """Days of the case window on which the edge recognised the occupant named."""
     extra: dict[str, float] = field(default_factory=dict)
 
 
@@ -237,6 +239,7 @@ def replay(
             centroid=ev.centroid_similarity,
             margin=ev.margin,
             default_attributes=attributes(ev, rule),
+            known_days=ev.occupant_known_days,
         )
         x = ev.occupant_id
         if x is not None and args.edge_looks:

@@ -27,7 +27,7 @@ SITE_TZ = ZoneInfo("Asia/Shanghai")  # the case rule's default site-local zone
 
 @dataclass(frozen=True, slots=True)
 class Resident:
-    """A registered occupant: a row in the registry file, with a photo."""
+    """A registered occupant: a row in the registry file, with two photos."""
 
     person: str  # a face in edge.videogen.PEOPLE
     name: str
@@ -80,10 +80,17 @@ def write_registry(folder: Path) -> tuple[Path, Path]:
     photos.mkdir(parents=True, exist_ok=True)
     rows = []
     for r in RESIDENTS:
-        photo = photos / f"{r.external_id}.jpg"
-        if not cv2.imwrite(str(photo), enrolment_photo(r.person)):
-            raise ImageError(f"cannot write {photo}")
-        rows.append([r.name, r.address, r.role, "2024-03-01", photo.name, r.external_id])
+        # Two registry photos per resident, the recommended standard (one still works).
+        # The packages ship one picture of each person, so the second is its mirror
+        # image (as a phone's front camera takes it): another file, the same face.
+        first = enrolment_photo(r.person)
+        names = []
+        for n, image in enumerate((first, cv2.flip(first, 1)), start=1):
+            photo = photos / f"{r.external_id}-{n}.jpg"
+            if not cv2.imwrite(str(photo), image):
+                raise ImageError(f"cannot write {photo}")
+            names.append(photo.name)
+        rows.append([r.name, r.address, r.role, "2024-03-01", ";".join(names), r.external_id])
     for name, address, role, ext in NO_PHOTO:
         rows.append([name, address, role, "2024-03-01", "", ext])
     path = folder / "registry.csv"

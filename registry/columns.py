@@ -116,11 +116,12 @@ COLUMNS: tuple[Column, ...] = (
         ("照片文件", "照片路径", "人脸照片", "photo file", "picture"),
         "no",
         "照片文件名或相对路径（在 --photos 目录或 zip 中）；每张照片须恰好一张清晰正脸；"
-        "同一人最多 3 张，用 ; 分隔（如 a.jpg;b.jpg），多张照片可减少误报",
+        "建议每人 2 张（1 张也可），最多 3 张，用 ; 分隔（如 a.jpg;b.jpg），多张照片可减少误报",
         "Photo file name or relative path inside --photos (folder or zip); exactly one "
-        "clear face per photo; up to 3 photos of the person separated by ';' "
-        "(a.jpg;b.jpg), each its own template: more photos, fewer residents missed",
-        ("zhangsan.jpg", "photos/lisi.png"),
+        "clear face per photo; two photos of the person are recommended (one works), up to "
+        "3, separated by ';' (a.jpg;b.jpg), each its own template: fewer residents missed",
+        # Two photos per person: the recommended standard (one still works).
+        ("zhangsan-1.jpg;zhangsan-2.jpg", "photos/lisi-1.png;photos/lisi-2.png"),
     ),
     Column(
         "external_id",

@@ -175,47 +175,81 @@ def attributes(evidence: OccupantEvidence, rule: CaseRule) -> bool:
     )
 
 
-SUGGEST_MIN_SHARE = 0.67
-SUGGEST_MIN_SIMILARITY = 0.20
-SUGGEST_MIN_MARGIN = 0.02
-"""A case names an occupant as "may be" (the case page's "It is X") when its 'opened'
-event carries a possible-occupant hint, or two thirds of its members vote for one
-occupant, the centroid matches them at 0.20 or more and beats the runner-up by 0.02.
-Far below what the worker attributes on its own: a registered resident whose one
-registry photo is poor lands here (``bench/attribution_limits.py``: their clusters
-sit at 0.20-0.42 to the photo, the closest strangers at up to 0.30). Chosen for
-precision, since confirming a stranger would teach the edge to call them X: on the
-offline replay (200 runs) it names 85 of the 102 residents left as cases and 49 of
-3,000 stranger clusters (at share 0.5 and no margin: 97 and 171)."""
+SUGGEST_MIN_SHARE = 0.50
+SUGGEST_MIN_SIMILARITY = 0.32
+SUGGEST_MIN_MARGIN = 0.13
+"""The desk-check rule: a case names a registered occupant X ("May be registered
+occupant X", settled at the desk with "It is X") only when at least half of its
+members vote for X, the members' centroid matches X at 0.32 or more and beats every
+other occupant by 0.13. Otherwise the case names nobody (the safe default): confirming
+a stranger would teach the edge to call them X.
+
+Fitted for precision and measured out of sample (``bench/suggestion_rule.py
+--fit-seeds 200 --report-seeds 200``: the eval set's people split in two halves, fit
+on 200 sites of one half, reported on 200 sites of the other, 1 and 2 registry photos
+per resident; the rule must name no fit stranger even 0.02 looser): on the report
+sites it names 0 of 4,400 stranger clusters (the closest: centroid 0.293, margin 0.13)
+and settles 1 of the 1 resident case left. The old rule (two thirds, 0.20, 0.02)
+named 69 of those 4,400. Most residents left as cases by the worker sit at 0.20-0.30
+to their registry photo, where strangers also reach (up to 0.315 with two photos):
+they open a case that names nobody. Numbers in ``server/README.md``."""
 
 
 @dataclass(frozen=True, slots=True)
 class SuggestedOccupant:
+    """The registered occupant a case names as a desk check."""
+
     occupant_id: int
     similarity: float
     share: float | None
 
 
-def suggested_occupant(opened_detail: Mapping[str, Any]) -> SuggestedOccupant | None:
-    """The occupant a case's 'opened' event detail points at, if worth showing."""
-    evidence = opened_detail.get("evidence") or {}
-    if opened_detail.get("possible_occupant_id"):
-        occupant_id = int(opened_detail["possible_occupant_id"])
-        same = evidence.get("occupant_id") == occupant_id
-        return SuggestedOccupant(
-            occupant_id=occupant_id,
-            similarity=float(opened_detail.get("similarity") or 0.0),
-            share=float(evidence.get("share") or 0.0) if same else None,
-        )
-    if (
+def _names(evidence: Mapping[str, Any]) -> bool:
+    """The desk-check rule on an evidence detail (:meth:`OccupantEvidence.as_detail`)."""
+    return bool(
         evidence.get("occupant_id")
         and float(evidence.get("share") or 0.0) >= SUGGEST_MIN_SHARE
         and float(evidence.get("centroid_similarity") or 0.0) >= SUGGEST_MIN_SIMILARITY
         and float(evidence.get("margin") or 0.0) >= SUGGEST_MIN_MARGIN
-    ):
+    )
+
+
+def desk_check(evidence: OccupantEvidence) -> dict[str, Any] | None:
+    """What a new case's 'opened' event records under ``desk_check``: the occupant it
+    names (None: it names nobody). Recorded once, so the case page and the API show
+    the decision made when the case opened."""
+    detail = evidence.as_detail()
+    if not _names(detail):
+        return None
+    return {
+        "occupant_id": int(detail["occupant_id"]),
+        "similarity": detail["centroid_similarity"],
+        "share": detail["share"],
+    }
+
+
+def suggested_occupant(opened_detail: Mapping[str, Any]) -> SuggestedOccupant | None:
+    """The occupant a case's 'opened' event names as a desk check, if any.
+
+    A case opened with a recorded ``desk_check`` keeps that decision. An older case
+    gets the same rule applied to its recorded evidence. The bare
+    ``possible_occupant_id`` hint (a centroid or exemplar at 0.30 to some template,
+    whatever the other members say) names nobody on its own: strangers reach 0.30.
+    """
+    if "desk_check" in opened_detail:
+        named = opened_detail.get("desk_check")
+        if not named:
+            return None
         return SuggestedOccupant(
-            occupant_id=int(evidence["occupant_id"]),
-            similarity=float(evidence["centroid_similarity"]),
-            share=float(evidence["share"]),
+            occupant_id=int(named["occupant_id"]),
+            similarity=float(named.get("similarity") or 0.0),
+            share=float(named["share"]) if named.get("share") is not None else None,
         )
-    return None
+    evidence = opened_detail.get("evidence") or {}
+    if not _names(evidence):
+        return None
+    return SuggestedOccupant(
+        occupant_id=int(evidence["occupant_id"]),
+        similarity=float(evidence["centroid_similarity"]),
+        share=float(evidence["share"]),
+    )

@@ -76,8 +76,9 @@ class CaseRule(BaseModel):
         le=1.0,
         description=(
             "A new case whose cluster matches one of the site's occupants at or above this "
-            "(but below occupant_match_threshold) names that occupant as a possible match "
-            "in its 'opened' event, for the manager to confirm or reject."
+            "(but below occupant_match_threshold) records that occupant as a raw hint "
+            "(possible_occupant_id) in its 'opened' event. The case names them only if the "
+            "measured desk-check rule holds (server/cases/attribution.py): strangers reach 0.30."
         ),
     )
     attribute_weak_matches: bool = Field(

@@ -45,7 +45,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from server.audit.service import record
-from server.cases.attribution import OccupantEvidence, attributes, occupant_evidence
+from server.cases.attribution import (
+    OccupantEvidence,
+    SuggestedOccupant,
+    attributes,
+    desk_check,
+    occupant_evidence,
+    suggested_occupant,
+)
 from server.cases.errors import BadOutcome, CaseClosed, CaseNotFound
 from server.cases.models import Case, CaseEvent, WhitelistEntry
 from server.cases.rules import CaseRule, case_due_day, local_day, priority
@@ -339,6 +346,8 @@ def evaluate_clusters(
                 "night_entries": cluster.night_entries,
                 **_possible_occupant(session, cluster, config.rule, site_templates),
                 "evidence": evidence.as_detail(),
+                # A registered occupant is a case only as a desk check that names them.
+                "desk_check": desk_check(evidence),
             },
         )
         opened.append(case)
@@ -452,8 +461,9 @@ def _possible_occupant(
     """A weak match with one of the site's occupants, as a hint for the manager.
 
     Below the match threshold the server cannot tell a registered resident the
-    edge missed (one poor enrolment photo) from a look-alike stranger, so it
-    opens the case but names the candidate: "merge into occupant" settles it.
+    edge missed (one poor enrolment photo) from a look-alike stranger: the hint is
+    recorded, but the case names the candidate only as a desk check, when the
+    measured rule holds (:func:`server.cases.attribution.desk_check`).
     """
     hint = best_template_match(
         session=session,
@@ -682,6 +692,21 @@ def case_events(*, session: Session, case_id: int) -> list[CaseEvent]:
             select(CaseEvent).where(CaseEvent.case_id == case_id).order_by(CaseEvent.id)
         )
     )
+
+
+def desk_checks(*, session: Session, case_ids: Sequence[int]) -> dict[int, SuggestedOccupant]:
+    """The registered occupant each desk-check case names (cases naming nobody are absent)."""
+    if not case_ids:
+        return {}
+    events = session.scalars(
+        select(CaseEvent).where(CaseEvent.case_id.in_(list(case_ids)), CaseEvent.kind == "opened")
+    )
+    out: dict[int, SuggestedOccupant] = {}
+    for e in events:
+        named = suggested_occupant(e.detail or {})
+        if named is not None:
+            out[e.case_id] = named
+    return out
 
 
 # -- manager actions ------------------------------------------------------------------------

@@ -112,6 +112,13 @@ class CaseOut(_Out):
     best_sighting_ids: list[int] = Field(description="Sightings whose crops show this person.")
     suppression: str | None
     occupant_id: int | None = Field(description="Matched or enrolled occupant, if any.")
+    desk_check_occupant_id: int | None = Field(
+        default=None,
+        description=(
+            "A desk check: the registered occupant this case names (compare the crops with "
+            "their registry photo; settle with merge_into_occupant). None: it names nobody."
+        ),
+    )
 
 
 class CaseEventOut(_Out):
@@ -127,7 +134,7 @@ class CaseDetail(CaseOut):
     events: list[CaseEventOut]
 
 
-def _out(case: Case, cluster: UnknownCluster) -> dict[str, object]:
+def _out(case: Case, cluster: UnknownCluster, desk_check: int | None) -> dict[str, object]:
     return {
         "id": case.id,
         "site_id": case.site_id,
@@ -149,6 +156,7 @@ def _out(case: Case, cluster: UnknownCluster) -> dict[str, object]:
         "best_sighting_ids": cluster.best_sightings,
         "suppression": cluster.suppression,
         "occupant_id": case.occupant_id or cluster.occupant_id,
+        "desk_check_occupant_id": desk_check,
     }
 
 
@@ -219,8 +227,15 @@ def _detail(session: SessionDep, case: Case) -> CaseDetail:
         CaseEventOut(at=e.at, actor=e.actor, kind=e.kind, detail=e.detail)
         for e in service.case_events(session=session, case_id=case.id)
     ]
+    named = service.desk_checks(session=session, case_ids=[case.id]).get(case.id)
+    desk_check = named.occupant_id if named is not None else None
     return CaseDetail.model_validate(
-        {**_out(case, cluster), "notes": case.notes, "unit_id": case.unit_id, "events": events}
+        {
+            **_out(case, cluster, desk_check),
+            "notes": case.notes,
+            "unit_id": case.unit_id,
+            "events": events,
+        }
     )
 
 
@@ -243,8 +258,16 @@ def list_cases(
             select(UnknownCluster).where(UnknownCluster.id.in_([c.cluster_id for c, _ in ranked]))
         )
     }
+    named = {
+        case_id: n.occupant_id
+        for case_id, n in service.desk_checks(
+            session=session, case_ids=[c.id for c, _ in ranked]
+        ).items()
+    }
     return [
-        CaseOut.model_validate({**_out(c, clusters[c.cluster_id]), "priority": round(p, 4)})
+        CaseOut.model_validate(
+            {**_out(c, clusters[c.cluster_id], named.get(c.id)), "priority": round(p, 4)}
+        )
         for c, p in ranked
     ]
 

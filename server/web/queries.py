@@ -19,6 +19,7 @@ from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.orm import Session
 
 from server.audit.models import AuditEvent
+from server.cases import service as case_service
 from server.cases.attribution import suggested_occupant as suggested_occupant_of
 from server.cases.models import Case, CaseEvent
 from server.cases.rules import site_zone
@@ -102,6 +103,8 @@ class QueueRow:
     entrances: tuple[str, ...]
     crop_sighting_id: int | None
     assigned_to: str | None
+    desk_check: str | None = None
+    """A desk check: the name of the registered occupant the case names."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +169,19 @@ def queue(
     crops = _first_crop(session, [cl.best_sightings[0] for _c, cl in pairs if cl.best_sightings])
     sites = {s.id: s.name for s in session.scalars(select(Site))}
     people = usernames(session=session, user_ids=[c.assigned_to for c, _ in pairs if c.assigned_to])
+    named = case_service.desk_checks(session=session, case_ids=[c.id for c, _ in pairs])
+    occupant_names = (
+        {
+            r.id: r.name
+            for r in session.execute(
+                select(Occupant.id, Occupant.name).where(
+                    Occupant.id.in_({n.occupant_id for n in named.values()})
+                )
+            )
+        }
+        if named
+        else {}
+    )
     rows = []
     for case, cluster in pairs:
         best = next((s for s in cluster.best_sightings if crops.get(s)), None)
@@ -184,6 +200,9 @@ def queue(
                 entrances=tuple(names.get(e, f"#{e}") for e in cluster.entrances),
                 crop_sighting_id=best,
                 assigned_to=people.get(case.assigned_to) if case.assigned_to else None,
+                desk_check=(
+                    occupant_names.get(named[case.id].occupant_id) if case.id in named else None
+                ),
             )
         )
     return rows, queue_counts(

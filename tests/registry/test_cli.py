@@ -213,7 +213,7 @@ def test_template_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert "exists" in capsys.readouterr().err
 
 
-def testhostile_xlsx_exits_2_without_traceback(
+def test_hostile_xlsx_exits_2_without_traceback(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     sheet_data = xlsx_row(1, XLSX_HEADER) + xlsx_row(2, ["张三", "E1", "3-2-1203", "&lol9;"])
@@ -222,3 +222,16 @@ def testhostile_xlsx_exits_2_without_traceback(
     err = capsys.readouterr().err
     assert code == 2
     assert "not a readable XLSX" in err and "Traceback" not in err
+
+
+def test_the_template_shows_two_photos_per_person(tmp_path: Path) -> None:
+    # Two registry photos per resident are the recommended standard (issue 13).
+    from registry.validate import split_photos
+
+    target = tmp_path / "t.csv"
+    assert main(["template", str(target)]) == 0
+    with target.open(encoding="utf-8-sig") as fh:
+        header, *rows = [r for r in csv.reader(fh) if not r[0].startswith("#")]
+    cells = [r[header.index("照片")] for r in rows]
+    assert len(cells) == 2
+    assert all(len(split_photos(c)) == 2 for c in cells), cells

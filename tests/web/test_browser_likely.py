@@ -82,7 +82,7 @@ def test_manager_settles_a_case_that_names_a_registered_occupant(
 ) -> None:
     """A registered resident the worker could not attribute became a case; the case page
     names them and "It is X" closes it in one click (screenshot case-suggest.png)."""
-    occupant_id = _occupant_with_template(engine, world, "韩梅梅", 0.33)
+    occupant_id = _occupant_with_template(engine, world, "韩梅梅", 0.38)
     case_id = _case_of_new_person(engine, world)
     SHOTS.mkdir(parents=True, exist_ok=True)
     context = browser.new_context(base_url=base_url, locale="en-US")
@@ -95,6 +95,7 @@ def test_manager_settles_a_case_that_names_a_registered_occupant(
     page.goto(f"/web/cases/{case_id}")
     box = page.locator("#suggested-occupant")
     assert "May be registered occupant 韩梅梅" in box.get_by_role("heading").inner_text()
+    assert page.locator("#desk-check").inner_text() == "Desk check"
     page.screenshot(path=str(SHOTS / "case-suggest.png"), full_page=True)
     box.get_by_role("button", name="It is 韩梅梅: add these faces and close").click()
     page.wait_for_timeout(500)

@@ -12,6 +12,7 @@ import re
 import httpx
 from sqlalchemy import Engine, func, select
 
+from server.cases.attribution import SUGGEST_MIN_SIMILARITY
 from server.cases.models import Case, CaseEvent
 from server.occupants.models import FaceTemplate
 from server.occupants.service import upsert_occupant
@@ -57,7 +58,7 @@ def _case_of_new_person(engine: Engine, world: World) -> int:
 def test_a_weak_match_is_named_on_the_case_and_one_click_merges(
     client: httpx.Client, world: World, engine: Engine
 ) -> None:
-    occupant_id = _occupant_with_template(engine, world, "韩梅梅", 0.33)
+    occupant_id = _occupant_with_template(engine, world, "韩梅梅", 0.38)
     case_id = _case_of_new_person(engine, world)
     with new_session(engine) as s:
         opened = s.scalar(
@@ -67,7 +68,7 @@ def test_a_weak_match_is_named_on_the_case_and_one_click_merges(
         evidence = opened.detail["evidence"]
         # Too weak for the worker to call it the occupant on its own ...
         assert evidence["occupant_id"] == occupant_id
-        assert 0.2 <= evidence["centroid_similarity"] < 0.35
+        assert SUGGEST_MIN_SIMILARITY <= evidence["centroid_similarity"] < 0.35
     login(client, "mgr_a")
     page = client.get(f"/web/cases/{case_id}")
     assert page.status_code == 200
@@ -75,6 +76,11 @@ def test_a_weak_match_is_named_on_the_case_and_one_click_merges(
     assert box, "the case names the possible occupant"
     assert "韩梅梅" in box.group(0) and "A1 幢 2 单元 201" in box.group(0)
     assert f'name="occupant_id" value="{occupant_id}"' in box.group(0)
+    # Marked as a desk check on the page and in the queue.
+    assert 'id="desk-check"' in page.text
+    assert re.search(r'id="desk-check-name">[^<]*韩梅梅', page.text)
+    queue = client.get("/web/queue").text
+    assert re.search(rf'/cases/{case_id}".*?class="badge desk-check">[^<]*韩梅梅', queue, re.S)
     r = client.post(
         f"/web/cases/{case_id}/merge",
         data={"occupant_id": str(occupant_id), "csrf_token": csrf_of(page.text)},
@@ -104,13 +110,17 @@ def test_no_suggestion_without_a_match_nor_for_a_viewer(
     _occupant_with_template(engine, world, "李雷", 0.0)  # unrelated face
     case_id = _case_of_new_person(engine, world)
     login(client, "mgr_a")
-    assert 'class="notice suggest"' not in client.get(f"/web/cases/{case_id}").text
+    page = client.get(f"/web/cases/{case_id}").text
+    assert 'class="notice suggest"' not in page
+    assert 'id="desk-check"' not in page
+    assert "badge desk-check" not in client.get("/web/queue").text
 
 
 def test_a_viewer_sees_no_merge_button(client: httpx.Client, world: World, engine: Engine) -> None:
-    _occupant_with_template(engine, world, "韩梅梅", 0.33)
+    _occupant_with_template(engine, world, "韩梅梅", 0.38)
     case_id = _case_of_new_person(engine, world)
     login(client, "viewer_a")
     page = client.get(f"/web/cases/{case_id}")
     assert page.status_code == 200
     assert 'class="notice suggest"' not in page.text
+    assert 'id="desk-check"' in page.text  # a viewer still sees what kind of case it is

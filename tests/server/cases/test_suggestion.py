@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -10,29 +11,78 @@ from server.cases.attribution import (
     SUGGEST_MIN_MARGIN,
     SUGGEST_MIN_SHARE,
     SUGGEST_MIN_SIMILARITY,
+    OccupantEvidence,
+    desk_check,
     suggested_occupant,
 )
 
 
 def _evidence(**changes: Any) -> dict[str, Any]:
-    ev = {"occupant_id": 7, "share": 0.8, "centroid_similarity": 0.26, "margin": 0.05}
+    """Evidence just above every threshold of the rule."""
+    ev = {
+        "occupant_id": 7,
+        "share": SUGGEST_MIN_SHARE + 0.05,
+        "centroid_similarity": SUGGEST_MIN_SIMILARITY + 0.01,
+        "margin": SUGGEST_MIN_MARGIN + 0.01,
+    }
     return {"evidence": ev | changes}
 
 
-def test_the_possible_occupant_hint_wins_and_keeps_its_similarity() -> None:
-    detail = {"possible_occupant_id": 9, "similarity": 0.31} | _evidence(occupant_id=9)
-    hint = suggested_occupant(detail)
-    assert hint is not None
-    assert (hint.occupant_id, hint.similarity, hint.share) == (9, 0.31, 0.8)
-    # The hint names someone else than the votes: no share is claimed for them.
-    other = suggested_occupant({"possible_occupant_id": 9, "similarity": 0.31} | _evidence())
-    assert other is not None and (other.occupant_id, other.share) == (9, None)
+def test_a_bare_possible_occupant_hint_names_nobody() -> None:
+    # Issue 13: a centroid or exemplar at 0.30 to some template, whatever the other
+    # members say, named a stranger on a case. Only the measured rule names anyone.
+    scattered = _evidence(occupant_id=9, share=0.3, margin=0.0)
+    assert suggested_occupant({"possible_occupant_id": 9, "similarity": 0.31} | scattered) is None
+    named = suggested_occupant({"possible_occupant_id": 9, "similarity": 0.31} | _evidence())
+    assert named is not None and named.occupant_id == 7  # the evidence's occupant, not the hint
+
+
+def test_the_decision_recorded_when_the_case_opened_is_kept() -> None:
+    strong = _evidence()
+    assert suggested_occupant(strong | {"desk_check": None}) is None
+    recorded = {"occupant_id": 5, "similarity": 0.3, "share": 0.9}
+    hint = suggested_occupant(strong | {"desk_check": recorded})
+    assert hint is not None and (hint.occupant_id, hint.similarity, hint.share) == (5, 0.3, 0.9)
+
+
+@pytest.mark.parametrize(
+    ("changes", "named"),
+    [
+        ({}, True),
+        ({"share": SUGGEST_MIN_SHARE - 0.01}, False),
+        ({"centroid_similarity": SUGGEST_MIN_SIMILARITY - 0.01}, False),
+        ({"margin": SUGGEST_MIN_MARGIN - 0.001}, False),
+    ],
+)
+def test_a_new_case_records_its_desk_check(changes: dict[str, Any], named: bool) -> None:
+    fields = {
+        "occupant_id": 7,
+        "members": 6,
+        "share": SUGGEST_MIN_SHARE,
+        "median_similarity": 0.25,
+        "centroid_similarity": SUGGEST_MIN_SIMILARITY,
+        "margin": SUGGEST_MIN_MARGIN,
+    } | changes
+    recorded = desk_check(OccupantEvidence(**fields))
+    if not named:
+        assert recorded is None
+        return
+    assert recorded == {
+        "occupant_id": 7,
+        "similarity": round(SUGGEST_MIN_SIMILARITY, 4),
+        "share": round(SUGGEST_MIN_SHARE, 4),
+    }
+    assert desk_check(dataclasses.replace(OccupantEvidence(**fields), occupant_id=None)) is None
 
 
 def test_consistent_weak_evidence_names_the_occupant() -> None:
     hint = suggested_occupant(_evidence())
     assert hint is not None
-    assert (hint.occupant_id, hint.similarity, hint.share) == (7, 0.26, 0.8)
+    assert (hint.occupant_id, hint.similarity, hint.share) == (
+        7,
+        SUGGEST_MIN_SIMILARITY + 0.01,
+        SUGGEST_MIN_SHARE + 0.05,
+    )
 
 
 @pytest.mark.parametrize(
