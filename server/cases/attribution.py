@@ -213,23 +213,29 @@ look-alike of one resident's first photo) match that resident's second photo at
 758 on the report sites, become cases. With one registry photo it does not apply."""
 
 SUGGEST_MIN_SHARE = 0.50
-SUGGEST_MIN_SIMILARITY = 0.32
-SUGGEST_MIN_MARGIN = 0.13
+SUGGEST_MIN_SIMILARITY = 0.30
+SUGGEST_MIN_MARGIN = 0.09
 """The desk-check rule: a case names a registered occupant X ("May be registered
 occupant X", settled at the desk with "It is X") only when at least half of its
-members vote for X, the members' centroid matches X at 0.32 or more and beats every
-other occupant by 0.13. Otherwise the case names nobody (the safe default): confirming
-a stranger would teach the edge to call them X.
+members vote for X, the members' centroid matches X at 0.30 or more and beats every
+other occupant by 0.09, and (X with two or more templates) matches X's second-best
+template at :data:`SECOND_TEMPLATE_MIN`. Otherwise the case names nobody (the safe
+default): confirming a stranger would teach the edge to call them X.
 
 Fitted for precision and measured out of sample (``bench/suggestion_rule.py
 --fit-seeds 200 --report-seeds 200``: the eval set's people split in two halves, fit
 on 200 sites of one half, reported on 200 sites of the other, 1 and 2 registry photos
-per resident; the rule must name no fit stranger even 0.02 looser): on the report
-sites it names 0 of 4,400 stranger clusters (the closest: centroid 0.293, margin 0.13)
-and settles 1 of the 1 resident case left. The old rule (two thirds, 0.20, 0.02)
-named 69 of those 4,400. Most residents left as cases by the worker sit at 0.20-0.30
-to their registry photo, where strangers also reach (up to 0.315 with two photos):
-they open a case that names nobody. Numbers in ``server/README.md``."""
+per resident, 14 days of residents-only traffic before strangers arrive; the rule must
+name no fit stranger even with centroid, margin and second-template thresholds 0.02
+looser): on the report sites it names 0 of 4,400 stranger clusters, also 0.02 looser
+(the closest: share 1.0, centroid 0.303, margin 0.129, kept out by its second
+template at 0.183), and 1 of the 6 resident cases; on the fit sites 8 of 159 (one
+photo) and 10 of 22 (two photos). Before the second-template check the same fit gave
+0.32 / 0.13, which names 0 of the 6 report resident cases. Most residents left as
+cases sit at 0.20-0.30 to their registry photo, where strangers also reach: they open
+a case that names nobody. The edge's recognised days of X (is X recognised less on
+the cluster's days?) did not separate them (``interleaving`` in the bench's output).
+Numbers in ``server/README.md``."""
 
 
 @dataclass(frozen=True, slots=True)
