@@ -71,8 +71,9 @@ template) change the picture: 457 resident clusters reach the rule instead of
 but attributes 1 stranger cluster of 1,500 (more templates, more chances for
 a look-alike). With the second-template check (the centroid must match the
 occupant's second-best template at >= 0.22, ``CaseRule``) it attributes 0 of
-1,500 and leaves 5 resident cases (Christina_Aguilera 4, Larry_Brown 1). ``site_simulation.py --enrol-photos 2``, seeds 0-5: 0 resident
-cases, 10/10 unregistered found, 0 visitor cases.
+1,500 and leaves 5 resident cases (Christina_Aguilera 4, Larry_Brown 1).
+``site_simulation.py --enrol-photos 2``, seeds 0-5: 0 resident cases, 10/10
+unregistered found, 0 visitor cases (before that check).
 """
 
 from __future__ import annotations
