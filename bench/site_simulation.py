@@ -47,31 +47,38 @@ X", a resident case naming nobody is merged into the resident after a visit
 resident is counted (``cases_after_it_is_x``, target 0). ``--seeds N`` runs
 N seeds with one and with two registry photos and prints the targets.
 
-Measured (``--seed 0 --seeds 20``, defaults, SQLite, 2026-12-06)::
+Measured (``--seed 0 --seeds 20``, defaults, SQLite, 2026-12-06, with the
+second-template check and the desk-check rule 0.50 / 0.30 / 0.09)::
 
     1 registry photo: 20 runs, 233 cases
       PASS  unregistered found: 200/200, none later than 3 days
       PASS  visitor + courier cases: 10/233 = 4.3% (0 visitors; worst run 15%)
-      PASS  strangers named: 0
-      FAIL  resident cases naming them: 3 of 16
+      PASS  strangers named: 0 (0 on a case, 0 as a likely occupant)
+      FAIL  resident cases naming them: 4 of 16 (3 of 16 before)
       PASS  resident cases: 16 in 20 runs of 60 (allowed 30)
       PASS  cases again after the merge: 0 (16 residents merged)
-    2 registry photos: 20 runs, 218 cases
+    2 registry photos: 20 runs, 219 cases
       PASS  unregistered found: 200/200, none later than 3 days
-      PASS  visitor + courier cases: 10/218 = 4.6%
+      PASS  visitor + courier cases: 10/219 = 4.6%
       PASS  strangers named: 0
-      FAIL  resident cases naming them: 0 of 1
-      FAIL  resident cases: 1 (seed 9), target none
-      PASS  cases again after the merge: 0 (1 resident merged)
+      FAIL  resident cases naming them: 0 of 2
+      FAIL  resident cases: 2 (seeds 2 and 9), target none (1 before the
+            second-template check: seed 2's Christina_Aguilera matches her
+            second registry photo below 0.22)
+      PASS  cases again after the merge: 0 (2 residents merged)
 
 Residents with cases (runs): one photo Christina_Aguilera 6, Larry_Brown 5,
-Sharon_Stone 4, Elton_John 1; two photos Elton_John 1.
+Sharon_Stone 4, Elton_John 1; two photos Christina_Aguilera 1, Elton_John 1.
 
 Why the two FAILs stay: the residents left as cases match their registry
 photo at 0.20-0.30 (centroid of their door captures), and look-alike
 strangers reach 0.29-0.32 with the same share and margin
 (``bench/suggestion_rule.py``, out of sample): a case that named them would
-name strangers too, so it names nobody (the safe default).
+name strangers too, so it names nobody (the safe default). Whether the
+edge's recognised entries of the resident interleave with the cluster's
+days (missed entries replacing recognised ones) does not separate them
+either: too few days when the case opens (``server/README.md``, "What did
+not separate").
 
 Measured (defaults: 21 days, 60/10/60/5, first photo enrols, 4 captures per
 photo, traffic scale 1, ~2,200 sightings a run; 2 shared cores, PostgreSQL 127.0.0.1)::
@@ -901,6 +908,7 @@ def targets(runs: list[dict[str, Any]]) -> list[tuple[str, str, bool]]:
         (x["visitor_cases"] + c) / max(x["cases"], 1) for x, c in zip(r, couriers, strict=True)
     )
     named = sum(x["strangers_named"] for x in r)
+    on_cases = sum(x["detail"]["other_cases_naming_an_occupant"] for x in runs)
     res_cases = sum(x["resident_cases"] for x in r)
     naming = sum(x["resident_cases_naming_them"] for x in r)
     allowed = len(r) * residents / 40
@@ -916,7 +924,11 @@ def targets(runs: list[dict[str, Any]]) -> list[tuple[str, str, bool]]:
             f"{others}/{cases} = {others / max(cases, 1):.1%} (worst run {worst:.0%})",
             others <= 0.05 * cases,
         ),
-        ("no stranger named as an occupant", f"{named} named", named == 0),
+        (
+            "no stranger named as an occupant",
+            f"{named} named ({on_cases} on a case, {named - on_cases} as a likely occupant)",
+            named == 0,
+        ),
         (
             "every resident case names that resident",
             f"{naming}/{res_cases} name them",

@@ -122,6 +122,16 @@ class CaseRule(BaseModel):
             "the case window (no sign they pass the door): stricter."
         ),
     )
+    attribute_second_template_min: float = Field(
+        default=0.22,
+        ge=-1.0,
+        le=1.0,
+        description=(
+            "For an occupant with two or more templates: the members' centroid must also "
+            "match their second-best template this well (a look-alike of one registry photo "
+            "does not match the other; measured in server/cases/attribution.py)."
+        ),
+    )
     attribute_min_members: int = Field(
         default=3, ge=1, le=1000, description="Fewer member sightings: never attributed."
     )

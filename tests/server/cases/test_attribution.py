@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -16,6 +17,7 @@ from server.audit.models import AuditEvent
 from server.cases import service
 from server.cases.attribution import (
     NO_EVIDENCE,
+    SECOND_TEMPLATE_MIN,
     attributes,
     occupant_evidence,
     suggested_occupant,
@@ -96,6 +98,61 @@ def test_members_that_all_point_at_one_occupant_are_that_occupant() -> None:
     assert not attributes(seen, CaseRule(attribute_weak_matches=False))
 
 
+def _two_photos(second_cos: float) -> tuple[Any, Any, list[int]]:
+    """Members of one face; occupant 99 has a photo at 0.38 from it and a second photo at
+    ``second_cos``; 20 other occupants have one photo each."""
+    face = person(5)
+    others = [person(500 + i) for i in range(20)]
+    templates = np.vstack([*others, at_cos(face, 0.38, 8), at_cos(face, second_cos, 9)])
+    owners = [*range(1, 21), 99, 99]
+    members = np.vstack([look(face, s) for s in range(5)])
+    return members, templates, owners
+
+
+def test_a_look_alike_of_one_of_two_photos_is_not_attributed() -> None:
+    # Issue 13: with two registry photos the worker labelled a stranger who resembled
+    # one photo of X as X (3 of 2,200 report-site strangers). X's other photo says
+    # otherwise: door captures of X match both.
+    members, templates, owners = _two_photos(0.05)
+    ev = occupant_evidence(members, templates, owners, member_floor=RULE.attribute_member_floor)
+    assert ev.occupant_id == 99 and ev.share == 1.0
+    assert ev.centroid_similarity >= RULE.attribute_centroid_min
+    assert ev.margin >= RULE.attribute_margin
+    assert ev.second_template_similarity is not None
+    assert ev.second_template_similarity < SECOND_TEMPLATE_MIN
+    seen = dataclasses.replace(ev, occupant_known_days=3)
+    assert not attributes(seen, RULE)
+    # The same evidence without the second photo (one template): attributed, as before.
+    assert attributes(dataclasses.replace(seen, second_template_similarity=None), RULE)
+
+
+def test_a_resident_matching_both_photos_is_attributed() -> None:
+    members, templates, owners = _two_photos(0.30)
+    ev = occupant_evidence(members, templates, owners, member_floor=RULE.attribute_member_floor)
+    assert ev.second_template_similarity is not None
+    assert ev.second_template_similarity >= SECOND_TEMPLATE_MIN
+    assert attributes(dataclasses.replace(ev, occupant_known_days=3), RULE)
+    # At the threshold (inclusive) and just under it.
+    at = dataclasses.replace(
+        ev, occupant_known_days=3, second_template_similarity=SECOND_TEMPLATE_MIN
+    )
+    assert attributes(at, RULE)
+    below = dataclasses.replace(at, second_template_similarity=SECOND_TEMPLATE_MIN - 0.001)
+    assert not attributes(below, RULE)
+    assert attributes(below, CaseRule(attribute_second_template_min=SECOND_TEMPLATE_MIN - 0.01))
+
+
+def test_a_single_template_has_no_second_template_similarity() -> None:
+    face = person(6)
+    ev = occupant_evidence(
+        np.vstack([look(face, s) for s in range(3)]),
+        np.vstack([at_cos(face, 0.4, 1), person(600)]),
+        [1, 2],
+        member_floor=RULE.attribute_member_floor,
+    )
+    assert ev.occupant_id == 1 and ev.second_template_similarity is None
+
+
 def test_a_strangers_members_scatter_over_occupants() -> None:
     stranger = person(2)
     occupants = [person(200 + i) for i in range(10)]
@@ -131,7 +188,9 @@ def test_no_templates_or_members_is_no_evidence() -> None:
 
 
 # -- through the worker (both databases) ----------------------------------------------------
-def _resident_missed(engine: Engine, device: DeviceCreds, *, recognised: bool) -> int:
+def _resident_missed(
+    engine: Engine, device: DeviceCreds, *, recognised: bool, second_photo: float | None = None
+) -> int:
     """A resident enrolled from a poor photo (0.38 from their face), missed on 3 days.
 
     Three sightings at ~0.7 from the face put the centroid at ~0.33 from the
@@ -144,6 +203,13 @@ def _resident_missed(engine: Engine, device: DeviceCreds, *, recognised: bool) -
             add_template(session=s, occupant_id=o.id, embedding=person(300 + i), model_id=MODEL)
         occ = upsert_occupant(session=s, site_id=device.site_id, name="Poor Photo")
         add_template(session=s, occupant_id=occ.id, embedding=at_cos(face, 0.38, 5), model_id=MODEL)
+        if second_photo is not None:
+            add_template(
+                session=s,
+                occupant_id=occ.id,
+                embedding=at_cos(face, second_photo, 6),
+                model_id=MODEL,
+            )
         s.commit()
         occ_id = occ.id
     items = [item(look(face, 10 + d), DAY0 + timedelta(days=d)) for d in range(3)]
@@ -192,6 +258,34 @@ def test_a_resident_seen_badly_opens_no_case_and_is_labelled(
         assert cluster.suppression == "occupant"
         with pytest.raises(BadOutcome):
             service.confirm_likely_occupant(session=s, cluster_id=cluster.id, actor=ACTOR)
+
+
+@pytest.mark.parametrize(("second_photo", "labelled"), [(0.30, True), (0.05, False)])
+def test_a_second_registry_photo_must_agree(
+    engine: Engine, device: DeviceCreds, second_photo: float, labelled: bool
+) -> None:
+    # Same sightings, same first photo, the edge recognised the occupant: a second
+    # registry photo that also matches keeps the label; one that does not (the
+    # sightings resemble only the first photo, as a look-alike would) opens a case
+    # that names nobody.
+    occ_id = _resident_missed(engine, device, recognised=True, second_photo=second_photo)
+    with new_session(engine) as s:
+        cluster = s.scalars(select(UnknownCluster)).one()
+        cases = s.scalars(select(Case)).all()
+        if labelled:
+            assert cluster.suppression == "likely_occupant" and cluster.occupant_id == occ_id
+            assert cases == []
+            return
+        assert cluster.suppression != "likely_occupant" and cluster.occupant_id is None
+        assert len(cases) == 1
+        opened = s.scalars(
+            select(CaseEvent).where(CaseEvent.case_id == cases[0].id, CaseEvent.kind == "opened")
+        ).one()
+        assert opened.detail is not None
+        evidence = opened.detail["evidence"]
+        assert evidence["occupant_id"] == occ_id
+        assert evidence["second_template_similarity"] < SECOND_TEMPLATE_MIN
+        assert opened.detail["desk_check"] is None
 
 
 def test_rejecting_the_label_opens_the_case_and_it_sticks(

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from server.cases.attribution import (
+    SECOND_TEMPLATE_MIN,
     SUGGEST_MIN_MARGIN,
     SUGGEST_MIN_SHARE,
     SUGGEST_MIN_SIMILARITY,
@@ -52,6 +53,8 @@ def test_the_decision_recorded_when_the_case_opened_is_kept() -> None:
         ({"share": SUGGEST_MIN_SHARE - 0.01}, False),
         ({"centroid_similarity": SUGGEST_MIN_SIMILARITY - 0.01}, False),
         ({"margin": SUGGEST_MIN_MARGIN - 0.001}, False),
+        ({"second_template_similarity": SECOND_TEMPLATE_MIN}, True),
+        ({"second_template_similarity": SECOND_TEMPLATE_MIN - 0.001}, False),
     ],
 )
 def test_a_new_case_records_its_desk_check(changes: dict[str, Any], named: bool) -> None:
@@ -95,6 +98,11 @@ def test_consistent_weak_evidence_names_the_occupant() -> None:
         ({"margin": SUGGEST_MIN_MARGIN}, True),
         ({"margin": SUGGEST_MIN_MARGIN - 0.001}, False),
         ({"occupant_id": None}, False),
+        # Two or more templates: the second-best must match too (a look-alike of one
+        # registry photo does not match the other). None: one template, no check.
+        ({"second_template_similarity": None}, True),
+        ({"second_template_similarity": SECOND_TEMPLATE_MIN}, True),
+        ({"second_template_similarity": SECOND_TEMPLATE_MIN - 0.001}, False),
     ],
 )
 def test_the_evidence_rule_at_its_edges(changes: dict[str, Any], named: bool) -> None:
