@@ -52,6 +52,7 @@ from server.cases.rules import CaseRule, case_due_day, local_day, priority
 from server.clusters.models import ClusterSiteState, UnknownCluster
 from server.clusters.service import SiteConfig, cluster_days, cluster_vectors, site_config
 from server.db import utcnow
+from server.notify.service import emit_case_opened as notify_case_opened
 from server.occupants.models import FaceTemplate, Occupant
 from server.occupants.service import add_template, upsert_occupant
 from server.sightings.models import Sighting
@@ -299,6 +300,7 @@ def evaluate_clusters(
                 "evidence": evidence.as_detail(),
             },
         )
+        notify_case_opened(session=session, case=case, cluster=cluster)  # issue 15 outbox
         opened.append(case)
     session.flush()
     return opened

@@ -47,6 +47,7 @@ from server.clusters.service import (
     site_config,
 )
 from server.db import session_scope
+from server.notify.worker import start_sender
 from server.occupants.models import FaceTemplate
 from server.privacy.purge import PurgeSchedule
 from server.sightings.models import Sighting
@@ -230,7 +231,11 @@ def cli_worker(args: argparse.Namespace, settings: Any) -> int:
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
+        # Notifications (issue 15) in their own thread: a slow receiver never delays clustering.
+        sender = None if args.no_notify else start_sender(factory, stop, args=args, poll_s=args.poll)
         run_forever(factory, stop, batch_size=args.batch, poll_s=args.poll)
+        if sender is not None:
+            sender.join(timeout=30)
         return 0
     finally:
         engine.dispose()

@@ -53,6 +53,7 @@ from registry.store import NewFace, Plan, SessionStore, read_snapshot
 from server.audit.service import record
 from server.cases.views import Caller, current_manager
 from server.errors import Conflict, Forbidden, InvalidInput
+from server.notify.service import emit_import_finished as notify_import_finished
 from server.registry_api.errors import Misconfigured
 from server.registry_api.schemas import ImportReportOut, RegistryImportIn, RegistryPhotosOut
 from server.security import SessionDep
@@ -235,6 +236,13 @@ def import_registry(
                 # What the import would have written (nothing was).
                 **dataclasses.asdict(report.summary),
             },
+        )
+    if report.written:
+        # Issue 15: "import finished" goes to the site's channels with this commit (outbox).
+        notify_import_finished(
+            session=session,
+            site_id=session.scalar(select(Site.id).where(Site.name == site)),
+            counts={"rows": report.rows, **dataclasses.asdict(report.summary)},
         )
     session.commit()
     log.info(

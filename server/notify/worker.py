@@ -1,0 +1,55 @@
+"""The notification sender's thread in ``lintel-server worker``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import threading
+
+from prometheus_client import start_http_server
+from sqlalchemy.orm import Session, sessionmaker
+
+from server.notify.cli import sender_config
+from server.notify.sender import METRICS, SenderConfig, run_step
+
+log = logging.getLogger(__name__)
+
+
+def sender_loop(
+    factory: sessionmaker[Session], stop: threading.Event, *, config: SenderConfig, poll_s: float
+) -> None:
+    """Run :func:`run_step` until ``stop``; sleeps ``poll_s`` when nothing was sent."""
+    while not stop.is_set():
+        try:
+            stats = run_step(factory, config=config)
+        except Exception:  # keep sending; the failed pass's transactions rolled back
+            log.exception("notification pass failed; retrying in %.1f s", poll_s)
+            stop.wait(poll_s)
+            continue
+        if stats.sent or stats.failed_attempts:
+            log.info(
+                "notifications: %d sent, %d failed attempts", stats.sent, stats.failed_attempts
+            )
+        if not stats.sent:
+            stop.wait(poll_s)
+
+
+def start_sender(
+    factory: sessionmaker[Session],
+    stop: threading.Event,
+    *,
+    args: argparse.Namespace,
+    poll_s: float,
+) -> threading.Thread:
+    """Start the sender thread (and the metrics listener on 127.0.0.1 when asked)."""
+    if args.metrics_port is not None:
+        start_http_server(args.metrics_port, addr="127.0.0.1", registry=METRICS.registry)
+    thread = threading.Thread(
+        target=sender_loop,
+        args=(factory, stop),
+        kwargs={"config": sender_config(args), "poll_s": poll_s},
+        name="notify-sender",
+        daemon=True,
+    )
+    thread.start()
+    return thread
