@@ -232,7 +232,9 @@ def cli_worker(args: argparse.Namespace, settings: Any) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
         # Notifications (issue 15) in their own thread: a slow receiver never delays clustering.
-        sender = None if args.no_notify else start_sender(factory, stop, args=args, poll_s=args.poll)
+        sender = (
+            None if args.no_notify else start_sender(factory, stop, args=args, poll_s=args.poll)
+        )
         run_forever(factory, stop, batch_size=args.batch, poll_s=args.poll)
         if sender is not None:
             sender.join(timeout=30)

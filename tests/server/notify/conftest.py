@@ -27,7 +27,8 @@ from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import Envelope, Session as SmtpSession, SMTP
+from aiosmtpd.smtp import SMTP, Envelope
+from aiosmtpd.smtp import Session as SmtpSession
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -118,10 +119,10 @@ class Receiver:
 
 def _handler(rx: Receiver) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
+        def log_message(self, format: str, *args: Any) -> None:
             pass
 
-        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length", "0"))
             body = self.rfile.read(length)
             parts = urllib.parse.urlsplit(self.path)
@@ -240,9 +241,7 @@ def smtp_server(tmp_path: Path) -> Iterator[Mailbox]:
     box = Mailbox(port=free_port(), cert_file=cert_file)
 
     class Handler:
-        async def handle_DATA(  # noqa: N802 - aiosmtpd's name
-            self, server: SMTP, session: SmtpSession, envelope: Envelope
-        ) -> str:
+        async def handle_DATA(self, server: SMTP, session: SmtpSession, envelope: Envelope) -> str:
             box.tls_seen.append(session.ssl is not None)
             raw = envelope.original_content or b""
             msg = message_from_bytes(raw, policy=policy.default)
