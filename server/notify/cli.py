@@ -11,7 +11,6 @@ import argparse
 import json
 import os
 import sys
-import urllib.parse
 import uuid
 from typing import Any
 
@@ -33,6 +32,7 @@ from server.notify.service import (
     list_channels,
     remove_channel,
     set_enabled,
+    shown_url,
 )
 from server.sites.service import resolve_site
 
@@ -131,15 +131,6 @@ def _out(text: str) -> None:
 
 def _err(text: str) -> None:
     sys.stderr.write(f"lintel-server: {text}\n")
-
-
-def shown_url(url: str) -> str:
-    """The URL without its query or credentials (WeCom's key and DingTalk's token are secrets)."""
-    parts = urllib.parse.urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host += f":{parts.port}"
-    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "…" if parts.query else "", ""))
 
 
 def channel_row(c: NotifyChannel) -> dict[str, Any]:

@@ -7,6 +7,7 @@ in the transaction of its cause (a rolled-back cause leaves no event).
 from __future__ import annotations
 
 import re
+import urllib.parse
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
@@ -193,6 +194,15 @@ def remove_channel(*, session: Session, channel: NotifyChannel) -> None:
 def pending_count(*, session: Session) -> int:
     """Deliveries not yet sent nor given up (the ``lintel_notify_pending`` gauge)."""
     return session.scalar(select(func.count()).where(NotifyDelivery.status == "pending")) or 0
+
+
+def shown_url(url: str) -> str:
+    """The URL without its query or credentials (WeCom's key and DingTalk's token are secrets)."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "…" if parts.query else "", ""))
 
 
 # -- emitting ------------------------------------------------------------------------------
