@@ -47,7 +47,7 @@ from server.clusters.service import (
     site_config,
 )
 from server.db import session_scope
-from server.notify.worker import start_sender
+from server.notify.worker import send_once, start_sender
 from server.occupants.models import FaceTemplate
 from server.privacy.purge import PurgeSchedule
 from server.sightings.models import Sighting
@@ -227,6 +227,8 @@ def cli_worker(args: argparse.Namespace, settings: Any) -> int:
                 stats.processed,
                 stats.cases_opened,
             )
+            if not args.no_notify:
+                send_once(factory, args=args)  # the cases just opened, told (issue 15)
             return 0
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -53,3 +53,10 @@ def start_sender(
     )
     thread.start()
     return thread
+
+
+def send_once(factory: sessionmaker[Session], *, args: argparse.Namespace) -> None:
+    """One notification pass (``worker --once``): what is due now is sent or scheduled again."""
+    stats = run_step(factory, config=sender_config(args))
+    if stats.sent or stats.failed_attempts:
+        log.warning("notifications: %d sent, %d failed attempts", stats.sent, stats.failed_attempts)
