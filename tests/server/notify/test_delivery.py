@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from server.devices.service import create_device
@@ -436,3 +436,54 @@ def test_channel_secret_is_sealed_at_rest(session: Session) -> None:
     session.commit()
     raw = session.execute(select(NotifyChannel.secret_sealed)).scalar_one()
     assert raw is not None and SECRET.encode() not in raw
+
+
+def test_run_step_counts_failures_and_sets_the_pending_gauge(
+    session: Session, factory: sessionmaker[Session]
+) -> None:
+    from server.notify.sender import run_step
+
+    site_id = _site(session)
+    add_channel(
+        session=session,
+        site_id=site_id,
+        name="hook",
+        kind="webhook",
+        url=f"http://127.0.0.1:{free_port()}/",
+        secret=SECRET,
+    )
+    _emit_cases(session, site_id, 2)
+    session.commit()
+    failed_before = METRICS.failed.labels("webhook")._value.get()
+    stats = run_step(factory, config=NOW_CFG)
+    assert stats.failed_attempts == 2
+    assert METRICS.failed.labels("webhook")._value.get() == failed_before + 2
+    assert METRICS.pending._value.get() == 2
+
+
+def test_two_senders_never_take_the_same_delivery(
+    session: Session, factory: sessionmaker[Session]
+) -> None:
+    from server.notify.sender import claim
+
+    if session.get_bind().dialect.name != "postgresql":
+        pytest.skip("row locks are PostgreSQL's; SQLite runs one worker")
+    site_id = _site(session)
+    add_channel(
+        session=session, site_id=site_id, name="hook", kind="webhook", url="http://127.0.0.1:9/"
+    )
+    _emit_cases(session, site_id, 3)
+    session.commit()
+    cfg = SenderConfig(batch=2)
+    now = datetime.now(UTC)
+    with factory() as a, factory() as b:
+        first = claim(session=a, config=cfg, now=now)  # holds its rows until commit
+        # Bounded: a sender that waited for a's rows instead of skipping them fails here.
+        b.execute(text("SET LOCAL lock_timeout = '2s'"))
+        second = claim(session=b, config=cfg, now=now)
+        assert len(first) == 2 and len(second) == 1 and not set(first) & set(second)
+        a.commit()
+        b.commit()
+    # Leased: nobody takes them again before the lease ends.
+    with factory() as c:
+        assert claim(session=c, config=cfg, now=now + timedelta(seconds=1)) == []
