@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -14,13 +16,17 @@ from sqlalchemy.orm import Session
 from edge.models import resolve_pack
 from server.cases.models import Case
 from server.clusters import worker
+from server.db import make_session_factory
 from server.notify.models import NotifyDelivery, NotifyEvent
+from server.notify.sender import SenderConfig, deliver_due
 from server.notify.service import add_channel, emit_case_reopened
 from server.users.service import create_api_token, create_user
 from server.wire import encode_embedding
 from tests.registry.helpers import make_id
-from tests.server.clusters.support import person, seen_on, work
+from tests.server.clusters.support import DAY0, ingest, item, look, person, seen_on, work
 from tests.server.conftest import DeviceCreds
+from tests.server.helpers import jpeg_bytes
+from tests.server.notify.conftest import SECRET, Receiver
 
 
 def _channel(session: Session, site_id: int, **kw: Any) -> None:
@@ -151,3 +157,36 @@ def test_case_reopened_emit_function(
     session.commit()
     assert emitted is not None and emitted.deliveries == 1
     assert emitted.event.data == {"case_id": case.id, "cluster_id": case.cluster_id, "by": "user:1"}
+
+
+def test_thumbnail_goes_only_to_the_channel_that_opted_in(
+    engine: Engine,
+    session: Session,
+    make_device: Callable[..., DeviceCreds],
+    receiver: Receiver,
+) -> None:
+    dev = make_device()
+    for name, thumb in (("with", True), ("without", False)):
+        add_channel(
+            session=session,
+            site_id=dev.site_id,
+            name=name,
+            kind="webhook",
+            url=receiver.url + "/" + name,
+            secret=SECRET,
+            thumbnail=thumb,
+        )
+    session.commit()
+    base = person(4)
+    crops = [jpeg_bytes(seed=d) for d in range(3)]
+    items = []
+    for d in range(3):
+        it = item(look(base, 4000 + d), DAY0 + timedelta(days=d), quality=0.5 + 0.1 * d)
+        it["crop_jpeg_b64"] = base64.b64encode(crops[d]).decode()
+        items.append(it)
+    ingest(engine, dev.device_id, items)
+    assert work(engine).cases_opened == 1
+    assert deliver_due(make_session_factory(engine), config=SenderConfig(base_delay_s=0)).sent == 2
+    by_path = {r.path: r.json() for r in receiver.accepted()}
+    assert base64.b64decode(by_path["/hook/with"]["thumbnail_jpeg_base64"]) == crops[2]  # the best
+    assert "thumbnail_jpeg_base64" not in by_path["/hook/without"]
