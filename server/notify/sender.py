@@ -451,9 +451,21 @@ def deliver_due(
     return stats
 
 
-def run_step(factory: sessionmaker[Session], *, config: SenderConfig | None = None) -> SendStats:
-    """The worker's notification step: device transitions, escalations, then deliveries."""
+def run_step(
+    factory: sessionmaker[Session], *, config: SenderConfig | None = None, check_causes: bool = True
+) -> SendStats:
+    """The worker's notification step: device transitions and escalations (unless
+    ``check_causes`` is False), then deliveries."""
     cfg = config or SenderConfig()
+    if check_causes:
+        _check_causes(factory, cfg)
+    stats = deliver_due(factory, config=cfg)
+    with factory() as session:
+        METRICS.pending.set(pending_count(session=session))
+    return stats
+
+
+def _check_causes(factory: sessionmaker[Session], cfg: SenderConfig) -> None:
     with session_scope(factory) as session:
         # One worker at a time decides transitions (PostgreSQL advisory lock for this
         # transaction; SQLite's single writer serialises it anyway).
@@ -462,7 +474,3 @@ def run_step(factory: sessionmaker[Session], *, config: SenderConfig | None = No
         ):
             check_devices(session=session, config=cfg)
             escalate_unassigned(session=session, config=cfg)
-    stats = deliver_due(factory, config=cfg)
-    with factory() as session:
-        METRICS.pending.set(pending_count(session=session))
-    return stats

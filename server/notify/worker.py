@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import threading
+import time
 
 from prometheus_client import start_http_server
 from sqlalchemy.orm import Session, sessionmaker
@@ -14,14 +15,22 @@ from server.notify.sender import METRICS, SenderConfig, run_step
 
 log = logging.getLogger(__name__)
 
+CAUSE_CHECK_S = 30.0
+"""Seconds between looks for offline devices and waiting cases (each scans every
+device and open case; deliveries are still polled every ``poll_s``)."""
+
 
 def sender_loop(
     factory: sessionmaker[Session], stop: threading.Event, *, config: SenderConfig, poll_s: float
 ) -> None:
     """Run :func:`run_step` until ``stop``; sleeps ``poll_s`` when nothing was sent."""
+    next_check = 0.0
     while not stop.is_set():
+        check = time.monotonic() >= next_check
+        if check:
+            next_check = time.monotonic() + CAUSE_CHECK_S
         try:
-            stats = run_step(factory, config=config)
+            stats = run_step(factory, config=config, check_causes=check)
         except Exception:  # keep sending; the failed pass's transactions rolled back
             log.exception("notification pass failed; retrying in %.1f s", poll_s)
             stop.wait(poll_s)
