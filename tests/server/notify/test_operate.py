@@ -12,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
@@ -24,7 +25,7 @@ from server.notify.service import add_channel, emit
 from server.privacy.crypto import CropKeyring, decode_key, install_keyring, new_key_text
 from server.sites.service import create_site
 from tests.server.conftest import TEST_SECRET
-from tests.server.notify.conftest import SECRET, Receiver
+from tests.server.notify.conftest import SECRET, Receiver, free_port
 
 
 @pytest.fixture
@@ -127,7 +128,9 @@ def test_notify_add_refuses_clearly(
     assert rc == 1 and "no enabled notification channel" in err
 
 
-def _worker(db_url: str, tmp_path: Path, key: str, log: Path) -> subprocess.Popen[bytes]:
+def _worker(
+    db_url: str, tmp_path: Path, key: str, log: Path, *extra: str
+) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LINTEL_")}
     env |= {
         "LINTEL_DATABASE_URL": db_url,
@@ -149,6 +152,7 @@ def _worker(db_url: str, tmp_path: Path, key: str, log: Path) -> subprocess.Pope
                 "2",
                 "--notify-base-delay-s",
                 "0",
+                *extra,
             ],
             env=env,
             stdout=out,
@@ -191,7 +195,8 @@ def test_worker_killed_mid_delivery_loses_nothing(
     assert d.status == "pending" and d.attempts == 0
     receiver.stall.set()  # the receiver answers from now on
 
-    second = _worker(db_url, tmp_path, key, log)
+    metrics_port = free_port()
+    second = _worker(db_url, tmp_path, key, log, "--metrics-port", str(metrics_port))
     try:
         factory = make_session_factory(engine)
         for _ in range(300):  # bounded: 30 s
@@ -202,6 +207,8 @@ def test_worker_killed_mid_delivery_loses_nothing(
             time.sleep(0.1)
         else:
             pytest.fail("the second worker did not deliver: " + log.read_text(errors="replace"))
+        scraped = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+        assert 'lintel_notify_sent_total{kind="webhook"} 1.0' in scraped
     finally:
         second.send_signal(signal.SIGTERM)
         second.wait(timeout=30)
