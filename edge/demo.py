@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -36,6 +37,7 @@ from typing import Any
 
 import httpx
 
+from edge.demo_receiver import DemoReceiver
 from edge.errors import LintelEdgeError
 from edge.pipeline import Pipeline, TrackResult
 from edge.videogen import GeneratedVideo, WalkIn, make_video, write_gallery
@@ -190,6 +192,7 @@ def cli_demo(args: argparse.Namespace) -> int:
         (workdir / log).unlink(missing_ok=True)
     demo = Demo(workdir, port=getattr(args, "port", 8000))
     threads = args.threads or 1
+    receiver: DemoReceiver | None = None
     try:
         _say(f"[1/5] registry: importing the sample register of {SITE_NAME}")
         csv_path, photos = write_registry(demo.workdir / "registry")
@@ -226,6 +229,11 @@ def cli_demo(args: argparse.Namespace) -> int:
             )
         )
 
+        # What a manager would be told: case-opened messages to a local webhook (issue 15).
+        receiver = DemoReceiver(secrets.token_urlsafe(24)).start()
+        add = receiver.notify_add_args(site=SITE_NAME, link_base=demo.url)
+        demo.cli("server.cli", *add, stdin=receiver.secret + "\n")
+
         _say("[3/5] entrance video: five evenings")
         clips = write_clips(demo.workdir / "video")
 
@@ -256,6 +264,9 @@ def cli_demo(args: argparse.Namespace) -> int:
                 f"({', '.join(case['days'])}), {case['night_entries']} night entries, "
                 f"{case['sightings']} sightings, priority {case['priority']:.2f}"
             )
+        for note in receiver.received:
+            _say(f"      notification (webhook, signature verified): {note['title']}")
+            _say("        " + note["text"].replace("\n\n", "\n").replace("\n", "\n        "))
         ok = len(cases) == expected_cases()
         _say(f"\nseeded in {time.perf_counter() - t_start:.0f} s")
         _say(f"web queue:  {demo.url}/web/queue   (login: {MANAGER} / {PASSWORD})")
@@ -281,6 +292,8 @@ def cli_demo(args: argparse.Namespace) -> int:
         return 0 if ok else 1
     finally:
         demo.close()
+        if receiver is not None:
+            receiver.close()
 
 
 # -- the offline replay demo (no server) -----------------------------------------------

@@ -131,6 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="127.0.0.1",
         help="address for --metrics-port (0.0.0.0 in a container that Prometheus scrapes)",
     )
+    # -- notifications (issue 15; server/notify/cli.py): the worker's sender and `notify`
+    from server.notify.cli import add_commands as add_notify_commands
+    from server.notify.cli import add_worker_args as add_notify_worker_args
+
+    add_notify_worker_args(p)
+    add_notify_commands(sub)
 
     # -- privacy: purge, audit, crops, subject, retention (engineer P; server/privacy/cli.py)
     from server.privacy.cli import add_commands as add_privacy_commands
@@ -231,6 +237,10 @@ def _admin(args: argparse.Namespace, settings: Any, session: Any) -> int:
 
     if args.command in PRIVACY_COMMANDS:
         return run_privacy_command(args, settings, session)
+    if args.command == "notify":
+        from server.notify.cli import run_command as run_notify_command
+
+        return run_notify_command(args, settings, session)
     if args.command == "site":
         if args.site_command == "add":
             site = create_site(

@@ -60,6 +60,7 @@ from server.clusters.models import ClusterSiteState, UnknownCluster
 from server.clusters.service import SiteConfig, cluster_days, cluster_vectors, site_config
 from server.db import utcnow
 from server.embeddings import check_embeddings, model_dimension
+from server.notify.service import emit_case_opened as notify_case_opened
 from server.occupants.models import FaceTemplate, Occupant
 from server.occupants.service import add_template, upsert_occupant
 from server.sightings.models import Sighting
@@ -350,6 +351,7 @@ def evaluate_clusters(
                 "desk_check": desk_check(evidence),
             },
         )
+        notify_case_opened(session=session, case=case, cluster=cluster)  # issue 15 outbox
         opened.append(case)
     session.flush()
     return opened

@@ -56,6 +56,7 @@ from server.clusters.service import (
 )
 from server.db import session_scope
 from server.metrics import WORKER_REGISTRY, WORKER_SITE_FAILURES
+from server.notify.worker import send_once, start_sender
 from server.occupants.models import FaceTemplate
 from server.privacy.purge import PurgeSchedule
 from server.sightings.models import Sighting
@@ -323,14 +324,23 @@ def cli_worker(args: argparse.Namespace, settings: Any) -> int:
                 stats.cases_opened,
                 stats.failed_sites,
             )
+            if not args.no_notify:
+                send_once(factory, args=args)  # the cases just opened, told (issue 15)
             return 1 if stats.failed_sites else 0
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
+        # The worker's counters (site failures, notifications) for Prometheus.
         close = serve_metrics(args.metrics_port, args.metrics_addr) if args.metrics_port else None
+        # Notifications (issue 15) in their own thread: a slow receiver never delays clustering.
+        sender = (
+            None if args.no_notify else start_sender(factory, stop, args=args, poll_s=args.poll)
+        )
         try:
             run_forever(factory, stop, batch_size=args.batch, poll_s=args.poll)
         finally:
+            if sender is not None:
+                sender.join(timeout=30)
             if close is not None:
                 close()
         return 0

@@ -54,6 +54,7 @@ from server.audit.service import record
 from server.cases.views import Caller, current_manager
 from server.embeddings import check_embedding, model_dimension
 from server.errors import Conflict, InvalidInput, NotFound
+from server.notify.service import emit_import_finished as notify_import_finished
 from server.registry_api.errors import Misconfigured
 from server.registry_api.schemas import ImportReportOut, RegistryImportIn, RegistryPhotosOut
 from server.security import SessionDep
@@ -253,6 +254,13 @@ def import_registry(
                 # What the import would have written (nothing was).
                 **dataclasses.asdict(report.summary),
             },
+        )
+    if report.written:
+        # Issue 15: "import finished" goes to the site's channels with this commit (outbox).
+        notify_import_finished(
+            session=session,
+            site_id=session.scalar(select(Site.id).where(Site.name == site)),
+            counts={"rows": report.rows, **dataclasses.asdict(report.summary)},
         )
     session.commit()
     log.info(

@@ -34,6 +34,7 @@ from server.cases import service
 from server.cases.models import Case
 from server.db import utcnow
 from server.errors import Forbidden, InvalidInput, LintelError, NotFound
+from server.notify.views import channel_rows
 from server.privacy.counts import people_with_templates
 from server.security import SessionDep, hash_password, verify_password
 from server.settings import Settings
@@ -683,7 +684,17 @@ def devices_page(
         _visible_site(session, user, site)
     rows = queries.devices(session=session, scope=user.scope, site_id=site)
     sites = queries.visible_sites(session=session, scope=user.scope)
-    return page(request, "devices.html", user=user, rows=rows, sites=sites, f_site=site)
+    # Notification channels and their state (issue 15): admins and managers, read-only.
+    channels = channel_rows(session=session, scope=user.scope, site_id=site) if user.can_act else []
+    return page(
+        request,
+        "devices.html",
+        user=user,
+        rows=rows,
+        sites=sites,
+        f_site=site,
+        channels=channels,
+    )
 
 
 @router.get("/audit")

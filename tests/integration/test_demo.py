@@ -25,6 +25,8 @@ def test_demo_seeds_a_site_whose_unregistered_residents_become_cases(
     assert f"{expected_cases()} open case(s) (expected {expected_cases()})" in out
     assert f"http://127.0.0.1:{port}/web/queue" in out
     assert expected_cases() == 2
+    # What a manager would get: one signed webhook message per case opened (issue 15).
+    assert out.count("notification (webhook, signature verified): New case #") == expected_cases()
     # The server it started is gone: nothing listens on its port any more.
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
