@@ -21,6 +21,7 @@ from sqlalchemy import Engine, MetaData
 from sqlalchemy.orm import Session
 
 from server.app import create_app
+from server.clusters import worker as cluster_worker
 from server.db import make_engine, make_session_factory, upgrade
 from server.devices.service import create_device
 from server.settings import Settings
@@ -53,6 +54,13 @@ def _pg_admin() -> tuple[object, str]:
             except psycopg.OperationalError as exc:
                 last = exc
     raise RuntimeError(str(last))
+
+
+@pytest.fixture(autouse=True)
+def fresh_site_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts with no site in back-off: a site that failed in one test's
+    database must not be skipped in the next test's (site ids repeat across tests)."""
+    monkeypatch.setattr(cluster_worker, "DEFAULT_BACKOFF", cluster_worker.SiteBackoff())
 
 
 @pytest.fixture(scope="session")
