@@ -190,8 +190,15 @@ class Close(_Action):
     notes: Annotated[str, Field(max_length=4000)] = ""
 
 
+class Reopen(_Action):
+    action: Literal["reopen"] = Field(
+        description="Reopen a closed case and reverse its outcome's effects "
+        "(managers within 7 days of closing, admins always)."
+    )
+
+
 CaseAction = Annotated[
-    Assign | Contact | Enrol | MergeIntoOccupant | Whitelist | Close,
+    Assign | Contact | Enrol | MergeIntoOccupant | Whitelist | Close | Reopen,
     Field(discriminator="action"),
 ]
 
@@ -300,7 +307,7 @@ def get_case_crop(
 def act_on_case(
     case_id: int, body: CaseAction, session: SessionDep, caller: ManagerDep
 ) -> CaseDetail:
-    """Assign, record a call/visit, or close with an outcome; one transaction, audited."""
+    """Assign, record a call/visit, close with an outcome or reopen; one transaction, audited."""
     kw: dict[str, Any] = {
         "session": session,
         "case_id": case_id,
@@ -318,13 +325,11 @@ def act_on_case(
     elif isinstance(body, MergeIntoOccupant):
         service.merge_into_occupant(**kw, occupant_id=body.occupant_id)
     elif isinstance(body, Whitelist):
-        service.whitelist_from_case(**kw, kind=body.action, label=body.label)
-    elif body.action == "visitor":
-        service.close_as_visitor(**kw, notes=body.notes)
-    elif body.action == "false_match":
-        service.close_as_false_match(**kw, notes=body.notes)
+        service.close_with_outcome(**kw, outcome=body.action, label=body.label)
+    elif isinstance(body, Reopen):
+        service.reopen_case(**kw, is_admin=caller.role == "admin")
     else:
-        service.close_as_moved_out(**kw, notes=body.notes)
+        service.close_with_outcome(**kw, outcome=body.action, notes=body.notes)
     case = service.get_case(session=session, case_id=case_id)
     out = _detail(session, case)
     session.commit()
