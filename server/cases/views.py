@@ -30,6 +30,7 @@ from server.clusters.models import ClusterSiteState, UnknownCluster
 from server.clusters.service import configure_site, site_config
 from server.embeddings import InvalidEmbedding
 from server.errors import AuthRequired, Forbidden, InvalidInput, NotFound
+from server.occupants.chips import chips_enabled, set_registry_chips
 from server.security import SessionDep, bearer_token
 from server.sightings import crops
 from server.sightings.models import Sighting
@@ -367,6 +368,10 @@ class SiteCaseSettings(_Out):
     timezone: str
     case_rule: CaseRule
     cluster_params: ClusterParams
+    registry_chips: bool = Field(
+        description="Registry face chips are kept on the server for the desk check "
+        "(false: the site keeps photos in the office only)."
+    )
 
 
 class SiteCaseSettingsIn(_Action):
@@ -375,6 +380,10 @@ class SiteCaseSettingsIn(_Action):
     timezone: Annotated[str, Field(min_length=1, max_length=64)] | None = None
     case_rule: CaseRule | None = None
     cluster_params: ClusterParams | None = None
+    registry_chips: bool | None = Field(
+        default=None,
+        description="Keep registry face chips on the server; false also deletes the stored ones.",
+    )
 
 
 def _settings_out(session: SessionDep, site_id: int) -> SiteCaseSettings:
@@ -385,6 +394,7 @@ def _settings_out(session: SessionDep, site_id: int) -> SiteCaseSettings:
         timezone=state.timezone if state is not None else DEFAULT_TIMEZONE,
         case_rule=config.rule,
         cluster_params=config.params,
+        registry_chips=chips_enabled(session=session, site_id=site_id),
     )
 
 
@@ -421,6 +431,8 @@ def put_case_settings(
         case_rule=body.case_rule,
         cluster_params=body.cluster_params,
     )
+    if body.registry_chips is not None:
+        set_registry_chips(session=session, site_id=site_row.id, enabled=body.registry_chips)
     record(
         session=session,
         actor=caller.actor,

@@ -175,3 +175,19 @@ def test_case_settings_per_site(engine: Engine, client: httpx.Client, device: De
     work(engine)
     cases = client.get(f"{API_PREFIX}/cases", params={"site": device.site_id}, headers=viewer)
     assert len(cases.json()) == 1
+
+
+def test_case_settings_turn_registry_chips_off_and_on(
+    engine: Engine, client: httpx.Client, device: DeviceCreds
+) -> None:
+    manager = _token(engine, "manager", "manager", [device.site_id])
+    url = f"{API_PREFIX}/case-settings"
+    got = client.get(url, params={"site": device.site_id}, headers=manager).json()
+    assert got["registry_chips"] is True  # kept by default
+    r = client.put(
+        url, params={"site": device.site_id}, json={"registry_chips": False}, headers=manager
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["registry_chips"] is False
+    got = client.get(url, params={"site": device.site_id}, headers=manager).json()
+    assert got["registry_chips"] is False
