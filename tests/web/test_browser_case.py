@@ -213,7 +213,8 @@ def test_every_final_action_asks_and_a_reopened_enrol_takes_its_faces_back(
         assert lei is not None
     assert _templates(engine, lei) == 5
 
-    page.goto(f"/web/cases/{case_id}")
+    page.locator("#undo-link").click()  # the queue's notice leads back to the case
+    page.wait_for_url(re.compile(rf"/web/cases/{case_id}#reopen$"))
     _confirm_click(page, "重新打开")
     page.wait_for_url(re.compile(rf"/web/cases/{case_id}$"))
     assert page.get_by_role("button", name="登记并结案").is_visible()
