@@ -176,7 +176,13 @@ def run_edge(demo: Demo, token: str, clips: Sequence[Any], *, model: str, thread
 
 def cli_demo(args: argparse.Namespace) -> int:
     """``lintel-edge demo [--workdir DIR] [--port N] [--no-serve]``."""
-    from edge.demo_site import SITE_NAME, expected_cases, write_clips, write_registry
+    from edge.demo_site import (
+        SITE_NAME,
+        expected_cases,
+        expected_likely,
+        write_clips,
+        write_registry,
+    )
 
     if getattr(args, "offline", False):
         return cli_demo_offline(args)
@@ -252,6 +258,13 @@ def cli_demo(args: argparse.Namespace) -> int:
         )
         response.raise_for_status()
         cases = response.json()
+        likely = httpx.get(
+            f"{demo.url}/api/v1/likely-occupants",
+            params={"site": SITE_NAME},
+            headers={"Authorization": f"Bearer {user['api_token']}"},
+            timeout=10,
+        )
+        likely.raise_for_status()
         stats = json.loads(demo.cli("server.cli", "stats", "--site", SITE_NAME, "--json"))
         _say(
             f"      {total} sightings sent; server: {stats['sightings_known']} known, "
@@ -263,11 +276,16 @@ def cli_demo(args: argparse.Namespace) -> int:
                 f"      case {case['id']}: seen on {case['days_seen']} days "
                 f"({', '.join(case['days'])}), {case['night_entries']} night entries, "
                 f"{case['sightings']} sightings, priority {case['priority']:.2f}"
+                + (f", names occupant {case['occupant_id']}" if case["occupant_id"] else "")
             )
         for note in receiver.received:
             _say(f"      notification (webhook, signature verified): {note['title']}")
             _say("        " + note["text"].replace("\n\n", "\n").replace("\n", "\n        "))
-        ok = len(cases) == expected_cases()
+        _say(
+            f"      {len(likely.json())} likely resident(s) for the manager to confirm "
+            f"(expected {expected_likely()}): /web/likely"
+        )
+        ok = len(cases) == expected_cases() and len(likely.json()) == expected_likely()
         _say(f"\nseeded in {time.perf_counter() - t_start:.0f} s")
         _say(f"web queue:  {demo.url}/web/queue   (login: {MANAGER} / {PASSWORD})")
         _say(

@@ -68,3 +68,6 @@ class EnrolledFace:
     quality: FaceQuality
     detection: Detection
     model_id: str
+    chip: bytes | None = None
+    """The aligned face the embedding was made from, as a small JPEG (the server's
+    desk check shows it beside door crops; None where the caller made none)."""

@@ -97,6 +97,22 @@ def enrolment_photo(name: str) -> Image:
     return _square_around(_photo(p.package, p.relpath), p.face, 1.7)
 
 
+# A face that never walks in (insightface's Tom Hanks sample), for poor registry photos.
+OTHER_FACE = Person("hanks", "insightface", "data/images/Tom_Hanks_54745.png", (3, 0, 81, 114))
+
+
+def poor_enrolment_photo(name: str, likeness: float) -> Image:
+    """A gallery photo of ``name`` that looks to the model only ``likeness`` like them:
+    their face blended with :data:`OTHER_FACE` (as an old or poor register photo does,
+    the door then sees them far from it). ``likeness`` 1.0 is :func:`enrolment_photo`."""
+    own = enrolment_photo(name)
+    if likeness >= 1.0:
+        return own
+    p = OTHER_FACE
+    other = cv2.resize(_square_around(_photo(p.package, p.relpath), p.face, 1.7), own.shape[1::-1])
+    return cv2.addWeighted(own, likeness, other, 1.0 - likeness, 0)  # type: ignore[return-value]
+
+
 def write_gallery(folder: Path, names: Sequence[str]) -> Path:
     """Write ``<folder>/<name>/1.jpg`` for each name; returns ``folder``."""
     for name in names:

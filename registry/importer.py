@@ -390,6 +390,7 @@ def _enrol_photos(
                     quality=outcome.quality,
                     photo_sha256=sha,
                     photo=name,
+                    chip=outcome.chip,
                 )
     finally:
         bar.close()

@@ -85,6 +85,8 @@ class NewFace:
     photo_sha256: str
     photo: str = ""
     """The file name as the row gives it (for messages; empty if unknown)."""
+    chip: bytes | None = None
+    """The aligned face as a JPEG, kept sealed on the server for the desk check."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -347,6 +349,7 @@ def _apply(session: Session, plan: Plan) -> int:
                 quality=face.quality,
                 source=SOURCE_PREFIX + face.photo_sha256,
                 bump=False,  # one bump for the whole import, below
+                chip=face.chip,
             )
             touched_gallery = True
     for occupant_id in plan.move_out:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from server.errors import Conflict, InvalidInput, NotFound
+from server.errors import Conflict, Forbidden, InvalidInput, NotFound
 
 
 class CaseNotFound(NotFound):
@@ -15,3 +15,7 @@ class CaseClosed(Conflict):
 
 class BadOutcome(InvalidInput):
     """An action's input contradicts the case (unit of another site, empty label...)."""
+
+
+class ReopenRefused(Forbidden):
+    """The case may not be reopened by this caller (too long ago, or closed by the system)."""

@@ -36,7 +36,7 @@ import dataclasses
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -53,7 +53,7 @@ from server.cases.attribution import (
     occupant_evidence,
     suggested_occupant,
 )
-from server.cases.errors import BadOutcome, CaseClosed, CaseNotFound
+from server.cases.errors import BadOutcome, CaseClosed, CaseNotFound, ReopenRefused
 from server.cases.models import Case, CaseEvent, WhitelistEntry
 from server.cases.rules import CaseRule, case_due_day, local_day, priority
 from server.clusters.models import ClusterSiteState, UnknownCluster
@@ -62,7 +62,8 @@ from server.db import utcnow
 from server.embeddings import check_embeddings, model_dimension
 from server.notify.service import emit_case_opened as notify_case_opened
 from server.occupants.models import FaceTemplate, Occupant
-from server.occupants.service import add_template, upsert_occupant
+from server.occupants.service import add_template, create_occupant, delete_template_ids
+from server.sightings import crops as crop_store
 from server.sightings.models import Sighting
 from server.sites.models import Unit
 from server.users.models import User
@@ -72,6 +73,13 @@ log = logging.getLogger(__name__)
 
 SYSTEM = "system:worker"
 NOT_CLOSED = ("open", "assigned")
+FINAL_OUTCOMES = ("visitor", "staff", "courier", "moved_out", "false_match")
+"""Outcomes a manager closes a case with that add nobody to the register."""
+
+REOPEN_DAYS = 7
+"""How long after closing a manager may reopen a case (admins always may): long enough
+to catch a wrong tap after a weekend, short enough that a reopen is a correction, not
+a second review of old cases."""
 
 
 # -- events and audit ---------------------------------------------------------------------
@@ -90,12 +98,43 @@ def _event(
     )
 
 
+def _cluster_state(cluster: UnknownCluster) -> dict[str, Any]:
+    """What closing may change on a cluster, as JSON (restored by a reopen)."""
+    return {
+        "id": cluster.id,
+        "status": cluster.status,
+        "suppression": cluster.suppression,
+        "suppressed_until": (
+            cluster.suppressed_until.isoformat() if cluster.suppressed_until else None
+        ),
+        "count_since": cluster.count_since.isoformat() if cluster.count_since else None,
+        "occupant_id": cluster.occupant_id,
+    }
+
+
+def _restore_cluster(cluster: UnknownCluster, state: dict[str, Any]) -> None:
+    cluster.status = state["status"]
+    cluster.suppression = state["suppression"]
+    until = state.get("suppressed_until")
+    cluster.suppressed_until = datetime.fromisoformat(until) if until else None
+    since = state.get("count_since")
+    cluster.count_since = date.fromisoformat(since) if since else None
+    cluster.occupant_id = state["occupant_id"]
+
+
 def _close(
-    session: Session, case: Case, *, actor: str, outcome: str, detail: dict[str, Any] | None = None
+    session: Session,
+    case: Case,
+    *,
+    actor: str,
+    outcome: str,
+    detail: dict[str, Any] | None = None,
+    undo: dict[str, Any] | None = None,
 ) -> None:
     case.status = "closed"
     case.outcome = outcome
     case.closed_at = utcnow()
+    case.undo = undo
     session.flush()  # the partial unique index must see the case closed before a new one
     _event(session, case, actor=actor, kind="closed", detail={"outcome": outcome, **(detail or {})})
 
@@ -552,12 +591,15 @@ def resolve_for_templates(
     rule: CaseRule,
     actor: str = SYSTEM,
     skip_cluster: int | None = None,
+    before: list[dict[str, Any]] | None = None,
 ) -> list[int]:
     """Resolve the site's clusters that match newly enrolled templates (retroactive).
 
     A match with a template of this site makes the cluster that occupant's
     (an open case closes as ``resolved_by_enrolment``); a match with another
-    site's occupant marks it a visiting neighbour. Returns the clusters changed.
+    site's occupant marks it a visiting neighbour. Returns the clusters changed;
+    ``before`` (if given) receives each changed cluster's prior state and the case
+    it closed, so a reopened enrolment can put them back.
     """
     if len(occupant_ids) == 0:
         return []
@@ -581,10 +623,13 @@ def resolve_for_templates(
         own = template_sites[i] == site_id
         if not own and cluster.suppression == "neighbour":
             continue
+        prior = _cluster_state(cluster)
         cluster.occupant_id = occupant_ids[i]
         cluster.suppression = "occupant" if own else "neighbour"
         changed.append(cluster.id)
         case = open_case_of(session=session, cluster_id=cluster.id)
+        if before is not None:
+            before.append({**prior, "case_id": case.id if case is not None and own else None})
         if case is not None and own:
             case.occupant_id = occupant_ids[i]
             _close(
@@ -775,30 +820,72 @@ def case_embeddings(*, session: Session, case: Case) -> npt.NDArray[np.float32]:
     return _best_embeddings(session, _cluster(session, case))
 
 
+def _best_faces(
+    session: Session, cluster: UnknownCluster
+) -> tuple[npt.NDArray[np.float32], list[int | None]]:
+    """Like :func:`_best_embeddings`, with the sighting each row came from (None: a
+    cluster vector, the sightings having expired)."""
+    rows = {
+        r.id: r.embedding
+        for r in session.execute(
+            select(Sighting.id, Sighting.embedding).where(Sighting.id.in_(cluster.best_sightings))
+        )
+        if r.embedding is not None
+    }
+    ids = [s for s in cluster.best_sightings if s in rows]
+    if not ids:
+        vecs = cluster_vectors(cluster)
+        return vecs, [None] * len(vecs)
+    return np.vstack([_unit(np.frombuffer(rows[s], "<f4")) for s in ids]), list(ids)
+
+
 def _templates_into(
-    session: Session, case: Case, occupant: Occupant, *, actor: str, outcome: str
+    session: Session,
+    case: Case,
+    occupant: Occupant,
+    *,
+    actor: str,
+    outcome: str,
+    created: bool,
 ) -> int:
     cluster = _cluster(session, case)
-    vecs = case_embeddings(session=session, case=case)
+    before = _cluster_state(cluster)
+    vecs, sighting_ids = _best_faces(session, cluster)
+    template_ids: list[int] = []
     for n, vec in enumerate(vecs):
-        add_template(
+        sid = sighting_ids[n]
+        # The door crop it was made from becomes its chip: the desk check of a later
+        # case shows the face the manager accepted, not just a name.
+        chip = crop_store.get(session=session, sighting_id=sid) if sid is not None else None
+        template = add_template(
             session=session,
             occupant_id=occupant.id,
             embedding=vec,
             model_id=cluster.model_id,
             quality=float(cluster.best_qualities[n]) if n < len(cluster.best_qualities) else 0.0,
             source=f"case:{case.id}",
+            chip=chip,
         )
+        template_ids.append(template.id)
     cluster.occupant_id = occupant.id
     cluster.suppression = "occupant"
     case.occupant_id = occupant.id
     case.unit_id = occupant.unit_id
+    undo: dict[str, Any] = {
+        "cluster": before,
+        "occupant_id": occupant.id,
+        "occupant_created": created,
+        "template_ids": template_ids,
+        "resolved": [],
+    }
+    resolved: list[dict[str, Any]] = []
     _close(
         session,
         case,
         actor=actor,
         outcome=outcome,
         detail={"occupant_id": occupant.id, "templates": len(vecs)},
+        undo=undo,
     )
     # Other clusters of the same person (split by pose or time) resolve now too.
     resolve_for_templates(
@@ -811,7 +898,11 @@ def _templates_into(
         rule=_config(session, case.site_id).rule,
         actor=actor,
         skip_cluster=cluster.id,
+        before=resolved,
     )
+    # A new dict and list: the JSON column only sees a changed value.
+    case.undo = {**undo, "resolved": resolved}
+    session.flush()
     return len(vecs)
 
 
@@ -826,15 +917,19 @@ def enrol_from_case(
     actor: str,
     site_ids: set[int] | None = None,
 ) -> Occupant:
-    """Enrol the case's person as an occupant of a unit, templates from the case's crops."""
+    """Enrol the case's person as a NEW occupant of a unit, templates from the case's crops.
+
+    Never matched to a registered person by name: the register changes only by the
+    manager's explicit pick (:func:`merge_into_occupant`).
+    """
     case = _active(session, case_id, site_ids)
     unit = session.get(Unit, unit_id)
     if unit is None or unit.site_id != case.site_id:
         raise BadOutcome(f"unit {unit_id} is not a unit of the case's site")
-    occupant = upsert_occupant(
+    occupant = create_occupant(
         session=session, site_id=case.site_id, name=name, unit_id=unit_id, role=role, phone=phone
     )
-    _templates_into(session, case, occupant, actor=actor, outcome="enrolled")
+    _templates_into(session, case, occupant, actor=actor, outcome="enrolled", created=True)
     return occupant
 
 
@@ -851,7 +946,9 @@ def merge_into_occupant(
     occupant = session.get(Occupant, occupant_id)
     if occupant is None or occupant.site_id != case.site_id:
         raise BadOutcome(f"occupant {occupant_id} is not an occupant of the case's site")
-    _templates_into(session, case, occupant, actor=actor, outcome="merged_into_occupant")
+    _templates_into(
+        session, case, occupant, actor=actor, outcome="merged_into_occupant", created=False
+    )
     return occupant
 
 
@@ -869,8 +966,9 @@ def close_as_visitor(
     case = _active(session, case_id, site_ids)
     config = _config(session, case.site_id)
     cluster = _cluster(session, case)
+    undo = {"cluster": _cluster_state(cluster)}
     _suppress_for(cluster, kind="visitor", days=config.rule.visitor_suppress_days, tz_rule=config)
-    _close(session, case, actor=actor, outcome="visitor", detail={"notes": notes})
+    _close(session, case, actor=actor, outcome="visitor", detail={"notes": notes}, undo=undo)
     return case
 
 
@@ -881,10 +979,11 @@ def close_as_moved_out(
     case = _active(session, case_id, site_ids)
     config = _config(session, case.site_id)
     cluster = _cluster(session, case)
+    undo = {"cluster": _cluster_state(cluster)}
     _suppress_for(
         cluster, kind="moved_out", days=config.rule.moved_out_suppress_days, tz_rule=config
     )
-    _close(session, case, actor=actor, outcome="moved_out", detail={"notes": notes})
+    _close(session, case, actor=actor, outcome="moved_out", detail={"notes": notes}, undo=undo)
     return case
 
 
@@ -894,8 +993,9 @@ def close_as_false_match(
     """The cluster mixes people: close and retire it (new sightings start afresh)."""
     case = _active(session, case_id, site_ids)
     cluster = _cluster(session, case)
+    undo = {"cluster": _cluster_state(cluster)}
     cluster.status = "retired"
-    _close(session, case, actor=actor, outcome="false_match", detail={"notes": notes})
+    _close(session, case, actor=actor, outcome="false_match", detail={"notes": notes}, undo=undo)
     return case
 
 
@@ -909,11 +1009,13 @@ def add_whitelist(
     embeddings: npt.NDArray[np.float32] | Sequence[npt.NDArray[np.float32]],
     actor: str,
     cluster_id: int | None = None,
+    suppressed: list[int] | None = None,
 ) -> WhitelistEntry:
     """Whitelist staff or a courier by face; matching clusters never become cases.
 
     ``embeddings`` (rows) must each be of the model's size, finite and unit length
     (:class:`server.embeddings.InvalidEmbedding` otherwise, naming the first bad one).
+    ``suppressed`` (if given) receives the ids of the clusters it suppressed.
     """
     if kind not in ("staff", "courier"):
         raise BadOutcome("whitelist kind must be 'staff' or 'courier'")
@@ -957,6 +1059,8 @@ def add_whitelist(
             >= _config(session, site_id).rule.occupant_match_threshold
         ):
             cluster.suppression = "whitelist"
+            if suppressed is not None:
+                suppressed.append(cluster.id)
     session.flush()
     return entry
 
@@ -973,6 +1077,8 @@ def whitelist_from_case(
     """Staff or courier: whitelist the cluster's face and close the case."""
     case = _active(session, case_id, site_ids)
     cluster = _cluster(session, case)
+    before = _cluster_state(cluster)
+    suppressed: list[int] = []
     entry = add_whitelist(
         session=session,
         site_id=case.site_id,
@@ -982,12 +1088,168 @@ def whitelist_from_case(
         embeddings=cluster_vectors(cluster),
         actor=actor,
         cluster_id=cluster.id,
+        suppressed=suppressed,
     )
     cluster.suppression = "whitelist"
     _close(
-        session, case, actor=actor, outcome=kind, detail={"whitelist_id": entry.id, "label": label}
+        session,
+        case,
+        actor=actor,
+        outcome=kind,
+        detail={"whitelist_id": entry.id, "label": label},
+        undo={
+            "cluster": before,
+            "whitelist_id": entry.id,
+            "suppressed": [c for c in suppressed if c != cluster.id],
+        },
     )
     return entry
+
+
+def close_with_outcome(
+    *,
+    session: Session,
+    case_id: int,
+    outcome: str,
+    notes: str = "",
+    label: str = "",
+    actor: str,
+    site_ids: set[int] | None = None,
+) -> Case:
+    """Close a case as visitor, staff, courier, moved out or false match (one door for
+    the JSON API and the web UI; enrol and merge have their own, they take a person)."""
+    kw: dict[str, Any] = {
+        "session": session,
+        "case_id": case_id,
+        "actor": actor,
+        "site_ids": site_ids,
+    }
+    if outcome in ("staff", "courier"):
+        whitelist_from_case(**kw, kind=outcome, label=label or notes)
+    elif outcome == "visitor":
+        close_as_visitor(**kw, notes=notes)
+    elif outcome == "moved_out":
+        close_as_moved_out(**kw, notes=notes)
+    elif outcome == "false_match":
+        close_as_false_match(**kw, notes=notes)
+    else:
+        raise BadOutcome(f"outcome must be one of {FINAL_OUTCOMES}, not {outcome!r}")
+    return get_case(session=session, case_id=case_id)
+
+
+def can_reopen(*, case: Case, is_admin: bool, now: datetime | None = None) -> bool:
+    """Whether this caller may reopen the case now (closed by a manager's outcome;
+    managers within :data:`REOPEN_DAYS` of closing, admins always)."""
+    if case.status != "closed" or case.undo is None:
+        return False
+    if is_admin:
+        return True
+    closed = case.closed_at or utcnow()
+    return (now or utcnow()) - closed <= timedelta(days=REOPEN_DAYS)
+
+
+def _referenced(session: Session, occupant_id: int, case_id: int) -> bool:
+    """Whether anything but this case still refers to the occupant."""
+    checks = (
+        select(FaceTemplate.id).where(FaceTemplate.occupant_id == occupant_id),
+        select(Case.id).where(Case.occupant_id == occupant_id, Case.id != case_id),
+        select(UnknownCluster.id).where(UnknownCluster.occupant_id == occupant_id),
+        select(Sighting.id).where(Sighting.occupant_id == occupant_id),
+    )
+    return any(session.scalar(q.limit(1)) is not None for q in checks)
+
+
+def reopen_case(
+    *,
+    session: Session,
+    case_id: int,
+    actor: str,
+    is_admin: bool,
+    site_ids: set[int] | None = None,
+    now: datetime | None = None,
+) -> Case:
+    """Reopen a closed case and reverse what its outcome did (audited).
+
+    Templates added by an enrol or merge are removed (the gallery version bumps),
+    clusters it resolved go back to how they were, a whitelist entry is withdrawn,
+    an occupant the enrol created is removed when nothing else refers to them, and
+    the case's cluster returns to its state before the close. Managers may reopen
+    for :data:`REOPEN_DAYS` after closing; admins always.
+    """
+    case = get_case(session=session, case_id=case_id, site_ids=site_ids)
+    if case.status != "closed":
+        raise CaseClosed(f"case {case_id} is not closed")
+    if case.undo is None:
+        raise ReopenRefused(
+            f"case {case_id} was closed by the system ({case.outcome}): nothing to reopen"
+        )
+    if not can_reopen(case=case, is_admin=is_admin, now=now):
+        raise ReopenRefused(
+            f"case {case_id} was closed more than {REOPEN_DAYS} days ago: ask an admin to reopen it"
+        )
+    if open_case_of(session=session, cluster_id=case.cluster_id) is not None:
+        raise CaseClosed(f"the person of case {case_id} already has an open case")
+    undo = dict(case.undo)
+    outcome = case.outcome
+    cluster = _cluster(session, case)
+    reversed_: dict[str, Any] = {"outcome": outcome}
+    _restore_cluster(cluster, undo["cluster"])
+    occupant_id = undo.get("occupant_id")
+    if occupant_id is not None and session.get(Occupant, occupant_id) is not None:
+        removed = delete_template_ids(
+            session=session, occupant_id=occupant_id, template_ids=list(undo["template_ids"])
+        )
+        reversed_["templates_removed"] = removed
+        for prior in undo.get("resolved", []):
+            other = session.get(UnknownCluster, prior["id"])
+            if other is None or other.occupant_id != occupant_id:
+                continue  # changed since: leave it
+            _restore_cluster(other, prior)
+            resolved = session.get(Case, prior["case_id"]) if prior.get("case_id") else None
+            if (
+                resolved is not None
+                and resolved.outcome == "resolved_by_enrolment"
+                and open_case_of(session=session, cluster_id=resolved.cluster_id) is None
+            ):
+                resolved.occupant_id = None
+                _reopen(session, resolved, actor=actor, detail={"with_case": case.id})
+        case.occupant_id = None
+        case.unit_id = None
+        session.flush()
+        if undo.get("occupant_created") and not _referenced(session, occupant_id, case.id):
+            session.delete(session.get(Occupant, occupant_id))
+            reversed_["occupant_removed"] = occupant_id
+    entry = session.get(WhitelistEntry, undo["whitelist_id"]) if undo.get("whitelist_id") else None
+    if entry is not None and entry.active:
+        entry.active = False
+        reversed_["whitelist_withdrawn"] = entry.id
+        record(
+            session=session,
+            actor=actor,
+            action="whitelist.withdraw",
+            object_type="whitelist_entry",
+            object_id=entry.id,
+            site_id=entry.site_id,
+            detail={"case_id": case.id},
+        )
+        for other in session.scalars(
+            select(UnknownCluster).where(
+                UnknownCluster.id.in_(undo.get("suppressed", [])),
+                UnknownCluster.suppression == "whitelist",
+            )
+        ):
+            other.suppression = None
+    _reopen(session, case, actor=actor, detail=reversed_)
+    return case
+
+
+def _reopen(session: Session, case: Case, *, actor: str, detail: dict[str, Any]) -> None:
+    case.status = "assigned" if case.assigned_to is not None else "open"
+    case.outcome = None
+    case.closed_at = None
+    case.undo = None
+    session.flush()  # the partial unique index sees it open again
+    _event(session, case, actor=actor, kind="reopened", detail=detail)
 
 
 # -- likely occupants: a manager confirms or rejects the attribution ------------------------

@@ -30,6 +30,7 @@ from server.clusters.models import ClusterSiteState, UnknownCluster
 from server.clusters.service import configure_site, site_config
 from server.embeddings import InvalidEmbedding
 from server.errors import AuthRequired, Forbidden, InvalidInput, NotFound
+from server.occupants.chips import chips_enabled, set_registry_chips
 from server.security import SessionDep, bearer_token
 from server.sightings import crops
 from server.sightings.models import Sighting
@@ -198,8 +199,15 @@ class Close(_Action):
     notes: Annotated[str, Field(max_length=4000)] = ""
 
 
+class Reopen(_Action):
+    action: Literal["reopen"] = Field(
+        description="Reopen a closed case and reverse its outcome's effects "
+        "(managers within 7 days of closing, admins always)."
+    )
+
+
 CaseAction = Annotated[
-    Assign | Contact | Enrol | MergeIntoOccupant | Whitelist | Close,
+    Assign | Contact | Enrol | MergeIntoOccupant | Whitelist | Close | Reopen,
     Field(discriminator="action"),
 ]
 
@@ -323,7 +331,7 @@ def get_case_crop(
 def act_on_case(
     case_id: int, body: CaseAction, session: SessionDep, caller: ManagerDep
 ) -> CaseDetail:
-    """Assign, record a call/visit, or close with an outcome; one transaction, audited."""
+    """Assign, record a call/visit, close with an outcome or reopen; one transaction, audited."""
     kw: dict[str, Any] = {
         "session": session,
         "case_id": case_id,
@@ -341,13 +349,11 @@ def act_on_case(
     elif isinstance(body, MergeIntoOccupant):
         service.merge_into_occupant(**kw, occupant_id=body.occupant_id)
     elif isinstance(body, Whitelist):
-        service.whitelist_from_case(**kw, kind=body.action, label=body.label)
-    elif body.action == "visitor":
-        service.close_as_visitor(**kw, notes=body.notes)
-    elif body.action == "false_match":
-        service.close_as_false_match(**kw, notes=body.notes)
+        service.close_with_outcome(**kw, outcome=body.action, label=body.label)
+    elif isinstance(body, Reopen):
+        service.reopen_case(**kw, is_admin=caller.role == "admin")
     else:
-        service.close_as_moved_out(**kw, notes=body.notes)
+        service.close_with_outcome(**kw, outcome=body.action, notes=body.notes)
     case = service.get_case(session=session, case_id=case_id)
     out = _detail(session, case)
     session.commit()
@@ -385,6 +391,10 @@ class SiteCaseSettings(_Out):
     timezone: str
     case_rule: CaseRule
     cluster_params: ClusterParams
+    registry_chips: bool = Field(
+        description="Registry face chips are kept on the server for the desk check "
+        "(false: the site keeps photos in the office only)."
+    )
 
 
 class SiteCaseSettingsIn(_Action):
@@ -393,6 +403,10 @@ class SiteCaseSettingsIn(_Action):
     timezone: Annotated[str, Field(min_length=1, max_length=64)] | None = None
     case_rule: CaseRule | None = None
     cluster_params: ClusterParams | None = None
+    registry_chips: bool | None = Field(
+        default=None,
+        description="Keep registry face chips on the server; false also deletes the stored ones.",
+    )
 
 
 def _settings_out(session: SessionDep, site_id: int) -> SiteCaseSettings:
@@ -403,6 +417,7 @@ def _settings_out(session: SessionDep, site_id: int) -> SiteCaseSettings:
         timezone=state.timezone if state is not None else DEFAULT_TIMEZONE,
         case_rule=config.rule,
         cluster_params=config.params,
+        registry_chips=chips_enabled(session=session, site_id=site_id),
     )
 
 
@@ -439,6 +454,8 @@ def put_case_settings(
         case_rule=body.case_rule,
         cluster_params=body.cluster_params,
     )
+    if body.registry_chips is not None:
+        set_registry_chips(session=session, site_id=site_row.id, enabled=body.registry_chips)
     record(
         session=session,
         actor=caller.actor,

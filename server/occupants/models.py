@@ -78,4 +78,10 @@ class FaceTemplate(Base):
     model_id: Mapped[str] = mapped_column(String(128))
     quality: Mapped[float] = mapped_column(Float, default=0.0)
     source: Mapped[str] = mapped_column(String(300), default="")
+    # The face this template was made from, as a small aligned JPEG "chip" for the
+    # desk check (server/occupants/chips.py): AES-GCM sealed like the crops under
+    # key ``chip_key_id``; null when the site keeps photos in the office only.
+    # It lives and dies with its template (deletion, subject erase, occupant deletion).
+    chip: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
+    chip_key_id: Mapped[str | None] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from server.embeddings import check_embedding, model_dimension
 from server.errors import InvalidInput, NotFound
+from server.occupants.chips import put_chip
 from server.occupants.models import FaceTemplate, Occupant
 from server.sites.models import Site, Unit
 from server.sites.service import bump_gallery_version
@@ -110,6 +111,36 @@ def upsert_occupant(
     return occupant
 
 
+def create_occupant(
+    *,
+    session: Session,
+    site_id: int,
+    name: str,
+    unit_id: int,
+    role: str = "tenant",
+    phone: str | None = None,
+) -> Occupant:
+    """A new occupant of a unit, never matched to an existing one.
+
+    Enrolment from a case uses this: the same name in the same unit is not the
+    same person (王芳 is the most common name in China), so only a manager's
+    explicit pick of an existing occupant adds faces to them.
+    """
+    if role not in ROLES:
+        raise InvalidInput(f"role must be one of {ROLES}, not {role!r}")
+    if not name.strip():
+        raise InvalidInput("occupant name is empty")
+    unit = session.get(Unit, unit_id)
+    if unit is None or unit.site_id != site_id:
+        raise InvalidInput(f"unit {unit_id} is not a unit of site {site_id}")
+    occupant = Occupant(
+        site_id=site_id, name=name, unit_id=unit_id, role=role, phone=phone, status="active"
+    )
+    session.add(occupant)
+    session.flush()
+    return occupant
+
+
 def _has_templates(session: Session, occupant_id: int) -> bool:
     return (
         session.scalar(select(FaceTemplate.id).where(FaceTemplate.occupant_id == occupant_id))
@@ -134,10 +165,13 @@ def add_template(
     quality: float = 0.0,
     source: str = "",
     bump: bool = True,
+    chip: bytes | None = None,
 ) -> FaceTemplate:
     """Store one face embedding for an occupant and bump the site's gallery version.
 
     ``bump=False`` lets a bulk caller (the registry import) bump once at the end.
+    ``chip``: the aligned face JPEG it was made from, kept sealed for the desk
+    check unless the site keeps photos in the office only (:mod:`server.occupants.chips`).
     """
     occupant = get_occupant(session=session, occupant_id=occupant_id)
     if not model_id:
@@ -154,9 +188,27 @@ def add_template(
     )
     session.add(template)
     session.flush()
+    if chip is not None:
+        put_chip(session=session, template=template, jpeg=chip)
     if bump:
         bump_gallery_version(session=session, site_id=occupant.site_id)
     return template
+
+
+def delete_template_ids(*, session: Session, occupant_id: int, template_ids: list[int]) -> int:
+    """Delete these templates of one occupant (their chips go with them); bumps if any."""
+    occupant = get_occupant(session=session, occupant_id=occupant_id)
+    if not template_ids:
+        return 0
+    result = session.execute(
+        delete(FaceTemplate).where(
+            FaceTemplate.occupant_id == occupant_id, FaceTemplate.id.in_(template_ids)
+        )
+    )
+    count = int(getattr(result, "rowcount", 0) or 0)
+    if count:
+        bump_gallery_version(session=session, site_id=occupant.site_id)
+    return count
 
 
 def delete_templates(*, session: Session, occupant_id: int) -> int:

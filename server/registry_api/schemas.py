@@ -8,6 +8,8 @@ The response is the same report the local import prints.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
 from typing import Annotated
 
@@ -17,9 +19,12 @@ from registry.columns import COLUMNS
 from registry.reader import MAX_ROWS
 from registry.validate import MAX_PHOTOS
 from server.embeddings import check_embedding
+from server.errors import InvalidInput
+from server.occupants.chips import MAX_CHIP_BYTES, check_chip
 from server.wire import decode_embedding
 
 COLUMN_KEYS = frozenset(c.key for c in COLUMNS)
+CHIP_B64_CHARS = (MAX_CHIP_BYTES + 2) // 3 * 4
 MAX_CELL_CHARS = 1000
 
 Text = Annotated[str, StringConstraints(max_length=MAX_CELL_CHARS)]
@@ -77,6 +82,27 @@ class TemplateIn(BaseModel):
         max_length=MAX_CELL_CHARS,
         description="The file name as the row gives it (sent for rows of several photos).",
     )
+    chip_b64: str | None = Field(
+        default=None,
+        max_length=CHIP_B64_CHARS,
+        description="Base64 of the aligned face as a JPEG (edge.engine.face_chip): kept "
+        "sealed for the desk check unless the site keeps photos in the office only.",
+    )
+
+    @field_validator("chip_b64")
+    @classmethod
+    def _chip(cls, text: str | None) -> str | None:
+        if text is None:
+            return None
+        try:
+            raw = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ValueError("chip_b64 is not valid base64") from exc
+        try:
+            check_chip(raw)
+        except InvalidInput as exc:
+            raise ValueError(exc.detail) from exc
+        return text
 
     @field_validator("embedding_b64")
     @classmethod

@@ -26,6 +26,7 @@ checked before the body is read; anybody else gets ``max_body_bytes``.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import logging
 from collections import defaultdict
@@ -105,6 +106,7 @@ def _enrolled(body: RegistryImportIn) -> Enrolled:
                 quality=t.quality,
                 photo_sha256=t.photo_sha256,
                 photo=t.photo or "",
+                chip=base64.b64decode(t.chip_b64) if t.chip_b64 else None,
             )
         )
     return out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import Boolean, ForeignKey, Integer, String, UniqueConstraint, true
 from sqlalchemy.orm import Mapped, mapped_column
 
 from server.db import Base, UTCDateTime, utcnow
@@ -30,6 +30,9 @@ class Site(Base):
     # this many days after the move-out (0: at the next purge).
     closed_case_retention_days: Mapped[int] = mapped_column(Integer, default=30)
     moved_out_template_days: Mapped[int] = mapped_column(Integer, default=0)
+    # Keep a small face chip of each registry photo and case-made template on the
+    # server for the desk check (False: photos stay in the office; chips are dropped).
+    registry_chips: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

@@ -22,11 +22,13 @@ from server.audit.models import AuditEvent
 from server.cases import service as case_service
 from server.cases.attribution import suggested_occupant as suggested_occupant_of
 from server.cases.models import Case, CaseEvent
-from server.cases.rules import site_zone
+from server.cases.rules import CaseRule, latest_window_days, site_zone
 from server.clusters.models import ClusterSiteState, UnknownCluster
+from server.clusters.service import cluster_days, site_config
 from server.db import utcnow
 from server.devices.models import Device
-from server.occupants.models import Occupant
+from server.occupants.chips import ChipRef, chips_enabled, occupant_chips
+from server.occupants.models import FaceTemplate, Occupant
 from server.sightings.models import Sighting
 from server.sites.models import Building, Entrance, Site, Unit
 from server.users.models import User
@@ -271,6 +273,41 @@ class EventRow:
 
 
 @dataclass(frozen=True, slots=True)
+class CropInfo:
+    """A door crop with when and where it was taken (the enlarged view's caption)."""
+
+    sighting_id: int
+    at: datetime
+    entrance: str | None
+    """None: the camera had no entrance set."""
+
+
+@dataclass(frozen=True, slots=True)
+class PriorityParts:
+    """What raised a case's priority: each term of :func:`server.cases.rules.priority`."""
+
+    days: int
+    days_points: float
+    nights: int
+    night_points: float
+    hours_ago: float
+    recency_points: float
+
+
+@dataclass(frozen=True, slots=True)
+class CandidateFaces:
+    """A registered occupant's faces to compare with the door crops (the desk check)."""
+
+    occupant_id: int
+    name: str
+    unit: str | None
+    role: str
+    move_in: date | None
+    templates: int
+    chips: tuple[ChipRef, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class CaseView:
     """Everything the case page shows."""
 
@@ -286,6 +323,14 @@ class CaseView:
     unit: str | None
     occupant: str | None
     suggested: Suggestion | None = None
+    crop_info: tuple[CropInfo, ...] = ()
+    no_entrance: int = 0
+    """Sightings whose camera has no entrance set."""
+    priority_parts: PriorityParts | None = None
+    candidate: CandidateFaces | None = None
+    """The suggested (or desk-check) occupant's registry faces."""
+    chips_on: bool = True
+    """False: the site keeps registry photos in the office only."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,19 +371,18 @@ def suggested_occupant(
 
 def sighting_strip(
     *, session: Session, cluster_id: int, tz: ZoneInfo, days: int = STRIP_DAYS
-) -> tuple[list[StripRow], Counter[int]]:
+) -> tuple[list[StripRow], Counter[int | None]]:
     """Sightings per (site-local day, hour) for the cluster's latest ``days`` days seen,
-    and sightings per entrance id."""
+    and sightings per entrance id (None: the camera had no entrance set)."""
     rows = session.execute(
         select(Sighting.started_at, Sighting.entrance_id).where(Sighting.cluster_id == cluster_id)
     ).all()
     grid: dict[date, list[int]] = {}
-    doors: Counter[int] = Counter()
+    doors: Counter[int | None] = Counter()
     for r in rows:
         local = r.started_at.astimezone(tz)
         grid.setdefault(local.date(), [0] * 24)[local.hour] += 1
-        if r.entrance_id is not None:
-            doors[r.entrance_id] += 1
+        doors[r.entrance_id] += 1
     latest = sorted(grid)[-days:]
     return [StripRow(day=d, hours=tuple(grid[d])) for d in latest], doors
 
@@ -350,9 +394,12 @@ def case_view(*, session: Session, case: Case) -> CaseView:
     site = session.get(Site, case.site_id)
     tz = site_timezones(session=session, site_ids=[case.site_id])[case.site_id]
     crops = _first_crop(session, cluster.best_sightings)
-    strip, doors = sighting_strip(session=session, cluster_id=cluster.id, tz=tz)
+    strip, all_doors = sighting_strip(session=session, cluster_id=cluster.id, tz=tz)
+    no_entrance = all_doors.pop(None, 0)
+    doors: Counter[int] = Counter({d: n for d, n in all_doors.items() if d is not None})
     door_ids = sorted(set(doors) | set(cluster.entrances))
     names = _entrance_names(session, door_ids)
+    shown = [s for s in cluster.best_sightings if crops.get(s)]
     events = list(
         session.scalars(
             select(CaseEvent).where(CaseEvent.case_id == case.id).order_by(CaseEvent.id)
@@ -366,6 +413,9 @@ def case_view(*, session: Session, case: Case) -> CaseView:
     unit = session.get(Unit, case.unit_id) if case.unit_id else None
     occupant_id = case.occupant_id or cluster.occupant_id
     occupant = session.get(Occupant, occupant_id) if occupant_id else None
+    suggested = suggested_occupant(session=session, case=case, events=events)
+    opened = next((e for e in events if e.kind == "opened"), None)
+    candidate_id = suggested.occupant_id if suggested else _desk_check_occupant(opened)
     return CaseView(
         case=case,
         cluster=cluster,
@@ -387,7 +437,109 @@ def case_view(*, session: Session, case: Case) -> CaseView:
         assigned_to=people.get(case.assigned_to) if case.assigned_to else None,
         unit=unit.address if unit else None,
         occupant=occupant.name if occupant else None,
-        suggested=suggested_occupant(session=session, case=case, events=events),
+        suggested=suggested,
+        crop_info=_crop_info(session, shown, names),
+        no_entrance=no_entrance,
+        priority_parts=priority_parts(session=session, case=case, cluster=cluster),
+        candidate=(
+            candidate_faces(session=session, site_id=case.site_id, occupant_id=candidate_id)
+            if candidate_id is not None and case.status != "closed"
+            else None
+        ),
+        chips_on=chips_enabled(session=session, site_id=case.site_id),
+    )
+
+
+def _desk_check_occupant(opened: CaseEvent | None) -> int | None:
+    """The registered resident a desk-check case names (its 'opened' detail), if any."""
+    detail = (opened.detail or {}) if opened is not None else {}
+    check = detail.get("desk_check")
+    if isinstance(check, dict):
+        check = check.get("occupant_id")
+    if isinstance(check, bool) or not check:
+        return (
+            int(detail["possible_occupant_id"])
+            if check and detail.get("possible_occupant_id")
+            else None
+        )
+    try:
+        return int(check)
+    except (TypeError, ValueError):
+        return None
+
+
+def _crop_info(
+    session: Session, sighting_ids: Sequence[int], names: dict[int, str]
+) -> tuple[CropInfo, ...]:
+    if not sighting_ids:
+        return ()
+    rows = {
+        r.id: r
+        for r in session.execute(
+            select(Sighting.id, Sighting.started_at, Sighting.entrance_id).where(
+                Sighting.id.in_(sorted(set(sighting_ids)))
+            )
+        )
+    }
+    extra = _entrance_names(
+        session,
+        [r.entrance_id for r in rows.values() if r.entrance_id not in names and r.entrance_id],
+    )
+    names = {**names, **extra}
+    return tuple(
+        CropInfo(
+            sighting_id=s,
+            at=rows[s].started_at,
+            entrance=names.get(rows[s].entrance_id) if rows[s].entrance_id else None,
+        )
+        for s in sighting_ids
+        if s in rows
+    )
+
+
+def priority_parts(
+    *, session: Session, case: Case, cluster: UnknownCluster, now: datetime | None = None
+) -> PriorityParts:
+    """The terms of the case's priority under the site's rule (what the number is made of)."""
+    state = session.get(ClusterSiteState, case.site_id)
+    rule = _site_rule(state)
+    days = latest_window_days(cluster_days(cluster), rule)
+    wall = max(now or utcnow(), cluster.last_seen)
+    age_h = max((wall - cluster.last_seen).total_seconds() / 3600.0, 0.0)
+    nights = min(cluster.night_entries, rule.night_cap)
+    return PriorityParts(
+        days=days,
+        days_points=rule.days_weight * days,
+        nights=cluster.night_entries,
+        night_points=rule.night_weight * nights,
+        hours_ago=age_h,
+        recency_points=rule.recency_weight * 0.5 ** (age_h / 24.0 / rule.recency_half_life_days),
+    )
+
+
+def _site_rule(state: ClusterSiteState | None) -> CaseRule:
+    return site_config(state).rule
+
+
+def candidate_faces(*, session: Session, site_id: int, occupant_id: int) -> CandidateFaces | None:
+    """An occupant of the site with their registry faces (None: not an occupant of the site)."""
+    occupant = session.get(Occupant, occupant_id)
+    if occupant is None or occupant.site_id != site_id:
+        return None
+    unit = session.get(Unit, occupant.unit_id) if occupant.unit_id else None
+    count = session.scalar(
+        select(func.count())
+        .select_from(FaceTemplate)
+        .where(FaceTemplate.occupant_id == occupant.id)
+    )
+    return CandidateFaces(
+        occupant_id=occupant.id,
+        name=occupant.name,
+        unit=unit.address if unit else None,
+        role=occupant.role,
+        move_in=occupant.move_in,
+        templates=int(count or 0),
+        chips=tuple(occupant_chips(session=session, occupant_id=occupant.id)),
     )
 
 
@@ -625,6 +777,10 @@ class LikelyRow:
     first_seen: datetime
     last_seen: datetime
     crops: tuple[int, ...]
+    chips: tuple[ChipRef, ...] = ()
+    """The occupant's registry faces, to compare with the crops."""
+    chips_on: bool = True
+    """False: the site keeps registry photos in the office only."""
 
 
 def _likely_where(scope: set[int] | None) -> list[ColumnElement[bool]]:
@@ -722,6 +878,8 @@ def likely_occupants(
                 first_seen=cluster.first_seen,
                 last_seen=cluster.last_seen,
                 crops=tuple(s for s in cluster.best_sightings if crops.get(s)),
+                chips=tuple(occupant_chips(session=session, occupant_id=occupant.id)),
+                chips_on=chips_enabled(session=session, site_id=cluster.site_id),
             )
         )
     return rows

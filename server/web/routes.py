@@ -35,6 +35,7 @@ from server.cases.models import Case
 from server.db import utcnow
 from server.errors import Forbidden, InvalidInput, LintelError, NotFound
 from server.notify.views import channel_rows
+from server.occupants import chips
 from server.privacy.counts import people_with_templates
 from server.security import SessionDep, hash_password, verify_password
 from server.settings import Settings
@@ -450,8 +451,13 @@ def case_page(
     case_id: int,
     unit_q: Annotated[str, Query(max_length=100)] = "",
     occupant_q: Annotated[str, Query(max_length=100)] = "",
+    pick: Annotated[int | None, Query(ge=1, le=2**62)] = None,
 ) -> Response:
-    """One case: crops, days x hours strip, entrances, history, notes and the actions."""
+    """One case: crops, days x hours strip, entrances, history, notes and the actions.
+
+    ``pick``: an existing occupant the manager picked to add the faces to; the page
+    then shows their registry faces beside the crops and what would change, to confirm.
+    """
     case = service.get_case(session=session, case_id=case_id, site_ids=user.scope)
     record(
         session=session,
@@ -465,6 +471,13 @@ def case_page(
     view = queries.case_view(session=session, case=case)
     units = queries.search_units(session=session, site_id=case.site_id, q=unit_q)
     occupants = queries.search_occupants(session=session, site_id=case.site_id, q=occupant_q)
+    picked = (
+        queries.candidate_faces(session=session, site_id=case.site_id, occupant_id=pick)
+        if pick is not None and case.status != "closed"
+        else None
+    )
+    if pick is not None and picked is None and case.status != "closed":
+        raise NotFound(f"occupant {pick} does not exist")
     session.commit()
     return page(
         request,
@@ -475,6 +488,10 @@ def case_page(
         occupants=occupants,
         unit_q=unit_q,
         occupant_q=occupant_q,
+        picked=picked,
+        adds=len(service.case_embeddings(session=session, case=case)) if picked else 0,
+        can_reopen=user.can_act and service.can_reopen(case=case, is_admin=user.role == "admin"),
+        reopen_days=service.REOPEN_DAYS,
         hours=range(24),
     )
 
@@ -493,7 +510,8 @@ class ContactForm(_Form):
 
 
 class EnrolForm(_Form):
-    unit_id: int
+    # Optional here so a missing unit gets its own message (no unit is preselected).
+    unit_id: int | None = None
     name: Annotated[str, Field(min_length=1, max_length=200)]
     role: Literal["owner", "tenant", "family"] = "tenant"
     phone: Annotated[str, Field(max_length=40)] | None = None
@@ -502,6 +520,11 @@ class EnrolForm(_Form):
     @classmethod
     def _empty_is_none(cls, value: str | None) -> str | None:
         return value or None
+
+    @field_validator("unit_id", mode="before")
+    @classmethod
+    def _no_unit(cls, value: object) -> object:
+        return None if value == "" else value
 
 
 class MergeForm(_Form):
@@ -557,10 +580,15 @@ def contact(case_id: int, form: FormDep, session: SessionDep, user: UserDep) -> 
 
 
 @router.post("/cases/{case_id}/enrol")
-def enrol(case_id: int, form: FormDep, session: SessionDep, user: UserDep) -> Response:
-    """Enrol the person into a unit (templates from the case's crops); closes the case."""
+def enrol(
+    request: Request, case_id: int, form: FormDep, session: SessionDep, user: UserDep
+) -> Response:
+    """Enrol the person as a new occupant of a unit (templates from the case's crops);
+    closes the case. Refused without a unit: none is preselected."""
     _actor(user)
     body = _parse(EnrolForm, form)
+    if body.unit_id is None:
+        return error_page(request, 422, "action.unit_required")
     service.enrol_from_case(
         **_kw(session, user, case_id),
         unit_id=body.unit_id,
@@ -587,17 +615,21 @@ def close(case_id: int, form: FormDep, session: SessionDep, user: UserDep) -> Re
     """Visitor, moved out, false match, or staff/courier (whitelisted); closes the case."""
     _actor(user)
     body = _parse(CloseForm, form)
-    kw = _kw(session, user, case_id)
-    if body.outcome in ("staff", "courier"):
-        service.whitelist_from_case(**kw, kind=body.outcome, label=body.label or body.notes)
-    elif body.outcome == "visitor":
-        service.close_as_visitor(**kw, notes=body.notes)
-    elif body.outcome == "moved_out":
-        service.close_as_moved_out(**kw, notes=body.notes)
-    else:
-        service.close_as_false_match(**kw, notes=body.notes)
+    service.close_with_outcome(
+        **_kw(session, user, case_id), outcome=body.outcome, notes=body.notes, label=body.label
+    )
     session.commit()
     return _to_queue(case_id)
+
+
+@router.post("/cases/{case_id}/reopen")
+def reopen(case_id: int, form: FormDep, session: SessionDep, user: UserDep) -> Response:
+    """Reopen a closed case and undo its outcome (managers for 7 days, admins always)."""
+    _actor(user)
+    _parse(_Form, form)
+    service.reopen_case(**_kw(session, user, case_id), is_admin=user.role == "admin")
+    session.commit()
+    return _to_case(case_id)
 
 
 # -- crops ----------------------------------------------------------------------------------
@@ -630,6 +662,47 @@ def crop(
             if shown_for is not None and shown_for.site_id == sighting.site_id
             else None
         ),
+    )
+    session.commit()
+    return Response(
+        jpeg,
+        media_type="image/jpeg",
+        headers={"Cache-Control": "private, no-store", "X-Content-Type-Options": "nosniff"},
+    )
+
+
+@router.get("/chips/{template_id}")
+def chip(
+    template_id: int,
+    session: SessionDep,
+    user: UserDep,
+    case: Annotated[int | None, Query()] = None,
+) -> Response:
+    """A registry face chip, for logged-in users of its site only; every view is audited."""
+    found = chips.get_chip(session=session, template_id=template_id)
+    if (
+        found is None
+        or not user.sees(found[0].site_id)
+        or not chips.chips_enabled(session=session, site_id=found[0].site_id)
+    ):
+        raise NotFound(f"face {template_id} does not exist")
+    template, jpeg = found
+    shown_for = session.get(Case, case) if case is not None else None
+    record(
+        session=session,
+        actor=user.actor,
+        action="chip.view",
+        object_type="face_template",
+        object_id=template.id,
+        site_id=template.site_id,
+        detail={
+            "occupant_id": template.occupant_id,
+            **(
+                {"case_id": shown_for.id}
+                if shown_for is not None and shown_for.site_id == template.site_id
+                else {}
+            ),
+        },
     )
     session.commit()
     return Response(

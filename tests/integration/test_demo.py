@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from edge.cli import main
-from edge.demo_site import DAYS, expected_cases
+from edge.demo_site import DAYS, expected_cases, expected_likely
 from tests.integration.harness import free_port
 
 pytestmark = pytest.mark.models
@@ -24,7 +24,10 @@ def test_demo_seeds_a_site_whose_unregistered_residents_become_cases(
     assert f"{walk_ins} sightings sent" in out
     assert f"{expected_cases()} open case(s) (expected {expected_cases()})" in out
     assert f"http://127.0.0.1:{port}/web/queue" in out
-    assert expected_cases() == 2
+    # Two unregistered residents and 王芳, whose register photo is far from her door
+    # look (a desk check); 姚明's poor photo makes him a likely resident, not a case.
+    assert expected_cases() == 3 and expected_likely() == 1
+    assert f"{expected_likely()} likely resident(s) for the manager to confirm" in out
     # What a manager would get: one signed webhook message per case opened (issue 15).
     assert out.count("notification (webhook, signature verified): New case #") == expected_cases()
     # The server it started is gone: nothing listens on its port any more.

@@ -7,21 +7,25 @@ PostgreSQL when reachable) through an in-process transport.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import cv2
 import httpx
 import numpy as np
 import pytest
 from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
 
 from edge.models import resolve_pack
 from registry.cli import main
 from server.app import create_app
 from server.audit.models import AuditEvent
 from server.db import make_engine, make_session_factory
+from server.occupants.chips import get_chip
 from server.occupants.models import FaceTemplate, Occupant
 from server.settings import Settings
 from server.sites.models import Site, Unit
@@ -223,6 +227,21 @@ def test_remote_import_writes_what_the_local_one_writes_and_reimport_changes_not
         np.testing.assert_allclose(
             np.frombuffer(remote[4], "<f4"), np.frombuffer(local[4], "<f4"), atol=1e-5
         )
+    # Each photo's aligned face travels as a chip and is kept sealed, in both modes
+    # (issue 14: the desk check shows it beside the door crops).
+    local_engine = make_engine(local_db)
+    try:
+        for eng in (local_engine, server.engine):
+            with Session(eng) as s:
+                ids = list(s.scalars(select(FaceTemplate.id).order_by(FaceTemplate.id)))
+                assert len(ids) == 4
+                for tid in ids:
+                    found = get_chip(session=s, template_id=tid)
+                    assert found is not None, f"template {tid} has no chip"
+                    face = cv2.imdecode(np.frombuffer(found[1], np.uint8), cv2.IMREAD_COLOR)
+                    assert face is not None and face.shape[:2] == (112, 112)
+    finally:
+        local_engine.dispose()
     version = server.scalar(select(Site.gallery_version).where(Site.name == SITE))
 
     # Re-import: nothing changes, not even the gallery version; audited again.
@@ -523,6 +542,9 @@ def test_api_refuses_malformed_bodies(sqlite_server: Server) -> None:
         _body(rows=[{"number": 2, "cells": {"name": "a\x00b"}}]),
         _body(rows=[{"number": 2, "cells": {}}, {"number": 2, "cells": {}}]),
         _body(extra=1),
+        # A face chip that is not base64, or not a JPEG (issue 14's optional chip field).
+        _body(templates=[{**template, "chip_b64": "not base64!"}]),
+        _body(templates=[{**template, "chip_b64": base64.b64encode(b"\x89PNG").decode()}]),
     ]
     for body in cases:
         response = client.post(path, json=body)

@@ -7,3 +7,131 @@ document.addEventListener("change", function (event) {
     el.form.submit();
   }
 });
+
+// -- the case page (issue 14): confirm final actions, update in place, enlarge faces,
+// show the strip's evening hours. Plain DOM, no library, no inline script (CSP).
+(function () {
+  var ARM_MS = 4000; // how long a tapped final button waits for its confirming tap
+
+  // A button with data-confirm needs a second tap within ARM_MS: the first turns it
+  // into its question ("Confirm visitor?"); no dialog, one extra tap.
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest ? event.target.closest("button[data-confirm]") : null;
+    if (!button || button.disabled) return;
+    if (button.getAttribute("data-armed") === "1") return; // the confirming tap submits
+    if (button.form && !button.form.checkValidity()) return; // let the browser say what is missing
+    event.preventDefault();
+    var label = button.textContent;
+    button.setAttribute("data-armed", "1");
+    button.classList.add("armed");
+    button.textContent = button.getAttribute("data-confirm");
+    setTimeout(function () {
+      if (!button.isConnected) return;
+      button.removeAttribute("data-armed");
+      button.classList.remove("armed");
+      button.textContent = label;
+    }, ARM_MS);
+  });
+
+  function fieldValues(root, skip) {
+    var kept = {};
+    root.querySelectorAll("input[id], textarea[id], select[id]").forEach(function (el) {
+      if (el.type === "hidden" || (skip && skip.contains(el))) return;
+      kept[el.id] = el.type === "checkbox" || el.type === "radio" ? el.checked : el.value;
+    });
+    return kept;
+  }
+
+  function restore(kept) {
+    Object.keys(kept).forEach(function (id) {
+      var el = document.getElementById(id);
+      if (!el) return;
+      if (el.type === "checkbox" || el.type === "radio") {
+        el.checked = kept[id];
+      } else if (el.tagName === "SELECT") {
+        if ([].some.call(el.options, function (o) { return o.value === kept[id]; })) el.value = kept[id];
+      } else if (el.value === "" || el.value === el.defaultValue) {
+        el.value = kept[id];
+      }
+    });
+  }
+
+  // Forms marked data-inplace (assign, log a call, the pickers' searches) fetch the
+  // page and swap its main part, keeping what was typed elsewhere and the scroll.
+  document.addEventListener("submit", function (event) {
+    var form = event.target;
+    if (!form.hasAttribute || !form.hasAttribute("data-inplace") || !window.fetch) return;
+    event.preventDefault();
+    var post = (form.method || "get").toLowerCase() === "post";
+    var data = new FormData(form, event.submitter || undefined);
+    var url = form.action;
+    if (!post) url += (url.indexOf("?") < 0 ? "?" : "&") + new URLSearchParams(data).toString();
+    var main = document.querySelector("main");
+    var kept = fieldValues(main, post ? form : null);
+    if (!post) delete kept[(form.querySelector("input[type=search]") || {}).id];
+    fetch(url, { method: post ? "POST" : "GET", body: post ? data : undefined, credentials: "same-origin" })
+      .then(function (response) {
+        return response.text().then(function (html) {
+          var doc = new DOMParser().parseFromString(html, "text/html");
+          var fresh = doc.querySelector("main");
+          if (!response.ok || !fresh) {
+            var old = form.querySelector(".inplace-error");
+            if (old) old.remove();
+            var note = document.createElement("p");
+            note.className = "notice error inplace-error";
+            note.setAttribute("role", "alert");
+            note.textContent = fresh ? fresh.textContent.replace(/\s+/g, " ").trim() : String(response.status);
+            form.prepend(note);
+            return;
+          }
+          var y = window.scrollY;
+          main.replaceWith(document.importNode(fresh, true));
+          restore(kept);
+          history.replaceState(null, "", response.url);
+          window.scrollTo(0, y);
+          initCase();
+        });
+      })
+      .catch(function () { form.submit(); });
+  });
+
+  // Faces: a click shows the face large with its time and entrance.
+  document.addEventListener("click", function (event) {
+    var link = event.target.closest ? event.target.closest("a.zoom") : null;
+    if (!link || !window.HTMLDialogElement) return;
+    event.preventDefault();
+    var dialog = document.getElementById("zoom");
+    if (!dialog) {
+      dialog = document.createElement("dialog");
+      dialog.id = "zoom";
+      dialog.innerHTML = '<figure><img alt=""><figcaption></figcaption></figure><form method="dialog"><button type="submit"></button></form>';
+      document.body.appendChild(dialog);
+      dialog.addEventListener("click", function (e) { if (e.target === dialog) dialog.close(); });
+    }
+    var img = link.querySelector("img");
+    dialog.querySelector("img").src = link.href;
+    dialog.querySelector("img").alt = img ? img.alt : "";
+    dialog.querySelector("figcaption").textContent = link.getAttribute("data-caption") || "";
+    dialog.querySelector("button").textContent = document.documentElement.lang === "zh-CN" ? "关闭" : "Close";
+    dialog.showModal();
+  });
+
+  // The days x hours strip: on a narrow screen start at the evening hours (the main
+  // evidence) and show the cue that earlier hours are a swipe away.
+  function initCase() {
+    document.querySelectorAll(".strip-wrap").forEach(function (wrap) {
+      var cue = wrap.parentNode.querySelector(".strip-cue");
+      if (wrap.scrollWidth > wrap.clientWidth + 1) {
+        wrap.scrollLeft = wrap.scrollWidth;
+        if (cue) cue.hidden = false;
+      } else if (cue) {
+        cue.hidden = true;
+      }
+    });
+  }
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", initCase);
+  } else {
+    initCase();
+  }
+})();

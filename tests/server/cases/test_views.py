@@ -175,3 +175,41 @@ def test_case_settings_per_site(engine: Engine, client: httpx.Client, device: De
     work(engine)
     cases = client.get(f"{API_PREFIX}/cases", params={"site": device.site_id}, headers=viewer)
     assert len(cases.json()) == 1
+
+
+def test_case_settings_turn_registry_chips_off_and_on(
+    engine: Engine, client: httpx.Client, device: DeviceCreds
+) -> None:
+    manager = _token(engine, "manager", "manager", [device.site_id])
+    url = f"{API_PREFIX}/case-settings"
+    got = client.get(url, params={"site": device.site_id}, headers=manager).json()
+    assert got["registry_chips"] is True  # kept by default
+    r = client.put(
+        url, params={"site": device.site_id}, json={"registry_chips": False}, headers=manager
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["registry_chips"] is False
+    got = client.get(url, params={"site": device.site_id}, headers=manager).json()
+    assert got["registry_chips"] is False
+
+
+def test_reopen_through_the_api_undoes_a_visitor_and_viewers_cannot(
+    engine: Engine, client: httpx.Client, device: DeviceCreds
+) -> None:
+    seen_on(engine, device.device_id, (person(34), 34), [0, 1, 2])
+    work(engine)
+    manager = _token(engine, "manager", "manager", [device.site_id])
+    viewer = _token(engine, "viewer", "viewer", [device.site_id])
+    case_id = client.get(
+        f"{API_PREFIX}/cases", params={"site": device.site_id}, headers=viewer
+    ).json()[0]["id"]
+    url = f"{API_PREFIX}/cases/{case_id}/actions"
+    assert client.post(url, json={"action": "reopen"}, headers=manager).status_code == 409
+    closed = client.post(url, json={"action": "visitor"}, headers=manager).json()
+    assert closed["suppression"] == "visitor"
+    assert client.post(url, json={"action": "reopen"}, headers=viewer).status_code == 403
+    r = client.post(url, json={"action": "reopen"}, headers=manager)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert (body["status"], body["outcome"], body["suppression"]) == ("open", None, None)
+    assert body["events"][-1]["kind"] == "reopened"

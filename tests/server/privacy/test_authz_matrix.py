@@ -35,12 +35,14 @@ from fastapi.routing import iter_route_contexts
 from sqlalchemy import Engine
 
 from server.cases.models import Case
+from server.occupants.service import add_template
 from server.privacy.views import current_admin
 from server.sightings.models import Sighting
 from server.wire import API_PREFIX, encode_embedding
-from tests.server.clusters.support import new_session, person
+from tests.server.clusters.support import MODEL, new_session, person
 from tests.server.conftest import DeviceCreds
 from tests.server.privacy.support import World, build, user_token, web_login
+from tests.web.world import face_jpeg
 
 # Open to anyone, by design (docs, health, metrics, the login form, language, static files).
 PUBLIC = {
@@ -119,6 +121,17 @@ def scene(engine: Engine, device: DeviceCreds, make_device: Any) -> Scene:
         case = s.get(Case, world.open_case)
         assert case is not None
         cluster_id = case.cluster_id
+        # A registry face chip of site A (the /web/chips page).
+        template = add_template(
+            session=s,
+            occupant_id=world.active_occupant,
+            embedding=person(77),
+            model_id=MODEL,
+            source="registry:chip",
+            chip=face_jpeg(77),
+        )
+        template_id = template.id
+        s.commit()
     return Scene(
         world=world,
         site_b=device_b.site_id,
@@ -129,6 +142,7 @@ def scene(engine: Engine, device: DeviceCreds, make_device: Any) -> Scene:
             "cluster_id": cluster_id,  # the /web/likely pages (a site A cluster)
             "sighting_id": sighting,
             "occupant_id": world.active_occupant,
+            "template_id": template_id,
             "site_id": world.site_id,
             "site": "Sunny Court",  # the registry import names its site
         },
