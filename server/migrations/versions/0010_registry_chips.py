@@ -14,7 +14,7 @@ from alembic import op
 
 
 revision: str = '0010_registry_chips'
-down_revision: str | None = '0007_credentials'
+down_revision: str | None = '0009_notifications'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
