@@ -52,7 +52,7 @@ class Resident:
 # "may be X": a case that names her (the desk check). 姚明 0.515 -> 0.38 (0.51 gave
 # 0.35, 0.52 gave 0.39): unknown at the door, attributed to him by the server.
 RESIDENTS = (
-    Resident("t1_p3", "王芳", "3幢1单元502室", "业主", "DEMO-0001", likeness=0.47),
+    Resident("t1_p3", "王芳", "3幢1单元502室", "业主", "DEMO-0001", likeness=0.50),
     Resident("yao_ming", "姚明", "3幢2单元1203室", "业主", "DEMO-0002", likeness=0.515),
     Resident("t1_p6", "陈静", "5幢1单元301室", "租户", "DEMO-0003"),
 )
