@@ -4,6 +4,7 @@ Usage::
 
     nice -n 5 .venv/bin/python bench/quality_gates.py [EVAL_DIR] [--model buffalo_s]
         [--cache FILE] [--json OUT]
+    .venv/bin/python bench/quality_gates.py [EVAL_DIR] --write-degraded OUT [--seed 13]
 
 EVAL_DIR defaults to ``../shared/eval`` (``faces/<identity>/<n>.jpg`` and
 ``manifest.csv``); ORL photos (23x28 px faces, rightly refused) are left out.
@@ -284,13 +285,63 @@ def fit_gate(rows: list[Measured], attr: str, candidates: list[float]) -> float:
     return gate
 
 
+def write_degraded(src: Path, out: Path, seed: int) -> int:
+    """A degraded copy of an eval folder, for ``bench/accuracy.py``: every photo of
+    every non-ORL identity gets one seeded degradation (or none), the kind a
+    registry or door camera gives: in-plane roll 15-35 deg, Gaussian blur sigma
+    1.5-3, downscale to 40-60% (small faces), JPEG quality 15, darkened to 30%,
+    the top or one side cropped off. Returns the number of photos written."""
+    rng = np.random.default_rng(seed)
+    kinds = ("none", "roll", "blur", "small", "jpeg", "dark", "crop")
+    n = 0
+    for ident, paths in load_photos(src).items():
+        for p in paths:
+            img = cv2.imread(str(p), cv2.IMREAD_COLOR)
+            if img is None:
+                continue
+            h, w = img.shape[:2]
+            kind = kinds[int(rng.integers(len(kinds)))]
+            if kind == "roll":
+                ang = float(rng.uniform(15, 35)) * (1 if rng.random() < 0.5 else -1)
+                m = cv2.getRotationMatrix2D((w / 2, h / 2), ang, 1.0)
+                img = cv2.warpAffine(img, m, (w, h), borderMode=cv2.BORDER_REPLICATE)
+            elif kind == "blur":
+                img = cv2.GaussianBlur(img, (0, 0), float(rng.uniform(1.5, 3.0)))
+            elif kind == "small":
+                s = float(rng.uniform(0.4, 0.6))
+                img = cv2.resize(img, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
+            elif kind == "jpeg":
+                ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 15])
+                img = cv2.imdecode(buf, cv2.IMREAD_COLOR) if ok else img
+            elif kind == "dark":
+                img = np.clip(img.astype(np.float32) * 0.3, 0, 255).astype(np.uint8)
+            elif kind == "crop":
+                img = img[int(h * 0.25) :, :] if rng.random() < 0.5 else img[:, int(w * 0.3) :]
+            target = out / "faces" / ident / p.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(target), img, [cv2.IMWRITE_JPEG_QUALITY, 95])
+            n += 1
+    return n
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("eval", nargs="?", type=Path, default=REPO.parent / "shared/eval")
     ap.add_argument("--model", default="buffalo_s")
     ap.add_argument("--cache", type=Path, help="pickle of the measurements (dev)")
     ap.add_argument("--json", type=Path, help="also write the tables here")
+    ap.add_argument(
+        "--write-degraded",
+        type=Path,
+        metavar="OUT",
+        help="only write a degraded copy of EVAL_DIR (OUT/faces/...) for bench/accuracy.py",
+    )
+    ap.add_argument("--seed", type=int, default=13, help="seed of --write-degraded")
     args = ap.parse_args(argv)
+    if args.write_degraded is not None:
+        n = write_degraded(args.eval, args.write_degraded, args.seed)
+        print(f"wrote {n} degraded photos under {args.write_degraded / 'faces'}")
+        return 0
     engine = FaceEngine.load(ModelConfig(pack=args.model))
     if args.cache is not None and args.cache.exists():
         rows: list[Measured] = pickle.loads(args.cache.read_bytes())
