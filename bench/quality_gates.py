@@ -252,14 +252,14 @@ MEDIANS = (
     ("norm", "emb_norm"),
 )
 
-UNUSABLE = 0.25
+UNUSABLE = 0.10
 """A face the recogniser cannot use: a template of it finds fewer than this share of
 the person's other photos at the pack's threshold (clean photos: ~93%)."""
 
 GATE_CANDIDATES: dict[str, list[float]] = {
     # attribute: candidate gates, higher = stricter (faces below are refused)
-    "size": [8, 10, 12, 14, 16, 18, 20, 24, 32],
-    "sharp_rel": [0.001, 0.002, 0.003, 0.004, 0.005, 0.006, 0.008, 0.01, 0.015],
+    "size": [6, 8, 10, 12, 14, 16, 18, 20, 24, 32],
+    "sharp_rel": [0.0005, 0.001, 0.002, 0.003, 0.004, 0.005, 0.006, 0.008, 0.01, 0.015],
     "emb_norm": [5, 6, 7, 8, 9, 10, 11, 15, 16, 17, 18, 19, 20],
     "det_score": [0.5, 0.55, 0.6, 0.65, 0.7, 0.8, 0.85, 0.9],
     "neg_yaw": [-90, -85, -80, -75, -70, -65, -60, -55, -50],

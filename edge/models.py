@@ -124,11 +124,12 @@ YUNET_DET_THRESH = 0.8
 # Enrolment gate on the recogniser's embedding norm before normalisation
 # (refuse below, warn below), measured with bench/quality_gates.py on
 # ../shared/eval and degraded copies (docs/model-packs.md), fitted on half the
-# identities. w600k_mbf: clean photos' median norm 23.7; faces at 15-17 match
-# 3-5% of the person's other photos, 17-18 22%, 18-19 29%, 19-20 54%, 22+ 93%.
+# identities (refuse where faces match < 10% of the person's other photos).
+# w600k_mbf: clean photos' median norm 23.7; faces at 15-17 match 3-5% of the
+# person's other photos, 17-18 22%, 18-19 29%, 19-20 54%, 22+ 93%.
 # SFace: median 12.4; 5-8 match 0-7%, 8-9 15%, 9-10 47%, 11+ 92%.
-BUFFALO_S_NORM = (18.0, 20.0)
-SFACE_NORM = (9.0, 10.0)
+BUFFALO_S_NORM = (17.0, 20.0)
+SFACE_NORM = (8.0, 10.0)
 
 PackKind = Literal["insightface", "opencv_zoo"]
 """``insightface``: SCRFD + ArcFace ONNX graphs run through insightface's model_zoo.

@@ -45,9 +45,11 @@ embedding norm before normalisation, see :class:`edge.models.ModelPack`)."""
 # person's first photo: roll, blur, downscale, JPEG, dark, crops), fitted on the
 # identities of one hash half and checked on the other (docs/model-packs.md has
 # the tables). The rule: refuse a face only where the faces beyond the gate match
-# fewer than a quarter of the person's other photos at the pack's threshold (a
-# clean photo matches ~93%): that is what the recogniser cannot use. Between the
-# gate and the warning level a face is usable but poor: enrolled, with a warning.
+# fewer than 10% of the person's other photos at the pack's threshold (a clean
+# photo matches ~93%): that is what the recogniser cannot use. A refused person's
+# probes are all misses, so anything a template still finds is worth enrolling.
+# Between the gate and the warning level a face is usable but poor: enrolled,
+# with a warning.
 
 
 class QualityConfig(BaseModel):
@@ -87,14 +89,15 @@ class QualityConfig(BaseModel):
         ),
     )
     min_sharpness: float = Field(
-        default=0.003,
+        default=0.002,
         ge=0.0,
         le=1.0,
         description=(
             "Minimum relative sharpness (Laplacian variance over intensity variance of "
             "the aligned face's centre; contrast-free, so dark but sharp photos pass). "
-            "Measured: below 0.002-0.004 a face matches 17-31% of the person's other "
-            "photos, 0.01-0.015 56-59%, above 0.03 ~91% (fit: 0.002 buffalo_s, 0.003 sface)."
+            "Measured: below 0.002 a face matches 17% of the person's other photos, "
+            "0.002-0.004 27-31%, 0.01-0.015 56-59%, above 0.03 ~91% (fit: 0.002 "
+            "buffalo_s; sface's fit is lower and its norm gate does the work)."
         ),
     )
     warn_sharpness: float = Field(

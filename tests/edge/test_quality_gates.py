@@ -173,7 +173,7 @@ def test_blurred_face_below_the_gate_is_refused_and_mild_blur_is_warned(
     mild = any_engine.enrol(cv2.GaussianBlur(yao_image, (0, 0), 3.5))
     assert mild.quality.usable and "too_blurry" in mild.quality.warnings
     with pytest.raises(EnrolmentError) as err:
-        any_engine.enrol(cv2.GaussianBlur(yao_image, (0, 0), 9))
+        any_engine.enrol(cv2.GaussianBlur(yao_image, (0, 0), 12))
     assert err.value.reason in {"too_blurry", "low_quality", "no_face"}
 
 
