@@ -156,35 +156,37 @@ class QualityConfig(BaseModel):
     )
 
 
-def sharpness(aligned_bgr: npt.NDArray[np.uint8], half: float) -> tuple[float, float]:
-    """(normalised sharpness in [0, 1], raw Laplacian variance) of an aligned face."""
+def _centre_gray(aligned_bgr: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
     gray = cv2.cvtColor(aligned_bgr, cv2.COLOR_BGR2GRAY) if aligned_bgr.ndim == 3 else aligned_bgr
     h, w = gray.shape[:2]
     # Central 70%: the aligned crop's corners are often black warp border whose
     # hard edge would read as "sharp".
     y0, x0 = int(h * 0.15), int(w * 0.15)
-    centre = gray[y0 : h - y0, x0 : w - x0]
-    var = float(cv2.Laplacian(centre, cv2.CV_64F).var())
+    return np.asarray(gray[y0 : h - y0, x0 : w - x0])
+
+
+def sharpness(aligned_bgr: npt.NDArray[np.uint8], half: float) -> tuple[float, float]:
+    """(normalised sharpness in [0, 1], raw Laplacian variance) of an aligned face."""
+    var = float(cv2.Laplacian(_centre_gray(aligned_bgr), cv2.CV_64F).var())
     return var / (var + half), var
 
 
-def relative_sharpness(
-    aligned_bgr: npt.NDArray[np.uint8], laplacian_var: float | None = None
-) -> float:
+def relative_sharpness(aligned_bgr: npt.NDArray[np.uint8]) -> float:
     """Laplacian variance over intensity variance of the aligned face's centre.
 
     Contrast-free: a dark or low-contrast but sharp photo keeps its value (the
     raw Laplacian variance of a photo darkened 4x falls 16x, though the
     recogniser matches it as well as the original), while blur lowers the
-    high-frequency part only. ``laplacian_var``: the raw value when
-    :func:`sharpness` already computed it.
+    high-frequency part only.
     """
-    gray = cv2.cvtColor(aligned_bgr, cv2.COLOR_BGR2GRAY) if aligned_bgr.ndim == 3 else aligned_bgr
-    h, w = gray.shape[:2]
-    y0, x0 = int(h * 0.15), int(w * 0.15)
-    centre = gray[y0 : h - y0, x0 : w - x0]
-    lap = float(cv2.Laplacian(centre, cv2.CV_64F).var()) if laplacian_var is None else laplacian_var
-    return lap / max(float(centre.var()), 1.0)
+    return _sharpness_parts(_centre_gray(aligned_bgr))[1]
+
+
+def _sharpness_parts(centre: npt.NDArray[np.uint8]) -> tuple[float, float]:
+    """(raw Laplacian variance, relative sharpness) of a grey face centre, in one pass."""
+    lap = float(cv2.Laplacian(centre, cv2.CV_64F).var())
+    _, std = cv2.meanStdDev(centre)
+    return lap, lap / max(float(std[0, 0]) ** 2, 1.0)
 
 
 def frontal_score(landmarks: tuple[tuple[float, float], ...]) -> float:
@@ -242,8 +244,8 @@ def assess(
     cannot reach the yaw gate.
     """
     size = float(min(det.bbox.width, det.bbox.height))
-    sharp, raw_var = sharpness(aligned_bgr, config.sharpness_half)
-    rel_sharp = relative_sharpness(aligned_bgr, raw_var)
+    raw_var, rel_sharp = _sharpness_parts(_centre_gray(aligned_bgr))
+    sharp = raw_var / (raw_var + config.sharpness_half)
     yaw_part, _, frontal = frontal_parts(det.landmarks)
     yaw = abs(head_pose(det.landmarks)[0]) if yaw_part <= 0.0 else 0.0
     reasons: list[str] = []
