@@ -163,8 +163,8 @@ def measure_all(engine: FaceEngine, photos: dict[str, list[Path]]) -> list[Measu
         if n % 25 == 0:
             print(f"measuring identity {n + 1}/{len(photos)}", file=sys.stderr, flush=True)
         for k, p in enumerate(paths):
-            img = cv2.imread(str(p), cv2.IMREAD_COLOR)
-            if img is None:
+            img = np.asarray(cv2.imread(str(p), cv2.IMREAD_COLOR), np.uint8)
+            if img.ndim != 3:
                 continue
             m = measure(engine, img, ident, p.name, "")
             rows.append(m)
@@ -222,8 +222,9 @@ SIGNALS: dict[str, tuple[str, list[float], bool]] = {
 
 def table(
     rows: list[Measured], attr: str, edges: list[float]
-) -> list[tuple[str, int, float, float]]:
-    out = []
+) -> list[tuple[str, int, float, float, float]]:
+    """Per bin of ``attr``: (bin, n, mean cosine, match share, false-match rate)."""
+    out: list[tuple[str, int, float, float, float]] = []
     for lo, hi in itertools.pairwise(edges):
         sel = [r for r in rows if r.found and lo <= getattr(r, attr) < hi]
         if not sel:
@@ -319,7 +320,7 @@ def write_degraded(src: Path, out: Path, seed: int) -> int:
                 img = img[int(h * 0.25) :, :] if rng.random() < 0.5 else img[:, int(w * 0.3) :]
             target = out / "faces" / ident / p.name
             target.parent.mkdir(parents=True, exist_ok=True)
-            cv2.imwrite(str(target), img, [cv2.IMWRITE_JPEG_QUALITY, 95])
+            cv2.imwrite(str(target), np.asarray(img), [cv2.IMWRITE_JPEG_QUALITY, 95])
             n += 1
     return n
 
