@@ -163,9 +163,10 @@ def measure_all(engine: FaceEngine, photos: dict[str, list[Path]]) -> list[Measu
         if n % 25 == 0:
             print(f"measuring identity {n + 1}/{len(photos)}", file=sys.stderr, flush=True)
         for k, p in enumerate(paths):
-            img = np.asarray(cv2.imread(str(p), cv2.IMREAD_COLOR), np.uint8)
-            if img.ndim != 3:
+            raw = cv2.imread(str(p), cv2.IMREAD_COLOR)
+            if raw is None:
                 continue
+            img = np.asarray(raw, np.uint8)
             m = measure(engine, img, ident, p.name, "")
             rows.append(m)
             if k == 0 and m.found:
