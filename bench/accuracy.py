@@ -203,17 +203,18 @@ class OpenCVSFace:
         from edge.models import SFACE_PACK, loadable_model, resolve_pack
 
         pack = resolve_pack(SFACE_PACK)
-        # The shipped int8 graphs are what OpenCV's zoo publishes; where this
-        # OpenCV cannot read them, the float32 repair the engine uses is the same net.
+        # The shipped int8 graphs are what OpenCV's zoo publishes. OpenCV 5 loads
+        # them but its new graph engine fails on the recogniser's first feature()
+        # call ("ninputs == 1"); the float32 repair the engine uses is the same net.
         det, rec = pack.detector_path, pack.recognizer_path
+        self.det = cv2.FaceDetectorYN.create(str(det), "", (320, 320), 0.5, 0.3, 5000)
+        probe = np.zeros((112, 112, 3), np.uint8)
         try:
-            self.det = cv2.FaceDetectorYN.create(str(det), "", (320, 320), 0.5, 0.3, 5000)
             self.rec = cv2.FaceRecognizerSF.create(str(rec), "")
+            self.rec.feature(probe)
         except cv2.error:
-            self.det = cv2.FaceDetectorYN.create(
-                str(loadable_model(det)), "", (320, 320), 0.5, 0.3, 5000
-            )
             self.rec = cv2.FaceRecognizerSF.create(str(loadable_model(rec)), "")
+            self.rec.feature(probe)
         self.model_id = "opencv-sface"
 
     def run(self, path: Path) -> PhotoResult:
