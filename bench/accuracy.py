@@ -309,7 +309,9 @@ def evaluate_split(
         return names, sims
 
     g_names, g_sims = best([r for _, r in genuine])
-    g_true = np.array([n == ident for n, (ident, _) in zip(g_names, genuine, strict=True)])
+    g_true = np.array(
+        [n == ident for n, (ident, _) in zip(g_names, genuine, strict=True)], dtype=bool
+    )
     _, s_sims = best(stranger)
     thresholds = {f: threshold_at_fpir(s_sims, f) for f in FPIR_TARGETS} if s_sims.size else {}
 
