@@ -19,8 +19,9 @@ other photo is a probe: probes of enrolled identities are genuine, probes of
 strangers are impostors. For a target FPIR (share of stranger probes whose best
 gallery similarity reaches the threshold) the threshold is set on the stranger
 scores, and FNIR is the share of genuine probes not matched to the right
-identity at that threshold. Genuine probes of identities that failed to enrol
-are left out of FNIR (they are counted in the failure-to-enrol rate instead).
+identity at that threshold. As NIST FRTE counts them, genuine probes of an
+identity that failed to enrol are misses in FNIR (the failure-to-enrol rate is
+still printed on its own, and "FNIR, enrolled only" leaves them out).
 Photos are embedded once; extra splits (``--splits``) only reshuffle who is
 enrolled, so the spread across splits costs nothing.
 
@@ -28,8 +29,12 @@ Pipelines:
 * ours: ``FaceEngine.enrol`` (padded detection, one notable face, quality
   gates) for enrolment; probes take the central/largest face of
   ``detect_photo`` (padded + unpadded for large photos), no gate.
-* baseline (insightface-style): detect at 640 on the padded photo, take the
-  largest face, no quality gate, for both enrolment and probes.
+* baseline (plain insightface, ``FaceAnalysis``-style): buffalo_s SCRFD at 640
+  on the photo padded by 50%, the largest face, ArcFace on ``norm_crop``, no
+  quality gate, for both enrolment and probes. Printed beside every pack.
+* opencv baseline (sface runs only): the pack's own plain reference, OpenCV
+  ``cv2.FaceDetectorYN`` + ``cv2.FaceRecognizerSF.alignCrop`` / ``feature`` on
+  the padded photo, the largest face, no gate.
 
 One vs three enrolment photos (identities with at least 4 photos enrol photos
 1-3; genuine probes are photos 4+ for all three columns, so they compare on
@@ -54,6 +59,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import numpy.typing as npt
 
@@ -174,6 +180,7 @@ def run_ours(engine: FaceEngine, path: Path, *, enrol: bool) -> PhotoResult:
 
 
 def run_baseline(engine: FaceEngine, path: Path) -> PhotoResult:
+    """Plain insightface on ``engine`` (buffalo_s): largest face of the padded photo."""
     t0 = time.perf_counter()
     try:
         img = read_image(path)
@@ -187,6 +194,47 @@ def run_baseline(engine: FaceEngine, path: Path) -> PhotoResult:
         return PhotoResult(None, "no_face", time.perf_counter() - t0)
     emb = engine.embed(padded, [det])[0]
     return PhotoResult(emb, None, time.perf_counter() - t0)
+
+
+class OpenCVSFace:
+    """The sface pack's plain reference: ``cv2.FaceDetectorYN`` + ``cv2.FaceRecognizerSF``."""
+
+    def __init__(self) -> None:
+        from edge.models import SFACE_PACK, loadable_model, resolve_pack
+
+        pack = resolve_pack(SFACE_PACK)
+        # The shipped int8 graphs are what OpenCV's zoo publishes. OpenCV 5 loads
+        # them but its new graph engine fails on the recogniser's first feature()
+        # call ("ninputs == 1"); the float32 repair the engine uses is the same net.
+        det, rec = pack.detector_path, pack.recognizer_path
+        self.det = cv2.FaceDetectorYN.create(str(det), "", (320, 320), 0.5, 0.3, 5000)
+        probe = np.zeros((112, 112, 3), np.uint8)
+        try:
+            self.rec = cv2.FaceRecognizerSF.create(str(rec), "")
+            self.rec.feature(probe)
+        except cv2.error:
+            self.rec = cv2.FaceRecognizerSF.create(str(loadable_model(rec)), "")
+            self.rec.feature(probe)
+        self.model_id = "opencv-sface"
+
+    def run(self, path: Path) -> PhotoResult:
+        t0 = time.perf_counter()
+        try:
+            img = read_image(path)
+        except ImageError:
+            return PhotoResult(None, "unreadable", time.perf_counter() - t0)
+        h, w = img.shape[:2]
+        pad = round(max(h, w) * PHOTO_PAD_RATIO)
+        padded = np.pad(img, ((pad, pad), (pad, pad), (0, 0)))
+        self.det.setInputSize((padded.shape[1], padded.shape[0]))
+        _, faces = self.det.detect(padded)
+        if faces is None or len(faces) == 0:
+            return PhotoResult(None, "no_face", time.perf_counter() - t0)
+        face = max(faces, key=lambda f: float(f[2] * f[3]))
+        crop = self.rec.alignCrop(padded, face)
+        feat = np.asarray(self.rec.feature(crop), dtype=np.float32).reshape(-1)
+        emb = feat / max(float(np.linalg.norm(feat)), 1e-12)
+        return PhotoResult(emb.astype(np.float32), None, time.perf_counter() - t0)
 
 
 def threshold_at_fpir(stranger_scores: npt.NDArray[np.float64], fpir: float) -> float:
@@ -211,8 +259,9 @@ class SplitMetrics:
     fnir: dict[float, float]
     fnir_at_default: float
     fpir_at_default: float
-    fnir_with_fte: dict[float, float]
-    """FNIR if the probes of identities that failed to enrol count as misses."""
+    fnir_enrolled_only: dict[float, float]
+    """FNIR leaving out the probes of identities that failed to enrol (``fnir``
+    counts them as misses)."""
     grid: dict[float, tuple[float, float]]
     """threshold -> (FNIR, FPIR) on this split."""
 
@@ -244,7 +293,7 @@ def evaluate_split(
             eligible = [p for k, p in enumerate(photos) if k >= probe_from and k not in used]
             if not enrol[ident].templates:
                 n_fte_probes += len(eligible)
-                continue  # failed to enrol: counted in FTE, not in FNIR
+                continue  # failed to enrol: every probe a miss (added below)
             genuine.extend((ident, probes[p]) for p in eligible)
         else:
             stranger.extend(probes[p] for p in photos)
@@ -260,18 +309,27 @@ def evaluate_split(
         return names, sims
 
     g_names, g_sims = best([r for _, r in genuine])
-    g_true = np.array([n == ident for n, (ident, _) in zip(g_names, genuine, strict=True)])
+    g_true = np.array(
+        [n == ident for n, (ident, _) in zip(g_names, genuine, strict=True)], dtype=bool
+    )
     _, s_sims = best(stranger)
     thresholds = {f: threshold_at_fpir(s_sims, f) for f in FPIR_TARGETS} if s_sims.size else {}
 
-    def fnir(t: float) -> float:
+    def fnir_enrolled(t: float) -> float:
         return float(np.mean(~(g_true & (g_sims >= t)))) if g_sims.size else float("nan")
+
+    def fnir(t: float) -> float:
+        """FRTE-style: a failed-to-enrol identity's probes are all misses."""
+        n = g_sims.size + n_fte_probes
+        if n == 0:
+            return float("nan")
+        return (float(np.sum(~(g_true & (g_sims >= t)))) + n_fte_probes) / n
 
     all_probes = [r for _, r in genuine] + stranger
     return SplitMetrics(
         n_enrolled=len(enrolled_ids),
         n_fte=n_fte,
-        n_genuine=len(genuine),
+        n_genuine=len(genuine) + n_fte_probes,
         n_stranger=len(stranger),
         n_probe_ftd=sum(1 for r in all_probes if r.embedding is None),
         n_probes=len(all_probes),
@@ -283,10 +341,7 @@ def evaluate_split(
             t: (fnir(t), float(np.mean(s_sims >= t)) if s_sims.size else 0.0)
             for t in THRESHOLD_GRID
         },
-        fnir_with_fte={
-            f: (fnir(t) * len(genuine) + n_fte_probes) / max(len(genuine) + n_fte_probes, 1)
-            for f, t in thresholds.items()
-        },
+        fnir_enrolled_only={f: fnir_enrolled(t) for f, t in thresholds.items()},
     )
 
 
@@ -316,9 +371,19 @@ Embedded = tuple[
     dict[str, PhotoResult],
     dict[str, PhotoResult],
     dict[Path, PhotoResult],
-    dict[Path, PhotoResult],
     dict[str, list[PhotoResult]],
 ]
+
+
+@dataclass
+class Baseline:
+    """A plain reference pipeline: the same photo in, one embedding out, no gate."""
+
+    key: str
+    title: str
+    model_id: str
+    threshold: float
+    run: Any  # Callable[[Path], PhotoResult]
 
 
 def embed_population(engine: FaceEngine, pop: Population) -> Embedded:
@@ -343,32 +408,38 @@ def embed_population(engine: FaceEngine, pop: Population) -> Embedded:
         else enrol_with_retry(engine, pop.photos[i])
         for i in ids
     }
-    ours_probe: dict[Path, PhotoResult] = {}
-    base: dict[Path, PhotoResult] = {}
-    for i in ids:
-        for p in pop.photos[i]:
-            ours_probe[p] = run_ours(engine, p, enrol=False)
-            base[p] = run_baseline(engine, p)
-    return ours_enrol, retry_enrol, ours_probe, base, multi_enrol
+    ours_probe = {p: run_ours(engine, p, enrol=False) for i in ids for p in pop.photos[i]}
+    return ours_enrol, retry_enrol, ours_probe, multi_enrol
 
 
-def bench_population(
-    engine: FaceEngine, pop: Population, seeds: list[int], cache: Path | None = None
-) -> dict[str, object]:
-    ids = list(pop.photos)
-    key = f"v2|{engine.model_id}|{pop.name}|{len(ids)}"
+def _cached(cache: Path | None, key: str, compute: Any) -> Any:
     stored: dict[str, object] = {}
     if cache is not None and cache.exists():
         stored = pickle.loads(cache.read_bytes())
     if key in stored:
-        embedded: Embedded = stored[key]  # type: ignore[assignment]
-    else:
-        embedded = embed_population(engine, pop)
-        if cache is not None:
-            stored[key] = embedded
-            cache.write_bytes(pickle.dumps(stored))
-    ours_enrol, retry_enrol, ours_probe, base, multi_enrol = embedded
-    base_enrol = {i: base[pop.photos[i][0]] for i in ids}
+        return stored[key]
+    value = compute()
+    if cache is not None:
+        stored[key] = value
+        cache.write_bytes(pickle.dumps(stored))
+    return value
+
+
+def bench_population(
+    engine: FaceEngine,
+    pop: Population,
+    seeds: list[int],
+    cache: Path | None = None,
+    baselines: list[Baseline] | None = None,
+) -> dict[str, object]:
+    ids = list(pop.photos)
+    gates = engine.quality_config.model_dump_json()
+    embedded: Embedded = _cached(
+        cache,
+        f"v3|{engine.model_id}|{gates}|{pop.name}|{len(ids)}",
+        lambda: embed_population(engine, pop),
+    )
+    ours_enrol, retry_enrol, ours_probe, multi_enrol = embedded
     # Identities with too few photos for a probe after photo MULTI still enrol
     # (they are gallery members and strangers like everyone else) with photo 1.
     one = {i: single(ours_enrol[i]) for i in ids}
@@ -378,24 +449,36 @@ def bench_population(
     }
 
     report: dict[str, object] = {"population": pop.name, "identities": len(ids)}
+    own = (engine.model_id, engine.threshold)
     n_photos = sum(len(v) for v in pop.photos.values())
     report["photos"] = n_photos
-    for label, enrol, probes, probe_from in (
-        ("ours", {i: single(r) for i, r in ours_enrol.items()}, ours_probe, 0),
-        ("ours_retry", {i: single(r) for i, r in retry_enrol.items()}, ours_probe, 0),
-        ("baseline", {i: single(r) for i, r in base_enrol.items()}, base, 0),
-        ("one_photo", one, ours_probe, MULTI),
-        ("three_max", three_max, ours_probe, MULTI),
-        ("three_fused", three_fused, ours_probe, MULTI),
-    ):
+    columns: list[tuple[str, dict[str, Enrolment], dict[Path, PhotoResult], int, str, float]] = [
+        ("ours", {i: single(r) for i, r in ours_enrol.items()}, ours_probe, 0, *own),
+        ("ours_retry", {i: single(r) for i, r in retry_enrol.items()}, ours_probe, 0, *own),
+    ]
+    for b in baselines or []:
+        base: dict[Path, PhotoResult] = _cached(
+            cache,
+            f"v3|{b.key}|{b.model_id}|{pop.name}|{len(ids)}",
+            lambda b=b: {p: b.run(p) for i in ids for p in pop.photos[i]},
+        )
+        base_enrol = {i: single(base[pop.photos[i][0]]) for i in ids}
+        columns.append((b.key, base_enrol, base, 0, b.model_id, b.threshold))
+    columns += [
+        ("one_photo", one, ours_probe, MULTI, *own),
+        ("three_max", three_max, ours_probe, MULTI, *own),
+        ("three_fused", three_fused, ours_probe, MULTI, *own),
+    ]
+    report["columns"] = [c[0] for c in columns]
+    for label, enrol, probes, probe_from, model_id, threshold in columns:
         splits = [
             evaluate_split(
                 pop,
                 enrol,
                 probes,
                 split_ids(ids, s),
-                model_id=engine.model_id,
-                default_threshold=engine.threshold,
+                model_id=model_id,
+                default_threshold=threshold,
                 probe_from=probe_from,
             )
             for s in seeds
@@ -416,7 +499,7 @@ def bench_population(
                     "probes": m.n_probes,
                     "thresholds": {str(f): t for f, t in m.thresholds.items()},
                     "fnir": {str(f): v for f, v in m.fnir.items()},
-                    "fnir_with_fte": {str(f): v for f, v in m.fnir_with_fte.items()},
+                    "fnir_enrolled_only": {str(f): v for f, v in m.fnir_enrolled_only.items()},
                     "grid": {str(t): v for t, v in m.grid.items()},
                     "fnir_at_default": m.fnir_at_default,
                     "fpir_at_default": m.fpir_at_default,
@@ -483,16 +566,19 @@ def _count(items: list[str]) -> dict[str, int]:
     return out
 
 
-COLUMNS = (
-    ("ours", "ours"),
-    ("ours_retry", "ours+retry"),
-    ("baseline", "baseline"),
-    ("one_photo", "1 photo, probes 4+"),
-    ("three_max", "3 photos max"),
-    ("three_fused", "3 photos fused"),
-)
+TITLES = {
+    "ours": "ours",
+    "ours_retry": "ours+retry",
+    "baseline": "baseline insightface",
+    "baseline_cv": "baseline OpenCV sface",
+    "one_photo": "1 photo, probes 4+",
+    "three_max": "3 photos max",
+    "three_fused": "3 photos fused",
+}
 SUMMARY = (
     ("ours", "1 photo"),
+    ("baseline", "baseline insightface buffalo_s, 1 photo"),
+    ("baseline_cv", "baseline OpenCV YuNet+SFace, 1 photo"),
     ("one_photo", "1 photo, probes 4+"),
     ("three_max", "3 photos max, probes 4+"),
     ("three_fused", "3 photos fused, probes 4+"),
@@ -501,7 +587,7 @@ SUMMARY = (
 
 def print_report(rep: dict[str, Any], threshold: float) -> None:
     """One table per population: the seeded split, then the spread over all splits."""
-    cols = [(rep[key], title) for key, title in COLUMNS]
+    cols = [(rep[key], TITLES[key]) for key in rep["columns"]]
     first = [c["splits"][0] for c, _ in cols]
     print(f"\n== {rep['population']}: {rep['identities']} identities, {rep['photos']} photos")
     s0 = first[0]
@@ -523,7 +609,7 @@ def print_report(rep: dict[str, Any], threshold: float) -> None:
                 [f"{_pct(s['fnir'][k])} t={s['thresholds'][k]:.3f}" for s in first],
             )
     if "0.01" in s0["fnir"]:
-        row("  FTE probes as misses", [_pct(s["fnir_with_fte"]["0.01"]) for s in first])
+        row("  FNIR @ 1%, enrolled only", [_pct(s["fnir_enrolled_only"]["0.01"]) for s in first])
     row(
         f"FNIR / FPIR @ t={threshold:.2f}",
         [f"{_pct(s['fnir_at_default'])} / {_pct(s['fpir_at_default'])}" for s in first],
@@ -595,11 +681,16 @@ def _cell(x: float) -> str:
 
 def print_summary(by_pack: list[tuple[str, float, list[dict[str, Any]]]]) -> None:
     """One line per pack x population x enrolment: the issue's headline numbers."""
-    print("\n== summary (mean over splits; FNIR excludes identities that failed to enrol)")
+    print(
+        "\n== summary (mean over splits; FNIR counts the probes of identities that failed "
+        "to enrol as misses)"
+    )
     rows = [["pack", "population", "enrolment", "FNIR@FPIR1%", "FNIR@FPIR0.1%", "FTE", "ms/face"]]
     for model_id, _thr, reports in by_pack:
         for rep in reports:
             for key, title in SUMMARY:
+                if key not in rep:
+                    continue
                 col = rep[key]
                 splits = col["splits"]
                 cells = []
@@ -667,6 +758,7 @@ def main(argv: list[str] | None = None) -> int:
             populations.append(pop)
     seeds = [args.seed] + [args.seed + k for k in range(1, args.splits)]
     by_pack: list[tuple[str, float, list[dict[str, Any]]]] = []
+    base_engine: FaceEngine | None = None
     for pack in packs:
         engine = FaceEngine.load(
             ModelConfig(pack=pack, threads=args.threads, match_threshold=args.threshold)
@@ -675,9 +767,28 @@ def main(argv: list[str] | None = None) -> int:
             f"\n######## model {engine.model_id}, threshold in use {engine.threshold:.3f}, "
             f"faces {args.faces}"
         )
+        if base_engine is None:
+            base_engine = FaceEngine.load(ModelConfig(pack="buffalo_s", threads=args.threads))
+        baselines = [
+            Baseline(
+                "baseline",
+                "insightface buffalo_s",
+                base_engine.model_id,
+                base_engine.threshold,
+                lambda p, e=base_engine: run_baseline(e, p),
+            )
+        ]
+        if pack == "sface":
+            cv_sface = OpenCVSFace()
+            # Same network as the pack, so the pack's threshold.
+            baselines.append(
+                Baseline(
+                    "baseline_cv", "OpenCV sface", cv_sface.model_id, engine.threshold, cv_sface.run
+                )
+            )
         reports: list[dict[str, Any]] = []
         for pop in populations:
-            rep = bench_population(engine, pop, seeds, args.cache)
+            rep = bench_population(engine, pop, seeds, args.cache, baselines)
             print_report(rep, engine.threshold)
             reports.append(rep)
         by_pack.append((engine.model_id, engine.threshold, reports))

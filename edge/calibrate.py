@@ -37,7 +37,7 @@ from edge.config import ModelConfig
 from edge.engine import FaceEngine
 from edge.errors import CalibrationError
 from edge.evaluate import ProbeResult, evaluate_probes
-from edge.gallery import Gallery
+from edge.gallery import Gallery, failed_to_enrol_line
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,10 @@ def cli_calibrate(args: argparse.Namespace) -> int:
         raise CalibrationError(f"--target-fpir must be between 0 and 1, got {args.target_fpir}")
     engine = FaceEngine.load(ModelConfig(pack=args.model, threads=args.threads or 1))
     # A site's registry photos are what they are: calibrate on the usable ones.
-    gallery = Gallery.from_folder(args.gallery, engine, skip_unusable=True)
+    # --strict stops at the first refused photo instead (the old behaviour).
+    gallery = Gallery.from_folder(
+        args.gallery, engine, skip_unusable=not getattr(args, "strict", False)
+    )
     results = evaluate_probes(engine, gallery, probes)
     # Probes of people whose gallery photos all failed to enrol are neither
     # genuine (nothing to match) nor strangers (they are not): leave them out.
@@ -163,10 +166,13 @@ def cli_calibrate(args: argparse.Namespace) -> int:
         f"{_pct(_fpir_at(results, set(gallery.identities), default)):>9}"
         f"{_pct(_fnir_at(results, set(gallery.identities), default)):>9}"
     )
+    if line := failed_to_enrol_line(gallery.failed_to_enrol):
+        lines.append(line)
     sys.stdout.write("\n".join(lines) + "\n")
     doc: dict[str, object] = asdict(cal)
     if math.isnan(cal.fnir):
         doc["fnir"] = None  # JSON has no NaN
+    doc["failed_to_enrol"] = [f.as_json() for f in gallery.failed_to_enrol]
     sys.stdout.write(json.dumps(doc) + "\n")
     if args.out is not None:
         out = Path(args.out)

@@ -23,6 +23,15 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
 
 
+def _add_strict_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="stop with an error if any gallery photo fails to enrol (default: report the "
+        "refused photos as failed_to_enrol and go on with the others)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lintel-edge", description=__doc__)
     parser.add_argument("-v", "--verbose", action="count", default=0)
@@ -41,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="adaptive templates in memory, as the daemon keeps them (edge.adaptive)",
     )
+    _add_strict_arg(p)
     _add_model_args(p)
 
     p = sub.add_parser("eval", help="match probe photos against a gallery")
@@ -48,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--probes", type=Path, required=True)
     p.add_argument("--json", action="store_true")
     p.add_argument("--threshold", type=float, default=None)
+    _add_strict_arg(p)
     _add_model_args(p)
 
     p = sub.add_parser("models", help="list the model packs, their licences and files")
@@ -67,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--target-fpir", type=float, default=0.01, help="false-positive identification rate"
     )
     p.add_argument("--out", type=Path, default=None, help="also write the JSON result here")
+    _add_strict_arg(p)
     _add_model_args(p)
 
     p = sub.add_parser("run", help="run the edge daemon (cameras -> outbox -> server)")

@@ -19,7 +19,8 @@ class EnrolmentError(LintelEdgeError):
     """A photo does not hold exactly one usable face.
 
     ``reason`` is a stable code: ``unreadable``, ``no_face``, ``several_faces``,
-    ``too_small``, ``too_blurry``, ``bad_pose``, ``low_score``.
+    ``too_small``, ``too_blurry``, ``bad_pose``, ``low_score``, ``low_quality``
+    (the recogniser's embedding norm: it found too little identity in the face).
     """
 
     def __init__(self, reason: str, message: str) -> None:

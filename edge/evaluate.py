@@ -20,7 +20,7 @@ from pathlib import Path
 from edge.config import ModelConfig
 from edge.engine import FaceEngine, main_face, read_image
 from edge.errors import ImageError, LintelEdgeError
-from edge.gallery import IMAGE_SUFFIXES, Gallery
+from edge.gallery import IMAGE_SUFFIXES, Gallery, failed_to_enrol_line
 
 log = logging.getLogger(__name__)
 
@@ -81,12 +81,17 @@ def cli_eval(args: argparse.Namespace) -> int:
     if not probes.is_dir():
         raise LintelEdgeError(f"probes folder {probes} does not exist or is not a directory")
     engine = FaceEngine.load(config)
-    gallery = Gallery.from_folder(args.gallery, engine)
+    # A refused gallery photo is a result (failed_to_enrol), not a reason to stop;
+    # --strict keeps the stop-at-any-refusal behaviour.
+    gallery = Gallery.from_folder(
+        args.gallery, engine, skip_unusable=not getattr(args, "strict", False)
+    )
     results = evaluate_probes(engine, gallery, probes, threshold=engine.threshold)
     if args.json:
         doc = {
             "model": engine.model_id,
             "threshold": engine.threshold,
+            "failed_to_enrol": [f.as_json() for f in gallery.failed_to_enrol],
             "probes": [
                 {
                     "path": r.path,
@@ -103,6 +108,7 @@ def cli_eval(args: argparse.Namespace) -> int:
     lines = [
         f"model {engine.model_id}, threshold {engine.threshold:.3f}, "
         f"gallery {len(gallery)} identities, {len(results)} probes",
+        *([line] if (line := failed_to_enrol_line(gallery.failed_to_enrol)) else []),
         f"{'probe':<{width}}  {'similarity':>10}  {'best':<24}  decision",
     ]
     for r in results:

@@ -60,6 +60,30 @@ class Template:
     model_id: str
 
 
+@dataclass(frozen=True, slots=True)
+class EnrolmentFailure:
+    """A gallery photo that did not enrol: a result to report, not a crash."""
+
+    path: str
+    """Relative to the gallery folder, forward slashes (``<identity>/<photo>``)."""
+    reason: str
+    """Enrolment reason code (:class:`edge.errors.EnrolmentError`), or ``no_photos``."""
+    detail: str = ""
+
+    def as_json(self) -> dict[str, str]:
+        """The ``failed_to_enrol`` entry of the eval / calibrate / replay JSON."""
+        return {"path": self.path, "reason": self.reason, "detail": self.detail}
+
+
+def failed_to_enrol_line(failures: Sequence[EnrolmentFailure]) -> str:
+    """One readable line for the text outputs ('' when nothing failed)."""
+    if not failures:
+        return ""
+    return f"failed to enrol {len(failures)} gallery photo(s): " + "; ".join(
+        f"{f.path} ({f.reason}{': ' + f.detail if f.detail else ''})" for f in failures
+    )
+
+
 def image_files(folder: Path) -> list[Path]:
     """Image files directly in ``folder`` (not hidden), in a stable order."""
     return sorted(
@@ -109,6 +133,8 @@ class Gallery:
         present = np.unique(self.owners)
         self._present = present  # identities that have at least one template
         self._starts = np.searchsorted(self.owners, present)
+        self.failed_to_enrol: tuple[EnrolmentFailure, ...] = ()
+        """Photos :meth:`from_folder` left out (``skip_unusable``), in folder order."""
 
     @property
     def dim(self) -> int:
@@ -156,6 +182,7 @@ class Gallery:
         weights: list[float] = []
         owners: list[int] = []
         problems: list[str] = []
+        failed: list[EnrolmentFailure] = []
         store = _EmbeddingCache(Path(cache), engine) if cache is not None else None
         for sub in sorted(p for p in root.iterdir() if not p.name.startswith(".")):
             if not sub.is_dir():
@@ -164,6 +191,7 @@ class Gallery:
             photos = image_files(sub)
             if not photos:
                 problems.append(f"{sub.relative_to(root)}/: no photos")
+                failed.append(EnrolmentFailure(f"{sub.relative_to(root).as_posix()}/", "no_photos"))
                 continue
             idx = len(identities)
             identities.append(sub.name)
@@ -181,6 +209,7 @@ class Gallery:
                 except EnrolmentError as exc:
                     detail = str(exc).removeprefix(f"{rel}: ")
                     problems.append(f"{rel}: {exc.reason}: {detail}")
+                    failed.append(EnrolmentFailure(rel.as_posix(), exc.reason, detail))
                     continue
                 if store is not None and key is not None:
                     store.put(key, face.embedding, face.quality.score)
@@ -191,6 +220,11 @@ class Gallery:
                 # Left out altogether: an identity without a template cannot match.
                 identities.pop()
                 problems.append(f"{sub.relative_to(root)}/: no usable photo, identity left out")
+        if problems and skip_unusable and not identities:
+            raise GalleryError(
+                f"gallery {root}: not one photo enrolled; {len(problems)} unusable:\n  "
+                + "\n  ".join(problems)
+            )
         if problems and skip_unusable:
             log.warning(
                 "gallery %s: %d unusable photo(s) left out:\n  %s",
@@ -225,13 +259,15 @@ class Gallery:
             matrix.shape[0],
             len(rows),
         )
-        return cls(
+        gallery = cls(
             identities,
             matrix,
             owner_arr,
             model_id=engine.model_id,
             threshold=engine.threshold,
         )
+        gallery.failed_to_enrol = tuple(failed)
+        return gallery
 
     @classmethod
     def from_templates(

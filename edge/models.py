@@ -121,6 +121,16 @@ SFACE_THRESHOLD = 0.45
 # can use). OpenCV's own default is 0.9, which drops faces at 0.88.
 YUNET_DET_THRESH = 0.8
 
+# Enrolment gate on the recogniser's embedding norm before normalisation
+# (refuse below, warn below), measured with bench/quality_gates.py on
+# ../shared/eval and degraded copies (docs/model-packs.md), fitted on half the
+# identities (refuse where faces match < 10% of the person's other photos).
+# w600k_mbf: clean photos' median norm 23.7; faces at 15-17 match 3-5% of the
+# person's other photos, 17-18 22%, 18-19 29%, 19-20 54%, 22+ 93%.
+# SFace: median 12.4; 5-8 match 0-7%, 8-9 15%, 9-10 47%, 11+ 92%.
+BUFFALO_S_NORM = (17.0, 20.0)
+SFACE_NORM = (8.0, 10.0)
+
 PackKind = Literal["insightface", "opencv_zoo"]
 """``insightface``: SCRFD + ArcFace ONNX graphs run through insightface's model_zoo.
 ``opencv_zoo``: YuNet + SFace graphs, repaired and run by :mod:`edge.yunet` /
@@ -141,6 +151,12 @@ class ModelPack:
     """The detector's score threshold unless the config sets one: detectors' scores
     are not on one scale (SCRFD faces score ~0.8+, clutter < 0.5; YuNet's clutter
     reaches 0.78 on a team photo where its real faces score 0.88+)."""
+    min_embedding_norm: float = 0.0
+    """Enrolment refuses a face whose embedding norm before normalisation is below
+    this (``low_quality``): the recogniser's own signal that it found little
+    identity in the crop. Per recogniser; 0 disables it. See :data:`BUFFALO_S_NORM`."""
+    warn_embedding_norm: float = 0.0
+    """Below this norm an enrolled face gets a ``low_quality`` warning."""
 
     @property
     def model_id(self) -> str:
@@ -244,12 +260,22 @@ def resolve_pack(pack: str) -> ModelPack:
             SFACE_THRESHOLD,
             kind="opencv_zoo",
             det_thresh=YUNET_DET_THRESH,
+            min_embedding_norm=SFACE_NORM[0],
+            warn_embedding_norm=SFACE_NORM[1],
         )
     if pack == BUNDLED_PACK:
         folder = bundled_model_dir()
         det = _require_file(folder / _BUNDLED_DETECTOR)
         rec = _require_file(folder / _BUNDLED_RECOGNIZER)
-        return ModelPack(BUNDLED_PACK, det, rec, INSIGHTFACE_LICENCE, BUFFALO_S_THRESHOLD)
+        return ModelPack(
+            BUNDLED_PACK,
+            det,
+            rec,
+            INSIGHTFACE_LICENCE,
+            BUFFALO_S_THRESHOLD,
+            min_embedding_norm=BUFFALO_S_NORM[0],
+            warn_embedding_norm=BUFFALO_S_NORM[1],
+        )
 
     folder = Path(pack).expanduser()
     if not folder.exists():

@@ -154,6 +154,16 @@ class PipelineConfig(BaseModel):
         "input; at 1080p, det_size 640 already puts it at 13 px (fine), 480 at 10 px (a "
         "borderline 43 px face was lost). 1 keeps frames at native scale.",
     )
+    min_face_px: float = Field(
+        default=40.0,
+        ge=8.0,
+        le=1024.0,
+        description="Smallest face (shorter box side, px) the pipeline embeds; smaller ones "
+        "are tracked only. Above the enrolment gate (edge.quality.QualityConfig.min_face_px, "
+        "measured on still photos): door-camera frames add motion blur and compression, and "
+        "a far face's unknown sighting opens a case nobody can judge. full_min_scale "
+        "assumes it.",
+    )
     roi: bool = Field(
         default=True,
         description="Detect in crops around the moving area and the live tracks' predicted "
@@ -576,7 +586,7 @@ class Pipeline:
             # and the same crop is what the recogniser will see.
             aligned = engine.align(frame.image, det)
             q = engine.quality(frame.image, det, aligned=aligned)
-            if not q.usable:
+            if not q.usable or q.size_px < self.config.min_face_px:
                 continue  # tracked, never embedded
             self.stats.usable_faces += 1
             track.usable_faces += 1

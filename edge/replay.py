@@ -2,7 +2,8 @@
 
 ``--json`` prints one object::
 
-    {"frames": int, "fps": float, "cpu_s": float,
+    {"frames": int, "failed_to_enrol": [{"path", "reason", "detail"}],
+     "fps": float, "cpu_s": float,
      "tracks": [{"start_frame", "end_frame", "identity", "similarity", "quality"}],
      (a long stay is several consecutive tracks: see edge.tracker, max_track_s)
      "stats": {...pipeline counters...}}
@@ -28,6 +29,7 @@ from typing import Any
 
 from edge.capture import VideoSource
 from edge.errors import LintelEdgeError
+from edge.gallery import EnrolmentFailure, failed_to_enrol_line
 from edge.pipeline import Pipeline, PipelineStats, TrackResult
 from server.wire import MAX_BATCH, SightingIn, encode_embedding, sighting_id
 
@@ -104,10 +106,15 @@ def track_json(result: TrackResult) -> dict[str, Any]:
     }
 
 
-def replay_json(results: Sequence[TrackResult], stats: PipelineStats) -> dict[str, Any]:
+def replay_json(
+    results: Sequence[TrackResult],
+    stats: PipelineStats,
+    failed_to_enrol: Sequence[EnrolmentFailure] = (),
+) -> dict[str, Any]:
     """The whole ``--json`` document."""
     return {
         "frames": stats.frames_read,
+        "failed_to_enrol": [f.as_json() for f in failed_to_enrol],
         "fps": round(stats.fps, 3),
         "cpu_s": round(stats.cpu_s, 3),
         "tracks": [track_json(r) for r in results],
@@ -162,7 +169,12 @@ def cli_replay(args: argparse.Namespace) -> int:
     if args.gallery is not None:
         from edge.gallery import Gallery
 
-        gallery = Gallery.from_folder(args.gallery, engine)
+        # A refused gallery photo is reported (failed_to_enrol) and the rest replayed;
+        # --strict stops at it instead.
+        gallery = Gallery.from_folder(
+            args.gallery, engine, skip_unusable=not getattr(args, "strict", False)
+        )
+    failed = gallery.failed_to_enrol if gallery is not None else ()
     adaptive = None
     if gallery is not None and getattr(args, "adapt", False):
         from edge.adaptive import AdaptiveGallery
@@ -191,7 +203,7 @@ def cli_replay(args: argparse.Namespace) -> int:
                 log.info("uploaded: %d created, %d duplicates", res.created, res.duplicates)
 
     if args.json:
-        sys.stdout.write(json.dumps(replay_json(results, stats)) + "\n")
+        sys.stdout.write(json.dumps(replay_json(results, stats, failed)) + "\n")
         return 0
     out = sys.stdout
     out.write(
@@ -199,6 +211,8 @@ def cli_replay(args: argparse.Namespace) -> int:
         f"{stats.frames_analysed} analysed, {stats.detector_calls} detector calls, "
         f"{stats.cpu_s:.2f} CPU s\n"
     )
+    if line := failed_to_enrol_line(failed):
+        out.write(f"  {line}\n")
     for r in results:
         who = r.identity or f"unknown (closest {r.best_candidate})"
         out.write(

@@ -54,6 +54,16 @@ class FaceQuality:
     frontal: float
     reasons: tuple[str, ...] = field(default=())
     """Why the face fails the quality gate; empty when usable."""
+    warnings: tuple[str, ...] = field(default=())
+    """Usable but poor: the signals (same codes as ``reasons``) that are in the
+    band between the gate and the warning level (:class:`edge.quality.QualityConfig`).
+    An enrolment photo with warnings is enrolled, and the registry report says so."""
+    relative_sharpness: float = 1.0
+    """Contrast-free sharpness the blur gate uses (:func:`edge.quality.relative_sharpness`)."""
+    yaw_deg: float = 0.0
+    """|yaw| in degrees when the keypoints say the face is turned past ~45 deg, else 0."""
+    embedding_norm: float = 0.0
+    """The recogniser's embedding norm before normalisation (enrolment only; 0 = not measured)."""
 
     @property
     def usable(self) -> bool:

@@ -20,6 +20,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from edge.errors import EnrolmentError
+from edge.quality import warning_text
 from edge.types import EnrolledFace
 from registry.errors import InputError
 
@@ -52,6 +53,8 @@ class Enrolled:
     model_id: str
     chip: bytes | None = None
     """The aligned face as a JPEG (``edge.engine.face_chip``), for the server's desk check."""
+    warning: str = ""
+    """Usable but poor photo: what is poor about it (:func:`edge.quality.warning_text`)."""
 
 
 Outcome = Enrolled | EnrolmentError
@@ -80,7 +83,16 @@ class InProcessBackend:
             except EnrolmentError as exc:
                 yield job, exc
                 continue
-            yield job, Enrolled(face.embedding, face.quality.score, face.model_id, face.chip)
+            yield (
+                job,
+                Enrolled(
+                    face.embedding,
+                    face.quality.score,
+                    face.model_id,
+                    face.chip,
+                    warning_text(face.quality),
+                ),
+            )
 
 
 def as_backend(obj: Enroller | EnrolBackend) -> EnrolBackend:
@@ -103,7 +115,7 @@ def _worker_init(pack: str, threads: int) -> None:
     _worker_engine = FaceEngine.load(ModelConfig(pack=pack, threads=threads))
 
 
-def _worker_enrol(data: bytes, name: str) -> tuple[str, object, object, object, object]:
+def _worker_enrol(data: bytes, name: str) -> tuple[str, object, object, object, str, object]:
     # EnrolmentError does not survive pickling (its __init__ takes two
     # arguments), so outcomes cross the process boundary as plain tuples.
     if _worker_engine is None:
@@ -111,19 +123,26 @@ def _worker_enrol(data: bytes, name: str) -> tuple[str, object, object, object, 
     try:
         face = _worker_engine.enrol(data, name=name)
     except EnrolmentError as exc:
-        return ("error", exc.reason, str(exc), None, None)
-    return ("ok", face.embedding, face.quality.score, face.model_id, face.chip)
+        return ("error", exc.reason, str(exc), None, "", None)
+    return (
+        "ok",
+        face.embedding,
+        face.quality.score,
+        face.model_id,
+        warning_text(face.quality),
+        face.chip,
+    )
 
 
-def _outcome(result: tuple[str, object, object, object, object]) -> Outcome:
-    kind, a, b, c, d = result
+def _outcome(result: tuple[str, object, object, object, str, object]) -> Outcome:
+    kind, a, b, c, warning, d = result
     if kind == "error":
         return EnrolmentError(str(a), str(b))
     if not isinstance(a, np.ndarray) or not isinstance(b, float) or not isinstance(c, str):
         raise TypeError("malformed result from an enrolment worker")
     if d is not None and not isinstance(d, bytes):
         raise TypeError("malformed face chip from an enrolment worker")
-    return Enrolled(a, b, c, d)
+    return Enrolled(a, b, c, d, warning)
 
 
 class ProcessPoolBackend:
@@ -149,7 +168,7 @@ class ProcessPoolBackend:
         # spawn, not fork: a forked child would inherit whatever threads (ONNX
         # Runtime, tqdm's monitor) the parent happens to run.
         context = multiprocessing.get_context("spawn")
-        window: deque[tuple[Job, Future[tuple[str, object, object, object, object]]]] = deque()
+        window: deque[tuple[Job, Future[tuple[str, object, object, object, str, object]]]] = deque()
         limit = 4 * self.workers  # bounded: photos are not all held in memory
         try:
             with ProcessPoolExecutor(

@@ -172,11 +172,17 @@ class _Run:
         validated = validate_sheet(sheet, secret)
         self.validated = validated
         self.issues: list[RowIssue] = list(validated.issues)
+        self.warnings: list[RowIssue] = []
+        """Rows imported as asked but worth a look (a usable but poor photo)."""
         self.by_ext, self.by_hash = occupants_by_identity(snapshot.occupants)
 
     def issue(self, record: OccupantRecord, column: str, reason: str, message: str) -> None:
         header = self.sheet.columns.get(column, column)
         self.issues.append(RowIssue(record.row, header, reason, message, record.name))
+
+    def warn(self, record: OccupantRecord, column: str, reason: str, message: str) -> None:
+        header = self.sheet.columns.get(column, column)
+        self.warnings.append(RowIssue(record.row, header, reason, message, record.name))
 
     def match(self) -> dict[int, StoredOccupant | None]:
         """Row -> the stored occupant it updates (external id first, then ID hash)."""
@@ -312,6 +318,7 @@ def run_import(
             failed=len(failed_rows),
         ),
         issues=tuple(sorted(run.issues, key=lambda i: (i.row, i.column))),
+        warnings=tuple(sorted(run.warnings, key=lambda i: (i.row, i.column))),
         enrolled_photos=sum(len(f.new) for f in faces.values()),
         new_site=snapshot.site_id is None,
         unchanged_photos=counts.unchanged,
@@ -338,6 +345,7 @@ def _enrol_photos(
     if with_photo and photos is None:
         raise InputError("the file names photos; give the folder or zip with --photos")
     out: dict[int, list[PhotoOutcome]] = {r.row: [] for r in with_photo}
+    by_row = {r.row: r for r in with_photo}
     slots: dict[int, tuple[int, int, str, str]] = {}  # job key -> (row, index, name, sha)
     bar = tqdm(
         total=sum(len(r.photos) for r in with_photo),
@@ -384,6 +392,16 @@ def _enrol_photos(
                 if isinstance(outcome, EnrolmentError):
                     out[row][index] = PhotoFailure(outcome.reason, str(outcome))
                     continue
+                if outcome.warning:
+                    # Enrolled, not refused: the recogniser can use it, but a
+                    # better photo would match this person more reliably.
+                    run.warn(
+                        by_row[row],
+                        "photo",
+                        "poor_photo",
+                        f"photo {name!r} enrolled, but it is poor ({outcome.warning}); "
+                        "a sharper, larger, more frontal photo would match better",
+                    )
                 out[row][index] = NewFace(
                     embedding=outcome.embedding,
                     model_id=outcome.model_id,

@@ -280,6 +280,10 @@ def _result(data: dict[str, Any]) -> RemoteResult:
         RowIssue(i["row"], i["column"], i["reason"], i["message"], i.get("name", ""))
         for i in data["issues"]
     )
+    warnings = tuple(  # an older server sends none
+        RowIssue(i["row"], i["column"], i["reason"], i["message"], i.get("name", ""))
+        for i in data.get("warnings", [])
+    )
     report = ImportReport(
         source=data["source"],
         site=data["site"],
@@ -294,6 +298,7 @@ def _result(data: dict[str, Any]) -> RemoteResult:
         # An older server does not count photos.
         unchanged_photos=int(data.get("unchanged_photos", 0)),
         failed_photos=int(data.get("failed_photos", 0)),
+        warnings=warnings,
     )
     version = data.get("gallery_version")
     return RemoteResult(report, int(version) if version is not None else None)

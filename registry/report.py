@@ -56,6 +56,9 @@ class ImportReport:
     """Photos the occupant already had a template of (not enrolled again)."""
     failed_photos: int = 0
     """Photos that could not be read or enrolled (each a row issue)."""
+    warnings: tuple[RowIssue, ...] = ()
+    """Rows imported as asked but worth a look: a usable but poor photo
+    (reason ``poor_photo``). Not failures: they do not stop an import."""
 
     @property
     def failed_rows(self) -> int:
@@ -75,6 +78,7 @@ class ImportReport:
             "failed_photos": self.failed_photos,
             "summary": asdict(self.summary),
             "issues": [asdict(i) for i in sorted(self.issues, key=_order)],
+            "warnings": [asdict(i) for i in sorted(self.warnings, key=_order)],
         }
 
     def render_text(self, max_issues: int = 200) -> str:
@@ -86,6 +90,12 @@ class ImportReport:
             out.write(f"row {issue.row}{who}, {issue.column}: {issue.message} [{issue.reason}]\n")
         if len(issues) > max_issues:
             out.write(f"... and {len(issues) - max_issues} more (see --report FILE)\n")
+        warnings = sorted(self.warnings, key=_order)
+        for w in warnings[:max_issues]:
+            who = f" ({w.name})" if w.name else ""
+            out.write(f"warning: row {w.row}{who}, {w.column}: {w.message} [{w.reason}]\n")
+        if len(warnings) > max_issues:
+            out.write(f"... and {len(warnings) - max_issues} more warnings (see --report FILE)\n")
         s = self.summary
         mode = (
             "dry run, nothing written"
@@ -109,7 +119,7 @@ class ImportReport:
         if self.enrolled_photos or self.unchanged_photos or self.failed_photos:
             out.write(
                 f"photos: enrolled {self.enrolled_photos}, unchanged {self.unchanged_photos}, "
-                f"failed {self.failed_photos}\n"
+                f"failed {self.failed_photos}, warnings {len(self.warnings)}\n"
             )
         if issues and not self.written and not self.dry_run and not self.partial:
             out.write(
@@ -130,6 +140,11 @@ class ImportReport:
                 writer.writerow(["row", "column", "reason", "message", "name"])
                 for i in sorted(self.issues, key=_order):
                     # Names, headers and messages come from the register: never formulas.
+                    writer.writerow(
+                        [safe_cell(v) for v in (i.row, i.column, i.reason, i.message, i.name)]
+                    )
+                # Warnings after the failures; their reason (poor_photo) tells them apart.
+                for i in sorted(self.warnings, key=_order):
                     writer.writerow(
                         [safe_cell(v) for v in (i.row, i.column, i.reason, i.message, i.name)]
                     )

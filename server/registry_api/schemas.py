@@ -258,4 +258,6 @@ class ImportReportOut(BaseModel):
     failed_photos: int = 0
     summary: SummaryOut
     issues: list[RowIssueOut]
+    warnings: list[RowIssueOut] = []
+    """Rows imported but worth a look (``poor_photo``); an older server sends none."""
     gallery_version: int | None = None

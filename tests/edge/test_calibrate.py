@@ -17,7 +17,16 @@ from edge.errors import CalibrationError
 from edge.evaluate import ProbeResult
 from tests.edge.data_helpers import crop_box, gradient, write_image
 
-JSON_KEYS = {"model", "threshold", "target_fpir", "fpir", "fnir", "probes", "strangers"}
+JSON_KEYS = {
+    "model",
+    "threshold",
+    "target_fpir",
+    "fpir",
+    "fnir",
+    "probes",
+    "strangers",
+    "failed_to_enrol",
+}
 
 
 # ------------------------------------------------------------ arithmetic only
@@ -124,12 +133,29 @@ def test_cli_calibrate_prints_and_writes_json(
     assert doc["target_fpir"] == 0.2
     assert doc["strangers"] == 6 and doc["probes"] == 8
     assert doc["fpir"] <= 0.2
+    assert doc["failed_to_enrol"] == [
+        {"path": "nobody/1.png", "reason": "no_face", "detail": "no face found"}
+    ]
+    assert "failed to enrol 1 gallery photo(s): nobody/1.png (no_face" in printed
     # Six strangers at 20%: one may reach the threshold, so it sits above the
     # second-highest stranger score, well below the same-person scores.
     assert doc["fnir"] == 0.0
     assert -1.0 < doc["threshold"] < 0.5 and math.isfinite(doc["threshold"])
     # The same JSON is printed (last line) when no --out is given.
     assert json.loads(printed.strip().splitlines()[-1]) == doc
+
+
+@pytest.mark.models
+def test_cli_calibrate_strict_stops_at_a_refused_gallery_photo(
+    site: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    gallery, probes = site
+    argv = ["calibrate", "--gallery", str(gallery), "--probes", str(probes), "--strict"]
+    rc = main([*argv, "--target-fpir", "0.2"])
+    assert rc == 2
+    captured = capsys.readouterr()
+    assert "nobody/1.png: no_face" in captured.err and "Traceback" not in captured.err
+    assert captured.out == ""
 
 
 @pytest.mark.models

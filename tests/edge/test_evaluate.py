@@ -43,7 +43,8 @@ def test_eval_json(eval_dirs: tuple[Path, Path], capsys: pytest.CaptureFixture[s
     rc = main(["eval", "--gallery", str(gallery), "--probes", str(probes), "--json"])
     assert rc == 0
     doc = json.loads(capsys.readouterr().out)
-    assert set(doc) == {"model", "threshold", "probes"}
+    assert set(doc) == {"model", "threshold", "failed_to_enrol", "probes"}
+    assert doc["failed_to_enrol"] == []
     assert doc["model"] == "buffalo_s/w600k_mbf"
     assert isinstance(doc["threshold"], float)
     by_path = {p["path"]: p for p in doc["probes"]}
@@ -95,3 +96,49 @@ def test_eval_bad_gallery_is_a_clean_error(
     assert rc == 2
     err = capsys.readouterr().err
     assert "nobody/1.png: no_face" in err and "Traceback" not in err
+
+
+def test_eval_reports_a_refused_gallery_photo_and_goes_on(
+    tmp_path: Path,
+    eval_dirs: tuple[Path, Path],
+    tom_image: np.ndarray,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A refused gallery photo is a result (failed_to_enrol), not the end of the run."""
+    _, probes = eval_dirs
+    gallery = tmp_path / "gallery"
+    write_image(gallery / "tom" / "1.png", tom_image)
+    write_image(gallery / "tom" / "2.png", gradient())  # no face: refused, tom still enrols
+    write_image(gallery / "nobody" / "1.png", gradient())  # refused: identity left out
+    rc = main(["eval", "--gallery", str(gallery), "--probes", str(probes), "--json"])
+    assert rc == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["failed_to_enrol"] == [
+        {"path": "nobody/1.png", "reason": "no_face", "detail": "no face found"},
+        {"path": "tom/2.png", "reason": "no_face", "detail": "no face found"},
+    ]
+    by_path = {p["path"]: p for p in doc["probes"]}
+    assert by_path["tom/flipped.png"]["identity"] == "tom"
+    assert by_path["yao/bright.jpg"]["identity"] is None  # yao is not in this gallery
+
+    rc = main(["eval", "--gallery", str(gallery), "--probes", str(probes)])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "failed to enrol 2 gallery photo(s): nobody/1.png (no_face" in out
+
+
+def test_eval_strict_stops_at_a_refused_gallery_photo(
+    tmp_path: Path,
+    eval_dirs: tuple[Path, Path],
+    tom_image: np.ndarray,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _, probes = eval_dirs
+    gallery = tmp_path / "gallery"
+    write_image(gallery / "tom" / "1.png", tom_image)
+    write_image(gallery / "nobody" / "1.png", gradient())
+    rc = main(["eval", "--gallery", str(gallery), "--probes", str(probes), "--json", "--strict"])
+    assert rc == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "nobody/1.png: no_face" in captured.err and "Traceback" not in captured.err

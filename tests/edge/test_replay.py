@@ -21,6 +21,7 @@ from edge.replay import track_to_sighting
 from edge.types import BBox
 from edge.videogen import write_gallery
 from server.wire import decode_embedding, sighting_id
+from tests.edge.data_helpers import gradient, write_image
 from tests.edge.pipeline_fixtures import DISTRACTOR, KNOWN, make_scenario_video
 
 
@@ -31,6 +32,7 @@ def replay_doc(
     folder = tmp_path_factory.mktemp("replay")
     video = make_scenario_video(folder)
     gallery = write_gallery(folder / "gallery", [*KNOWN, DISTRACTOR])
+    write_image(gallery / "nobody" / "1.png", gradient())  # refused: reported, not fatal
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         rc = main(["replay", str(video.path), "--gallery", str(gallery), "--json"])
@@ -45,6 +47,9 @@ def test_replay_json_shape(replay_doc: dict[str, Any]) -> None:
     assert replay_doc["frames"] == 25 + 3 * 45 + 2 * 30 + 25
     assert replay_doc["fps"] == pytest.approx(25.0)
     assert replay_doc["cpu_s"] > 0
+    assert replay_doc["failed_to_enrol"] == [
+        {"path": "nobody/1.png", "reason": "no_face", "detail": "no face found"}
+    ]
     tracks = replay_doc["tracks"]
     assert len(tracks) == 4
     for t in tracks:
@@ -53,6 +58,20 @@ def test_replay_json_shape(replay_doc: dict[str, Any]) -> None:
         assert t["identity"] is None or isinstance(t["identity"], str)
     names = sorted(str(t["identity"]) for t in tracks)
     assert names == sorted([*KNOWN, "None", "None"])
+
+
+@pytest.mark.models
+def test_replay_strict_stops_at_a_refused_gallery_photo(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    video = make_scenario_video(tmp_path)
+    gallery = write_gallery(tmp_path / "gallery", list(KNOWN))
+    write_image(gallery / "nobody" / "1.png", gradient())
+    argv = ["replay", str(video.path), "--gallery", str(gallery), "--json", "--strict"]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert "nobody/1.png: no_face" in captured.err and "Traceback" not in captured.err
+    assert captured.out == ""
 
 
 def test_replay_missing_video_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
