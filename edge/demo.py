@@ -276,7 +276,11 @@ def cli_demo(args: argparse.Namespace) -> int:
                 f"      case {case['id']}: seen on {case['days_seen']} days "
                 f"({', '.join(case['days'])}), {case['night_entries']} night entries, "
                 f"{case['sightings']} sightings, priority {case['priority']:.2f}"
-                + (f", names occupant {case['occupant_id']}" if case["occupant_id"] else "")
+                + (
+                    f"; desk check: names registered occupant {case['desk_check_occupant_id']}"
+                    if case.get("desk_check_occupant_id")
+                    else ""
+                )
             )
         for note in receiver.received:
             _say(f"      notification (webhook, signature verified): {note['title']}")

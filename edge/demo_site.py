@@ -47,12 +47,14 @@ class Resident:
 
 
 # Likeness -> cosine of their door face group with the photo (buffalo_s, measured by
-# running the demo): 王芳 0.47 -> 0.25, under the edge's 0.40 and the server's 0.35
-# for attributing an occupant never seen at the door, over the case page's 0.20 for
-# "may be X": a case that names her (the desk check). 姚明 0.515 -> 0.38 (0.51 gave
-# 0.35, 0.52 gave 0.39): unknown at the door, attributed to him by the server.
+# running the demo): 王芳 0.49 -> 0.33 (all 3 door looks vote for her, margin 0.27,
+# her second photo 0.29), under the edge's 0.40 and the server's 0.35 for attributing
+# an occupant never seen at the door, over the desk-check rule's 0.30: a case that
+# names her (0.47 gave 0.25: a case naming nobody; 0.50 made her a likely resident).
+# 姚明 0.515 -> 0.38 (0.51 gave 0.35, 0.52 gave 0.39): unknown at the door,
+# attributed to him by the server.
 RESIDENTS = (
-    Resident("t1_p3", "王芳", "3幢1单元502室", "业主", "DEMO-0001", likeness=0.50),
+    Resident("t1_p3", "王芳", "3幢1单元502室", "业主", "DEMO-0001", likeness=0.49),
     Resident("yao_ming", "姚明", "3幢2单元1203室", "业主", "DEMO-0002", likeness=0.515),
     Resident("t1_p6", "陈静", "5幢1单元301室", "租户", "DEMO-0003"),
 )

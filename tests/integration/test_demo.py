@@ -28,6 +28,8 @@ def test_demo_seeds_a_site_whose_unregistered_residents_become_cases(
     # look (a desk check); 姚明's poor photo makes him a likely resident, not a case.
     assert expected_cases() == 3 and expected_likely() == 1
     assert f"{expected_likely()} likely resident(s) for the manager to confirm" in out
+    # 王芳's case names her (a desk check); the unregistered residents' cases name nobody.
+    assert out.count("; desk check: names registered occupant ") == 1
     # What a manager would get: one signed webhook message per case opened (issue 15).
     assert out.count("notification (webhook, signature verified): New case #") == expected_cases()
     # The server it started is gone: nothing listens on its port any more.
