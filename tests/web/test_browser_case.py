@@ -232,7 +232,7 @@ def test_every_final_action_asks_and_a_reopened_enrol_takes_its_faces_back(
 def test_desk_check_faces_side_by_side_on_desktop_and_phone(
     browser: Browser, base_url: str, world: World, engine: Engine
 ) -> None:
-    occupant_id = _occupant_with_template(engine, world, "王芳", 0.33)
+    occupant_id = _occupant_with_template(engine, world, "王芳", 0.38)
     with new_session(engine) as s:
         template = s.scalar(select(FaceTemplate).where(FaceTemplate.occupant_id == occupant_id))
         assert template is not None

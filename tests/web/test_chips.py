@@ -38,7 +38,7 @@ def _views(engine: Engine, template_id: int) -> int:
 def test_the_case_shows_the_candidates_face_and_every_view_is_audited(
     client: httpx.Client, world: World, engine: Engine
 ) -> None:
-    occupant_id = _occupant_with_template(engine, world, "王芳", 0.33)
+    occupant_id = _occupant_with_template(engine, world, "王芳", 0.38)
     template_id = _chip_for(engine, occupant_id)
     case_id = _case_of_new_person(engine, world)
     login(client, "mgr_a")
@@ -59,7 +59,7 @@ def test_the_case_shows_the_candidates_face_and_every_view_is_audited(
 def test_a_site_that_keeps_photos_in_the_office_says_so_on_the_case(
     client: httpx.Client, world: World, engine: Engine
 ) -> None:
-    occupant_id = _occupant_with_template(engine, world, "王芳", 0.33)
+    occupant_id = _occupant_with_template(engine, world, "王芳", 0.38)
     template_id = _chip_for(engine, occupant_id)
     case_id = _case_of_new_person(engine, world)
     with new_session(engine) as s:
