@@ -238,6 +238,7 @@ def _brief(value: object, limit: int = 4) -> str:
 TEMPLATES.env.filters["localtime"] = _localtime
 TEMPLATES.env.filters["brief"] = _brief
 TEMPLATES.env.filters.update(humanize.FILTERS)
+TEMPLATES.env.filters["zone_names"] = zone_names
 
 
 def _safe_next(target: str | None) -> str:

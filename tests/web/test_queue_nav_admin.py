@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import re
 from datetime import timedelta
+from pathlib import Path
 
 import httpx
 import pytest
@@ -24,8 +25,8 @@ from server.devices.models import Device
 from server.devices.service import record_heartbeat
 from server.sites.models import Building
 from server.users.models import User
-from server.web.i18n import LANG_COOKIE
-from server.web.session import LOCKOUT_FAILURES
+from server.web.i18n import LANG_COOKIE, LANGS, catalog
+from server.web.session import FAILED, LOCKOUT_FAILURES, SUCCEEDED, UNLOCKED
 from tests.server.asgi import SyncASGITransport
 from tests.server.clusters.support import DAY0, ingest, item, look, new_session, person, work
 from tests.web.backends import pg_factory, web_engine_on_both_backends  # noqa: F401
@@ -358,3 +359,22 @@ def test_admin_unlocks_a_locked_user(
     assert login(victim, "mgr_a").status_code == 303
     assert "web.login_unlock" in _actions(engine)
     victim.close()
+
+
+def test_every_audit_action_the_code_records_has_words_in_both_languages() -> None:
+    """A new audit action without words would show as ``crop.view`` again."""
+    root = Path(__file__).resolve().parents[2]
+    found = {"user.enable", FAILED, SUCCEEDED, UNLOCKED}
+    for folder in ("server", "registry"):
+        for path in (root / folder).rglob("*.py"):
+            found |= set(re.findall(r'action="([a-z_]+\.[a-z_.]+)"', path.read_text("utf-8")))
+    assert "crop.view" in found and "user.set_password" in found
+    for lang in LANGS:
+        messages = catalog(lang)
+        missing = sorted(
+            a
+            for a in found
+            if f"audit.action.{a}" not in messages
+            and not (a.startswith("case.") and f"event.{a[5:]}" in messages)
+        )
+        assert missing == [], (lang, missing)
