@@ -127,7 +127,7 @@ def test_history_audit_and_devices_speak_words_in_site_time(
         table = page.locator("table.audit").inner_text()
         for leak in LEAKS:
             assert leak not in table, leak
-        assert ("查看任务" if phone else "Opened a case") in table
+        assert ("查看任务" if phone else "Viewed a case") in table
         assert "Asia/Shanghai" in page.locator(".tz-note").inner_text()
         assert page.evaluate(FITS)
         page.screenshot(

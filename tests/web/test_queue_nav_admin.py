@@ -115,7 +115,7 @@ def _close_top_case(client: httpx.Client) -> int:
 @pytest.mark.parametrize(
     ("lang", "words"),
     [
-        ("en", ("Viewed a face photo", "Opened a case", "Case: closed", "Lintel (automatic)")),
+        ("en", ("Viewed a face photo", "Viewed a case", "Case: closed", "Lintel (automatic)")),
         ("zh-CN", ("查看人脸照片", "查看任务", "任务：结案", "Lintel（自动）")),
     ],
 )
