@@ -27,6 +27,9 @@ whatever the usernames (one password sprayed over many users); and
 ``GLOBAL_LOCKOUT_FAILURES`` failures from everywhere (a spray spread over many
 addresses), which spares addresses that logged in successfully within
 ``KNOWN_ADDRESS_WINDOW``, so an attacker cannot lock the staff out.
+From the ``WARN_AFTER``-th failure the login page says how many tries are
+left (:func:`tries_left`); an admin's unlock (:func:`unlock_login`, the web
+users page) restarts the count for a username from every address.
 
 The address is the TCP peer: ``lintel-server run`` trusts ``X-Forwarded-For``
 only from the proxies named by ``--forwarded-allow-ips``.
