@@ -37,6 +37,7 @@ from sqlalchemy import Engine
 from server.cases.models import Case
 from server.privacy.views import current_admin
 from server.sightings.models import Sighting
+from server.users.service import create_user
 from server.wire import API_PREFIX, encode_embedding
 from tests.server.clusters.support import new_session, person
 from tests.server.conftest import DeviceCreds
@@ -51,6 +52,8 @@ PUBLIC = {
     ("GET", "/healthz"),
     ("GET", "/metrics"),
     ("GET", "/web"),  # a bare redirect to /web/queue, which checks
+    ("GET", "/"),  # the same redirect (issue 14)
+    ("GET", "/favicon.ico"),  # the app's icon, no data
     ("GET", "/web/login"),
     ("POST", "/web/login"),
     ("POST", "/web/logout"),
@@ -119,6 +122,12 @@ def scene(engine: Engine, device: DeviceCreds, make_device: Any) -> Scene:
         case = s.get(Case, world.open_case)
         assert case is not None
         cluster_id = case.cluster_id
+        # The /web/users/{user_id}/... admin actions (issue 14) aim at a user of site A.
+        target = create_user(
+            session=s, username="target-a", role="viewer", site_ids=[device.site_id]
+        )
+        s.commit()
+        target_id = target.id
     return Scene(
         world=world,
         site_b=device_b.site_id,
@@ -131,6 +140,7 @@ def scene(engine: Engine, device: DeviceCreds, make_device: Any) -> Scene:
             "occupant_id": world.active_occupant,
             "site_id": world.site_id,
             "site": "Sunny Court",  # the registry import names its site
+            "user_id": target_id,
         },
     )
 
