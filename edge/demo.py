@@ -58,15 +58,52 @@ def _say(text: str) -> None:
 
 
 def _port(wanted: int) -> int:
-    """``wanted`` if free on 127.0.0.1, else any free port."""
+    """``wanted`` if free on 127.0.0.1, else any free port, and says which it took."""
     for port in (wanted, 0):
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
-            return int(s.getsockname()[1])
+            got = int(s.getsockname()[1])
+        if got != wanted:
+            # Never silently: the manager would open the wrong (busy) port's page.
+            _say(
+                f"port {wanted} is busy on 127.0.0.1: the demo server takes port {got} "
+                "instead (--port N to choose)"
+            )
+        return got
     raise DemoError("no free TCP port on 127.0.0.1")
+
+
+SERVER_MARK = "server.pid"
+"""In ``--workdir`` while the demo's server runs: its pid and port (JSON)."""
+
+
+def running_server(workdir: Path) -> tuple[int, int | None] | None:
+    """(pid, port) of a demo server still running on ``workdir``'s files, else None.
+
+    Read from :data:`SERVER_MARK`; a mark whose process is gone, or is no longer a
+    Lintel server (its pid reused), is stale and ignored.
+    """
+    try:
+        data = json.loads((workdir / SERVER_MARK).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    pid = data.get("pid") if isinstance(data, dict) else None
+    if not isinstance(pid, int) or pid <= 0:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass  # alive, owned by another user
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    if cmdline.exists() and b"server.cli" not in cmdline.read_bytes():
+        return None
+    port = data.get("port")
+    return pid, port if isinstance(port, int) else None
 
 
 class Demo:
@@ -124,6 +161,12 @@ class Demo:
             time.sleep(0.2)
         raise DemoError(f"the server did not answer {self.url}/healthz in {timeout:.0f} s")
 
+    def mark_server(self, proc: subprocess.Popen[bytes]) -> None:
+        """Record the running server in the workdir, so a second demo will not wipe it."""
+        (self.workdir / SERVER_MARK).write_text(
+            json.dumps({"pid": proc.pid, "port": self.port}), encoding="utf-8"
+        )
+
     def close(self) -> None:
         for proc in reversed(self.procs):
             if proc.poll() is None:
@@ -135,6 +178,7 @@ class Demo:
                 proc.kill()
                 proc.wait(timeout=5)
         self.procs.clear()
+        (self.workdir / SERVER_MARK).unlink(missing_ok=True)
 
 
 def run_edge(demo: Demo, token: str, clips: Sequence[Any], *, model: str, threads: int) -> int:
@@ -191,6 +235,15 @@ def cli_demo(args: argparse.Namespace) -> int:
     serve = not args.no_serve and (getattr(args, "serve", False) or sys.stdin.isatty())
     t_start = time.perf_counter()
     workdir: Path = args.workdir
+    running = running_server(workdir)
+    if running is not None:
+        pid, port = running
+        where = f" on port {port}" if port else ""
+        raise DemoError(
+            f"a Lintel server (pid {pid}{where}) still runs on the files in {workdir}: "
+            f"not wiping them. Stop it first (Ctrl-C in its terminal, or `kill {pid}`), "
+            "or give another --workdir"
+        )
     for sub in ("server", "edge", "registry", "video"):
         shutil.rmtree(workdir / sub, ignore_errors=True)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -245,6 +298,7 @@ def cli_demo(args: argparse.Namespace) -> int:
 
         _say(f"[4/5] server on {demo.url}; the edge daemon replays each evening")
         server = demo.start("server.cli", "run", "--port", str(demo.port), log="server.log")
+        demo.mark_server(server)
         demo.wait_healthy(server)
         total = run_edge(demo, device["token"], clips, model=args.model, threads=threads)
 

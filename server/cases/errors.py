@@ -12,6 +12,12 @@ class CaseNotFound(NotFound):
 class CaseClosed(Conflict):
     """The action needs a case that is still open or assigned."""
 
+    def __init__(self, detail: str, *, case_id: int | None = None, outcome: str | None = None):
+        super().__init__(detail)
+        # For pages that say it in the reader's language (the detail is English).
+        self.case_id = case_id
+        self.outcome = outcome
+
 
 class BadOutcome(InvalidInput):
     """An action's input contradicts the case (unit of another site, empty label...)."""

@@ -760,7 +760,9 @@ def desk_checks(*, session: Session, case_ids: Sequence[int]) -> dict[int, Sugge
 def _active(session: Session, case_id: int, site_ids: set[int] | None) -> Case:
     case = get_case(session=session, case_id=case_id, site_ids=site_ids)
     if case.status not in NOT_CLOSED:
-        raise CaseClosed(f"case {case_id} is closed ({case.outcome})")
+        raise CaseClosed(
+            f"case {case_id} is closed ({case.outcome})", case_id=case_id, outcome=case.outcome
+        )
     return case
 
 

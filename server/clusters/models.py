@@ -16,6 +16,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
+from server.cases.rules import DEFAULT_TIMEZONE
 from server.db import Base, UTCDateTime, utcnow
 
 CLUSTER_STATUSES = ("active", "merged", "retired")
@@ -58,7 +59,7 @@ class ClusterSiteState(Base):
     site_id: Mapped[int] = mapped_column(
         ForeignKey("sites.id", ondelete="CASCADE"), primary_key=True
     )
-    timezone: Mapped[str] = mapped_column(String(64), default="Asia/Shanghai")
+    timezone: Mapped[str] = mapped_column(String(64), default=DEFAULT_TIMEZONE)
     cluster_params: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     case_rule: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     template_cursor: Mapped[int] = mapped_column(Integer, default=0)

@@ -25,7 +25,7 @@ import numpy.typing as npt
 from sqlalchemy import case, func, select, update
 from sqlalchemy.orm import Session
 
-from server.cases.rules import CaseRule, is_night, local_day, site_zone
+from server.cases.rules import DEFAULT_TIMEZONE, CaseRule, is_night, local_day, site_zone
 from server.clusters.algo import Clusterer, ClusterParams, ClusterState
 from server.clusters.models import ClusterSiteState, UnknownCluster
 from server.db import utcnow
@@ -66,7 +66,9 @@ def ensure_site_state(*, session: Session, site_id: int) -> None:
     """Create the site's state row if missing (safe when two workers race)."""
     table = ClusterSiteState.__table__
     stmt = insert_ignore(session, table, ["site_id"])  # type: ignore[arg-type]
-    session.execute(stmt, [{"site_id": site_id, "timezone": "Asia/Shanghai", "template_cursor": 0}])
+    session.execute(
+        stmt, [{"site_id": site_id, "timezone": DEFAULT_TIMEZONE, "template_cursor": 0}]
+    )
 
 
 def claim_site(*, session: Session, site_id: int) -> ClusterSiteState | None:

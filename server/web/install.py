@@ -4,14 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.web.likely import router as likely_router
-from server.web.routes import PREFIX, router
+from server.web.routes import PREFIX, error_page, router
+from server.web.users import router as users_router
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+FAVICON = STATIC_DIR / "favicon.svg"
 
 # No inline scripts or styles anywhere: scripts and CSS come from /web/static only.
 CSP = (
@@ -53,5 +58,28 @@ def install_web(app: FastAPI) -> None:
     """Mount the manager web UI under ``/web`` (pages, static files, headers)."""
     app.include_router(router)
     app.include_router(likely_router)
+    app.include_router(users_router)
     app.mount(f"{PREFIX}/static", StaticFiles(directory=STATIC_DIR), name="web-static")
     app.add_middleware(WebSecurityHeaders)
+
+    @app.get("/", include_in_schema=False)
+    def root() -> Response:
+        # The queue sends a logged-out visitor on to the login page.
+        return RedirectResponse(f"{PREFIX}/queue", status_code=303)
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> Response:
+        # Browsers ask for it on every page; an SVG is what they get (they all render it).
+        return FileResponse(
+            FAVICON, media_type="image/svg+xml", headers={"Cache-Control": "max-age=86400"}
+        )
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        """Unknown pages under /web get the HTML 404 page; the JSON API keeps JSON."""
+        assert isinstance(exc, StarletteHTTPException)
+        path = request.url.path
+        if exc.status_code == 404 and (path == PREFIX or path.startswith(PREFIX + "/")):
+            return error_page(request, 404, "error.not_found")
+        return await http_exception_handler(request, exc)
+
+    app.add_exception_handler(StarletteHTTPException, not_found)

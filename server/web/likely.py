@@ -29,6 +29,7 @@ from server.web.routes import (
     PREFIX,
     TEMPLATES,
     FormDep,
+    OptionalId,
     UserDep,
     WebRoute,
     WebUser,
@@ -84,9 +85,9 @@ def likely_page(
     request: Request,
     session: SessionDep,
     user: UserDep,
-    site: Annotated[int | None, Query()] = None,
-    confirmed: Annotated[int | None, Query()] = None,
-    rejected: Annotated[int | None, Query()] = None,
+    site: Annotated[OptionalId, Query()] = None,
+    confirmed: Annotated[OptionalId, Query()] = None,
+    rejected: Annotated[OptionalId, Query()] = None,
 ) -> Response:
     """Clusters that are probably a registered occupant the entrance keeps missing."""
     if site is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import statistics
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -26,7 +26,7 @@ from server.cases.rules import CaseRule, latest_window_days, site_zone
 from server.clusters.models import ClusterSiteState, UnknownCluster
 from server.clusters.service import cluster_days, site_config
 from server.db import utcnow
-from server.devices.models import Device
+from server.devices.models import Camera, Device
 from server.occupants.chips import ChipRef, chips_enabled, occupant_chips
 from server.occupants.models import FaceTemplate, Occupant
 from server.sightings.models import Sighting
@@ -76,6 +76,27 @@ def actor_label(actor: str, names: dict[int, str]) -> str:
     if kind == "user" and ident.isdigit():
         return names.get(int(ident), actor)
     return actor
+
+
+def detail_names(
+    *, session: Session, details: Sequence[dict[str, Any]], actors: Sequence[str] = ()
+) -> dict[str, str]:
+    """Display names of the users and occupants that events refer to
+    (``"user:3" -> "mgr_a"``, ``"occupant:7" -> "王芳"``; see :mod:`server.web.humanize`)."""
+    user_ids = set(_user_ids_in(actors))
+    occupant_ids: set[int] = set()
+    for d in details:
+        if isinstance(d.get("user_id"), int):
+            user_ids.add(d["user_id"])
+        if isinstance(d.get("occupant_id"), int):
+            occupant_ids.add(d["occupant_id"])
+    out = {f"user:{k}": v for k, v in usernames(session=session, user_ids=sorted(user_ids)).items()}
+    if occupant_ids:
+        for oid, name in session.execute(
+            select(Occupant.id, Occupant.name).where(Occupant.id.in_(sorted(occupant_ids)))
+        ):
+            out[f"occupant:{oid}"] = name
+    return out
 
 
 def _user_ids_in(actors: Sequence[str]) -> list[int]:
@@ -245,6 +266,21 @@ def queue_counts(
     )
 
 
+def cameras_without_entrance(
+    *, session: Session, scope: set[int] | None, site_id: int | None = None
+) -> int:
+    """Cameras placed at no entrance: their sightings belong to no building."""
+    query = (
+        select(func.count())
+        .select_from(Camera)
+        .join(Device, Device.id == Camera.device_id)
+        .where(Camera.entrance_id.is_(None), _in_scope(Device.site_id, scope))
+    )
+    if site_id is not None:
+        query = query.where(Device.site_id == site_id)
+    return int(session.scalar(query) or 0)
+
+
 def buildings(*, session: Session, scope: set[int] | None, site_id: int | None) -> list[Building]:
     """Buildings for the queue filter."""
     query = select(Building).where(_in_scope(Building.site_id, scope))
@@ -270,6 +306,10 @@ class EventRow:
     actor: str
     kind: str
     detail: dict[str, Any]
+    actor_id: str = ""
+    """The stored actor (``user:3``, ``system:worker``); ``actor`` is its display label."""
+    names: dict[str, str] = field(default_factory=dict)
+    """Names the detail refers to (:func:`detail_names`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -410,6 +450,7 @@ def case_view(*, session: Session, case: Case) -> CaseView:
         user_ids=_user_ids_in([e.actor for e in events])
         + ([case.assigned_to] if case.assigned_to else []),
     )
+    refs = detail_names(session=session, details=[e.detail or {} for e in events])
     unit = session.get(Unit, case.unit_id) if case.unit_id else None
     occupant_id = case.occupant_id or cluster.occupant_id
     occupant = session.get(Occupant, occupant_id) if occupant_id else None
@@ -430,7 +471,12 @@ def case_view(*, session: Session, case: Case) -> CaseView:
         ),
         events=tuple(
             EventRow(
-                at=e.at, actor=actor_label(e.actor, people), kind=e.kind, detail=e.detail or {}
+                at=e.at,
+                actor=actor_label(e.actor, people),
+                kind=e.kind,
+                detail=e.detail or {},
+                actor_id=e.actor,
+                names=refs,
             )
             for e in events
         ),
@@ -649,6 +695,7 @@ class DeviceRow:
 
     id: int
     name: str
+    site_id: int
     site_name: str
     online: bool
     disabled: bool
@@ -660,6 +707,8 @@ class DeviceRow:
     cameras: tuple[tuple[str, str], ...]
     future_refused: int = 0
     """Sightings refused for times in the future: the box's clock is wrong."""
+    unplaced: tuple[str, ...] = ()
+    """Cameras at no entrance: their sightings match no building's filter."""
 
 
 def is_online(device: Device, now: datetime) -> bool:
@@ -677,8 +726,20 @@ def devices(
     query = query.where(_in_scope(Device.site_id, scope))
     if site_id is not None:
         query = query.where(Device.site_id == site_id)
+    found = session.execute(query.order_by(Site.name, Device.name)).all()
+    unplaced: dict[int, list[str]] = {}
+    if found:
+        for device_id, name in session.execute(
+            select(Camera.device_id, Camera.name)
+            .where(
+                Camera.device_id.in_(sorted({d.id for d, _ in found})),
+                Camera.entrance_id.is_(None),
+            )
+            .order_by(Camera.name)
+        ):
+            unplaced.setdefault(device_id, []).append(name)
     out = []
-    for device, site_name in session.execute(query.order_by(Site.name, Device.name)).all():
+    for device, site_name in found:
         stats = device.stats or {}
         cams = stats.get("cameras") or {}
         cams = cams if isinstance(cams, dict) else {}
@@ -689,6 +750,7 @@ def devices(
             DeviceRow(
                 id=device.id,
                 name=device.name,
+                site_id=device.site_id,
                 site_name=site_name,
                 online=is_online(device, now),
                 disabled=device.disabled,
@@ -702,6 +764,7 @@ def devices(
                     for n, c in sorted(cams.items())
                 ),
                 future_refused=device.future_refused,
+                unplaced=tuple(unplaced.get(device.id, ())),
             )
         )
     return out
@@ -718,6 +781,11 @@ class AuditRow:
     object: str
     site_name: str
     detail: dict[str, Any]
+    actor_id: str = ""
+    object_type: str = ""
+    object_id: str | None = None
+    site_id: int | None = None
+    names: dict[str, str] = field(default_factory=dict)
 
 
 def audit(
@@ -735,6 +803,21 @@ def audit(
         query = query.where(AuditEvent.object_type == "case", AuditEvent.object_id == str(case_id))
     events = list(session.scalars(query.order_by(AuditEvent.id.desc()).limit(limit)))
     names = usernames(session=session, user_ids=_user_ids_in([e.actor for e in events]))
+    refs = detail_names(session=session, details=[e.detail or {} for e in events])
+    # Users as objects (user.disable of user 5) are named too.
+    refs.update(
+        {
+            f"user:{k}": v
+            for k, v in usernames(
+                session=session,
+                user_ids=[
+                    int(e.object_id)
+                    for e in events
+                    if e.object_type == "user" and e.object_id and e.object_id.isdigit()
+                ],
+            ).items()
+        }
+    )
     sites = {s.id: s.name for s in session.scalars(select(Site))}
     return [
         AuditRow(
@@ -744,6 +827,11 @@ def audit(
             object=f"{e.object_type} {e.object_id or ''}".strip(),
             site_name=sites.get(e.site_id, "") if e.site_id else "",
             detail=e.detail or {},
+            actor_id=e.actor,
+            object_type=e.object_type,
+            object_id=e.object_id,
+            site_id=e.site_id,
+            names=refs,
         )
         for e in events
     ]

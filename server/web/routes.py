@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
-from datetime import datetime, tzinfo
+from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import quote, urlencode
@@ -25,13 +25,22 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 from sqlalchemy import select
 from starlette.responses import RedirectResponse, Response
 
 from server.audit.service import record
 from server.cases import service
+from server.cases.errors import CaseClosed
 from server.cases.models import Case
+from server.cases.rules import DEFAULT_TIMEZONE, site_zone
 from server.db import utcnow
 from server.errors import Forbidden, InvalidInput, LintelError, NotFound
 from server.notify.views import channel_rows
@@ -44,12 +53,15 @@ from server.sightings.models import Sighting
 from server.sites.models import Building, Site
 from server.users.models import User
 from server.users.service import site_ids_of
-from server.web import queries
+from server.web import humanize, queries
 from server.web.errors import CsrfRejected, LoginLocked, LoginRequired, ReadOnly
 from server.web.i18n import LANG_COOKIE, LANGS, request_language, translator
 from server.web.session import (
     FAILED,
+    LOCKOUT_FAILURES,
+    LOCKOUT_WINDOW,
     SUCCEEDED,
+    WARN_AFTER,
     WebSession,
     clear_session,
     client_ip,
@@ -61,6 +73,7 @@ from server.web.session import (
     new_session,
     read_session,
     session_user,
+    tries_left,
     write_session,
 )
 
@@ -90,12 +103,17 @@ class WebRoute(APIRoute):
                     return RedirectResponse(f"{PREFIX}/login?next={quote(target)}", status_code=303)
                 return error_page(request, 401, "error.login_required")
             except LoginLocked as exc:
+                return locked_page(request, exc.retry_after_s)
+            except CaseClosed as exc:
+                # The service's words are English; the page says it in the reader's language.
                 return error_page(
                     request,
-                    429,
-                    "login.locked",
-                    headers={"Retry-After": str(exc.retry_after_s)},
-                    minutes=max(1, (exc.retry_after_s + 59) // 60),
+                    409,
+                    "error.case_closed",
+                    id=exc.case_id,
+                    outcome=translator(request_language(request))(
+                        f"outcome.{exc.outcome or 'none'}"
+                    ),
                 )
             except LintelError as exc:
                 key = {
@@ -107,6 +125,9 @@ class WebRoute(APIRoute):
                 # 404/403 say nothing more (another site's objects do not exist);
                 # a refused action shows the service's reason.
                 detail = exc.detail if exc.status_code in (409, 422) else None
+                if detail is not None and request_language(request) != "en":
+                    # Shown in English (marked so) under the page's own words.
+                    key = key if exc.status_code == 409 else "error.bad_request_detail"
                 return error_page(request, exc.status_code, key, detail=detail)
             except RequestValidationError:
                 return error_page(request, 422, "error.bad_request")
@@ -195,13 +216,16 @@ def _actor(user: WebUser) -> WebUser:
 
 # -- rendering ------------------------------------------------------------------------------
 def _localtime(value: datetime | None, tz: tzinfo | None = None) -> str:
+    """A time in the site's zone (every page says which zone; never UTC on one page and
+    site time on the next). Without a site (a site-less audit event), the default zone."""
     if value is None:
         return "—"
-    return (
-        value.astimezone(tz).strftime("%Y-%m-%d %H:%M")
-        if tz
-        else value.strftime("%Y-%m-%d %H:%M UTC")
-    )
+    return value.astimezone(tz or site_zone(None)).strftime("%Y-%m-%d %H:%M")
+
+
+def zone_names(zones: Mapping[int, tzinfo]) -> str:
+    """The zones a page's times are in, for its "times are in ..." line."""
+    return ", ".join(sorted({str(z) for z in zones.values()})) or DEFAULT_TIMEZONE
 
 
 def _brief(value: object, limit: int = 4) -> str:
@@ -215,6 +239,8 @@ def _brief(value: object, limit: int = 4) -> str:
 
 TEMPLATES.env.filters["localtime"] = _localtime
 TEMPLATES.env.filters["brief"] = _brief
+TEMPLATES.env.filters.update(humanize.FILTERS)
+TEMPLATES.env.filters["zone_names"] = zone_names
 
 
 def _safe_next(target: str | None) -> str:
@@ -273,6 +299,9 @@ def error_page(
     *,
     headers: Mapping[str, str] | None = None,
     detail: str | None = None,
+    hint_key: str | None = None,
+    back_href: str | None = None,
+    back_key: str | None = None,
     **values: Any,
 ) -> Response:
     """A small error page in the request's language (``detail``: the service's words)."""
@@ -286,6 +315,27 @@ def error_page(
         message_key=message_key,
         detail=detail,
         values=values,
+        hint_key=hint_key,
+        back_href=back_href,
+        back_key=back_key,
+    )
+
+
+def locked_page(request: Request, retry_after_s: int) -> Response:
+    """The lock page: when to try again (clock time and minutes), whom to ask, and a way
+    back to the login page (not to a page that needs a login)."""
+    until = utcnow() + timedelta(seconds=retry_after_s)
+    return error_page(
+        request,
+        429,
+        "login.locked",
+        headers={"Retry-After": str(retry_after_s)},
+        hint_key="login.locked_ask",
+        back_href=f"{PREFIX}/login",
+        back_key="login.back",
+        minutes=max(1, (retry_after_s + 59) // 60),
+        until=until.astimezone(site_zone(None)).strftime("%H:%M"),
+        zone=DEFAULT_TIMEZONE,
     )
 
 
@@ -326,9 +376,19 @@ def login(request: Request, form: FormDep, session: SessionDep) -> Response:
         wait = lockout_wait_s(session=session, username=username, ip=ip)
         if wait:
             raise LoginLocked("too many failed logins", retry_after_s=wait)
+        left = tries_left(session=session, username=username, ip=ip)
         web = read_session(request, _settings(request)) or new_session()
         return page(
-            request, "login.html", user=None, web=web, status=401, next=target, error="login.failed"
+            request,
+            "login.html",
+            user=None,
+            web=web,
+            status=401,
+            next=target,
+            error="login.failed",
+            # From the WARN_AFTER-th failure on: how many tries remain before the lock.
+            tries_left=left if left <= LOCKOUT_FAILURES - WARN_AFTER else None,
+            lock_minutes=int(LOCKOUT_WINDOW.total_seconds() // 60),
         )
     record(
         session=session,
@@ -381,6 +441,26 @@ STATUS_FILTERS: dict[str, tuple[str, ...]] = {
 }
 
 
+def _blank_is_none(value: object) -> object:
+    """An empty form field (``site=`` from the "All" option) means "no filter"."""
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+def _blank_is_default(default: object) -> Callable[[object], object]:
+    def pick(value: object) -> object:
+        return default if isinstance(value, str) and not value.strip() else value
+
+    return pick
+
+
+# Filter values as a GET form sends them: "All" is an empty value, never a 422.
+OptionalId = Annotated[int | None, BeforeValidator(_blank_is_none)]
+StatusFilter = Annotated[
+    Literal["active", "open", "assigned", "closed"], BeforeValidator(_blank_is_default("active"))
+]
+Flag = Annotated[bool, BeforeValidator(_blank_is_default(False))]
+
+
 def _visible_site(session: SessionDep, user: WebUser, site_id: int) -> Site:
     site = session.get(Site, site_id)
     if site is None or not user.sees(site.id):
@@ -393,19 +473,23 @@ def queue_page(
     request: Request,
     session: SessionDep,
     user: UserDep,
-    site: Annotated[int | None, Query()] = None,
-    building: Annotated[int | None, Query()] = None,
-    status: Annotated[Literal["active", "open", "assigned", "closed"], Query()] = "active",
-    mine: Annotated[bool, Query()] = False,
-    done: Annotated[int | None, Query()] = None,
+    site: Annotated[OptionalId, Query()] = None,
+    building: Annotated[OptionalId, Query()] = None,
+    status: Annotated[StatusFilter, Query()] = "active",
+    mine: Annotated[Flag, Query()] = False,
+    done: Annotated[OptionalId, Query()] = None,
 ) -> Response:
-    """Cases by priority with filters and counts."""
+    """Cases by priority with filters and counts; every combination of filters is valid."""
     if site is not None:
         _visible_site(session, user, site)
     if building is not None:
         row = session.get(Building, building)
-        if row is None or not user.sees(row.site_id) or (site is not None and row.site_id != site):
+        if row is None or not user.sees(row.site_id):
             raise NotFound(f"building {building} does not exist")
+        if site is not None and row.site_id != site:
+            # The site was changed while another site's building was still chosen
+            # (the form submits both): the new site wins, the building filter goes.
+            building = None
     rows, counts = queries.queue(
         session=session,
         scope=user.scope,
@@ -432,12 +516,22 @@ def queue_page(
         counts=counts,
         sites=sites,
         zones=zones,
+        zone_names=zone_names(zones),
+        unplaced=queries.cameras_without_entrance(session=session, scope=user.scope, site_id=site),
         buildings=queries.buildings(session=session, scope=user.scope, site_id=site),
         f_site=site,
         f_building=building,
         f_status=status,
         f_mine=mine,
         closed=closed,
+        closed_link=f"{PREFIX}/queue?"
+        + urlencode(
+            {
+                k: v
+                for k, v in (("site", site), ("building", building), ("status", "closed"))
+                if v is not None
+            }
+        ),
         now=utcnow(),
     )
 
@@ -718,7 +812,7 @@ def dashboard_page(
     request: Request,
     session: SessionDep,
     user: UserDep,
-    site: Annotated[int | None, Query()] = None,
+    site: Annotated[OptionalId, Query()] = None,
 ) -> Response:
     """A site's safety report (the first visible site unless one is chosen)."""
     sites = queries.visible_sites(session=session, scope=user.scope)
@@ -750,7 +844,7 @@ def devices_page(
     request: Request,
     session: SessionDep,
     user: UserDep,
-    site: Annotated[int | None, Query()] = None,
+    site: Annotated[OptionalId, Query()] = None,
 ) -> Response:
     """Devices: online/offline, last heartbeat, fps, dropped frames, outbox depth."""
     if site is not None:
@@ -759,6 +853,7 @@ def devices_page(
     sites = queries.visible_sites(session=session, scope=user.scope)
     # Notification channels and their state (issue 15): admins and managers, read-only.
     channels = channel_rows(session=session, scope=user.scope, site_id=site) if user.can_act else []
+    zones = queries.site_timezones(session=session, site_ids=[s.id for s in sites])
     return page(
         request,
         "devices.html",
@@ -767,6 +862,8 @@ def devices_page(
         sites=sites,
         f_site=site,
         channels=channels,
+        zones=zones,
+        zone_names=zone_names(zones),
     )
 
 
@@ -775,10 +872,22 @@ def audit_page(
     request: Request,
     session: SessionDep,
     user: UserDep,
-    case: Annotated[int | None, Query()] = None,
+    case: Annotated[OptionalId, Query()] = None,
 ) -> Response:
     """Recent audit events of the caller's sites (admins and managers)."""
     if not user.can_act:
         raise Forbidden("the audit log is for managers and admins")
     rows = queries.audit(session=session, scope=user.scope, case_id=case)
-    return page(request, "audit.html", user=user, rows=rows, f_case=case)
+    zones = queries.site_timezones(
+        session=session, site_ids=sorted({r.site_id for r in rows if r.site_id is not None})
+    )
+    return page(
+        request,
+        "audit.html",
+        user=user,
+        rows=rows,
+        f_case=case,
+        zones=zones,
+        default_tz=site_zone(None),
+        zone_names=zone_names(zones),
+    )

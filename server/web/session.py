@@ -27,6 +27,9 @@ whatever the usernames (one password sprayed over many users); and
 ``GLOBAL_LOCKOUT_FAILURES`` failures from everywhere (a spray spread over many
 addresses), which spares addresses that logged in successfully within
 ``KNOWN_ADDRESS_WINDOW``, so an attacker cannot lock the staff out.
+From the ``WARN_AFTER``-th failure the login page says how many tries are
+left (:func:`tries_left`); an admin's unlock (:func:`unlock_login`, the web
+users page) restarts the count for a username from every address.
 
 The address is the TCP peer: ``lintel-server run`` trusts ``X-Forwarded-For``
 only from the proxies named by ``--forwarded-allow-ips``.
@@ -47,6 +50,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from server.audit.models import AuditEvent
+from server.audit.service import record
 from server.db import utcnow
 from server.settings import Settings
 from server.users.models import User
@@ -68,6 +72,11 @@ KNOWN_ADDRESS_WINDOW = timedelta(days=30)
 """An address with a successful login this recent is not held by the global limit."""
 FAILED = "web.login_failed"
 SUCCEEDED = "web.login"
+UNLOCKED = "web.login_unlock"
+"""An admin lifted a username's lock (object_id: the username): earlier failures stop counting."""
+WARN_AFTER = 3
+"""Failed logins (one username, one address) after which the login page says how many tries are
+left before the lock (1..LOCKOUT_FAILURES-1): at 5 failures to lock, the third warns "2 left"."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,15 +210,9 @@ def _failures(session: Session, since: datetime, limit: int, *conditions: Any) -
     )
 
 
-def lockout_wait_s(*, session: Session, username: str, ip: str, now: datetime | None = None) -> int:
-    """Seconds until this username may try again from this address (0: not locked).
-
-    The longest of the three waits: this username from this address, this
-    address for any username, and every address (unless this one is known).
-    """
-    now = now or utcnow()
-    object_id, actor = _key(username, ip)
-    window_start = now - LOCKOUT_WINDOW
+def _pair_since(session: Session, object_id: str, actor: str, window_start: datetime) -> datetime:
+    """Where this username's failures from this address start counting: the window, its last
+    success from there, or an admin's unlock of the username, whichever is latest."""
     since = window_start
     last_ok = session.scalar(
         select(func.max(AuditEvent.at)).where(
@@ -219,8 +222,81 @@ def lockout_wait_s(*, session: Session, username: str, ip: str, now: datetime | 
             AuditEvent.actor == actor,
         )
     )
-    if last_ok is not None and last_ok > since:
-        since = last_ok
+    last_unlock = session.scalar(
+        select(func.max(AuditEvent.at)).where(
+            AuditEvent.action == UNLOCKED,
+            AuditEvent.object_type == "login",
+            AuditEvent.object_id == object_id,
+        )
+    )
+    for at in (last_ok, last_unlock):
+        if at is not None and at > since:
+            since = at
+    return since
+
+
+def tries_left(*, session: Session, username: str, ip: str, now: datetime | None = None) -> int:
+    """Failed logins this username may still make from this address before the lock
+    (the per-address limit counted too, whichever is nearer)."""
+    now = now or utcnow()
+    object_id, actor = _key(username, ip)
+    window_start = now - LOCKOUT_WINDOW
+    since = _pair_since(session, object_id, actor, window_start)
+    pair = _failures(
+        session,
+        since,
+        LOCKOUT_FAILURES,
+        AuditEvent.object_id == object_id,
+        AuditEvent.actor == actor,
+    )
+    address = _failures(session, window_start, IP_LOCKOUT_FAILURES, AuditEvent.actor == actor)
+    return max(0, min(LOCKOUT_FAILURES - len(pair), IP_LOCKOUT_FAILURES - len(address)))
+
+
+def locked_usernames(*, session: Session, now: datetime | None = None) -> set[str]:
+    """Usernames locked from at least one address now (the admin's users page)."""
+    now = now or utcnow()
+    rows = session.execute(
+        select(AuditEvent.object_id, AuditEvent.actor)
+        .where(
+            AuditEvent.action == FAILED,
+            AuditEvent.object_type == "login",
+            AuditEvent.at > now - LOCKOUT_WINDOW,
+        )
+        .group_by(AuditEvent.object_id, AuditEvent.actor)
+        .having(func.count() >= LOCKOUT_FAILURES)
+    ).all()
+    out = set()
+    for object_id, actor in rows:
+        if object_id and lockout_wait_s(
+            session=session, username=object_id, ip=actor.removeprefix("ip:"), now=now
+        ):
+            out.add(object_id)
+    return out
+
+
+def unlock_login(*, session: Session, username: str, actor: str) -> None:
+    """Lift the username's lock from every address (audited); the per-address and global limits
+    stay, as they guard against guessing, not against one user's typos."""
+    record(
+        session=session,
+        actor=actor,
+        action=UNLOCKED,
+        object_type="login",
+        object_id=username[:100],
+    )
+
+
+def lockout_wait_s(*, session: Session, username: str, ip: str, now: datetime | None = None) -> int:
+    """Seconds until this username may try again from this address (0: not locked).
+
+    The longest of the three waits: this username from this address, this
+    address for any username, and every address (unless this one is known).
+    """
+    now = now or utcnow()
+    object_id, actor = _key(username, ip)
+    window_start = now - LOCKOUT_WINDOW
+    since = _pair_since(session, object_id, actor, window_start)
     pair = _failures(
         session,
         since,

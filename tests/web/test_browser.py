@@ -77,9 +77,9 @@ def test_manager_enrols_the_top_case_and_sees_it_leave_the_queue(
     page.screenshot(path=str(SHOTS / "dashboard.png"), full_page=True)
 
     page.get_by_role("link", name="Audit log").click()
-    closed = page.locator("tr.audit-row", has_text="case.closed")
+    closed = page.locator('tr.audit-row[data-action="case.closed"]')
     assert closed.count() == 1
-    assert "mgr_a" in closed.inner_text() and f"case {top}" in closed.inner_text()
+    assert "mgr_a" in closed.inner_text() and f"Case #{top}" in closed.inner_text()
 
     # Phone-sized screen: the queue still shows every case, as stacked cards.
     phone = browser.new_context(

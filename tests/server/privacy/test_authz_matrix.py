@@ -38,6 +38,7 @@ from server.cases.models import Case
 from server.occupants.service import add_template
 from server.privacy.views import current_admin
 from server.sightings.models import Sighting
+from server.users.service import create_user
 from server.wire import API_PREFIX, encode_embedding
 from tests.server.clusters.support import MODEL, new_session, person
 from tests.server.conftest import DeviceCreds
@@ -53,6 +54,8 @@ PUBLIC = {
     ("GET", "/healthz"),
     ("GET", "/metrics"),
     ("GET", "/web"),  # a bare redirect to /web/queue, which checks
+    ("GET", "/"),  # the same redirect (issue 14)
+    ("GET", "/favicon.ico"),  # the app's icon, no data
     ("GET", "/web/login"),
     ("POST", "/web/login"),
     ("POST", "/web/logout"),
@@ -131,7 +134,12 @@ def scene(engine: Engine, device: DeviceCreds, make_device: Any) -> Scene:
             chip=face_jpeg(77),
         )
         template_id = template.id
+        # The /web/users/{user_id}/... admin actions (issue 14) aim at a user of site A.
+        target = create_user(
+            session=s, username="target-a", role="viewer", site_ids=[device.site_id]
+        )
         s.commit()
+        target_id = target.id
     return Scene(
         world=world,
         site_b=device_b.site_id,
@@ -145,6 +153,7 @@ def scene(engine: Engine, device: DeviceCreds, make_device: Any) -> Scene:
             "template_id": template_id,
             "site_id": world.site_id,
             "site": "Sunny Court",  # the registry import names its site
+            "user_id": target_id,
         },
     )
 
