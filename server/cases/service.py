@@ -61,6 +61,7 @@ from server.clusters.service import SiteConfig, cluster_days, cluster_vectors, s
 from server.db import utcnow
 from server.embeddings import check_embeddings, model_dimension
 from server.notify.service import emit_case_opened as notify_case_opened
+from server.notify.service import emit_case_reopened as notify_case_reopened
 from server.occupants.models import FaceTemplate, Occupant
 from server.occupants.service import add_template, create_occupant, delete_template_ids
 from server.sightings import crops as crop_store
@@ -1242,6 +1243,7 @@ def reopen_case(
         ):
             other.suppression = None
     _reopen(session, case, actor=actor, detail=reversed_)
+    notify_case_reopened(session=session, case=case, actor=actor)  # issue 15 outbox
     return case
 
 

@@ -326,7 +326,7 @@ def emit_case_opened(*, session: Session, case: Any, cluster: Any) -> Emitted | 
 
 
 def emit_case_reopened(*, session: Session, case: Any, actor: str) -> Emitted | None:
-    """``case.reopened``: for the reopen path (none exists in the cases service yet)."""
+    """``case.reopened``: written by :func:`server.cases.service.reopen_case` with the reopen."""
     return emit(
         session=session,
         site_id=case.site_id,

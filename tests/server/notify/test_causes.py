@@ -15,11 +15,12 @@ from sqlalchemy.orm import Session
 
 from edge.models import resolve_pack
 from server.cases.models import Case
+from server.cases.service import close_with_outcome, reopen_case
 from server.clusters import worker
 from server.db import make_session_factory
 from server.notify.models import NotifyDelivery, NotifyEvent
 from server.notify.sender import SenderConfig, deliver_due
-from server.notify.service import add_channel, emit_case_reopened
+from server.notify.service import add_channel
 from server.users.service import create_api_token, create_user
 from server.wire import encode_embedding
 from tests.registry.helpers import make_id
@@ -141,10 +142,9 @@ def test_import_finished_carries_the_counts(client: httpx.Client, session: Sessi
     assert session.scalar(select(func.count()).select_from(NotifyEvent)) == 1
 
 
-def test_case_reopened_emit_function(
+def test_reopening_a_case_writes_case_reopened_with_it(
     engine: Engine, session: Session, make_device: Callable[..., DeviceCreds]
 ) -> None:
-    # No reopen path exists in the cases service yet: its author calls this function.
     dev = make_device()
     _channel(session, dev.site_id, events=["case.reopened"])
     seen_on(engine, dev.device_id, (person(3), 3), [0, 1, 2])
@@ -153,10 +153,14 @@ def test_case_reopened_emit_function(
     assert session.scalar(select(func.count()).select_from(NotifyEvent)) == 1  # case.opened
     assert session.scalar(select(func.count()).select_from(NotifyDelivery)) == 0  # not wanted
     case = session.scalars(select(Case)).one()
-    emitted = emit_case_reopened(session=session, case=case, actor="user:1")
+    close_with_outcome(session=session, case_id=case.id, outcome="visitor", actor="user:1")
     session.commit()
-    assert emitted is not None and emitted.deliveries == 1
-    assert emitted.event.data == {"case_id": case.id, "cluster_id": case.cluster_id, "by": "user:1"}
+    reopen_case(session=session, case_id=case.id, actor="user:1", is_admin=True)
+    session.commit()
+    session.expire_all()
+    event = session.scalars(select(NotifyEvent).where(NotifyEvent.kind == "case.reopened")).one()
+    assert event.data == {"case_id": case.id, "cluster_id": case.cluster_id, "by": "user:1"}
+    assert session.scalar(select(func.count()).select_from(NotifyDelivery)) == 1
 
 
 def test_thumbnail_goes_only_to_the_channel_that_opted_in(
