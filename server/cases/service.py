@@ -391,7 +391,12 @@ def evaluate_clusters(
                 "desk_check": desk_check(evidence),
             },
         )
-        notify_case_opened(session=session, case=case, cluster=cluster)  # issue 15 outbox
+        notify_case_opened(
+            session=session,
+            case=case,
+            cluster=cluster,
+            desk_check=desk_check(evidence) is not None,
+        )  # issue 15 outbox
         opened.append(case)
     session.flush()
     return opened

@@ -39,6 +39,9 @@ _BODIES: dict[str, dict[str, str]] = {
     "en": {
         "case.opened": "An unregistered face was seen on {days} different days "
         "({night_entries} late entries). Open the case, check the unit and record the outcome.",
+        "case.opened.desk_check": "A face seen on {days} different days may be a registered "
+        "occupant whose photo the door camera does not match (a desk check). Compare the faces "
+        "on the case page; no visit is needed.",
         "case.unassigned": "Nobody has taken this case yet. Assign it to a manager.",
         "case.reopened": "An outcome was undone. Look at the case again.",
         "device.offline": "No heartbeat since {last_heartbeat} (UTC). Check the box's power "
@@ -53,6 +56,8 @@ _BODIES: dict[str, dict[str, str]] = {
     "zh-CN": {
         "case.opened": "一张未登记的面孔在 {days} 个不同日期出现(夜间进入 {night_entries} 次)。"
         "请打开任务,核实该户并记录结果。",
+        "case.opened.desk_check": "一张在 {days} 个不同日期出现的面孔可能是已登记住户"
+        "(门口摄像头未能与其登记照片匹配),请在任务页面比对面孔(台账核对),无需上门。",
         "case.unassigned": "该任务尚无人处理,请分配给管理员。",
         "case.reopened": "一个处理结果已被撤销,请重新查看该任务。",
         "device.offline": "自 {last_heartbeat}(UTC)起无心跳。"
@@ -103,7 +108,8 @@ def render(
     values = _Blank(data)
     values["site"] = site
     title = _TITLES[lang].get(kind, kind).format_map(values)
-    text = _BODIES[lang].get(kind, "").format_map(values)
+    body = f"{kind}.desk_check" if kind == "case.opened" and data.get("desk_check") else kind
+    text = _BODIES[lang].get(body, "").format_map(values)
     link = ""
     if "case_id" in data and link_base:
         link = f"{link_base.rstrip('/')}/web/cases/{data['case_id']}"

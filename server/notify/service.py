@@ -309,8 +309,13 @@ def emit(
     return Emitted(event=event, deliveries=len(channels))
 
 
-def emit_case_opened(*, session: Session, case: Any, cluster: Any) -> Emitted | None:
-    """``case.opened`` for a case the worker just opened (no names, no faces)."""
+def emit_case_opened(
+    *, session: Session, case: Any, cluster: Any, desk_check: bool = False
+) -> Emitted | None:
+    """``case.opened`` for a case the worker just opened (no names, no faces).
+
+    ``desk_check``: the case names a registered occupant (the message then asks for a
+    comparison of faces at the desk, not a visit), without saying whom."""
     return emit(
         session=session,
         site_id=case.site_id,
@@ -321,6 +326,7 @@ def emit_case_opened(*, session: Session, case: Any, cluster: Any) -> Emitted | 
             "days": len(cluster.days),
             "night_entries": cluster.night_entries,
             "priority": round(float(case.priority), 3),
+            "desk_check": desk_check,
         },
     )
 

@@ -18,6 +18,7 @@ from server.cases.models import Case
 from server.cases.service import close_with_outcome, reopen_case
 from server.clusters import worker
 from server.db import make_session_factory
+from server.notify.messages import render
 from server.notify.models import NotifyDelivery, NotifyEvent
 from server.notify.sender import SenderConfig, deliver_due
 from server.notify.service import add_channel
@@ -53,6 +54,7 @@ def test_the_worker_writes_case_opened_with_the_case(
     event = session.scalars(select(NotifyEvent)).one()
     assert event.kind == "case.opened" and event.site_id == dev.site_id
     assert event.data["case_id"] == case.id and event.data["days"] == 3
+    assert event.data["desk_check"] is False  # nobody registered looks like this face
     assert len(event.event_id) == 36
     assert session.scalar(select(func.count()).select_from(NotifyDelivery)) == 1
 
@@ -194,3 +196,20 @@ def test_thumbnail_goes_only_to_the_channel_that_opted_in(
     by_path = {r.path: r.json() for r in receiver.accepted()}
     assert base64.b64decode(by_path["/hook/with"]["thumbnail_jpeg_base64"]) == crops[2]  # the best
     assert "thumbnail_jpeg_base64" not in by_path["/hook/without"]
+
+
+@pytest.mark.parametrize("language", ["en", "zh-CN"])
+def test_a_desk_check_case_is_announced_as_one_without_naming_anyone(language: str) -> None:
+    data = {"case_id": 4, "cluster_id": 9, "days": 3, "night_entries": 1, "priority": 5.2}
+    plain = render(kind="case.opened", data=data, site="S", language=language, link_base=None)
+    desk = render(
+        kind="case.opened",
+        data={**data, "desk_check": True},
+        site="S",
+        language=language,
+        link_base=None,
+    )
+    assert desk.title == plain.title
+    assert desk.text != plain.text
+    assert ("desk check" in desk.text) if language == "en" else ("台账核对" in desk.text)
+    assert ("unregistered" in plain.text) if language == "en" else ("未登记" in plain.text)
