@@ -41,6 +41,8 @@ OBJECT_KINDS = {
     "unknown_cluster": "object.cluster",
     "occupant": "object.occupant",
     "whitelist": "object.whitelist",
+    "face_template": "object.face_template",
+    "notify_channel": "object.notify_channel",
 }
 """Audit object types -> message key (``{id}``, ``{name}`` placeholders)."""
 
