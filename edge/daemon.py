@@ -53,7 +53,6 @@ import os
 import signal
 import sqlite3
 import sys
-import tempfile
 import threading
 import time
 from collections import deque
@@ -74,6 +73,7 @@ from edge.capture import Opener, VideoSource
 from edge.client import AuthRefused, ClientError, GalleryModelMismatch, LintelClient, Rejected
 from edge.daemon_config import CameraConfig, EdgeConfig, load_config
 from edge.errors import CaptureError, LintelEdgeError
+from edge.files import atomic_write
 from edge.gallery import Gallery, Match, Template
 from edge.outbox import Outbox, OutboxStats
 from edge.pipeline import EngineLike, Pipeline, TrackResult
@@ -106,21 +106,6 @@ class DaemonEngine(EngineLike, Protocol):
     def threshold(self) -> float: ...
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``path`` so that a crash leaves the old or the new file, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class GalleryCache:
     """The last gallery the server sent, on disk (written atomically)."""
 
@@ -140,7 +125,7 @@ class GalleryCache:
     def save(self, gallery: WireGallery) -> None:
         """Replace the cached copy whole: an occupant deleted on the server leaves
         no template behind on the box."""
-        _atomic_write(self.path, gallery.model_dump_json().encode())
+        atomic_write(self.path, gallery.model_dump_json().encode())
 
 
 def to_local_gallery(wire: WireGallery, *, model_id: str, threshold: float) -> Gallery:
@@ -668,7 +653,7 @@ class EdgeDaemon:
     def write_status(self) -> None:
         """Rewrite ``<data_dir>/status.json`` atomically (never fatal)."""
         try:
-            _atomic_write(self.status_path, json.dumps(self.status(), indent=1).encode())
+            atomic_write(self.status_path, json.dumps(self.status(), indent=1).encode())
         except (OSError, sqlite3.Error) as exc:
             log.warning("cannot write %s: %s", self.status_path, exc)
 

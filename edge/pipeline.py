@@ -47,10 +47,11 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
+from edge.boxes import nms
 from edge.capture import Frame, ReconnectPolicy, VideoSource
 from edge.motion import MotionConfig, MotionGate
 from edge.quality import fuse_embeddings
-from edge.tracker import FaceSample, IoUTracker, Track, TrackerConfig, iou
+from edge.tracker import FaceSample, IoUTracker, Track, TrackerConfig
 from edge.types import BBox, Detection, Embedding, FaceQuality
 
 log = logging.getLogger(__name__)
@@ -409,15 +410,6 @@ def _distinct(samples: Sequence[FaceSample], min_gap_s: float) -> list[FaceSampl
     return kept
 
 
-def _nms(dets: list[Detection], iou_max: float) -> list[Detection]:
-    """Best-score-first non-maximum suppression (overlapping follow regions)."""
-    keep: list[Detection] = []
-    for d in sorted(dets, key=lambda d: -d.det_score):
-        if all(iou(d.bbox, k.bbox) <= iou_max for k in keep):
-            keep.append(d)
-    return keep
-
-
 def _offset(det: Detection, dx: float, dy: float) -> Detection:
     """A detection in crop pixels moved to frame pixels."""
     b = det.bbox
@@ -657,7 +649,7 @@ class Pipeline:
             dets = self.engine.detect(np.ascontiguousarray(image[y1:y2, x1:x2]), det_size=size)
             found.extend(_offset(d, x1, y1) for d in dets)
         # Overlapping crops can find one face twice.
-        return _nms(found, 0.5) if len(crops) > 1 else found
+        return nms(found, 0.5) if len(crops) > 1 else found
 
     def flush(self) -> list[TrackResult]:
         """End every live track (end of stream) and return their results."""
