@@ -77,7 +77,7 @@ from edge.files import atomic_write
 from edge.gallery import Gallery, Match, Template
 from edge.outbox import Outbox, OutboxStats
 from edge.pipeline import EngineLike, Pipeline, TrackResult
-from edge.replay import track_to_sighting
+from edge.sightings import track_to_sighting
 from server.wire import CameraStats, Heartbeat, SightingIn, decode_embedding
 from server.wire import Gallery as WireGallery
 
