@@ -59,11 +59,13 @@ sys.path.insert(0, str(REPO))
 import cv2  # noqa: E402
 
 from edge.boxes import iou  # noqa: E402
-from edge.capture import VideoSource  # noqa: E402
 from edge.engine import FaceEngine  # noqa: E402
 from edge.gallery import Gallery, image_files  # noqa: E402
-from edge.pipeline import Pipeline, PipelineConfig, TrackResult  # noqa: E402
-from edge.tracker import IoUTracker, Track  # noqa: E402
+from edge.pipeline.capture import VideoSource  # noqa: E402
+from edge.pipeline.config import PipelineConfig  # noqa: E402
+from edge.pipeline.results import TrackResult  # noqa: E402
+from edge.pipeline.stream import Pipeline  # noqa: E402
+from edge.pipeline.tracker import IoUTracker, Track  # noqa: E402
 from edge.types import BBox  # noqa: E402
 from edge.videogen import background  # noqa: E402
 

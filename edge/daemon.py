@@ -3,7 +3,7 @@
 Threads, each owning its own state (nothing shared but the outbox, which
 locks, and the gallery reference, which is swapped whole):
 
-- one *camera worker* per camera: a :class:`~edge.capture.VideoSource` (its
+- one *camera worker* per camera: a :class:`~edge.pipeline.capture.VideoSource` (its
   reader thread fills a bounded queue and drops, counting, the oldest frame
   when analysis falls behind; it reopens a failed stream with backoff) feeding
   a :class:`~edge.pipeline.Pipeline`; every ended track becomes a sighting in
@@ -69,15 +69,17 @@ import numpy.typing as npt
 
 from edge.adaptive import FILE_NAME as ADAPTIVE_FILE
 from edge.adaptive import AdaptiveGallery
-from edge.capture import Opener, VideoSource
 from edge.client import AuthRefused, ClientError, GalleryModelMismatch, LintelClient, Rejected
 from edge.daemon_config import CameraConfig, EdgeConfig, load_config
 from edge.errors import CaptureError, LintelEdgeError
 from edge.files import atomic_write
 from edge.gallery import Gallery, Match, Template
 from edge.outbox import Outbox, OutboxStats
-from edge.pipeline import EngineLike, Pipeline, TrackResult
-from edge.sightings import track_to_sighting
+from edge.pipeline.capture import Opener, VideoSource
+from edge.pipeline.results import TrackResult
+from edge.pipeline.seams import EngineLike
+from edge.pipeline.sightings import track_to_sighting
+from edge.pipeline.stream import Pipeline
 from server.wire import CameraStats, Heartbeat, SightingIn, decode_embedding
 from server.wire import Gallery as WireGallery
 

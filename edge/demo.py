@@ -39,7 +39,8 @@ import httpx
 
 from edge.demo_receiver import DemoReceiver
 from edge.errors import LintelEdgeError
-from edge.pipeline import Pipeline, TrackResult
+from edge.pipeline.results import TrackResult
+from edge.pipeline.stream import Pipeline
 from edge.videogen import GeneratedVideo, WalkIn, make_video, write_gallery
 
 DEVICE = "demo-edge"

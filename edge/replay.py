@@ -5,7 +5,7 @@
     {"frames": int, "failed_to_enrol": [{"path", "reason", "detail"}],
      "fps": float, "cpu_s": float,
      "tracks": [{"start_frame", "end_frame", "identity", "similarity", "quality"}],
-     (a long stay is several consecutive tracks: see edge.tracker, max_track_s)
+     (a long stay is several consecutive tracks: see edge.pipeline.tracker, max_track_s)
      "stats": {...pipeline counters...}}
 
 ``identity`` is the gallery folder name, or null for an unknown face.
@@ -27,11 +27,12 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from edge.capture import VideoSource
 from edge.errors import LintelEdgeError
 from edge.gallery import EnrolmentFailure, failed_to_enrol_line
-from edge.pipeline import Pipeline, PipelineStats, TrackResult
-from edge.sightings import track_to_sighting
+from edge.pipeline.capture import VideoSource
+from edge.pipeline.results import PipelineStats, TrackResult
+from edge.pipeline.sightings import track_to_sighting
+from edge.pipeline.stream import Pipeline
 from server.wire import MAX_BATCH
 
 log = logging.getLogger(__name__)

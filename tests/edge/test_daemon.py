@@ -24,7 +24,7 @@ import pytest
 from edge.client import LintelClient
 from edge.daemon import DaemonEngine, EdgeDaemon
 from edge.daemon_config import CameraConfig, DeviceConfig, EdgeConfig, ServerConfig
-from edge.pipeline import TrackResult
+from edge.pipeline.results import TrackResult
 from edge.types import BBox
 from server.app import create_app
 from server.db import make_engine, make_session_factory

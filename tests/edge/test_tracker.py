@@ -7,7 +7,7 @@ import pytest
 from pydantic import ValidationError
 
 from edge.boxes import iou
-from edge.tracker import FaceSample, IoUTracker, Track, TrackerConfig
+from edge.pipeline.tracker import FaceSample, IoUTracker, Track, TrackerConfig
 from edge.types import BBox, Detection, FaceQuality
 
 

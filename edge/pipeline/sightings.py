@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from edge.errors import LintelEdgeError
-from edge.pipeline import TrackResult
+from edge.pipeline.results import TrackResult
 from server.wire import SightingIn, encode_embedding, sighting_id
 
 
