@@ -6,7 +6,7 @@
 3. generates five evenings of entrance video (:mod:`edge.demo_site`):
    registered residents, two unregistered residents, a guest and a courier;
 4. starts ``lintel-server run`` and runs the edge daemon (the same
-   :class:`~edge.daemon.EdgeDaemon` as ``lintel-edge run``, one run per
+   :class:`~edge.daemon.run.EdgeDaemon` as ``lintel-edge run``, one run per
    evening, each clip stamped with its evening's time) against it over HTTP;
 5. runs the clustering worker once, checks the cases, and leaves the server
    (web queue at ``/web``) and a worker running until Ctrl-C, printing the URL
@@ -186,8 +186,8 @@ def run_edge(demo: Demo, token: str, clips: Sequence[Any], *, model: str, thread
     """One daemon run per simulated evening (engine loaded once); sightings queued."""
     from edge.client import LintelClient
     from edge.config import ModelConfig
-    from edge.daemon import EdgeDaemon
-    from edge.daemon_config import EdgeConfig
+    from edge.daemon.config import EdgeConfig
+    from edge.daemon.run import EdgeDaemon
     from edge.engine import FaceEngine
 
     engine = FaceEngine.load(ModelConfig(pack=model, threads=threads))

@@ -240,7 +240,7 @@ def test_the_daemon_keeps_them_locally_and_drops_them_with_the_occupant(tmp_path
         other -= (other @ alice_vec) * alice_vec + (other @ side) * side
         other /= np.linalg.norm(other)
         later = (0.3 * alice_vec + 0.7 * side + np.sqrt(0.42) * other).astype(np.float32)
-        view = edge._gallery_view
+        view = edge.gallery_sync  # what the pipelines match against
         assert view.match(later)[0].identity is None
 
         known = replace(_track(1, 1000.0, crop=None), identity=str(alice), embedding=capture)

@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 
 from edge.client import LintelClient
-from edge.daemon import DaemonEngine, EdgeDaemon
-from edge.daemon_config import CameraConfig, DeviceConfig, EdgeConfig, ServerConfig
+from edge.daemon.config import CameraConfig, DeviceConfig, EdgeConfig, ServerConfig
+from edge.daemon.run import DaemonEngine, EdgeDaemon
 from edge.pipeline.results import TrackResult
 from edge.types import BBox
 from server.app import create_app
@@ -319,7 +319,7 @@ class BlindEngine(StubEngine):
 def test_watchdog_reopens_a_stream_that_stays_open_but_stops_delivering(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("edge.daemon.WATCHDOG_GRACE_S", 0.0)  # act at stall_timeout_s
+    monkeypatch.setattr("edge.daemon.cameras.WATCHDOG_GRACE_S", 0.0)  # act at stall_timeout_s
     captures: list[HangingCapture] = []
 
     def opener(spec: Any) -> HangingCapture:
@@ -348,7 +348,7 @@ def test_watchdog_reopens_a_stream_that_stays_open_but_stops_delivering(
             time.sleep(0.1)
     finally:
         edge.stop()
-    rt = edge.cameras["door"]
+    rt = edge.cameras.runtimes["door"]
     assert len(captures) >= 2, "the hung stream was not reopened"
     assert captures[0].released.is_set()
     assert rt.stalls >= 1 and {"running", "stalled"} <= seen
