@@ -185,10 +185,10 @@ class Demo:
 def run_edge(demo: Demo, token: str, clips: Sequence[Any], *, model: str, threads: int) -> int:
     """One daemon run per simulated evening (engine loaded once); sightings queued."""
     from edge.client import LintelClient
-    from edge.config import ModelConfig
     from edge.daemon.config import EdgeConfig
     from edge.daemon.run import EdgeDaemon
     from edge.engine import FaceEngine
+    from edge.models import ModelConfig
 
     engine = FaceEngine.load(ModelConfig(pack=model, threads=threads))
     total = 0
@@ -414,9 +414,9 @@ def assign(
 def cli_demo_offline(args: argparse.Namespace) -> int:
     """``--offline``: build the sample gallery and video in ``--workdir``, replay, print a
     summary (engineer A2's first demo: no server, exit 0 when every walk-in is right)."""
-    from edge.config import ModelConfig
     from edge.engine import FaceEngine
     from edge.gallery import Gallery
+    from edge.models import ModelConfig
 
     out = sys.stdout
     workdir = args.workdir

@@ -28,9 +28,8 @@ import numpy as np
 import numpy.typing as npt
 
 from edge.boxes import nms
-from edge.config import ModelConfig
 from edge.errors import EnrolmentError, ImageError, ModelPackError
-from edge.models import ModelPack, resolve_pack
+from edge.models import ModelConfig, ModelPack, resolve_pack
 from edge.quality import LOW_QUALITY, QualityConfig, assess, fuse_embeddings
 from edge.types import BBox, Detection, EnrolledFace, FaceQuality
 

@@ -90,8 +90,8 @@ def _client_class() -> Any:
 
 def cli_replay(args: argparse.Namespace) -> int:
     """``lintel-edge replay VIDEO [--gallery DIR] [--json] [--server URL --token T]``."""
-    from edge.config import ModelConfig
     from edge.engine import FaceEngine
+    from edge.models import ModelConfig
 
     token = args.token or os.environ.get("LINTEL_DEVICE_TOKEN")
     client_cls = None

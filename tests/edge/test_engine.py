@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 
 from edge.boxes import iou
-from edge.config import ModelConfig
 from edge.engine import EMBED_CHUNK, FaceEngine, main_face, notable_faces, read_image
 from edge.errors import EnrolmentError, ImageError, ModelPackError
-from edge.models import BUFFALO_S_THRESHOLD, ModelPack, resolve_pack
+from edge.models import BUFFALO_S_THRESHOLD, ModelConfig, ModelPack, resolve_pack
 from edge.quality import QualityConfig
 from edge.types import BBox, Detection
 from tests.edge.conftest import TOM_HANKS, VECTRON_MODEL_DIR
