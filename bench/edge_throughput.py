@@ -13,7 +13,7 @@ fraction of one core a live stream would use), with ``time.process_time``:
 
 * decode: grab + retrieve every frame (what any analysis pays at least);
   grab: grab only (what our sampling pays for frames it does not analyse);
-* ours: :class:`edge.pipeline.Pipeline` with its defaults (burst sampling,
+* ours: :class:`edge.pipeline.stream.Pipeline` with its defaults (burst sampling,
   motion gate, detector on crops or the frame, quality gate, tracker, at most
   two embedding batches per track);
 * baseline: insightface ``FaceAnalysis``-like: decode every frame, detect at

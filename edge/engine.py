@@ -29,9 +29,11 @@ import numpy.typing as npt
 
 from edge.boxes import nms
 from edge.errors import EnrolmentError, ImageError, ModelPackError
-from edge.models import ModelConfig, ModelPack, resolve_pack
+from edge.models import ModelConfig, ModelPack, loadable_model, resolve_pack
 from edge.quality import LOW_QUALITY, QualityConfig, assess, fuse_embeddings
+from edge.sface import SFaceRecognizer
 from edge.types import BBox, Detection, EnrolledFace, FaceQuality
+from edge.yunet import YuNetDetector
 
 log = logging.getLogger(__name__)
 
@@ -211,10 +213,6 @@ class FaceEngine:
         )
 
     def _load_opencv_zoo(self, pack: ModelPack, config: ModelConfig) -> None:
-        from edge.models import loadable_model
-        from edge.sface import SFaceRecognizer
-        from edge.yunet import YuNetDetector
-
         # The shipped int8 graphs do not load in ONNX Runtime; a repaired copy is
         # made once and cached (edge.models.fix_graph).
         det_path = loadable_model(pack.detector_path, dynamic_input=True)
