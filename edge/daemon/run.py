@@ -19,7 +19,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime
 from types import FrameType
 from typing import Any, Protocol
 
@@ -33,12 +32,9 @@ from edge.daemon.gallery_sync import GalleryCache, GallerySync
 from edge.daemon.status import StatusReporter, software_version
 from edge.engine import FaceEngine
 from edge.errors import LintelEdgeError
-from edge.gallery import Gallery
 from edge.outbox import Outbox
 from edge.pipeline.capture import Opener
-from edge.pipeline.results import TrackResult
 from edge.pipeline.seams import EngineLike
-from server.wire import Heartbeat, SightingIn
 
 log = logging.getLogger(__name__)
 
@@ -125,45 +121,7 @@ class EdgeDaemon:
         self._signalled: int | None = None
         self._stopped = False
 
-    # -- the parts' state, as the daemon's callers (tests, the demo) read it --
-    @property
-    def gallery(self) -> Gallery | None:
-        """The synced (enrolled) gallery; :attr:`adaptive` matches it plus local templates."""
-        return self.gallery_sync.gallery
-
-    @property
-    def gallery_version(self) -> int | None:
-        """The synced gallery's version (None before the first one)."""
-        return self.gallery_sync.version
-
-    def sync_gallery_once(self) -> bool:
-        """Ask the server for a newer gallery; True when one was installed."""
-        return self.gallery_sync.sync_once()
-
-    def sighting(self, camera: str, result: TrackResult, origin: datetime | None) -> SightingIn:
-        """The wire sighting of one ended track (see :meth:`Cameras.sighting`)."""
-        return self.cameras.sighting(camera, result, origin)
-
-    def record(self, camera: str, result: TrackResult, *, origin: datetime | None = None) -> bool:
-        """Queue one ended track durably (a known one as an occupant id only)."""
-        return self.cameras.record(camera, result, origin=origin)
-
-    def forward_once(self) -> int:
-        """Upload one batch from the outbox (see :meth:`Forwarder.forward_once`)."""
-        return self.forwarder.forward_once()
-
-    def drain(self, deadline: float) -> bool:
-        """Upload until the outbox is empty (True) or ``deadline`` / a failure (False)."""
-        return self.forwarder.drain(deadline)
-
-    def heartbeat_payload(self) -> Heartbeat:
-        """Per-camera state and counters, outbox depth/drops, model and version."""
-        return self.reporter.heartbeat_payload()
-
-    def tick(self) -> None:
-        """Watchdog pass: sample frame counters, reopen streams that stopped delivering."""
-        self.cameras.tick()
-
+    # -- status (what `status.json` and the tests read) ---------------------
     def status(self) -> dict[str, Any]:
         """Everything an operator (or a test) wants to know, as JSON-able data."""
         return self.reporter.status()
@@ -231,7 +189,7 @@ class EdgeDaemon:
         if forwarder_busy:
             log.warning("an upload is still waiting for the server; not draining further")
         elif self.client is not None:
-            self.drain(time.monotonic() + drain_s)
+            self.forwarder.drain(time.monotonic() + drain_s)
         self.write_status()
         if self.client is not None:
             self.client.close()
@@ -269,7 +227,7 @@ class EdgeDaemon:
         next_status = 0.0
         all_ended_logged = False
         while self._signalled is None:
-            self.tick()
+            self.cameras.tick()
             now = time.monotonic()
             if now >= next_status:
                 self.write_status()
