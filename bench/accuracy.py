@@ -66,10 +66,10 @@ import numpy.typing as npt
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from edge.config import ModelConfig  # noqa: E402
 from edge.engine import PHOTO_PAD_RATIO, FaceEngine, main_face, read_image  # noqa: E402
 from edge.errors import EnrolmentError, ImageError  # noqa: E402
 from edge.gallery import Gallery, Template, image_files  # noqa: E402
+from edge.models import ModelConfig  # noqa: E402
 from edge.quality import fuse_embeddings  # noqa: E402
 from edge.types import Detection  # noqa: E402
 

@@ -13,7 +13,7 @@ fraction of one core a live stream would use), with ``time.process_time``:
 
 * decode: grab + retrieve every frame (what any analysis pays at least);
   grab: grab only (what our sampling pays for frames it does not analyse);
-* ours: :class:`edge.pipeline.Pipeline` with its defaults (burst sampling,
+* ours: :class:`edge.pipeline.stream.Pipeline` with its defaults (burst sampling,
   motion gate, detector on crops or the frame, quality gate, tracker, at most
   two embedding batches per track);
 * baseline: insightface ``FaceAnalysis``-like: decode every frame, detect at
@@ -58,11 +58,14 @@ sys.path.insert(0, str(REPO))
 
 import cv2  # noqa: E402
 
-from edge.capture import VideoSource  # noqa: E402
+from edge.boxes import iou  # noqa: E402
 from edge.engine import FaceEngine  # noqa: E402
 from edge.gallery import Gallery, image_files  # noqa: E402
-from edge.pipeline import Pipeline, PipelineConfig, TrackResult  # noqa: E402
-from edge.tracker import IoUTracker, Track, iou  # noqa: E402
+from edge.pipeline.capture import VideoSource  # noqa: E402
+from edge.pipeline.config import PipelineConfig  # noqa: E402
+from edge.pipeline.results import TrackResult  # noqa: E402
+from edge.pipeline.stream import Pipeline  # noqa: E402
+from edge.pipeline.tracker import IoUTracker, Track  # noqa: E402
 from edge.types import BBox  # noqa: E402
 from edge.videogen import background  # noqa: E402
 

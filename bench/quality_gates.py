@@ -51,8 +51,8 @@ import numpy.typing as npt
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from edge.config import ModelConfig  # noqa: E402
 from edge.engine import FaceEngine, main_face  # noqa: E402
+from edge.models import ModelConfig  # noqa: E402
 from edge.quality import frontal_parts, head_pose, relative_sharpness, sharpness  # noqa: E402
 
 

@@ -321,8 +321,8 @@ class CaptureCache:
             return 0
         import cv2
 
-        from edge.config import ModelConfig
         from edge.engine import FaceEngine
+        from edge.models import ModelConfig
 
         engine = FaceEngine.load(ModelConfig(pack=self.pack, threads=1))
         t0 = time.perf_counter()

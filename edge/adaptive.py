@@ -43,9 +43,8 @@ good days and missed on bad ones.
 
 from __future__ import annotations
 
+import io
 import logging
-import os
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -55,6 +54,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
+from edge.files import atomic_write
 from edge.gallery import Gallery, Match
 
 log = logging.getLogger(__name__)
@@ -132,17 +132,9 @@ def _unit(vec: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
 
 def _atomic_save(path: Path, **arrays: npt.NDArray[np.generic]) -> None:
     """Write an .npz so that a crash leaves the old or the new file, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)  # type: ignore[arg-type]
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)  # type: ignore[arg-type]
+    atomic_write(path, buf.getvalue())
 
 
 class AdaptiveGallery:

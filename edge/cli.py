@@ -133,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return cli_calibrate(args)
         if args.command == "run":
-            from edge.daemon import cli_run
+            from edge.daemon.run import cli_run
 
             return cli_run(args)
         if args.command == "demo":

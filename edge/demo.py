@@ -6,7 +6,7 @@
 3. generates five evenings of entrance video (:mod:`edge.demo_site`):
    registered residents, two unregistered residents, a guest and a courier;
 4. starts ``lintel-server run`` and runs the edge daemon (the same
-   :class:`~edge.daemon.EdgeDaemon` as ``lintel-edge run``, one run per
+   :class:`~edge.daemon.run.EdgeDaemon` as ``lintel-edge run``, one run per
    evening, each clip stamped with its evening's time) against it over HTTP;
 5. runs the clustering worker once, checks the cases, and leaves the server
    (web queue at ``/web``) and a worker running until Ctrl-C, printing the URL
@@ -39,7 +39,8 @@ import httpx
 
 from edge.demo_receiver import DemoReceiver
 from edge.errors import LintelEdgeError
-from edge.pipeline import Pipeline, TrackResult
+from edge.pipeline.results import TrackResult
+from edge.pipeline.stream import Pipeline
 from edge.videogen import GeneratedVideo, WalkIn, make_video, write_gallery
 
 DEVICE = "demo-edge"
@@ -184,10 +185,10 @@ class Demo:
 def run_edge(demo: Demo, token: str, clips: Sequence[Any], *, model: str, threads: int) -> int:
     """One daemon run per simulated evening (engine loaded once); sightings queued."""
     from edge.client import LintelClient
-    from edge.config import ModelConfig
-    from edge.daemon import EdgeDaemon
-    from edge.daemon_config import EdgeConfig
+    from edge.daemon.config import EdgeConfig
+    from edge.daemon.run import EdgeDaemon
     from edge.engine import FaceEngine
+    from edge.models import ModelConfig
 
     engine = FaceEngine.load(ModelConfig(pack=model, threads=threads))
     total = 0
@@ -413,9 +414,9 @@ def assign(
 def cli_demo_offline(args: argparse.Namespace) -> int:
     """``--offline``: build the sample gallery and video in ``--workdir``, replay, print a
     summary (engineer A2's first demo: no server, exit 0 when every walk-in is right)."""
-    from edge.config import ModelConfig
     from edge.engine import FaceEngine
     from edge.gallery import Gallery
+    from edge.models import ModelConfig
 
     out = sys.stdout
     workdir = args.workdir

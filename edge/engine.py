@@ -27,11 +27,13 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from edge.config import ModelConfig
+from edge.boxes import nms
 from edge.errors import EnrolmentError, ImageError, ModelPackError
-from edge.models import ModelPack, resolve_pack
+from edge.models import ModelConfig, ModelPack, loadable_model, resolve_pack
 from edge.quality import LOW_QUALITY, QualityConfig, assess, fuse_embeddings
+from edge.sface import SFaceRecognizer
 from edge.types import BBox, Detection, EnrolledFace, FaceQuality
+from edge.yunet import YuNetDetector
 
 log = logging.getLogger(__name__)
 
@@ -211,10 +213,6 @@ class FaceEngine:
         )
 
     def _load_opencv_zoo(self, pack: ModelPack, config: ModelConfig) -> None:
-        from edge.models import loadable_model
-        from edge.sface import SFaceRecognizer
-        from edge.yunet import YuNetDetector
-
         # The shipped int8 graphs do not load in ONNX Runtime; a repaired copy is
         # made once and cached (edge.models.fix_graph).
         det_path = loadable_model(pack.detector_path, dynamic_input=True)
@@ -280,7 +278,7 @@ class FaceEngine:
         sy = h / small.shape[0]
         dets = [_shift(d, -pad, -pad, sx, sy) for d in self.detect(padded)]
         if scale < 1.0:
-            dets = _nms(dets + self.detect(img), _PHOTO_NMS_IOU)
+            dets = nms(dets + self.detect(img), _PHOTO_NMS_IOU)
         return dets
 
     # ------------------------------------------------------------ quality, embed
@@ -622,19 +620,3 @@ def _shift(det: Detection, dx: float, dy: float, sx: float = 1.0, sy: float = 1.
         det_score=det.det_score,
         landmarks=tuple(((x + dx) * sx, (y + dy) * sy) for x, y in det.landmarks),
     )
-
-
-def _iou(a: BBox, b: BBox) -> float:
-    ix = max(0.0, min(a.x2, b.x2) - max(a.x1, b.x1))
-    iy = max(0.0, min(a.y2, b.y2) - max(a.y1, b.y1))
-    inter = ix * iy
-    union = a.width * a.height + b.width * b.height - inter
-    return inter / union if union > 0 else 0.0
-
-
-def _nms(dets: list[Detection], iou: float) -> list[Detection]:
-    keep: list[Detection] = []
-    for d in sorted(dets, key=lambda d: -d.det_score):
-        if all(_iou(d.bbox, k.bbox) <= iou for k in keep):
-            keep.append(d)
-    return keep

@@ -17,10 +17,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge.config import ModelConfig
 from edge.engine import FaceEngine, main_face, read_image
 from edge.errors import ImageError, LintelEdgeError
 from edge.gallery import IMAGE_SUFFIXES, Gallery, failed_to_enrol_line
+from edge.models import ModelConfig
 
 log = logging.getLogger(__name__)
 

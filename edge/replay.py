@@ -5,7 +5,7 @@
     {"frames": int, "failed_to_enrol": [{"path", "reason", "detail"}],
      "fps": float, "cpu_s": float,
      "tracks": [{"start_frame", "end_frame", "identity", "similarity", "quality"}],
-     (a long stay is several consecutive tracks: see edge.tracker, max_track_s)
+     (a long stay is several consecutive tracks: see edge.pipeline.tracker, max_track_s)
      "stats": {...pipeline counters...}}
 
 ``identity`` is the gallery folder name, or null for an unknown face.
@@ -23,76 +23,19 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
-from edge.capture import VideoSource
 from edge.errors import LintelEdgeError
 from edge.gallery import EnrolmentFailure, failed_to_enrol_line
-from edge.pipeline import Pipeline, PipelineStats, TrackResult
-from server.wire import MAX_BATCH, SightingIn, encode_embedding, sighting_id
+from edge.pipeline.capture import VideoSource
+from edge.pipeline.results import PipelineStats, TrackResult
+from edge.pipeline.sightings import track_to_sighting
+from edge.pipeline.stream import Pipeline
+from server.wire import MAX_BATCH
 
 log = logging.getLogger(__name__)
-
-
-def track_to_sighting(
-    result: TrackResult,
-    *,
-    device: str,
-    source: str,
-    camera: str,
-    origin: datetime | None = None,
-    occupant_ids: Mapping[str, int] | None = None,
-) -> SightingIn:
-    """Convert one :class:`TrackResult` to the wire's :class:`SightingIn`.
-
-    ``origin``: the wall-clock time of frame 0 for a file (its timestamps are
-    seconds from the start); None for live sources, whose timestamps are Unix
-    time. A known identity becomes ``occupant_id`` via ``occupant_ids`` or, for
-    server-synced galleries whose identities are occupant ids, ``int(identity)``.
-    Known sightings carry no embedding and no crop.
-    """
-
-    def at(ts: float) -> datetime:
-        if origin is not None:
-            return origin + timedelta(seconds=ts)
-        return datetime.fromtimestamp(ts, UTC)
-
-    common: dict[str, Any] = {
-        "id": sighting_id(
-            device, source, result.start_frame, result.end_frame, track_id=result.track_id
-        ),
-        "camera": camera,
-        "started_at": at(result.started_at),
-        "ended_at": at(result.ended_at),
-        "quality": min(1.0, max(0.0, result.quality)),
-        "model_id": result.model_id,
-    }
-    similarity = max(-1.0, min(1.0, result.similarity))
-    if result.identity is not None:
-        if occupant_ids is not None and result.identity in occupant_ids:
-            occupant_id = occupant_ids[result.identity]
-        elif result.identity.isdigit():
-            occupant_id = int(result.identity)
-        else:
-            raise LintelEdgeError(
-                f"gallery identity {result.identity!r} is not an occupant id; "
-                "upload needs a server-synced gallery or an identity -> occupant id map"
-            )
-        return SightingIn(kind="known", occupant_id=occupant_id, similarity=similarity, **common)
-    crop = None
-    if result.crop_jpeg is not None:
-        import base64
-
-        crop = base64.b64encode(result.crop_jpeg).decode("ascii")
-    return SightingIn(
-        kind="unknown",
-        similarity=similarity if result.best_candidate is not None else None,
-        embedding_b64=encode_embedding(result.embedding),
-        crop_jpeg_b64=crop,
-        **common,
-    )
 
 
 def track_json(result: TrackResult) -> dict[str, Any]:
@@ -147,8 +90,8 @@ def _client_class() -> Any:
 
 def cli_replay(args: argparse.Namespace) -> int:
     """``lintel-edge replay VIDEO [--gallery DIR] [--json] [--server URL --token T]``."""
-    from edge.config import ModelConfig
     from edge.engine import FaceEngine
+    from edge.models import ModelConfig
 
     token = args.token or os.environ.get("LINTEL_DEVICE_TOKEN")
     client_cls = None

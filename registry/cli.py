@@ -173,8 +173,8 @@ def _cmd_import(args: argparse.Namespace, transport: httpx.BaseTransport | None 
     def engine_factory() -> Enroller | EnrolBackend:
         if workers > 1:
             return ProcessPoolBackend(workers, threads=threads, pack=pack)
-        from edge.config import ModelConfig
         from edge.engine import FaceEngine
+        from edge.models import ModelConfig
 
         return FaceEngine.load(ModelConfig(pack=pack, threads=threads))
 

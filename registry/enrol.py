@@ -109,8 +109,8 @@ _worker_engine: Enroller | None = None
 
 def _worker_init(pack: str, threads: int) -> None:
     global _worker_engine
-    from edge.config import ModelConfig
     from edge.engine import FaceEngine
+    from edge.models import ModelConfig
 
     _worker_engine = FaceEngine.load(ModelConfig(pack=pack, threads=threads))
 

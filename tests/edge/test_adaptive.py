@@ -230,7 +230,7 @@ def test_the_daemon_keeps_them_locally_and_drops_them_with_the_occupant(tmp_path
     try:
         alice, alice_vec = server.enrol(1)
         edge = daemon(tmp_path / "edge", server.client())
-        assert edge.sync_gallery_once() is True
+        assert edge.gallery_sync.sync_once() is True
         rng = np.random.default_rng(7)
         side = rng.standard_normal(512).astype(np.float32)
         side -= (side @ alice_vec) * alice_vec
@@ -240,11 +240,11 @@ def test_the_daemon_keeps_them_locally_and_drops_them_with_the_occupant(tmp_path
         other -= (other @ alice_vec) * alice_vec + (other @ side) * side
         other /= np.linalg.norm(other)
         later = (0.3 * alice_vec + 0.7 * side + np.sqrt(0.42) * other).astype(np.float32)
-        view = edge._gallery_view
+        view = edge.gallery_sync  # what the pipelines match against
         assert view.match(later)[0].identity is None
 
         known = replace(_track(1, 1000.0, crop=None), identity=str(alice), embedding=capture)
-        assert edge.record("door", known)
+        assert edge.cameras.record("door", known)
         assert (tmp_path / "edge" / FILE_NAME).is_file()
         assert edge.status()["gallery"]["adaptive_templates"] == 1
         assert view.match(later)[0].identity == str(alice)
@@ -252,7 +252,7 @@ def test_the_daemon_keeps_them_locally_and_drops_them_with_the_occupant(tmp_path
         assert queued.sighting.kind == "known" and queued.sighting.embedding_b64 is None
 
         server.forget(alice)
-        assert edge.sync_gallery_once() is True
+        assert edge.gallery_sync.sync_once() is True
         assert edge.adaptive.count() == 0
         assert not (tmp_path / "edge" / FILE_NAME).exists()
         assert view.match(later)[0].identity is None

@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge.capture import Frame, ReconnectPolicy, SourceSpec, VideoSource, parse_source
 from edge.cli import main
 from edge.errors import CaptureError
-from edge.motion import MotionGate
+from edge.pipeline.capture import Frame, ReconnectPolicy, SourceSpec, VideoSource, parse_source
+from edge.pipeline.motion import MotionGate
 from edge.videogen import WalkIn, make_idle_video, make_video
 
 

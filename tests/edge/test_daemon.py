@@ -22,9 +22,9 @@ import numpy as np
 import pytest
 
 from edge.client import LintelClient
-from edge.daemon import DaemonEngine, EdgeDaemon
-from edge.daemon_config import CameraConfig, DeviceConfig, EdgeConfig, ServerConfig
-from edge.pipeline import TrackResult
+from edge.daemon.config import CameraConfig, DeviceConfig, EdgeConfig, ServerConfig
+from edge.daemon.run import DaemonEngine, EdgeDaemon
+from edge.pipeline.results import TrackResult
 from edge.types import BBox
 from server.app import create_app
 from server.db import make_engine, make_session_factory
@@ -129,39 +129,37 @@ def test_gallery_sync_etag_deletion_and_offline_start(tmp_path: Path, server: Se
     edge = daemon(tmp_path / "edge", server.client())
     cache = tmp_path / "edge" / "gallery.json"
 
-    assert edge.sync_gallery_once() is True
+    assert edge.gallery_sync.sync_once() is True
     assert server.transport.calls[-1] == ("GET", "/api/v1/device/gallery", 200)
-    assert edge.gallery is not None
-    assert [m.identity for m in edge.gallery.match(np.stack([alice_vec, bob_vec]))] == [
-        str(alice),
-        str(bob),
-    ]
+    assert edge.gallery_sync.gallery is not None
+    both = edge.gallery_sync.gallery.match(np.stack([alice_vec, bob_vec]))
+    assert [m.identity for m in both] == [str(alice), str(bob)]
     assert {t["occupant_id"] for t in json.loads(cache.read_text())["templates"]} == {alice, bob}
 
     # Unchanged: the ETag gets a 304 and the gallery stays.
-    assert edge.sync_gallery_once() is False
+    assert edge.gallery_sync.sync_once() is False
     assert server.transport.calls[-1] == ("GET", "/api/v1/device/gallery", 304)
-    assert edge.gallery.match(bob_vec)[0].identity == str(bob)
+    assert edge.gallery_sync.gallery.match(bob_vec)[0].identity == str(bob)
 
     # Bob's templates are deleted on the server: they leave the box's cache too.
     bob_b64 = json.loads(cache.read_text())["templates"][1]["embedding_b64"]
     server.forget(bob)
-    assert edge.sync_gallery_once() is True
+    assert edge.gallery_sync.sync_once() is True
     cached = json.loads(cache.read_text())
     assert [t["occupant_id"] for t in cached["templates"]] == [alice]
     assert bob_b64 not in cache.read_text()
-    assert edge.gallery.match(bob_vec)[0].identity is None
-    assert edge.gallery.match(alice_vec)[0].identity == str(alice)
-    version = edge.gallery_version
+    assert edge.gallery_sync.gallery.match(bob_vec)[0].identity is None
+    assert edge.gallery_sync.gallery.match(alice_vec)[0].identity == str(alice)
+    version = edge.gallery_sync.version
     edge.outbox.close()
 
     # Reboot without network: the cached gallery still matches residents.
     offline = LintelClient("http://127.0.0.1:9", server.token, timeout=0.5, model_id=MODEL)
     edge2 = daemon(tmp_path / "edge", offline)
-    assert edge2.gallery is not None and edge2.gallery_version == version
-    assert edge2.sync_gallery_once() is False  # unreachable: keep what we have
-    assert edge2.gallery.match(alice_vec)[0].identity == str(alice)
-    assert edge2.gallery.match(bob_vec)[0].identity is None
+    assert edge2.gallery_sync.gallery is not None and edge2.gallery_sync.version == version
+    assert edge2.gallery_sync.sync_once() is False  # unreachable: keep what we have
+    assert edge2.gallery_sync.gallery.match(alice_vec)[0].identity == str(alice)
+    assert edge2.gallery_sync.gallery.match(bob_vec)[0].identity is None
     edge2.outbox.close()
     offline.close()
 
@@ -200,13 +198,14 @@ def test_sighting_ids_are_stable_per_track_and_distinct_across_tracks(
 ) -> None:
     edge = daemon(tmp_path / "edge", server.client())
     origin = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
-    a = edge.sighting("door", _track(1, 12.0, crop=None), origin)
-    assert a.id == edge.sighting("door", _track(1, 12.0, crop=None), origin).id
+    a = edge.cameras.sighting("door", _track(1, 12.0, crop=None), origin)
+    assert a.id == edge.cameras.sighting("door", _track(1, 12.0, crop=None), origin).id
     assert a.started_at == datetime(2026, 11, 20, 10, 0, 12, tzinfo=UTC)
     others = {
-        edge.sighting("door", _track(2, 12.0, crop=None), origin).id,  # same time, other track
-        edge.sighting("door", _track(1, 12.0, crop=None), None).id,  # other time
-        edge.sighting("garage", _track(1, 12.0, crop=None), origin).id,  # other camera
+        # same time, other track
+        edge.cameras.sighting("door", _track(2, 12.0, crop=None), origin).id,
+        edge.cameras.sighting("door", _track(1, 12.0, crop=None), None).id,  # other time
+        edge.cameras.sighting("garage", _track(1, 12.0, crop=None), origin).id,  # other camera
     }
     assert a.id not in others and len(others) == 3
     edge.outbox.close()
@@ -220,12 +219,12 @@ def test_forwarder_halves_oversized_batches_and_buries_only_the_bad_sighting(
         edge = daemon(tmp_path / "edge", srv.client(), batch_size=16)
         now = time.time()
         for i in range(12):  # ~12 KiB crops: 12 of them exceed the 64 KiB body limit
-            assert edge.record("door", _track(i, now + i, crop=_noise_jpeg(i)))
+            assert edge.cameras.record("door", _track(i, now + i, crop=_noise_jpeg(i)))
         bad = _track(99, now + 99, crop=None)
         edge.outbox.put(
-            edge.sighting("door", bad, None).model_copy(update={"model_id": "other/model"})
+            edge.cameras.sighting("door", bad, None).model_copy(update={"model_id": "other/model"})
         )
-        assert edge.drain(time.monotonic() + 30) is True
+        assert edge.forwarder.drain(time.monotonic() + 30) is True
         statuses = [c[2] for c in srv.transport.calls if c[1].endswith("/sightings")]
         assert 413 in statuses and statuses[-1] == 200
         stats = edge.outbox.stats()
@@ -233,8 +232,8 @@ def test_forwarder_halves_oversized_batches_and_buries_only_the_bad_sighting(
         assert srv.sightings() == 12
         # Re-sending what the server has creates nothing twice.
         for i in range(3):
-            edge.record("door", _track(i, now + i, crop=_noise_jpeg(i)))
-        assert edge.drain(time.monotonic() + 30) is True
+            edge.cameras.record("door", _track(i, now + i, crop=_noise_jpeg(i)))
+        assert edge.forwarder.drain(time.monotonic() + 30) is True
         assert srv.sightings() == 12
         edge.outbox.close()
     finally:
@@ -246,10 +245,10 @@ def test_a_box_with_its_clock_ahead_gets_its_sightings_buried_with_the_reason_no
 ) -> None:
     edge = daemon(tmp_path / "edge", server.client())
     now = time.time()
-    assert edge.record("door", _track(1, now, crop=None))
-    assert edge.record("door", _track(2, now + 2 * 3600, crop=None))  # clock 2 h fast
+    assert edge.cameras.record("door", _track(1, now, crop=None))
+    assert edge.cameras.record("door", _track(2, now + 2 * 3600, crop=None))  # clock 2 h fast
     with caplog.at_level(logging.ERROR, logger="edge.daemon"):
-        assert edge.drain(time.monotonic() + 30) is True  # settled, not looping
+        assert edge.forwarder.drain(time.monotonic() + 30) is True  # settled, not looping
     stats = edge.outbox.stats()
     assert (stats.depth, stats.delivered, stats.dead) == (0, 1, 1)
     assert server.sightings() == 1
@@ -258,16 +257,16 @@ def test_a_box_with_its_clock_ahead_gets_its_sightings_buried_with_the_reason_no
     assert "ahead of the server's clock" in reason
     assert any("ahead of the server's clock" in r.getMessage() for r in caplog.records)
     # Sent again (a restart, a re-queue): refused again, still nothing stored.
-    assert edge.record("door", _track(2, now + 2 * 3600, crop=None))
-    assert edge.drain(time.monotonic() + 30) is True
+    assert edge.cameras.record("door", _track(2, now + 2 * 3600, crop=None))
+    assert edge.forwarder.drain(time.monotonic() + 30) is True
     assert server.sightings() == 1
     edge.outbox.close()
 
 
 def test_heartbeat_reports_cameras_outbox_and_model(tmp_path: Path, server: Server) -> None:
     edge = daemon(tmp_path / "edge", server.client())
-    edge.record("door", _track(1, time.time(), crop=None))
-    hb = edge.heartbeat_payload()
+    edge.cameras.record("door", _track(1, time.time(), crop=None))
+    hb = edge.reporter.heartbeat_payload()
     assert hb.model_id == MODEL and hb.outbox_depth == 1 and hb.outbox_dropped == 0
     assert set(hb.cameras) == {"door"} and hb.cameras["door"].state == "starting"
     ack = server.client().heartbeat(hb)
@@ -319,7 +318,7 @@ class BlindEngine(StubEngine):
 def test_watchdog_reopens_a_stream_that_stays_open_but_stops_delivering(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("edge.daemon.WATCHDOG_GRACE_S", 0.0)  # act at stall_timeout_s
+    monkeypatch.setattr("edge.daemon.cameras.WATCHDOG_GRACE_S", 0.0)  # act at stall_timeout_s
     captures: list[HangingCapture] = []
 
     def opener(spec: Any) -> HangingCapture:
@@ -343,12 +342,12 @@ def test_watchdog_reopens_a_stream_that_stays_open_but_stops_delivering(
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and len(captures) < 2:
-            edge.tick()
-            seen.add(edge.heartbeat_payload().cameras["door"].state)
+            edge.cameras.tick()
+            seen.add(edge.reporter.heartbeat_payload().cameras["door"].state)
             time.sleep(0.1)
     finally:
         edge.stop()
-    rt = edge.cameras["door"]
+    rt = edge.cameras.runtimes["door"]
     assert len(captures) >= 2, "the hung stream was not reopened"
     assert captures[0].released.is_set()
     assert rt.stalls >= 1 and {"running", "stalled"} <= seen
@@ -361,7 +360,7 @@ def test_outbox_counters_add_up_and_the_dead_table_is_bounded(
     monkeypatch.setattr("edge.outbox.MAX_DEAD", 2)
     edge = daemon(tmp_path / "edge", server.client())
     now = time.time()
-    ids = [edge.sighting("door", _track(i, now + i, crop=None), None) for i in range(6)]
+    ids = [edge.cameras.sighting("door", _track(i, now + i, crop=None), None) for i in range(6)]
     for s in ids:
         edge.outbox.put(s)
     edge.outbox.bury({str(s.id): "refused" for s in ids[:3]})  # 3 dead, only 2 kept

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from edge.cli import main
-from edge.daemon_config import ConfigError, load_config
+from edge.daemon.config import ConfigError, load_config
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -9,10 +9,10 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.config import ModelConfig
+from edge.boxes import iou
 from edge.engine import EMBED_CHUNK, FaceEngine, main_face, notable_faces, read_image
 from edge.errors import EnrolmentError, ImageError, ModelPackError
-from edge.models import BUFFALO_S_THRESHOLD, ModelPack, resolve_pack
+from edge.models import BUFFALO_S_THRESHOLD, ModelConfig, ModelPack, resolve_pack
 from edge.quality import QualityConfig
 from edge.types import BBox, Detection
 from tests.edge.conftest import TOM_HANKS, VECTRON_MODEL_DIR
@@ -25,13 +25,6 @@ from tests.edge.data_helpers import (
 )
 
 pytestmark = pytest.mark.models
-
-
-def _iou(a: BBox, b: BBox) -> float:
-    ix = max(0.0, min(a.x2, b.x2) - max(a.x1, b.x1))
-    iy = max(0.0, min(a.y2, b.y2) - max(a.y1, b.y1))
-    inter = ix * iy
-    return inter / (a.width * a.height + b.width * b.height - inter)
 
 
 # ---------------------------------------------------------------- model packs
@@ -120,7 +113,7 @@ def test_group_photo_detects_six_faces(engine: FaceEngine, t1_image: np.ndarray)
     photo = engine.detect_photo(t1_image)
     assert len(photo) == 6
     for d in dets:
-        assert max(_iou(d.bbox, p.bbox) for p in photo) > 0.8
+        assert max(iou(d.bbox, p.bbox) for p in photo) > 0.8
 
 
 def test_smaller_det_size_still_finds_the_group(engine: FaceEngine, t1_image: np.ndarray) -> None:
@@ -154,7 +147,7 @@ def test_large_photos_keep_original_coordinates(
     assert len(found) == 6
     for d in ref:
         scaled = BBox(d.bbox.x1 * 3, d.bbox.y1 * 3, d.bbox.x2 * 3, d.bbox.y2 * 3)
-        assert max(_iou(scaled, f.bbox) for f in found) > 0.7
+        assert max(iou(scaled, f.bbox) for f in found) > 0.7
     # A huge tight chip: the face fills 1500x1500 px and still needs the padding.
     huge_chip = cv2.resize(tom_image, (1500, 1500), interpolation=cv2.INTER_CUBIC)
     assert engine.detect(huge_chip) == []

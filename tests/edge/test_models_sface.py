@@ -15,12 +15,12 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edge import models
 from edge.cli import main
-from edge.config import ModelConfig
 from edge.engine import FaceEngine, read_image
 from edge.errors import EnrolmentError, ModelPackError
 from edge.models import (
     SFACE_PACK,
     YUNET_DET_THRESH,
+    ModelConfig,
     _dequantize,
     fix_graph,
     list_packs,

@@ -16,10 +16,9 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.config import ModelConfig
 from edge.engine import FaceEngine
 from edge.errors import EnrolmentError
-from edge.models import SFACE_PACK
+from edge.models import SFACE_PACK, ModelConfig
 from edge.quality import assess, frontal_parts, head_pose
 from edge.types import Detection
 

@@ -16,8 +16,8 @@ import pytest
 
 from edge.cli import main
 from edge.errors import LintelEdgeError
-from edge.pipeline import TrackResult
-from edge.replay import track_to_sighting
+from edge.pipeline.results import TrackResult
+from edge.pipeline.sightings import track_to_sighting
 from edge.types import BBox
 from edge.videogen import write_gallery
 from server.wire import decode_embedding, sighting_id

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from edge.tracker import FaceSample, IoUTracker, Track, TrackerConfig, iou
+from edge.boxes import iou
+from edge.pipeline.tracker import FaceSample, IoUTracker, Track, TrackerConfig
 from edge.types import BBox, Detection, FaceQuality
 
 

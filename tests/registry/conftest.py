@@ -12,8 +12,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.config import ModelConfig
 from edge.engine import FaceEngine
+from edge.models import ModelConfig
 
 
 def package_dir(name: str) -> Path:

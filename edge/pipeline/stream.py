@@ -30,7 +30,7 @@ Cost model (why it is cheap):
 Faces that fail the quality gate still feed the tracker (so a person is one
 track from far away to close up) but are never embedded. Tracks end on time
 (``tracker.max_gap_s``), and a long stay is reported in pieces of
-``tracker.max_track_s`` (see :mod:`edge.tracker`).
+``tracker.max_track_s`` (see :mod:`edge.pipeline.tracker`).
 """
 
 from __future__ import annotations
@@ -38,394 +38,37 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 import cv2
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field
 
-from edge.capture import Frame, ReconnectPolicy, VideoSource
-from edge.motion import MotionConfig, MotionGate
+from edge.boxes import nms
+from edge.pipeline.capture import Frame, ReconnectPolicy, VideoSource
+from edge.pipeline.config import PipelineConfig
+from edge.pipeline.motion import MotionGate
+from edge.pipeline.regions import (
+    TRACK_GROW,
+    Crop,
+    crop_regions,
+    distinct,
+    engine_det_size,
+    grow,
+    offset,
+)
+from edge.pipeline.results import PipelineStats, TrackResult
+from edge.pipeline.seams import EngineLike, GalleryLike
+from edge.pipeline.tracker import FaceSample, IoUTracker, Track
 from edge.quality import fuse_embeddings
-from edge.tracker import FaceSample, IoUTracker, Track, TrackerConfig, iou
-from edge.types import BBox, Detection, Embedding, FaceQuality
+from edge.types import Detection, Embedding
 
 log = logging.getLogger(__name__)
-
-
-class EngineLike(Protocol):
-    """The slice of :class:`edge.engine.FaceEngine` the pipeline uses (a seam for fakes)."""
-
-    @property
-    def model_id(self) -> str: ...
-
-    def detect(
-        self, image_bgr: npt.NDArray[np.uint8], *, det_size: int | None = None
-    ) -> list[Detection]: ...
-
-    def quality(
-        self,
-        image_bgr: npt.NDArray[np.uint8],
-        det: Detection,
-        *,
-        aligned: npt.NDArray[np.uint8] | None = None,
-    ) -> FaceQuality: ...
-
-    def align(self, image_bgr: npt.NDArray[np.uint8], det: Detection) -> npt.NDArray[np.uint8]: ...
-
-    def embed_aligned(self, crops: Sequence[npt.NDArray[np.uint8]]) -> npt.NDArray[np.float32]: ...
-
-
-class MatchLike(Protocol):
-    """One gallery answer: ``identity`` is None below the threshold."""
-
-    @property
-    def identity(self) -> str | None: ...
-
-    @property
-    def best(self) -> str | None: ...
-
-    @property
-    def similarity(self) -> float: ...
-
-
-class GalleryLike(Protocol):
-    """The slice of :class:`edge.gallery.Gallery` the pipeline uses."""
-
-    def match(self, embeddings: npt.NDArray[np.float32]) -> Sequence[MatchLike]: ...
-
-
-class PipelineConfig(BaseModel):
-    """Stream pipeline settings; every default is explained in its description."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    analyse_fps: float = Field(
-        default=5.0,
-        gt=0,
-        le=120,
-        description="Base analysis rate, frames per second of video: while nothing is tracked "
-        "(only the motion gate runs) and while every live track has its faces (maintenance: "
-        "the tracker follows people). A walk-in lasts 1-3 s, so 5/s still sees it 5-15 times.",
-    )
-    burst_fps: float = Field(
-        default=12.5,
-        gt=0,
-        le=120,
-        description="Analysis rate while some live track is hungry (fewer than hungry_faces "
-        "usable faces) and the scene moves. A face turned to the camera for a fraction of a "
-        "second (a profile that turns, a far face passing close) is usable in only 2-4 "
-        "consecutive frames; at 5/s it falls between samples, at 12.5/s (every 2nd frame "
-        "of 25 fps) it does not. Capped at the source's frame rate.",
-    )
-    hungry_faces: int = Field(
-        default=2,
-        ge=1,
-        le=16,
-        description="A live track with fewer usable faces than this is hungry. Once a track "
-        "has them, the rest of its best_k faces come from base-rate frames. Two, not one: "
-        "a single face may be a fluke that barely passed the quality gate.",
-    )
-    hunger_max_s: float = Field(
-        default=6.0,
-        gt=0,
-        le=600,
-        description="A track still hungry after this many seconds (someone standing with "
-        "their back to the camera) no longer holds the burst rate; it is still followed at "
-        "analyse_fps.",
-    )
-    det_size: int | None = Field(
-        default=640,
-        ge=128,
-        le=1920,
-        description="Detector input size for a full-frame detection (the frame is letterboxed "
-        "into it); None uses the engine's configured size.",
-    )
-    full_min_scale: float = Field(
-        default=0.5,
-        gt=0,
-        le=4,
-        description="A frame smaller than det_size is searched at this share of its size "
-        "(at least), not upscaled into det_size: a 640x360 frame at 320 instead of 640, a "
-        "quarter of the cost. A usable face (>= 40 px) is then >= 20 px in the detector "
-        "input; at 1080p, det_size 640 already puts it at 13 px (fine), 480 at 10 px (a "
-        "borderline 43 px face was lost). 1 keeps frames at native scale.",
-    )
-    min_face_px: float = Field(
-        default=40.0,
-        ge=8.0,
-        le=1024.0,
-        description="Smallest face (shorter box side, px) the pipeline embeds; smaller ones "
-        "are tracked only. Above the enrolment gate (edge.quality.QualityConfig.min_face_px, "
-        "measured on still photos): door-camera frames add motion blur and compression, and "
-        "a far face's unknown sighting opens a case nobody can judge. full_min_scale "
-        "assumes it.",
-    )
-    roi: bool = Field(
-        default=True,
-        description="Detect in crops around the moving area and the live tracks' predicted "
-        "boxes (on burst frames: the hungry tracks' only) when they are cheaper than the "
-        "frame, at the same pixel scale as a full-frame detection (so no small face is "
-        "lost). False: always the whole frame.",
-    )
-    roi_max_cost: float = Field(
-        default=0.6,
-        gt=0,
-        le=1,
-        description="Crops are searched while their detector inputs add up to at most this "
-        "share of a full-frame call's input (the frame is letterboxed into a square, so a "
-        "16:9 frame wastes 44% of it); beyond, one full-frame call is cheaper than the "
-        "crops plus their fixed per-call costs.",
-    )
-    roi_min_det_size: int = Field(
-        default=160,
-        ge=64,
-        le=1920,
-        description="Smallest detector input for a region of interest: a smaller region is "
-        "widened (at the full frame's pixel scale), never upscaled, so a face is measured "
-        "the same whichever way it was found.",
-    )
-    full_detect_s: float = Field(
-        default=2.0,
-        gt=0,
-        le=600,
-        description="While something moves or is tracked, detect on the full frame at least "
-        "this often, so a face outside the moving area (a still person) is not missed.",
-    )
-    still_detect_s: float = Field(
-        default=1.0,
-        gt=0,
-        le=600,
-        description="While tracks are alive but nothing moves, detect only this often. A "
-        "motionless face (someone waiting, a poster) then costs one detection a second; "
-        "tracks still end after tracker.max_gap_s without a match.",
-    )
-    embed_min_gap_s: float = Field(
-        default=0.0,
-        ge=0,
-        le=10,
-        description="Of a track's best faces, skip (do not embed) one taken less than this "
-        "many seconds after a better one, as a near-duplicate. Off by default: measured on "
-        "a stage clip, fusing three crops 0.07 s apart lifted a ~40 px face of the enrolled "
-        "person from below the threshold to 0.40, while one crop left it unknown; the "
-        "recogniser's noise on small faces is not a duplicate.",
-    )
-    decisive_similarity: float | None = Field(
-        default=0.5,
-        ge=-1,
-        le=1,
-        description="A track's best face is embedded first; when it already matches a gallery "
-        "identity at this similarity or more, the other crops are not embedded (buffalo_s: "
-        "different people max 0.33, p99 0.28). Unknowns always get all best_k crops fused "
-        "(their embedding is clustered on the server). None: always embed best_k.",
-    )
-    motion: MotionConfig = Field(default_factory=MotionConfig)
-    tracker: TrackerConfig = Field(default_factory=TrackerConfig)
-    context_scale: float = Field(
-        default=2.0,
-        ge=1.0,
-        le=4.0,
-        description="Thumbnail side in face-box sizes.",
-    )
-    crop_max_px: int = Field(
-        default=160,
-        ge=64,
-        le=512,
-        description="Longest side of the thumbnail JPEG.",
-    )
-    jpeg_quality: int = Field(default=85, ge=30, le=100, description="Thumbnail JPEG quality.")
-
-
-@dataclass(frozen=True, slots=True)
-class TrackResult:
-    """One ended face track, matched (or not) against the gallery."""
-
-    track_id: int
-    start_frame: int
-    end_frame: int
-    started_at: float
-    """Seconds: from the start of a file, or Unix time for live sources."""
-    ended_at: float
-    identity: str | None
-    """Gallery identity at or above the threshold, else None (unknown)."""
-    best_candidate: str | None
-    """Closest gallery identity even when below the threshold (for review)."""
-    similarity: float
-    """Cosine similarity of the fused embedding to ``best_candidate`` (0 without gallery)."""
-    quality: float
-    """Best quality score of the track's faces, in [0, 1]."""
-    embedding: Embedding
-    """Quality-weighted mean of the best k embeddings, re-normalised."""
-    faces_used: int
-    hits: int
-    model_id: str
-    bbox: BBox
-    """Box of the best face, in frame pixels (where in the view the person was)."""
-    best_frame: int
-    """Frame index of the best face (``bbox`` is its box)."""
-    crop_jpeg: bytes | None = None
-    """Thumbnail of the best face; only for unknowns (known faces never leave the box)."""
-    continued_from: int | None = None
-    """For a long stay cut at ``tracker.max_track_s``: the previous piece's track id."""
-
-    @property
-    def known(self) -> bool:
-        return self.identity is not None
-
-
-@dataclass(slots=True)
-class PipelineStats:
-    """Counters of one pipeline run (``cpu_s`` is process CPU time, all threads)."""
-
-    frames_read: int = 0
-    frames_analysed: int = 0
-    dropped_frames: int = 0
-    motion_frames: int = 0
-    detector_calls: int = 0
-    """Analysed frames on which the detector searched (whole frame or crops)."""
-    roi_searches: int = 0
-    """Of ``detector_calls``, those on crops (regions of interest) instead of the frame."""
-    roi_detector_calls: int = 0
-    """Detector invocations on crops (a search may crop several regions)."""
-    detector_pixels: int = 0
-    """Sum of detector input areas (det_size squared), a device-independent cost."""
-    burst_frames: int = 0
-    """Analysed frames taken at the burst rate (some track was hungry)."""
-    detections: int = 0
-    usable_faces: int = 0
-    tracks_reported: int = 0
-    tracks_too_short: int = 0
-    tracks_without_usable_face: int = 0
-    faces_skipped_duplicate: int = 0
-    """Best faces not embedded: near-duplicates of a better face (``embed_min_gap_s``)."""
-    embed_calls: int = 0
-    faces_embedded: int = 0
-    cpu_s: float = 0.0
-    wall_s: float = 0.0
-    fps: float = 0.0
-    sample_every: int = 1
-    """Base sampling step (frames) at analyse_fps."""
-    burst_every: int = 1
-    """Sampling step (frames) at burst_fps."""
-    reconnects: int = 0
-    extra: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def video_s(self) -> float:
-        """Seconds of video read (frames / fps)."""
-        return self.frames_read / self.fps if self.fps > 0 else 0.0
 
 
 def sample_every_for(fps: float, analyse_fps: float) -> int:
     """Every how many source frames one is analysed (>= 1)."""
     return max(1, round(fps / analyse_fps)) if fps > 0 else 1
-
-
-def _engine_det_size(engine: EngineLike) -> int:
-    """The engine's configured detector size (640 when it does not say)."""
-    config = getattr(engine, "config", None)
-    return int(getattr(config, "det_size", 640))
-
-
-def _grow(b: BBox, by: float) -> BBox:
-    """``b`` grown by ``by`` of its size on every side."""
-    dx, dy = b.width * by, b.height * by
-    return BBox(b.x1 - dx, b.y1 - dy, b.x2 + dx, b.y2 + dy)
-
-
-Crop = tuple[int, int, int, int]
-"""(x1, y1, x2, y2) in frame pixels."""
-
-_TRACK_GROW = 1.0
-"""A track's region: its predicted box grown by one face size on every side (3x the
-side): room for the motion since the last detection, and the face fills a third of
-the crop (SCRFD misses faces that fill its input)."""
-
-_MAX_CROPS = 4
-"""More separate regions than this: one full-frame call is cheaper than the calls'
-fixed costs (each SCRFD call pays ~1-2 ms of pre/post-processing)."""
-
-
-def _square(b: BBox, w: int, h: int, min_side: float = 8.0) -> Crop:
-    """The square around ``b`` (side = its longer side, at least ``min_side``), moved
-    inside the frame where it crosses an edge and clipped only where it is larger."""
-    side = min(max(b.width, b.height, min_side), float(max(w, h)))
-    cx, cy = (b.x1 + b.x2) / 2, (b.y1 + b.y2) / 2
-    x1 = int(min(max(0.0, cx - side / 2), max(0.0, w - side)))
-    y1 = int(min(max(0.0, cy - side / 2), max(0.0, h - side)))
-    return x1, y1, min(w, int(x1 + side) + 1), min(h, int(y1 + side) + 1)
-
-
-def _area(c: Crop) -> int:
-    return max(0, c[2] - c[0]) * max(0, c[3] - c[1])
-
-
-def _crops(
-    regions: Sequence[BBox], w: int, h: int, max_cost: float, min_side: float
-) -> list[Crop] | None:
-    """Square crops covering ``regions`` (already grown by the caller), at least
-    ``min_side`` pixels wide, or None for the full frame.
-
-    Squares, because the detector letterboxes its input into a square: a square
-    crop fills it with picture instead of padding. Crops are merged while a merge
-    costs no extra area (overlapping or touching squares), and then the cheapest
-    merges until at most ``_MAX_CROPS`` remain. None when there is no region or
-    the crops' detector inputs would add up to more than ``max_cost`` of the
-    full frame's (a crop of side c costs c squared; the frame max(w, h) squared).
-    """
-    crops = [_square(r, w, h, min_side) for r in regions]
-    crops = [c for c in crops if c[2] - c[0] >= 8 and c[3] - c[1] >= 8]
-    if not crops:
-        return None
-    while len(crops) > 1:
-        best: tuple[int, int, int, Crop] | None = None
-        for i in range(len(crops)):
-            for j in range(i + 1, len(crops)):
-                a, b = crops[i], crops[j]
-                u = BBox(min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
-                merged = _square(u, w, h, min_side)
-                extra = _area(merged) - _area(a) - _area(b)
-                if best is None or extra < best[0]:
-                    best = (extra, i, j, merged)
-        assert best is not None
-        extra, i, j, merged = best
-        if extra > 0 and len(crops) <= _MAX_CROPS:
-            break
-        crops = [c for k, c in enumerate(crops) if k not in (i, j)] + [merged]
-    if sum(max(c[2] - c[0], c[3] - c[1]) ** 2 for c in crops) > max_cost * max(w, h) ** 2:
-        return None
-    return crops
-
-
-def _distinct(samples: Sequence[FaceSample], min_gap_s: float) -> list[FaceSample]:
-    """``samples`` (best first) without those taken within ``min_gap_s`` of a better one."""
-    kept: list[FaceSample] = []
-    for s in samples:
-        if all(abs(s.timestamp - k.timestamp) >= min_gap_s for k in kept):
-            kept.append(s)
-    return kept
-
-
-def _nms(dets: list[Detection], iou_max: float) -> list[Detection]:
-    """Best-score-first non-maximum suppression (overlapping follow regions)."""
-    keep: list[Detection] = []
-    for d in sorted(dets, key=lambda d: -d.det_score):
-        if all(iou(d.bbox, k.bbox) <= iou_max for k in keep):
-            keep.append(d)
-    return keep
-
-
-def _offset(det: Detection, dx: float, dy: float) -> Detection:
-    """A detection in crop pixels moved to frame pixels."""
-    b = det.bbox
-    return Detection(
-        bbox=BBox(b.x1 + dx, b.y1 + dy, b.x2 + dx, b.y2 + dy),
-        det_score=det.det_score,
-        landmarks=tuple((x + dx, y + dy) for x, y in det.landmarks),
-    )
 
 
 class Pipeline:
@@ -469,7 +112,7 @@ class Pipeline:
         self._step = self._base_every
 
     def want(self, index: int) -> bool:
-        """The capture sampler (:data:`edge.capture.Sampler`): retrieve frame ``index``?
+        """The capture sampler (:data:`edge.pipeline.capture.Sampler`): retrieve frame ``index``?
 
         Takes a frame once ``step`` frames have passed since the last one taken;
         ``process`` sets the step after each analysed frame, so a burst starts
@@ -554,10 +197,10 @@ class Pipeline:
         """
         image = frame.image
         h, w = image.shape[:2]
-        regions = [_grow(t.predicted(frame.index), _TRACK_GROW) for t in hungry]
+        regions = [grow(t.predicted(frame.index), TRACK_GROW) for t in hungry]
         crops = None
         if self.config.roi:
-            crops = _crops(regions, w, h, self.config.roi_max_cost, self._min_crop(w, h))
+            crops = crop_regions(regions, w, h, self.config.roi_max_cost, self._min_crop(w, h))
         found = self._detect_in(image, crops)
         self._count_call(frame.timestamp, found)
         owners, ended = self.tracker.follow(
@@ -614,9 +257,9 @@ class Pipeline:
             # A moving blob grown by half its size on every side: if the blob is only a
             # head, the face still fills at most half the crop (SCRFD misses faces that
             # fill its input). A track's predicted box grown to 3x the face side.
-            regions = [_grow(r, 0.5) for r in self.motion.last_regions] if moved else []
-            regions += [_grow(t.predicted(frame.index), _TRACK_GROW) for t in self.tracker.active]
-            crops = _crops(regions, w, h, cfg.roi_max_cost, self._min_crop(w, h))
+            regions = [grow(r, 0.5) for r in self.motion.last_regions] if moved else []
+            regions += [grow(t.predicted(frame.index), TRACK_GROW) for t in self.tracker.active]
+            crops = crop_regions(regions, w, h, cfg.roi_max_cost, self._min_crop(w, h))
         return self._detect_in(image, crops)
 
     def _min_crop(self, w: int, h: int) -> float:
@@ -632,7 +275,7 @@ class Pipeline:
     def _full_size(self, w: int, h: int) -> int:
         """Detector input side for the whole frame: ``det_size``, or less for a small
         frame, down to ``full_min_scale`` of its longer side (multiple of 32)."""
-        cap = self.config.det_size or _engine_det_size(self.engine)
+        cap = self.config.det_size or engine_det_size(self.engine)
         need = -(-round(max(w, h) * self.config.full_min_scale) // 32) * 32
         return max(32, min(cap, need))
 
@@ -655,9 +298,9 @@ class Pipeline:
             self.stats.roi_detector_calls += 1
             self.stats.detector_pixels += size * size
             dets = self.engine.detect(np.ascontiguousarray(image[y1:y2, x1:x2]), det_size=size)
-            found.extend(_offset(d, x1, y1) for d in dets)
+            found.extend(offset(d, x1, y1) for d in dets)
         # Overlapping crops can find one face twice.
-        return _nms(found, 0.5) if len(crops) > 1 else found
+        return nms(found, 0.5) if len(crops) > 1 else found
 
     def flush(self) -> list[TrackResult]:
         """End every live track (end of stream) and return their results."""
@@ -727,7 +370,7 @@ class Pipeline:
             self.stats.tracks_without_usable_face += 1
             log.debug("track %d ended without a usable face", track.track_id)
             return None
-        best = _distinct(track.best, self.config.embed_min_gap_s)
+        best = distinct(track.best, self.config.embed_min_gap_s)
         self.stats.faces_skipped_duplicate += len(track.best) - len(best)
         identity: str | None = None
         candidate: str | None = None

@@ -34,6 +34,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
+from edge.boxes import iou
 from edge.types import BBox, Detection, FaceQuality
 
 
@@ -147,15 +148,6 @@ class Track:
         self.best.append(sample)
         self.best.sort(key=lambda s: s.quality.score, reverse=True)
         del self.best[k:]
-
-
-def iou(a: BBox, b: BBox) -> float:
-    """Intersection over union of two boxes (0 when disjoint or degenerate)."""
-    ix = max(0.0, min(a.x2, b.x2) - max(a.x1, b.x1))
-    iy = max(0.0, min(a.y2, b.y2) - max(a.y1, b.y1))
-    inter = ix * iy
-    union = a.width * a.height + b.width * b.height - inter
-    return inter / union if union > 0 else 0.0
 
 
 def _centre(b: BBox) -> tuple[float, float]:

@@ -24,10 +24,10 @@ from pydantic import (
 )
 
 from edge.adaptive import AdaptConfig
-from edge.capture import ReconnectPolicy
-from edge.config import ModelConfig
 from edge.errors import LintelEdgeError
-from edge.pipeline import PipelineConfig
+from edge.models import ModelConfig
+from edge.pipeline.capture import ReconnectPolicy
+from edge.pipeline.config import PipelineConfig
 
 
 class ConfigError(LintelEdgeError):

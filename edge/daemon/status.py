@@ -1,0 +1,154 @@
+"""The daemon's *heartbeat* thread and ``<data_dir>/status.json``: what the box reports.
+
+The heartbeat sends per-camera state, fps, frames, dropped frames, reconnects,
+outbox depth/dropped/dead, model and version; its ack naming a newer gallery
+version wakes the gallery sync. ``status.json`` (rewritten by the main thread)
+adds the per-camera counters, the outbox, the gallery and the last upload.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from edge.client import ClientError, LintelClient
+from edge.daemon.cameras import Cameras
+from edge.daemon.forwarder import Forwarder
+from edge.daemon.gallery_sync import GallerySync
+from edge.files import atomic_write
+from edge.outbox import Outbox, OutboxStats
+from server.wire import CameraStats, Heartbeat
+
+log = logging.getLogger(__name__)
+
+
+def software_version() -> str:
+    """The installed ``lintel`` version (``0+unknown`` from a source tree)."""
+    try:
+        return version("lintel")
+    except PackageNotFoundError:  # running from a source tree
+        return "0+unknown"
+
+
+class StatusReporter:
+    """Builds the heartbeat and ``status.json`` from the other threads' state (read only)."""
+
+    def __init__(
+        self,
+        *,
+        device: str,
+        server_url: str | None,
+        status_path: Path,
+        model_id: str,
+        cameras: Cameras,
+        outbox: Outbox,
+        forwarder: Forwarder,
+        gallery: GallerySync,
+        stop_event: threading.Event,
+    ) -> None:
+        self.device = device
+        self.server_url = server_url
+        self.status_path = status_path
+        self.model_id = model_id
+        self.cameras = cameras
+        self.outbox = outbox
+        self.forwarder = forwarder
+        self.gallery = gallery
+        self.stop_event = stop_event
+        self.started = time.monotonic()
+
+    def heartbeat_payload(self) -> Heartbeat:
+        """Per-camera state and counters, outbox depth/drops, model and version."""
+        cams = {}
+        for cam in self.cameras.configs:
+            rt = self.cameras.runtimes[cam.name]
+            frames, dropped, reconnects = rt.totals()
+            cams[cam.name] = CameraStats(
+                state=rt.current_state(cam.stall_timeout_s),  # type: ignore[arg-type]
+                fps=round(rt.fps(), 2),
+                frames=frames,
+                dropped_frames=dropped,
+                reconnects=reconnects,
+            )
+        stats = self.outbox.stats()
+        return Heartbeat(
+            version=software_version(),
+            model_id=self.model_id,
+            uptime_s=round(time.monotonic() - self.started, 1),
+            cameras=cams,
+            outbox_depth=stats.depth,
+            outbox_dropped=stats.dropped,
+            outbox_dead=stats.dead,
+        )
+
+    def run_heartbeat(self, client: LintelClient, interval_s: float) -> None:
+        """The heartbeat thread: report every ``interval_s`` until stopped."""
+        while not self.stop_event.is_set():
+            try:
+                ack = client.heartbeat(self.heartbeat_payload())
+                if self.gallery.version is None or ack.gallery_version != self.gallery.version:
+                    self.gallery.wakeup.set()  # the server has a newer gallery: fetch now
+            except ClientError as exc:
+                log.info("heartbeat failed: %s", exc)
+            except Exception:
+                log.exception("heartbeat: unexpected error")
+            self.stop_event.wait(interval_s)
+
+    def status(self) -> dict[str, Any]:
+        """Everything an operator (or a test) wants to know, as JSON-able data."""
+        hb = self.heartbeat_payload().model_dump(mode="json")
+        for name, cam in hb["cameras"].items():
+            rt = self.cameras.runtimes[name]
+            cam.update(
+                tracks=rt.tracks,
+                lost_tracks=rt.lost_tracks,
+                stalls=rt.stalls,
+                opens=rt.opens,
+                ended=rt.ended,
+                last_error=rt.last_error,
+            )
+        ob: OutboxStats = self.outbox.stats()
+        gallery = self.gallery.gallery
+        return {
+            "device": self.device,
+            "pid": os.getpid(),
+            "at": datetime.now(UTC).isoformat(),
+            "stopping": self.stop_event.is_set(),
+            "version": hb["version"],
+            "model_id": hb["model_id"],
+            "uptime_s": hb["uptime_s"],
+            "cameras": hb["cameras"],
+            "outbox": {
+                "depth": ob.depth,
+                "bytes": ob.bytes,
+                "queued": ob.queued,
+                "delivered": ob.delivered,
+                "dropped": ob.dropped,
+                "dead": ob.dead,
+            },
+            "gallery": {
+                "version": self.gallery.version,
+                "templates": 0 if gallery is None else int(gallery.templates.shape[0]),
+                "adaptive_templates": self.gallery.adaptive.count(),
+            },
+            "server": {
+                "url": self.server_url,
+                "last_upload_at": self.forwarder.last_upload_at,
+                "last_error": self.forwarder.last_upload_error,
+            },
+        }
+
+    def write_status(self) -> None:
+        """Rewrite ``<data_dir>/status.json`` atomically (never fatal)."""
+        try:
+            atomic_write(self.status_path, json.dumps(self.status(), indent=1).encode())
+        except (OSError, sqlite3.Error) as exc:
+            log.warning("cannot write %s: %s", self.status_path, exc)
