@@ -53,9 +53,16 @@ from server.cases.attribution import (
     occupant_evidence,
     suggested_occupant,
 )
+from server.cases.enums import FINAL_OUTCOMES, NOT_CLOSED, CaseStatus, Outcome, WhitelistKind
 from server.cases.errors import BadOutcome, CaseClosed, CaseNotFound, ReopenRefused
 from server.cases.models import Case, CaseEvent, WhitelistEntry
 from server.cases.rules import CaseRule, case_due_day, local_day, priority
+from server.clusters.enums import (
+    REGISTERED_SUPPRESSIONS,
+    TIMED_SUPPRESSIONS,
+    ClusterStatus,
+    Suppression,
+)
 from server.clusters.models import ClusterSiteState, UnknownCluster
 from server.clusters.service import SiteConfig, cluster_days, cluster_vectors, site_config
 from server.db import utcnow
@@ -72,9 +79,6 @@ from server.users.service import site_ids_of
 log = logging.getLogger(__name__)
 
 SYSTEM = "system:worker"
-NOT_CLOSED = ("open", "assigned")
-FINAL_OUTCOMES = ("visitor", "staff", "courier", "moved_out", "false_match")
-"""Outcomes a manager closes a case with that add nobody to the register."""
 
 REOPEN_DAYS = 7
 """How long after closing a manager may reopen a case (admins always may): long enough
@@ -131,7 +135,7 @@ def _close(
     detail: dict[str, Any] | None = None,
     undo: dict[str, Any] | None = None,
 ) -> None:
-    case.status = "closed"
+    case.status = CaseStatus.CLOSED
     case.outcome = outcome
     case.closed_at = utcnow()
     case.undo = undo
@@ -308,7 +312,7 @@ def evaluate_clusters(
     wall = now or utcnow()
     site_templates = _SiteTemplates(session)
     for cluster in clusters:
-        if cluster.status != "active":
+        if cluster.status != ClusterStatus.ACTIVE:
             continue
         current = max(wall, cluster.last_seen)
         days = cluster_days(cluster)
@@ -322,9 +326,9 @@ def evaluate_clusters(
                 rule=config.rule,
             )
             continue
-        if cluster.suppression in ("occupant", "neighbour", "whitelist"):
+        if cluster.suppression in REGISTERED_SUPPRESSIONS:
             continue
-        if cluster.suppression == "likely_occupant":
+        if cluster.suppression == Suppression.LIKELY_OCCUPANT:
             # Re-checked as it grows (a look-alike's later sightings scatter and lift
             # it), but only when its distinct days reach a checkpoint: a resident the
             # edge misses is touched almost daily, and a full check every pass was the
@@ -339,13 +343,13 @@ def evaluate_clusters(
             cluster.suppression = None
             cluster.occupant_id = None
         if (
-            cluster.suppression in ("visitor", "moved_out")
+            cluster.suppression in TIMED_SUPPRESSIONS
             and cluster.suppressed_until is not None
             and cluster.last_seen < cluster.suppressed_until
         ):
             continue
         since = cluster.count_since
-        if cluster.suppression in ("visitor", "moved_out") and cluster.suppressed_until:
+        if cluster.suppression in TIMED_SUPPRESSIONS and cluster.suppressed_until:
             # Days seen while suppressed do not count: after it ends, min_days new days.
             end = local_day(cluster.suppressed_until, config.tz)
             since = end if since is None else max(since, end)
@@ -356,13 +360,13 @@ def evaluate_clusters(
         ):
             continue
         evidence = _evidence(session, cluster, config, site_templates)
-        if cluster.suppression != "not_occupant" and attributes(evidence, config.rule):
+        if cluster.suppression != Suppression.NOT_OCCUPANT and attributes(evidence, config.rule):
             _label_likely_occupant(session, cluster, evidence)
             continue
         case = Case(
             site_id=cluster.site_id,
             cluster_id=cluster.id,
-            status="open",
+            status=CaseStatus.OPEN,
             priority=priority(
                 days=days,
                 night_entries=cluster.night_entries,
@@ -475,7 +479,7 @@ def _label_likely_occupant(
     session: Session, cluster: UnknownCluster, evidence: OccupantEvidence
 ) -> None:
     """No case: the cluster is probably that occupant seen badly; a manager may confirm."""
-    cluster.suppression = "likely_occupant"
+    cluster.suppression = Suppression.LIKELY_OCCUPANT
     cluster.occupant_id = evidence.occupant_id
     log.info(
         "cluster %s is likely occupant %s (share %.2f, centroid %.2f, margin %.2f): no case",
@@ -535,7 +539,9 @@ def _suppress_if_known(
     )
     if match is not None:
         cluster.occupant_id = match.occupant_id
-        cluster.suppression = "occupant" if match.site_id == cluster.site_id else "neighbour"
+        cluster.suppression = (
+            Suppression.OCCUPANT if match.site_id == cluster.site_id else Suppression.NEIGHBOUR
+        )
         log.info(
             "cluster %s matches occupant %s of site %s (%.2f): %s",
             cluster.id,
@@ -547,7 +553,7 @@ def _suppress_if_known(
         return True
     entry = _whitelist_match(session=session, cluster=cluster, rule=rule)
     if entry is not None:
-        cluster.suppression = "whitelist"
+        cluster.suppression = Suppression.WHITELIST
         return True
     return False
 
@@ -575,7 +581,7 @@ def on_clusters_merged(
             session,
             moved,
             actor=SYSTEM,
-            outcome="cluster_merged",
+            outcome=Outcome.CLUSTER_MERGED,
             detail={"into_case": kept.id, "to_cluster": survivor.id},
         )
 
@@ -609,23 +615,26 @@ def resolve_for_templates(
         .where(
             UnknownCluster.site_id == site_id,
             UnknownCluster.model_id == model_id,
-            UnknownCluster.status == "active",
+            UnknownCluster.status == ClusterStatus.ACTIVE,
         )
         .order_by(UnknownCluster.id)
     ).all()
     for cluster in clusters:
-        if cluster.id == skip_cluster or cluster.suppression in ("occupant", "whitelist"):
+        if cluster.id == skip_cluster or cluster.suppression in (
+            Suppression.OCCUPANT,
+            Suppression.WHITELIST,
+        ):
             continue
         sims = (cluster_vectors(cluster) @ embeddings.T).max(axis=0)
         i = int(np.argmax(sims))
         if float(sims[i]) < rule.occupant_match_threshold:
             continue
         own = template_sites[i] == site_id
-        if not own and cluster.suppression == "neighbour":
+        if not own and cluster.suppression == Suppression.NEIGHBOUR:
             continue
         prior = _cluster_state(cluster)
         cluster.occupant_id = occupant_ids[i]
-        cluster.suppression = "occupant" if own else "neighbour"
+        cluster.suppression = Suppression.OCCUPANT if own else Suppression.NEIGHBOUR
         changed.append(cluster.id)
         case = open_case_of(session=session, cluster_id=cluster.id)
         if before is not None:
@@ -636,7 +645,7 @@ def resolve_for_templates(
                 session,
                 case,
                 actor=actor,
-                outcome="resolved_by_enrolment",
+                outcome=Outcome.RESOLVED_BY_ENROLMENT,
                 detail={"occupant_id": occupant_ids[i], "similarity": round(float(sims[i]), 4)},
             )
         elif case is not None:
@@ -691,7 +700,7 @@ def list_cases(
     *,
     session: Session,
     site_id: int,
-    statuses: Sequence[str] = ("open",),
+    statuses: Sequence[str] = (CaseStatus.OPEN,),
     limit: int = 200,
     now: datetime | None = None,
 ) -> list[tuple[Case, float]]:
@@ -789,7 +798,7 @@ def assign_case(
     if allowed is not None and case.site_id not in allowed:
         raise BadOutcome(f"user {user_id} has no access to the case's site")
     case.assigned_to = user_id
-    case.status = "assigned"
+    case.status = CaseStatus.ASSIGNED
     _event(session, case, actor=actor, kind="assigned", detail={"user_id": user_id})
     session.flush()
     return case
@@ -870,7 +879,7 @@ def _templates_into(
         )
         template_ids.append(template.id)
     cluster.occupant_id = occupant.id
-    cluster.suppression = "occupant"
+    cluster.suppression = Suppression.OCCUPANT
     case.occupant_id = occupant.id
     case.unit_id = occupant.unit_id
     undo: dict[str, Any] = {
@@ -931,7 +940,7 @@ def enrol_from_case(
     occupant = create_occupant(
         session=session, site_id=case.site_id, name=name, unit_id=unit_id, role=role, phone=phone
     )
-    _templates_into(session, case, occupant, actor=actor, outcome="enrolled", created=True)
+    _templates_into(session, case, occupant, actor=actor, outcome=Outcome.ENROLLED, created=True)
     return occupant
 
 
@@ -949,7 +958,7 @@ def merge_into_occupant(
     if occupant is None or occupant.site_id != case.site_id:
         raise BadOutcome(f"occupant {occupant_id} is not an occupant of the case's site")
     _templates_into(
-        session, case, occupant, actor=actor, outcome="merged_into_occupant", created=False
+        session, case, occupant, actor=actor, outcome=Outcome.MERGED_INTO_OCCUPANT, created=False
     )
     return occupant
 
@@ -969,8 +978,10 @@ def close_as_visitor(
     config = _config(session, case.site_id)
     cluster = _cluster(session, case)
     undo = {"cluster": _cluster_state(cluster)}
-    _suppress_for(cluster, kind="visitor", days=config.rule.visitor_suppress_days, tz_rule=config)
-    _close(session, case, actor=actor, outcome="visitor", detail={"notes": notes}, undo=undo)
+    _suppress_for(
+        cluster, kind=Suppression.VISITOR, days=config.rule.visitor_suppress_days, tz_rule=config
+    )
+    _close(session, case, actor=actor, outcome=Outcome.VISITOR, detail={"notes": notes}, undo=undo)
     return case
 
 
@@ -983,9 +994,14 @@ def close_as_moved_out(
     cluster = _cluster(session, case)
     undo = {"cluster": _cluster_state(cluster)}
     _suppress_for(
-        cluster, kind="moved_out", days=config.rule.moved_out_suppress_days, tz_rule=config
+        cluster,
+        kind=Suppression.MOVED_OUT,
+        days=config.rule.moved_out_suppress_days,
+        tz_rule=config,
     )
-    _close(session, case, actor=actor, outcome="moved_out", detail={"notes": notes}, undo=undo)
+    _close(
+        session, case, actor=actor, outcome=Outcome.MOVED_OUT, detail={"notes": notes}, undo=undo
+    )
     return case
 
 
@@ -996,8 +1012,10 @@ def close_as_false_match(
     case = _active(session, case_id, site_ids)
     cluster = _cluster(session, case)
     undo = {"cluster": _cluster_state(cluster)}
-    cluster.status = "retired"
-    _close(session, case, actor=actor, outcome="false_match", detail={"notes": notes}, undo=undo)
+    cluster.status = ClusterStatus.RETIRED
+    _close(
+        session, case, actor=actor, outcome=Outcome.FALSE_MATCH, detail={"notes": notes}, undo=undo
+    )
     return case
 
 
@@ -1019,7 +1037,7 @@ def add_whitelist(
     (:class:`server.embeddings.InvalidEmbedding` otherwise, naming the first bad one).
     ``suppressed`` (if given) receives the ids of the clusters it suppressed.
     """
-    if kind not in ("staff", "courier"):
+    if kind not in tuple(WhitelistKind):
         raise BadOutcome("whitelist kind must be 'staff' or 'courier'")
     # The same door check as every other embedding (size of the model, finite, unit
     # length): a wrong-size face here would break every later evaluation of the site.
@@ -1052,7 +1070,7 @@ def add_whitelist(
         select(UnknownCluster).where(
             UnknownCluster.site_id == site_id,
             UnknownCluster.model_id == model_id,
-            UnknownCluster.status == "active",
+            UnknownCluster.status == ClusterStatus.ACTIVE,
             UnknownCluster.suppression.is_(None),
         )
     ):
@@ -1060,7 +1078,7 @@ def add_whitelist(
             float(np.max(cluster_vectors(cluster) @ vecs.T))
             >= _config(session, site_id).rule.occupant_match_threshold
         ):
-            cluster.suppression = "whitelist"
+            cluster.suppression = Suppression.WHITELIST
             if suppressed is not None:
                 suppressed.append(cluster.id)
     session.flush()
@@ -1092,7 +1110,7 @@ def whitelist_from_case(
         cluster_id=cluster.id,
         suppressed=suppressed,
     )
-    cluster.suppression = "whitelist"
+    cluster.suppression = Suppression.WHITELIST
     _close(
         session,
         case,
@@ -1126,23 +1144,25 @@ def close_with_outcome(
         "actor": actor,
         "site_ids": site_ids,
     }
-    if outcome in ("staff", "courier"):
+    if outcome in tuple(WhitelistKind):
         whitelist_from_case(**kw, kind=outcome, label=label or notes)
-    elif outcome == "visitor":
+    elif outcome == Outcome.VISITOR:
         close_as_visitor(**kw, notes=notes)
-    elif outcome == "moved_out":
+    elif outcome == Outcome.MOVED_OUT:
         close_as_moved_out(**kw, notes=notes)
-    elif outcome == "false_match":
+    elif outcome == Outcome.FALSE_MATCH:
         close_as_false_match(**kw, notes=notes)
     else:
-        raise BadOutcome(f"outcome must be one of {FINAL_OUTCOMES}, not {outcome!r}")
+        raise BadOutcome(
+            f"outcome must be one of {tuple(map(str, FINAL_OUTCOMES))}, not {outcome!r}"
+        )
     return get_case(session=session, case_id=case_id)
 
 
 def can_reopen(*, case: Case, is_admin: bool, now: datetime | None = None) -> bool:
     """Whether this caller may reopen the case now (closed by a manager's outcome;
     managers within :data:`REOPEN_DAYS` of closing, admins always)."""
-    if case.status != "closed" or case.undo is None:
+    if case.status != CaseStatus.CLOSED or case.undo is None:
         return False
     if is_admin:
         return True
@@ -1179,7 +1199,7 @@ def reopen_case(
     for :data:`REOPEN_DAYS` after closing; admins always.
     """
     case = get_case(session=session, case_id=case_id, site_ids=site_ids)
-    if case.status != "closed":
+    if case.status != CaseStatus.CLOSED:
         raise CaseClosed(f"case {case_id} is not closed")
     if case.undo is None:
         raise ReopenRefused(
@@ -1237,7 +1257,7 @@ def reopen_case(
         for other in session.scalars(
             select(UnknownCluster).where(
                 UnknownCluster.id.in_(undo.get("suppressed", [])),
-                UnknownCluster.suppression == "whitelist",
+                UnknownCluster.suppression == Suppression.WHITELIST,
             )
         ):
             other.suppression = None
@@ -1246,7 +1266,7 @@ def reopen_case(
 
 
 def _reopen(session: Session, case: Case, *, actor: str, detail: dict[str, Any]) -> None:
-    case.status = "assigned" if case.assigned_to is not None else "open"
+    case.status = CaseStatus.ASSIGNED if case.assigned_to is not None else CaseStatus.OPEN
     case.outcome = None
     case.closed_at = None
     case.undo = None
@@ -1259,7 +1279,7 @@ def _likely_cluster(session: Session, cluster_id: int, site_ids: set[int] | None
     cluster = session.get(UnknownCluster, cluster_id)
     if cluster is None or (site_ids is not None and cluster.site_id not in site_ids):
         raise CaseNotFound(f"cluster {cluster_id} does not exist")
-    if cluster.suppression != "likely_occupant" or cluster.occupant_id is None:
+    if cluster.suppression != Suppression.LIKELY_OCCUPANT or cluster.occupant_id is None:
         raise BadOutcome(f"cluster {cluster_id} is not labelled as a likely occupant")
     return cluster
 
@@ -1271,8 +1291,8 @@ def likely_occupant_clusters(*, session: Session, site_id: int) -> list[UnknownC
             select(UnknownCluster)
             .where(
                 UnknownCluster.site_id == site_id,
-                UnknownCluster.status == "active",
-                UnknownCluster.suppression == "likely_occupant",
+                UnknownCluster.status == ClusterStatus.ACTIVE,
+                UnknownCluster.suppression == Suppression.LIKELY_OCCUPANT,
             )
             .order_by(UnknownCluster.last_seen.desc(), UnknownCluster.id)
         )
@@ -1302,7 +1322,7 @@ def confirm_likely_occupant(
             source=f"cluster:{cluster.id}",
             bump=n == len(vecs) - 1,  # one gallery version bump for the lot
         )
-    cluster.suppression = "occupant"
+    cluster.suppression = Suppression.OCCUPANT
     record(
         session=session,
         actor=actor,
@@ -1330,7 +1350,7 @@ def reject_likely_occupant(
         site_id=cluster.site_id,
         detail={"occupant_id": cluster.occupant_id},
     )
-    cluster.suppression = "not_occupant"
+    cluster.suppression = Suppression.NOT_OCCUPANT
     cluster.occupant_id = None
     session.flush()
     opened = evaluate_clusters(

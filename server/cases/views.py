@@ -23,6 +23,7 @@ from sqlalchemy import select
 
 from server.audit.service import record
 from server.cases import service
+from server.cases.enums import CaseStatus
 from server.cases.models import Case
 from server.cases.rules import DEFAULT_TIMEZONE, CaseRule
 from server.clusters.algo import ClusterParams
@@ -256,7 +257,7 @@ def list_cases(
 ) -> list[CaseOut]:
     """Cases of a site with the given statuses, highest priority first."""
     statuses = [s.strip() for s in status.split(",") if s.strip()]
-    if not statuses or any(s not in ("open", "assigned", "closed") for s in statuses):
+    if not statuses or any(s not in tuple(CaseStatus) for s in statuses):
         raise InvalidInput("status must be open, assigned and/or closed")
     site_row = resolve_site(session=session, ref=site, visible=caller.site_ids)
     ranked = service.list_cases(session=session, site_id=site_row.id, statuses=statuses)

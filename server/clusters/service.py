@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from server.cases.rules import DEFAULT_TIMEZONE, CaseRule, is_night, local_day, site_zone
 from server.clusters.algo import Clusterer, ClusterParams, ClusterState
+from server.clusters.enums import ClusterStatus
 from server.clusters.models import ClusterSiteState, UnknownCluster
 from server.db import utcnow
 from server.dialect import insert_ignore
@@ -175,7 +176,7 @@ def load_states(
         .where(
             UnknownCluster.site_id == site_id,
             UnknownCluster.model_id == model_id,
-            UnknownCluster.status == "active",
+            UnknownCluster.status == ClusterStatus.ACTIVE,
         )
         .order_by(UnknownCluster.id)
     )
@@ -408,7 +409,7 @@ def _cluster_model(
 
     for absorbed, survivor in merges:
         merge_stats(rows_by_id[survivor], rows_by_id[absorbed])
-        rows_by_id[absorbed].status = "merged"
+        rows_by_id[absorbed].status = ClusterStatus.MERGED
         rows_by_id[absorbed].merged_into_id = survivor
         rows_by_id[absorbed].count = 0
         session.execute(
@@ -537,7 +538,7 @@ def fingerprint(*, session: Session, site_id: int, model_id: str) -> tuple[Any, 
         ).where(
             UnknownCluster.site_id == site_id,
             UnknownCluster.model_id == model_id,
-            UnknownCluster.status == "active",
+            UnknownCluster.status == ClusterStatus.ACTIVE,
         )
     ).one()
     return tuple(row)

@@ -36,7 +36,9 @@ from sqlalchemy import and_, func, or_, select, true, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from server.audit.service import record
+from server.cases.enums import NOT_CLOSED, CaseStatus
 from server.cases.models import Case
+from server.clusters.enums import ClusterStatus
 from server.clusters.models import ClusterSiteState, UnknownCluster
 from server.clusters.service import claim_site, ensure_site_state
 from server.db import checkpoint_after_commit, session_scope, utcnow
@@ -49,7 +51,6 @@ from server.users.service import delete_ended_web_sessions
 
 log = logging.getLogger(__name__)
 
-NOT_CLOSED = ("open", "assigned")
 _MAX_AHEAD = timedelta(days=1)
 """The most any ingest setting lets a sighting lie in the future (max_clock_ahead_s <= 1 day)."""
 
@@ -143,7 +144,9 @@ def _purge_site(session: Session, site: Site, now: datetime, *, dry_run: bool) -
         set(
             session.scalars(
                 select(Case.cluster_id).where(
-                    Case.site_id == site.id, Case.status == "closed", Case.closed_at < closed_before
+                    Case.site_id == site.id,
+                    Case.status == CaseStatus.CLOSED,
+                    Case.closed_at < closed_before,
                 )
             )
         )
@@ -232,8 +235,8 @@ def _purge_site(session: Session, site: Site, now: datetime, *, dry_run: bool) -
             # The vectors are face data; the counts, days and entrances are not.
             row.total = b""
             row.exemplars = b""
-            if row.status == "active":
-                row.status = "retired"
+            if row.status == ClusterStatus.ACTIVE:
+                row.status = ClusterStatus.RETIRED
         for occ in moved:
             occupants.delete_templates(session=session, occupant_id=occ.id)
         session.flush()
@@ -251,7 +254,7 @@ def _purge_site(session: Session, site: Site, now: datetime, *, dry_run: bool) -
             set(
                 session.scalars(
                     select(Case.id).where(
-                        Case.cluster_id.in_(stale_closed & wipe), Case.status == "closed"
+                        Case.cluster_id.in_(stale_closed & wipe), Case.status == CaseStatus.CLOSED
                     )
                 )
             )

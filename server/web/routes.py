@@ -38,6 +38,7 @@ from starlette.responses import RedirectResponse, Response
 
 from server.audit.service import record
 from server.cases import service
+from server.cases.enums import NOT_CLOSED, CaseStatus
 from server.cases.errors import CaseClosed
 from server.cases.models import Case
 from server.cases.rules import DEFAULT_TIMEZONE, site_zone
@@ -434,10 +435,10 @@ def switch_language(to: str, next: str | None = None) -> Response:
 
 # -- queue ----------------------------------------------------------------------------------
 STATUS_FILTERS: dict[str, tuple[str, ...]] = {
-    "active": ("open", "assigned"),
-    "open": ("open",),
-    "assigned": ("assigned",),
-    "closed": ("closed",),
+    "active": NOT_CLOSED,
+    "open": (CaseStatus.OPEN,),
+    "assigned": (CaseStatus.ASSIGNED,),
+    "closed": (CaseStatus.CLOSED,),
 }
 
 
@@ -506,7 +507,7 @@ def queue_page(
             closed = service.get_case(session=session, case_id=done, site_ids=user.scope)
         except LintelError:
             closed = None
-        if closed is not None and closed.status != "closed":
+        if closed is not None and closed.status != CaseStatus.CLOSED:
             closed = None
     return page(
         request,
@@ -567,10 +568,10 @@ def case_page(
     occupants = queries.search_occupants(session=session, site_id=case.site_id, q=occupant_q)
     picked = (
         queries.candidate_faces(session=session, site_id=case.site_id, occupant_id=pick)
-        if pick is not None and case.status != "closed"
+        if pick is not None and case.status != CaseStatus.CLOSED
         else None
     )
-    if pick is not None and picked is None and case.status != "closed":
+    if pick is not None and picked is None and case.status != CaseStatus.CLOSED:
         raise NotFound(f"occupant {pick} does not exist")
     session.commit()
     return page(
