@@ -17,7 +17,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
@@ -29,63 +29,16 @@ from server.cases.rules import DEFAULT_TIMEZONE, CaseRule
 from server.clusters.algo import ClusterParams
 from server.clusters.models import ClusterSiteState, UnknownCluster
 from server.clusters.service import configure_site, site_config
+from server.deps import CallerDep, ManagerDep, SessionDep
 from server.embeddings import InvalidEmbedding
-from server.errors import AuthRequired, Forbidden, InvalidInput, NotFound
+from server.errors import InvalidInput, NotFound
 from server.occupants.chips import chips_enabled, set_registry_chips
-from server.security import SessionDep, bearer_token
 from server.sightings import crops
 from server.sightings.models import Sighting
 from server.sites.service import resolve_site
-from server.users.models import User
-from server.users.service import site_ids_of, user_for_token
 from server.wire import decode_embedding
 
 router = APIRouter(tags=["cases"])
-
-
-# -- auth ---------------------------------------------------------------------------------
-class Caller(BaseModel):
-    """The authenticated user and the sites they may see (None: all)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    user_id: int
-    role: str
-    site_ids: frozenset[int] | None
-
-    @property
-    def actor(self) -> str:
-        return f"user:{self.user_id}"
-
-    @property
-    def scope(self) -> set[int] | None:
-        return None if self.site_ids is None else set(self.site_ids)
-
-    def check_site(self, site_id: int) -> None:
-        """Another tenant's site does not exist for the caller (404, not 403)."""
-        if self.site_ids is not None and site_id not in self.site_ids:
-            raise NotFound(f"site {site_id} does not exist")
-
-
-def current_caller(request: Request, session: SessionDep) -> Caller:
-    """Any enabled user with a valid API token."""
-    user: User | None = user_for_token(session=session, token=bearer_token(request))
-    if user is None:
-        raise AuthRequired("unknown or disabled API token")
-    ids = site_ids_of(session=session, user=user)
-    session.commit()  # keep the token's last-use time
-    return Caller(user_id=user.id, role=user.role, site_ids=None if ids is None else frozenset(ids))
-
-
-def current_manager(caller: Annotated[Caller, Depends(current_caller)]) -> Caller:
-    """A manager or an admin (viewers may not act on cases)."""
-    if caller.role not in ("manager", "admin"):
-        raise Forbidden("managers only")
-    return caller
-
-
-CallerDep = Annotated[Caller, Depends(current_caller)]
-ManagerDep = Annotated[Caller, Depends(current_manager)]
 
 
 # -- schemas ------------------------------------------------------------------------------

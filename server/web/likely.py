@@ -22,17 +22,14 @@ from starlette.responses import RedirectResponse, Response
 
 from server.cases import service
 from server.clusters.models import UnknownCluster
+from server.deps import FormDep, SessionDep, UserDep, WebUser
 from server.errors import NotFound
-from server.security import SessionDep
 from server.web import queries
 from server.web.routes import (
     PREFIX,
     TEMPLATES,
-    FormDep,
     OptionalId,
-    UserDep,
     WebRoute,
-    WebUser,
     _actor,
     _Form,
     _parse,

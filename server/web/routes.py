@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Coroutine, Mapping
-from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import quote, urlencode
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
@@ -43,19 +42,18 @@ from server.cases.errors import CaseClosed
 from server.cases.models import Case
 from server.cases.rules import DEFAULT_TIMEZONE, site_zone
 from server.db import utcnow
+from server.deps import FormDep, SessionDep, UserDep, WebUser, app_settings
 from server.errors import Forbidden, InvalidInput, LintelError, NotFound
 from server.notify.views import channel_rows
 from server.occupants import chips
 from server.privacy.counts import people_with_templates
-from server.security import SessionDep, hash_password, verify_password
-from server.settings import Settings
+from server.security import hash_password, verify_password
 from server.sightings import crops as crop_store
 from server.sightings.models import Sighting
 from server.sites.models import Building, Site
 from server.users.models import User
-from server.users.service import site_ids_of
 from server.web import humanize, queries
-from server.web.errors import CsrfRejected, LoginLocked, LoginRequired, ReadOnly
+from server.web.errors import LoginLocked, LoginRequired, ReadOnly
 from server.web.i18n import LANG_COOKIE, LANGS, request_language, translator
 from server.web.session import (
     FAILED,
@@ -66,14 +64,12 @@ from server.web.session import (
     WebSession,
     clear_session,
     client_ip,
-    csrf_ok,
     lockout_wait_s,
     login_audit_key,
     login_user,
     logout_user,
     new_session,
     read_session,
-    session_user,
     tries_left,
     write_session,
 )
@@ -140,75 +136,6 @@ router = APIRouter(prefix=PREFIX, route_class=WebRoute, include_in_schema=False)
 
 
 # -- the caller -----------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class WebUser:
-    """The logged-in user, their site scope (None: all) and the session's CSRF token."""
-
-    user_id: int
-    username: str
-    role: str
-    site_ids: frozenset[int] | None
-    csrf: str
-
-    @property
-    def actor(self) -> str:
-        return f"user:{self.user_id}"
-
-    @property
-    def scope(self) -> set[int] | None:
-        return None if self.site_ids is None else set(self.site_ids)
-
-    @property
-    def can_act(self) -> bool:
-        return self.role in ("admin", "manager")
-
-    def sees(self, site_id: int) -> bool:
-        return self.site_ids is None or site_id in self.site_ids
-
-
-def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
-def current_user(request: Request, session: SessionDep) -> WebUser:
-    """The session's user; :class:`LoginRequired` when logged out, revoked, expired or disabled."""
-    web = read_session(request, _settings(request))
-    if web is None or web.sid is None:
-        raise LoginRequired("not logged in")
-    user = session_user(session=session, web=web)
-    if user is None:
-        raise LoginRequired("session no longer valid")
-    ids = site_ids_of(session=session, user=user)
-    return WebUser(
-        user_id=user.id,
-        username=user.username,
-        role=user.role,
-        site_ids=None if ids is None else frozenset(ids),
-        csrf=web.csrf,
-    )
-
-
-UserDep = Annotated[WebUser, Depends(current_user)]
-
-
-async def verified_form(request: Request) -> dict[str, str]:
-    """The POSTed form, once its CSRF token matched the session's; else 403.
-
-    Routes declare it before the session and the user, so the form is read and
-    checked before the request takes a database connection (an unread body must
-    never hold one; :class:`server.limits.BodyDeadline` bounds the read).
-    """
-    form = await request.form()
-    web = read_session(request, _settings(request))
-    if not csrf_ok(web, form.get("csrf_token")):
-        raise CsrfRejected("missing or wrong CSRF token")
-    return {k: v for k, v in form.items() if k != "csrf_token" and isinstance(v, str)}
-
-
-FormDep = Annotated[dict[str, str], Depends(verified_form)]
-
-
 def _actor(user: WebUser) -> WebUser:
     if not user.can_act:
         raise ReadOnly("viewers may not change cases")
@@ -289,7 +216,7 @@ def page(
     # Pages show personal data: never cache them in shared or browser caches.
     response.headers["Cache-Control"] = "no-store"
     if web is not None:
-        write_session(response, web, _settings(request))
+        write_session(response, web, app_settings(request))
     return response
 
 
@@ -349,7 +276,7 @@ def root() -> Response:
 @router.get("/login")
 def login_form(request: Request, next: str | None = None) -> Response:
     """The login page; gives an anonymous session (for its CSRF token) if there is none."""
-    web = read_session(request, _settings(request)) or new_session()
+    web = read_session(request, app_settings(request)) or new_session()
     return page(request, "login.html", user=None, web=web, next=_safe_next(next), error=None)
 
 
@@ -378,7 +305,7 @@ def login(request: Request, form: FormDep, session: SessionDep) -> Response:
         if wait:
             raise LoginLocked("too many failed logins", retry_after_s=wait)
         left = tries_left(session=session, username=username, ip=ip)
-        web = read_session(request, _settings(request)) or new_session()
+        web = read_session(request, app_settings(request)) or new_session()
         return page(
             request,
             "login.html",
@@ -403,14 +330,14 @@ def login(request: Request, form: FormDep, session: SessionDep) -> Response:
     web = login_user(session=session, request=request, user=user)
     session.commit()
     response = RedirectResponse(target, status_code=303)
-    write_session(response, web, _settings(request))
+    write_session(response, web, app_settings(request))
     return response
 
 
 @router.post("/logout")
 def logout(request: Request, form: FormDep, session: SessionDep, user: UserDep) -> Response:
     """End the session (its record is revoked, the cookie removed) and audit it."""
-    logout_user(session=session, web=read_session(request, _settings(request)))
+    logout_user(session=session, web=read_session(request, app_settings(request)))
     record(
         session=session,
         actor=user.actor,
@@ -420,7 +347,7 @@ def logout(request: Request, form: FormDep, session: SessionDep, user: UserDep) 
     )
     session.commit()
     response = RedirectResponse(f"{PREFIX}/login", status_code=303)
-    clear_session(response, _settings(request))
+    clear_session(response, app_settings(request))
     return response
 
 
