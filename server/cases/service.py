@@ -558,23 +558,21 @@ def _suppress_if_known(
     return False
 
 
-def on_clusters_merged(
-    *, session: Session, survivor: UnknownCluster, absorbed: UnknownCluster
-) -> None:
-    """Keep "one cluster, at most one open case" when two clusters merge."""
-    moved = open_case_of(session=session, cluster_id=absorbed.id)
+def on_clusters_merged(*, session: Session, survivor_id: int, absorbed_id: int) -> None:
+    """Keep "one cluster, at most one open case" when cluster ``absorbed_id`` merged."""
+    moved = open_case_of(session=session, cluster_id=absorbed_id)
     if moved is None:
         return
-    kept = open_case_of(session=session, cluster_id=survivor.id)
+    kept = open_case_of(session=session, cluster_id=survivor_id)
     if kept is None:
-        moved.cluster_id = survivor.id
+        moved.cluster_id = survivor_id
         session.flush()
         _event(
             session,
             moved,
             actor=SYSTEM,
             kind="cluster_merged",
-            detail={"from_cluster": absorbed.id, "to_cluster": survivor.id},
+            detail={"from_cluster": absorbed_id, "to_cluster": survivor_id},
         )
     else:
         _close(
@@ -582,7 +580,7 @@ def on_clusters_merged(
             moved,
             actor=SYSTEM,
             outcome=Outcome.CLUSTER_MERGED,
-            detail={"into_case": kept.id, "to_cluster": survivor.id},
+            detail={"into_case": kept.id, "to_cluster": survivor_id},
         )
 
 

@@ -57,6 +57,7 @@ class BatchResult:
     unknown: int = 0
     created: int = 0
     merges: list[tuple[int, int]] = field(default_factory=list)
+    """(absorbed, survivor) cluster ids, in merge order: the caller moves their cases."""
     touched: set[int] = field(default_factory=set)
     """Live clusters that gained sightings or absorbed another cluster."""
     last_event: datetime | None = None
@@ -367,7 +368,7 @@ def _cluster_model(
         row = UnknownCluster(
             site_id=site_id,
             model_id=model_id,
-            status="active",
+            status=ClusterStatus.ACTIVE,
             total=b"",
             count=0,
             exemplars=b"",
@@ -405,8 +406,6 @@ def _cluster_model(
         row.id: row
         for row in session.scalars(select(UnknownCluster).where(UnknownCluster.id.in_(involved)))
     }
-    from server.cases.service import on_clusters_merged
-
     for absorbed, survivor in merges:
         merge_stats(rows_by_id[survivor], rows_by_id[absorbed])
         rows_by_id[absorbed].status = ClusterStatus.MERGED
@@ -417,9 +416,6 @@ def _cluster_model(
             .where(Sighting.cluster_id == absorbed)
             .values(cluster_id=survivor)
             .execution_options(synchronize_session=False)
-        )
-        on_clusters_merged(
-            session=session, survivor=rows_by_id[survivor], absorbed=rows_by_id[absorbed]
         )
     for r, cid in assigned:
         live = clusterer.resolve(cid)

@@ -45,7 +45,7 @@ from server.db import checkpoint_after_commit, session_scope, utcnow
 from server.occupants import service as occupants
 from server.occupants.models import FaceTemplate, Occupant
 from server.sightings import crops
-from server.sightings.models import Sighting
+from server.sightings.models import Sighting, SightingCrop
 from server.sites.models import Site
 from server.users.service import delete_ended_web_sessions
 
@@ -107,6 +107,19 @@ def open_case_sightings(*, session: Session, site_id: int | None = None) -> set[
     if site_id is not None:
         query = query.where(Sighting.site_id == site_id)
     return set(session.scalars(query))
+
+
+def delete_expired(*, session: Session, now: datetime | None = None) -> int:
+    """Delete crops past their stored expiry, sparing those of open cases; returns how many.
+
+    The stored expiry is the site's retention at upload time; the purge
+    (:func:`server.privacy.purge.purge`) applies the site's current setting.
+    """
+    now = now or utcnow()
+    query = select(SightingCrop.sighting_id).where(SightingCrop.expires_at < now)
+    ids = set(session.scalars(query))
+    ids -= open_case_sightings(session=session)
+    return crops.delete_many(session=session, sighting_ids=sorted(ids))
 
 
 def _protected_clusters(session: Session, site: Site, now: datetime) -> set[int]:
