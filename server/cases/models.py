@@ -60,7 +60,7 @@ class Case(Base):
     notes: Mapped[str] = mapped_column(Text, default="")
     unit_id: Mapped[int | None] = mapped_column(ForeignKey("units.id", ondelete="SET NULL"))
     occupant_id: Mapped[int | None] = mapped_column(ForeignKey("occupants.id", ondelete="SET NULL"))
-    # What closing changed, so a reopen can reverse it (server/cases/service.py
+    # What closing changed, so a reopen can reverse it (server/cases/outcomes.py
     # reopen_case): the cluster's state before, templates and occupant created,
     # whitelist entry added, other clusters suppressed. Cleared by the reopen.
     undo: Mapped[dict[str, Any] | None] = mapped_column(JSON)

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from server.audit.service import record
-from server.cases import service
+from server.cases import likely, outcomes, service, whitelist
 from server.cases.enums import CaseStatus
 from server.cases.models import Case
 from server.cases.rules import DEFAULT_TIMEZONE, CaseRule
@@ -297,17 +297,17 @@ def act_on_case(
     elif isinstance(body, Contact):
         service.record_contact(**kw, kind=body.action, result=body.result, notes=body.notes)
     elif isinstance(body, Enrol):
-        service.enrol_from_case(
+        outcomes.enrol_from_case(
             **kw, unit_id=body.unit_id, name=body.name, role=body.role, phone=body.phone
         )
     elif isinstance(body, MergeIntoOccupant):
-        service.merge_into_occupant(**kw, occupant_id=body.occupant_id)
+        outcomes.merge_into_occupant(**kw, occupant_id=body.occupant_id)
     elif isinstance(body, Whitelist):
-        service.close_with_outcome(**kw, outcome=body.action, label=body.label)
+        outcomes.close_with_outcome(**kw, outcome=body.action, label=body.label)
     elif isinstance(body, Reopen):
-        service.reopen_case(**kw, is_admin=caller.role == "admin")
+        outcomes.reopen_case(**kw, is_admin=caller.role == "admin")
     else:
-        service.close_with_outcome(**kw, outcome=body.action, notes=body.notes)
+        outcomes.close_with_outcome(**kw, outcome=body.action, notes=body.notes)
     case = service.get_case(session=session, case_id=case_id)
     out = _detail(session, case)
     session.commit()
@@ -324,7 +324,7 @@ def add_whitelist(body: WhitelistIn, session: SessionDep, caller: ManagerDep) ->
             vecs.append(decode_embedding(text))
         except ValueError as exc:
             raise InvalidEmbedding(f"embeddings_b64[{i}]: {exc}") from None
-    entry = service.add_whitelist(
+    entry = whitelist.add_whitelist(
         session=session,
         site_id=site_row.id,
         kind=body.kind,
@@ -486,7 +486,7 @@ def list_likely_occupants(
             sightings=c.count,
             best_sighting_ids=list(c.best_sightings),
         )
-        for c in service.likely_occupant_clusters(session=session, site_id=site_row.id)
+        for c in likely.likely_occupant_clusters(session=session, site_id=site_row.id)
     ]
 
 
@@ -505,11 +505,11 @@ def act_on_likely_occupant(
     added = 0
     case_id: int | None = None
     if body.action == "confirm":
-        added = service.confirm_likely_occupant(
+        added = likely.confirm_likely_occupant(
             session=session, cluster_id=body.cluster_id, actor=caller.actor, site_ids={site_id}
         )
     else:
-        case = service.reject_likely_occupant(
+        case = likely.reject_likely_occupant(
             session=session, cluster_id=body.cluster_id, actor=caller.actor, site_ids={site_id}
         )
         case_id = None if case is None else case.id

@@ -45,7 +45,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
-from server.cases.service import evaluate_clusters, on_clusters_merged, resolve_new_templates
+from server.cases.opening import evaluate_clusters, on_clusters_merged, resolve_new_templates
 from server.clusters.models import ClusterSiteState
 from server.clusters.service import (
     StateCache,

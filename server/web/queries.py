@@ -1,6 +1,6 @@
 """Read-side queries of the web pages (queue, case, likely occupants, dashboard, devices, audit).
 
-Everything here only reads; changes go through :mod:`server.cases.service`,
+Everything here only reads; changes go through the :mod:`server.cases` services,
 so the web UI and the JSON API act the same way. Every function takes the
 caller's site scope (None: all sites) and never returns rows outside it.
 """
@@ -874,7 +874,7 @@ class LikelyRow:
 
 
 def _likely_where(scope: set[int] | None) -> list[ColumnElement[bool]]:
-    # The same clusters as server.cases.service.likely_occupant_clusters, over a scope.
+    # The same clusters as server.cases.likely.likely_occupant_clusters, over a scope.
     return [
         _in_scope(UnknownCluster.site_id, scope),
         UnknownCluster.status == ClusterStatus.ACTIVE,

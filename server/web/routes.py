@@ -2,7 +2,7 @@
 
 Server-rendered (Jinja2), no build step, no inline scripts. Thin routes: reads
 come from :mod:`server.web.queries`, every change goes through
-:mod:`server.cases.service` (the same functions as the JSON API), and the
+:mod:`server.cases` services (the same functions as the JSON API), and the
 route commits once, so an outcome, its effects and its audit land together.
 
 Access: a session cookie (:mod:`server.web.session`); admins see every site,
@@ -36,7 +36,7 @@ from sqlalchemy import select
 from starlette.responses import RedirectResponse, Response
 
 from server.audit.service import record
-from server.cases import service
+from server.cases import outcomes, service
 from server.cases.enums import NOT_CLOSED, CaseStatus
 from server.cases.errors import CaseClosed
 from server.cases.models import Case
@@ -511,9 +511,9 @@ def case_page(
         unit_q=unit_q,
         occupant_q=occupant_q,
         picked=picked,
-        adds=len(service.case_embeddings(session=session, case=case)) if picked else 0,
-        can_reopen=user.can_act and service.can_reopen(case=case, is_admin=user.role == "admin"),
-        reopen_days=service.REOPEN_DAYS,
+        adds=len(outcomes.case_embeddings(session=session, case=case)) if picked else 0,
+        can_reopen=user.can_act and outcomes.can_reopen(case=case, is_admin=user.role == "admin"),
+        reopen_days=outcomes.REOPEN_DAYS,
         hours=range(24),
     )
 
@@ -611,7 +611,7 @@ def enrol(
     body = _parse(EnrolForm, form)
     if body.unit_id is None:
         return error_page(request, 422, "action.unit_required")
-    service.enrol_from_case(
+    outcomes.enrol_from_case(
         **_kw(session, user, case_id),
         unit_id=body.unit_id,
         name=body.name,
@@ -627,7 +627,7 @@ def merge(case_id: int, form: FormDep, session: SessionDep, user: UserDep) -> Re
     """The person is an existing occupant: add the case's faces to them; closes the case."""
     _actor(user)
     body = _parse(MergeForm, form)
-    service.merge_into_occupant(**_kw(session, user, case_id), occupant_id=body.occupant_id)
+    outcomes.merge_into_occupant(**_kw(session, user, case_id), occupant_id=body.occupant_id)
     session.commit()
     return _to_queue(case_id)
 
@@ -637,7 +637,7 @@ def close(case_id: int, form: FormDep, session: SessionDep, user: UserDep) -> Re
     """Visitor, moved out, false match, or staff/courier (whitelisted); closes the case."""
     _actor(user)
     body = _parse(CloseForm, form)
-    service.close_with_outcome(
+    outcomes.close_with_outcome(
         **_kw(session, user, case_id), outcome=body.outcome, notes=body.notes, label=body.label
     )
     session.commit()
@@ -649,7 +649,7 @@ def reopen(case_id: int, form: FormDep, session: SessionDep, user: UserDep) -> R
     """Reopen a closed case and undo its outcome (managers for 7 days, admins always)."""
     _actor(user)
     _parse(_Form, form)
-    service.reopen_case(**_kw(session, user, case_id), is_admin=user.role == "admin")
+    outcomes.reopen_case(**_kw(session, user, case_id), is_admin=user.role == "admin")
     session.commit()
     return _to_case(case_id)
 
