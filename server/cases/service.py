@@ -28,10 +28,16 @@ from server.cases.rules import priority
 from server.clusters.models import ClusterSiteState, UnknownCluster
 from server.clusters.service import SiteConfig, cluster_days, site_config
 from server.db import utcnow
+from server.sightings import crops
+from server.sightings.models import Sighting
 from server.users.models import User
 from server.users.service import site_ids_of
 
 SYSTEM = "system:worker"
+
+CROP_VIEW = "crop.view"
+"""The audit action of a face crop shown to a user, by the JSON API and the web UI alike
+(rows the API wrote before both doors shared :func:`view_crop` read ``case.crop_view``)."""
 
 
 # -- events and audit ---------------------------------------------------------------------
@@ -110,6 +116,48 @@ def get_case(*, session: Session, case_id: int, site_ids: set[int] | None = None
     if case is None or (site_ids is not None and case.site_id not in site_ids):
         raise CaseNotFound(f"case {case_id} does not exist")
     return case
+
+
+def view_case(
+    *, session: Session, case_id: int, actor: str, site_ids: set[int] | None, via: str | None = None
+) -> Case:
+    """A case the caller may see; the view is audited (a case leads to a person's face crops)."""
+    case = get_case(session=session, case_id=case_id, site_ids=site_ids)
+    record(
+        session=session,
+        actor=actor,
+        action="case.view",
+        object_type="case",
+        object_id=case.id,
+        site_id=case.site_id,
+        detail=None if via is None else {"via": via},
+    )
+    return case
+
+
+def view_crop(
+    *, session: Session, sighting: Sighting, actor: str, shown_for: Case | None = None
+) -> bytes | None:
+    """The sighting's face crop (None: expired or never sent); each view is audited.
+
+    The caller checked that ``actor`` may see the sighting. ``shown_for`` is the case the
+    crop was shown for: the audit names it only when it is a case of the sighting's site
+    (the web's query parameter is only a hint).
+    """
+    jpeg = crops.get(session=session, sighting_id=sighting.id)
+    if jpeg is None:
+        return None
+    named = shown_for is not None and shown_for.site_id == sighting.site_id
+    record(
+        session=session,
+        actor=actor,
+        action=CROP_VIEW,
+        object_type="sighting",
+        object_id=sighting.id,
+        site_id=sighting.site_id,
+        detail={"case_id": shown_for.id} if named and shown_for is not None else None,
+    )
+    return jpeg
 
 
 def list_cases(

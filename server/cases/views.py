@@ -33,7 +33,6 @@ from server.deps import CallerDep, ManagerDep, SessionDep
 from server.embeddings import InvalidEmbedding
 from server.errors import InvalidInput, NotFound
 from server.occupants.chips import chips_enabled, set_registry_chips
-from server.sightings import crops
 from server.sightings.models import Sighting
 from server.sites.service import resolve_site
 from server.wire import decode_embedding
@@ -237,14 +236,8 @@ def list_cases(
 @router.get("/cases/{case_id}", response_model=CaseDetail, summary="One case and its history")
 def get_case(case_id: int, session: SessionDep, caller: CallerDep) -> CaseDetail:
     """A case; viewing it is audited (it leads to a person's face crops)."""
-    case = service.get_case(session=session, case_id=case_id, site_ids=caller.scope)
-    record(
-        session=session,
-        actor=caller.actor,
-        action="case.view",
-        object_type="case",
-        object_id=case.id,
-        site_id=case.site_id,
+    case = service.view_case(
+        session=session, case_id=case_id, actor=caller.actor, site_ids=caller.scope
     )
     out = _detail(session, case)
     session.commit()
@@ -265,18 +258,9 @@ def get_case_crop(
     sighting = session.get(Sighting, sighting_id)
     if sighting is None or sighting.cluster_id != case.cluster_id:
         raise NotFound(f"sighting {sighting_id} is not part of case {case_id}")
-    jpeg = crops.get(session=session, sighting_id=sighting_id)
+    jpeg = service.view_crop(session=session, sighting=sighting, actor=caller.actor, shown_for=case)
     if jpeg is None:
         raise NotFound(f"the crop of sighting {sighting_id} has expired or was never sent")
-    record(
-        session=session,
-        actor=caller.actor,
-        action="case.crop_view",
-        object_type="sighting",
-        object_id=sighting_id,
-        site_id=case.site_id,
-        detail={"case_id": case_id},
-    )
     session.commit()
     return Response(content=jpeg, media_type="image/jpeg")
 

@@ -48,7 +48,6 @@ from server.notify.views import channel_rows
 from server.occupants import chips
 from server.privacy.counts import people_with_templates
 from server.security import hash_password, verify_password
-from server.sightings import crops as crop_store
 from server.sightings.models import Sighting
 from server.sites.models import Building, Site
 from server.users.models import User
@@ -480,15 +479,8 @@ def case_page(
     ``pick``: an existing occupant the manager picked to add the faces to; the page
     then shows their registry faces beside the crops and what would change, to confirm.
     """
-    case = service.get_case(session=session, case_id=case_id, site_ids=user.scope)
-    record(
-        session=session,
-        actor=user.actor,
-        action="case.view",
-        object_type="case",
-        object_id=case.id,
-        site_id=case.site_id,
-        detail={"via": "web"},
+    case = service.view_case(
+        session=session, case_id=case_id, actor=user.actor, site_ids=user.scope, via="web"
     )
     view = queries.case_view(session=session, case=case)
     units = queries.search_units(session=session, site_id=case.site_id, q=unit_q)
@@ -666,25 +658,13 @@ def crop(
     sighting = session.get(Sighting, sighting_id)
     if sighting is None or not user.sees(sighting.site_id):
         raise NotFound(f"crop {sighting_id} does not exist")
-    jpeg = crop_store.get(session=session, sighting_id=sighting_id)
+    # The case the crop was shown for (a hint: view_crop names it only if it fits).
+    shown_for = session.get(Case, case) if case is not None else None
+    jpeg = service.view_crop(
+        session=session, sighting=sighting, actor=user.actor, shown_for=shown_for
+    )
     if jpeg is None:
         raise NotFound(f"crop {sighting_id} does not exist (expired?)")
-    # The case the crop was shown for, when it is a real case of the same site
-    # (the query parameter is only a hint for the audit trail).
-    shown_for = session.get(Case, case) if case is not None else None
-    record(
-        session=session,
-        actor=user.actor,
-        action="crop.view",
-        object_type="sighting",
-        object_id=sighting_id,
-        site_id=sighting.site_id,
-        detail=(
-            {"case_id": shown_for.id}
-            if shown_for is not None and shown_for.site_id == sighting.site_id
-            else None
-        ),
-    )
     session.commit()
     return Response(
         jpeg,
