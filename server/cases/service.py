@@ -35,10 +35,6 @@ from server.users.service import site_ids_of
 
 SYSTEM = "system:worker"
 
-CROP_VIEW = "crop.view"
-"""The audit action of a face crop shown to a user, by the JSON API and the web UI alike
-(rows the API wrote before both doors shared :func:`view_crop` read ``case.crop_view``)."""
-
 
 # -- events and audit ---------------------------------------------------------------------
 def add_event(
@@ -140,6 +136,9 @@ def view_crop(
 ) -> bytes | None:
     """The sighting's face crop (None: expired or never sent); each view is audited.
 
+    The JSON API and the web UI both call this, so a crop view is ``crop.view`` from
+    either door (the API's rows from before read ``case.crop_view``).
+
     The caller checked that ``actor`` may see the sighting. ``shown_for`` is the case the
     crop was shown for: the audit names it only when it is a case of the sighting's site
     (the web's query parameter is only a hint).
@@ -151,7 +150,7 @@ def view_crop(
     record(
         session=session,
         actor=actor,
-        action=CROP_VIEW,
+        action="crop.view",
         object_type="sighting",
         object_id=sighting.id,
         site_id=sighting.site_id,
