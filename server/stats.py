@@ -11,6 +11,7 @@ from server.cases.enums import NOT_CLOSED
 from server.cases.models import Case
 from server.clusters.enums import ClusterStatus, Suppression
 from server.clusters.models import UnknownCluster
+from server.occupants.enums import OccupantStatus
 from server.occupants.models import FaceTemplate, Occupant
 from server.sightings.service import count_sightings
 from server.sites.models import Unit
@@ -26,7 +27,9 @@ def site_stats(*, session: Session, site_id: int | None = None) -> dict[str, Any
             query = query.where(model.site_id == site_id)
         return int(session.scalar(query) or 0)
 
-    active = select(func.count()).select_from(Occupant).where(Occupant.status == "active")
+    active = (
+        select(func.count()).select_from(Occupant).where(Occupant.status == OccupantStatus.ACTIVE)
+    )
     if site_id is not None:
         active = active.where(Occupant.site_id == site_id)
     sightings = count_sightings(session=session, site_id=site_id)

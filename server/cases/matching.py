@@ -15,6 +15,7 @@ from server.cases.rules import CaseRule
 from server.clusters.models import UnknownCluster
 from server.clusters.service import cluster_vectors
 from server.embeddings import model_dimension
+from server.occupants.enums import OccupantStatus
 from server.occupants.models import FaceTemplate, Occupant
 from server.sightings.models import Sighting
 
@@ -48,7 +49,7 @@ def templates_of_site(
         .where(
             FaceTemplate.model_id == model_id,
             FaceTemplate.id > min_id,
-            Occupant.status == "active",
+            Occupant.status == OccupantStatus.ACTIVE,
         )
         .order_by(FaceTemplate.id)
     )

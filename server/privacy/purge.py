@@ -43,6 +43,7 @@ from server.clusters.models import ClusterSiteState, UnknownCluster
 from server.clusters.service import claim_site, ensure_site_state
 from server.db import checkpoint_after_commit, session_scope, utcnow
 from server.occupants import service as occupants
+from server.occupants.enums import OccupantStatus
 from server.occupants.models import FaceTemplate, Occupant
 from server.sightings import crops
 from server.sightings.models import Sighting, SightingCrop
@@ -215,7 +216,7 @@ def _purge_site(session: Session, site: Site, now: datetime, *, dry_run: bool) -
         for occ in session.scalars(
             select(Occupant).where(
                 Occupant.site_id == site.id,
-                Occupant.status == "moved_out",
+                Occupant.status == OccupantStatus.MOVED_OUT,
                 Occupant.id.in_(
                     select(FaceTemplate.occupant_id).where(FaceTemplate.site_id == site.id)
                 ),

@@ -30,6 +30,7 @@ from server.clusters.service import cluster_days, site_config
 from server.db import utcnow
 from server.devices.models import Camera, Device
 from server.occupants.chips import ChipRef, chips_enabled, occupant_chips
+from server.occupants.enums import OccupantStatus
 from server.occupants.models import FaceTemplate, Occupant
 from server.sightings.models import Sighting
 from server.sites.models import Building, Entrance, Site, Unit
@@ -399,7 +400,11 @@ def suggested_occupant(
         return None
     occupant_id, similarity, share = hint.occupant_id, hint.similarity, hint.share
     occupant = session.get(Occupant, occupant_id)
-    if occupant is None or occupant.site_id != case.site_id or occupant.status != "active":
+    if (
+        occupant is None
+        or occupant.site_id != case.site_id
+        or occupant.status != OccupantStatus.ACTIVE
+    ):
         return None
     unit = session.get(Unit, occupant.unit_id) if occupant.unit_id else None
     return Suggestion(
@@ -606,7 +611,7 @@ def search_occupants(*, session: Session, site_id: int, q: str) -> list[tuple[Oc
     query = (
         select(Occupant, Unit.address)
         .outerjoin(Unit, Unit.id == Occupant.unit_id)
-        .where(Occupant.site_id == site_id, Occupant.status == "active")
+        .where(Occupant.site_id == site_id, Occupant.status == OccupantStatus.ACTIVE)
     )
     q = q.strip()
     if q:

@@ -82,7 +82,9 @@ def test_assign_and_contact_keep_the_case_and_are_audited(
     with new_session(engine) as s:
         case = _case(s, cid)
         assert (case.status, case.assigned_to, case.notes) == ("assigned", manager.id, "rang 101")
-        kinds = list(s.scalars(select(CaseEvent.kind).where(CaseEvent.case_id == cid)))
+        kinds = list(
+            s.scalars(select(CaseEvent.kind).where(CaseEvent.case_id == cid).order_by(CaseEvent.id))
+        )
         assert kinds == ["opened", "assigned", "call"]
         audit = list(
             s.scalars(

@@ -107,7 +107,10 @@ def test_reopened_enrol_removes_its_templates_and_the_new_occupant_and_bumps_the
         assert _gallery_version(s, device.site_id) == after_enrol + 1
         cluster = _cluster(s, cid)
         assert (cluster.suppression, cluster.occupant_id) == (None, None)
-        events = list(s.scalars(select(CaseEvent.kind).where(CaseEvent.case_id == cid)))
+        # In event order: without ORDER BY, PostgreSQL may return reused heap slots first.
+        events = list(
+            s.scalars(select(CaseEvent.kind).where(CaseEvent.case_id == cid).order_by(CaseEvent.id))
+        )
         assert events[-1] == "reopened"
         assert s.scalar(select(AuditEvent.id).where(AuditEvent.action == "case.reopened"))
     # Reopened means open: the same case can take another outcome.
