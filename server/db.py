@@ -1,7 +1,7 @@
 """Database plumbing: declarative base, engine, sessions and migrations.
 
 House rule: services only ``flush()``; whoever opened the session (a request
-via :func:`server.security.get_session`'s caller, or :func:`session_scope`)
+via :func:`server.deps.get_session`'s caller, or :func:`session_scope`)
 commits or rolls back, so one action with several effects is one transaction.
 """
 

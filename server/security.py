@@ -1,4 +1,4 @@
-"""Credentials: token and ID-number hashing, passwords, request authentication.
+"""Credentials: token and ID-number hashing, passwords (request authentication: server/deps.py).
 
 Device and API tokens are 256-bit random strings, so a plain SHA-256 is
 enough to store them (nothing to brute-force); passwords are low-entropy and
@@ -11,17 +11,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections.abc import Iterator
-from typing import Annotated
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from fastapi import Depends, Request
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
-from server.devices.models import Device
-from server.errors import AuthRequired
 
 DEVICE_TOKEN_PREFIX = "ltd_"
 API_TOKEN_PREFIX = "ltu_"
@@ -57,37 +49,3 @@ def hash_id_number(id_number: str, *, key: str) -> tuple[str, str]:
     norm = "".join(id_number.split()).upper()
     digest = hmac.new(key.encode("utf-8"), norm.encode("utf-8"), hashlib.sha256).hexdigest()
     return digest, norm[-4:]
-
-
-def get_session(request: Request) -> Iterator[Session]:
-    """A session for one request. The route commits; anything not committed is rolled back."""
-    session: Session = request.app.state.session_factory()
-    try:
-        yield session
-    finally:
-        session.rollback()
-        session.close()
-
-
-SessionDep = Annotated[Session, Depends(get_session)]
-
-
-def bearer_token(request: Request) -> str:
-    """The bearer token of the request; :class:`AuthRequired` when absent or malformed."""
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise AuthRequired("missing bearer token")
-    return token.strip()
-
-
-def current_device(request: Request, session: SessionDep) -> Device:
-    """The device owning the request's bearer token; 401 for unknown or disabled tokens."""
-    token = bearer_token(request)
-    device = session.scalar(select(Device).where(Device.token_hash == hash_token(token)))
-    if device is None or device.disabled:
-        raise AuthRequired("unknown or disabled device token")
-    return device
-
-
-DeviceDep = Annotated[Device, Depends(current_device)]

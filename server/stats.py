@@ -7,9 +7,11 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from server.cases.enums import NOT_CLOSED
 from server.cases.models import Case
-from server.cases.service import NOT_CLOSED
+from server.clusters.enums import ClusterStatus, Suppression
 from server.clusters.models import UnknownCluster
+from server.occupants.enums import OccupantStatus
 from server.occupants.models import FaceTemplate, Occupant
 from server.sightings.service import count_sightings
 from server.sites.models import Unit
@@ -25,7 +27,9 @@ def site_stats(*, session: Session, site_id: int | None = None) -> dict[str, Any
             query = query.where(model.site_id == site_id)
         return int(session.scalar(query) or 0)
 
-    active = select(func.count()).select_from(Occupant).where(Occupant.status == "active")
+    active = (
+        select(func.count()).select_from(Occupant).where(Occupant.status == OccupantStatus.ACTIVE)
+    )
     if site_id is not None:
         active = active.where(Occupant.site_id == site_id)
     sightings = count_sightings(session=session, site_id=site_id)
@@ -38,14 +42,14 @@ def site_stats(*, session: Session, site_id: int | None = None) -> dict[str, Any
         "sightings_known": sightings["known"],
         "sightings_unknown": sightings["unknown"],
         "clusters": _count_where(
-            session, UnknownCluster, site_id, UnknownCluster.status == "active"
+            session, UnknownCluster, site_id, UnknownCluster.status == ClusterStatus.ACTIVE
         ),
         "likely_occupant_clusters": _count_where(
             session,
             UnknownCluster,
             site_id,
-            UnknownCluster.status == "active",
-            UnknownCluster.suppression == "likely_occupant",
+            UnknownCluster.status == ClusterStatus.ACTIVE,
+            UnknownCluster.suppression == Suppression.LIKELY_OCCUPANT,
         ),
         "open_cases": _count_where(session, Case, site_id, Case.status.in_(NOT_CLOSED)),
     }

@@ -47,9 +47,9 @@ facts) for an occupant with no recognised day in the window.
 
 An attributed cluster opens no case; it is labelled ``likely_occupant`` with
 ``occupant_id`` set, so a manager can confirm it (its best crops become
-templates of the occupant: :func:`server.cases.service.confirm_likely_occupant`)
+templates of the occupant: :func:`server.cases.likely.confirm_likely_occupant`)
 or reject it (a case opens). Pure numpy here; the database side is in
-:mod:`server.cases.service`.
+:mod:`server.cases.opening` and :mod:`server.cases.likely`.
 """
 
 from __future__ import annotations

@@ -20,20 +20,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
+from server.cases.enums import CaseStatus
 from server.db import Base, UTCDateTime, utcnow
-
-CASE_STATUSES = ("open", "assigned", "closed")
-OUTCOMES = (
-    "enrolled",  # enrolled as an occupant of a unit from the case's crops
-    "merged_into_occupant",  # the face is an existing occupant's (templates added)
-    "visitor",
-    "staff",
-    "courier",
-    "false_match",  # the cluster mixes people / is not one recurring person
-    "moved_out",
-    "resolved_by_enrolment",  # retroactive: someone enrolled later matches the cluster
-    "cluster_merged",  # its cluster merged into another cluster that has its own case
-)
 
 # A cluster never has two cases that are not closed: enforced by the database.
 _NOT_CLOSED = text("status != 'closed'")
@@ -61,7 +49,7 @@ class Case(Base):
     cluster_id: Mapped[int] = mapped_column(
         ForeignKey("unknown_clusters.id", ondelete="CASCADE"), index=True
     )
-    status: Mapped[str] = mapped_column(String(16), default="open")
+    status: Mapped[str] = mapped_column(String(16), default=CaseStatus.OPEN)
     outcome: Mapped[str | None] = mapped_column(String(32))
     priority: Mapped[float] = mapped_column(Float, default=0.0)
     # Event time of the sighting that met the rule (sightings may arrive late).
@@ -72,7 +60,7 @@ class Case(Base):
     notes: Mapped[str] = mapped_column(Text, default="")
     unit_id: Mapped[int | None] = mapped_column(ForeignKey("units.id", ondelete="SET NULL"))
     occupant_id: Mapped[int | None] = mapped_column(ForeignKey("occupants.id", ondelete="SET NULL"))
-    # What closing changed, so a reopen can reverse it (server/cases/service.py
+    # What closing changed, so a reopen can reverse it (server/cases/outcomes.py
     # reopen_case): the cluster's state before, templates and occupant created,
     # whitelist entry added, other clusters suppressed. Cleared by the reopen.
     undo: Mapped[dict[str, Any] | None] = mapped_column(JSON)

@@ -17,74 +17,27 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from server.audit.service import record
-from server.cases import service
+from server.cases import likely, outcomes, service, whitelist
+from server.cases.enums import CaseStatus
 from server.cases.models import Case
 from server.cases.rules import DEFAULT_TIMEZONE, CaseRule
 from server.clusters.algo import ClusterParams
 from server.clusters.models import ClusterSiteState, UnknownCluster
 from server.clusters.service import configure_site, site_config
+from server.deps import CallerDep, ManagerDep, SessionDep
 from server.embeddings import InvalidEmbedding
-from server.errors import AuthRequired, Forbidden, InvalidInput, NotFound
+from server.errors import InvalidInput, NotFound
 from server.occupants.chips import chips_enabled, set_registry_chips
-from server.security import SessionDep, bearer_token
-from server.sightings import crops
 from server.sightings.models import Sighting
 from server.sites.service import resolve_site
-from server.users.models import User
-from server.users.service import site_ids_of, user_for_token
 from server.wire import decode_embedding
 
 router = APIRouter(tags=["cases"])
-
-
-# -- auth ---------------------------------------------------------------------------------
-class Caller(BaseModel):
-    """The authenticated user and the sites they may see (None: all)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    user_id: int
-    role: str
-    site_ids: frozenset[int] | None
-
-    @property
-    def actor(self) -> str:
-        return f"user:{self.user_id}"
-
-    @property
-    def scope(self) -> set[int] | None:
-        return None if self.site_ids is None else set(self.site_ids)
-
-    def check_site(self, site_id: int) -> None:
-        """Another tenant's site does not exist for the caller (404, not 403)."""
-        if self.site_ids is not None and site_id not in self.site_ids:
-            raise NotFound(f"site {site_id} does not exist")
-
-
-def current_caller(request: Request, session: SessionDep) -> Caller:
-    """Any enabled user with a valid API token."""
-    user: User | None = user_for_token(session=session, token=bearer_token(request))
-    if user is None:
-        raise AuthRequired("unknown or disabled API token")
-    ids = site_ids_of(session=session, user=user)
-    session.commit()  # keep the token's last-use time
-    return Caller(user_id=user.id, role=user.role, site_ids=None if ids is None else frozenset(ids))
-
-
-def current_manager(caller: Annotated[Caller, Depends(current_caller)]) -> Caller:
-    """A manager or an admin (viewers may not act on cases)."""
-    if caller.role not in ("manager", "admin"):
-        raise Forbidden("managers only")
-    return caller
-
-
-CallerDep = Annotated[Caller, Depends(current_caller)]
-ManagerDep = Annotated[Caller, Depends(current_manager)]
 
 
 # -- schemas ------------------------------------------------------------------------------
@@ -256,7 +209,7 @@ def list_cases(
 ) -> list[CaseOut]:
     """Cases of a site with the given statuses, highest priority first."""
     statuses = [s.strip() for s in status.split(",") if s.strip()]
-    if not statuses or any(s not in ("open", "assigned", "closed") for s in statuses):
+    if not statuses or any(s not in tuple(CaseStatus) for s in statuses):
         raise InvalidInput("status must be open, assigned and/or closed")
     site_row = resolve_site(session=session, ref=site, visible=caller.site_ids)
     ranked = service.list_cases(session=session, site_id=site_row.id, statuses=statuses)
@@ -283,14 +236,8 @@ def list_cases(
 @router.get("/cases/{case_id}", response_model=CaseDetail, summary="One case and its history")
 def get_case(case_id: int, session: SessionDep, caller: CallerDep) -> CaseDetail:
     """A case; viewing it is audited (it leads to a person's face crops)."""
-    case = service.get_case(session=session, case_id=case_id, site_ids=caller.scope)
-    record(
-        session=session,
-        actor=caller.actor,
-        action="case.view",
-        object_type="case",
-        object_id=case.id,
-        site_id=case.site_id,
+    case = service.view_case(
+        session=session, case_id=case_id, actor=caller.actor, site_ids=caller.scope
     )
     out = _detail(session, case)
     session.commit()
@@ -311,18 +258,9 @@ def get_case_crop(
     sighting = session.get(Sighting, sighting_id)
     if sighting is None or sighting.cluster_id != case.cluster_id:
         raise NotFound(f"sighting {sighting_id} is not part of case {case_id}")
-    jpeg = crops.get(session=session, sighting_id=sighting_id)
+    jpeg = service.view_crop(session=session, sighting=sighting, actor=caller.actor, shown_for=case)
     if jpeg is None:
         raise NotFound(f"the crop of sighting {sighting_id} has expired or was never sent")
-    record(
-        session=session,
-        actor=caller.actor,
-        action="case.crop_view",
-        object_type="sighting",
-        object_id=sighting_id,
-        site_id=case.site_id,
-        detail={"case_id": case_id},
-    )
     session.commit()
     return Response(content=jpeg, media_type="image/jpeg")
 
@@ -343,17 +281,17 @@ def act_on_case(
     elif isinstance(body, Contact):
         service.record_contact(**kw, kind=body.action, result=body.result, notes=body.notes)
     elif isinstance(body, Enrol):
-        service.enrol_from_case(
+        outcomes.enrol_from_case(
             **kw, unit_id=body.unit_id, name=body.name, role=body.role, phone=body.phone
         )
     elif isinstance(body, MergeIntoOccupant):
-        service.merge_into_occupant(**kw, occupant_id=body.occupant_id)
+        outcomes.merge_into_occupant(**kw, occupant_id=body.occupant_id)
     elif isinstance(body, Whitelist):
-        service.close_with_outcome(**kw, outcome=body.action, label=body.label)
+        outcomes.close_with_outcome(**kw, outcome=body.action, label=body.label)
     elif isinstance(body, Reopen):
-        service.reopen_case(**kw, is_admin=caller.role == "admin")
+        outcomes.reopen_case(**kw, is_admin=caller.role == "admin")
     else:
-        service.close_with_outcome(**kw, outcome=body.action, notes=body.notes)
+        outcomes.close_with_outcome(**kw, outcome=body.action, notes=body.notes)
     case = service.get_case(session=session, case_id=case_id)
     out = _detail(session, case)
     session.commit()
@@ -370,7 +308,7 @@ def add_whitelist(body: WhitelistIn, session: SessionDep, caller: ManagerDep) ->
             vecs.append(decode_embedding(text))
         except ValueError as exc:
             raise InvalidEmbedding(f"embeddings_b64[{i}]: {exc}") from None
-    entry = service.add_whitelist(
+    entry = whitelist.add_whitelist(
         session=session,
         site_id=site_row.id,
         kind=body.kind,
@@ -532,7 +470,7 @@ def list_likely_occupants(
             sightings=c.count,
             best_sighting_ids=list(c.best_sightings),
         )
-        for c in service.likely_occupant_clusters(session=session, site_id=site_row.id)
+        for c in likely.likely_occupant_clusters(session=session, site_id=site_row.id)
     ]
 
 
@@ -551,11 +489,11 @@ def act_on_likely_occupant(
     added = 0
     case_id: int | None = None
     if body.action == "confirm":
-        added = service.confirm_likely_occupant(
+        added = likely.confirm_likely_occupant(
             session=session, cluster_id=body.cluster_id, actor=caller.actor, site_ids={site_id}
         )
     else:
-        case = service.reject_likely_occupant(
+        case = likely.reject_likely_occupant(
             session=session, cluster_id=body.cluster_id, actor=caller.actor, site_ids={site_id}
         )
         case_id = None if case is None else case.id

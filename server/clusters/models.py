@@ -17,29 +17,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from server.cases.rules import DEFAULT_TIMEZONE
+from server.clusters.enums import ClusterStatus
 from server.db import Base, UTCDateTime, utcnow
-
-CLUSTER_STATUSES = ("active", "merged", "retired")
-"""``active``: takes sightings; ``merged``: absorbed into ``merged_into_id``;
-``retired``: a false match, kept for history but no longer matched."""
-
-SUPPRESSIONS = (
-    "occupant",
-    "neighbour",
-    "whitelist",
-    "visitor",
-    "moved_out",
-    "likely_occupant",
-    "not_occupant",
-)
-"""Why an active cluster opens no case: it is a registered occupant of this site
-(enrolled, merged or resolved retroactively), a registered occupant of another
-site (a visiting neighbour), whitelisted staff/courier, or a closed case's
-visitor / moved-out outcome (until ``suppressed_until``). ``likely_occupant``:
-its members consistently point at one occupant of the site (``occupant_id``),
-so it is probably that resident seen badly (server/cases/attribution.py); it
-opens no case until a manager rejects that (``not_occupant``: never attributed
-again, the case rule applies as usual) or confirms it (``occupant``)."""
 
 
 class ClusterSiteState(Base):
@@ -86,7 +65,7 @@ class UnknownCluster(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"))
     model_id: Mapped[str] = mapped_column(String(128))
-    status: Mapped[str] = mapped_column(String(16), default="active")
+    status: Mapped[str] = mapped_column(String(16), default=ClusterStatus.ACTIVE)
     merged_into_id: Mapped[int | None] = mapped_column(Integer)
     total: Mapped[bytes] = mapped_column(LargeBinary)
     count: Mapped[int] = mapped_column(Integer, default=0)
@@ -99,6 +78,7 @@ class UnknownCluster(Base):
     best_sightings: Mapped[list[int]] = mapped_column(JSON, default=list)
     best_qualities: Mapped[list[float]] = mapped_column(JSON, default=list)
     count_since: Mapped[date | None] = mapped_column(Date)
+    # A Suppression (server/clusters/enums.py); null: the cluster may open a case.
     suppression: Mapped[str | None] = mapped_column(String(16))
     suppressed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     occupant_id: Mapped[int | None] = mapped_column(ForeignKey("occupants.id", ondelete="SET NULL"))

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from server.cases.rules import DEFAULT_TIMEZONE, CaseRule, is_night, local_day, site_zone
 from server.clusters.algo import Clusterer, ClusterParams, ClusterState
+from server.clusters.enums import ClusterStatus
 from server.clusters.models import ClusterSiteState, UnknownCluster
 from server.db import utcnow
 from server.dialect import insert_ignore
@@ -56,6 +57,7 @@ class BatchResult:
     unknown: int = 0
     created: int = 0
     merges: list[tuple[int, int]] = field(default_factory=list)
+    """(absorbed, survivor) cluster ids, in merge order: the caller moves their cases."""
     touched: set[int] = field(default_factory=set)
     """Live clusters that gained sightings or absorbed another cluster."""
     last_event: datetime | None = None
@@ -175,7 +177,7 @@ def load_states(
         .where(
             UnknownCluster.site_id == site_id,
             UnknownCluster.model_id == model_id,
-            UnknownCluster.status == "active",
+            UnknownCluster.status == ClusterStatus.ACTIVE,
         )
         .order_by(UnknownCluster.id)
     )
@@ -366,7 +368,7 @@ def _cluster_model(
         row = UnknownCluster(
             site_id=site_id,
             model_id=model_id,
-            status="active",
+            status=ClusterStatus.ACTIVE,
             total=b"",
             count=0,
             exemplars=b"",
@@ -404,11 +406,9 @@ def _cluster_model(
         row.id: row
         for row in session.scalars(select(UnknownCluster).where(UnknownCluster.id.in_(involved)))
     }
-    from server.cases.service import on_clusters_merged
-
     for absorbed, survivor in merges:
         merge_stats(rows_by_id[survivor], rows_by_id[absorbed])
-        rows_by_id[absorbed].status = "merged"
+        rows_by_id[absorbed].status = ClusterStatus.MERGED
         rows_by_id[absorbed].merged_into_id = survivor
         rows_by_id[absorbed].count = 0
         session.execute(
@@ -416,9 +416,6 @@ def _cluster_model(
             .where(Sighting.cluster_id == absorbed)
             .values(cluster_id=survivor)
             .execution_options(synchronize_session=False)
-        )
-        on_clusters_merged(
-            session=session, survivor=rows_by_id[survivor], absorbed=rows_by_id[absorbed]
         )
     for r, cid in assigned:
         live = clusterer.resolve(cid)
@@ -537,7 +534,7 @@ def fingerprint(*, session: Session, site_id: int, model_id: str) -> tuple[Any, 
         ).where(
             UnknownCluster.site_id == site_id,
             UnknownCluster.model_id == model_id,
-            UnknownCluster.status == "active",
+            UnknownCluster.status == ClusterStatus.ACTIVE,
         )
     ).one()
     return tuple(row)

@@ -45,7 +45,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
-from server.cases.service import evaluate_clusters, resolve_new_templates
+from server.cases.opening import evaluate_clusters, on_clusters_merged, resolve_new_templates
 from server.clusters.models import ClusterSiteState
 from server.clusters.service import (
     StateCache,
@@ -171,6 +171,9 @@ def process_site(
         result = cluster_pending(
             session=session, site_id=site_id, config=config, limit=batch_size, cache=cache
         )
+        # Clustering knows nothing of cases: keep "one cluster, at most one open case".
+        for absorbed, survivor in result.merges:
+            on_clusters_merged(session=session, survivor_id=survivor, absorbed_id=absorbed)
         opened = evaluate_clusters(session=session, cluster_ids=result.touched, config=config)
         if cache is not None:
             session.flush()

@@ -10,10 +10,10 @@ from fastapi import APIRouter, Request, Response
 
 from server.audit.service import record
 from server.db import utcnow
+from server.deps import DeviceDep, SessionDep
 from server.devices.service import cameras_by_name, record_heartbeat
 from server.metrics import Metrics
 from server.occupants.service import gallery_entries
-from server.security import DeviceDep, SessionDep
 from server.sites.service import get_site
 from server.wire import (
     Gallery,

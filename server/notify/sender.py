@@ -28,11 +28,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from server.cases.enums import CaseStatus
 from server.cases.models import Case
 from server.db import session_scope, utcnow
 from server.devices.models import Device
 from server.metrics import WORKER_REGISTRY
 from server.notify.channels import Answer, Outgoing, send
+from server.notify.enums import DeliveryStatus
 from server.notify.messages import Message, render, render_digest
 from server.notify.models import (
     NotifyAttempt,
@@ -188,7 +190,7 @@ def escalate_unassigned(
     written = 0
     cases = session.scalars(
         select(Case).where(
-            Case.status == "open", Case.assigned_to.is_(None), Case.opened_at < cutoff
+            Case.status == CaseStatus.OPEN, Case.assigned_to.is_(None), Case.opened_at < cutoff
         )
     )
     for case in cases:
@@ -223,7 +225,7 @@ def claim(*, session: Session, config: SenderConfig, now: datetime) -> list[int]
         select(NotifyDelivery)
         .join(NotifyChannel, NotifyChannel.id == NotifyDelivery.channel_id)
         .where(
-            NotifyDelivery.status == "pending",
+            NotifyDelivery.status == DeliveryStatus.PENDING,
             NotifyDelivery.next_attempt_at <= now,
             NotifyChannel.enabled.is_(True),
         )
@@ -369,7 +371,7 @@ def _record(
         channel = session.get(NotifyChannel, job.channel_id)
         for delivery_id in job.delivery_ids:
             d = session.get(NotifyDelivery, delivery_id)
-            if d is None or d.status != "pending":
+            if d is None or d.status != DeliveryStatus.PENDING:
                 continue  # removed with its channel meanwhile
             d.attempts += 1
             session.add(
@@ -382,9 +384,9 @@ def _record(
                 )
             )
             if answer.ok:
-                d.status, d.sent_at, d.last_error = "sent", now, None
+                d.status, d.sent_at, d.last_error = DeliveryStatus.SENT, now, None
             elif d.attempts >= config.max_attempts:
-                d.status, d.last_error = "failed", answer.text
+                d.status, d.last_error = DeliveryStatus.FAILED, answer.text
                 stats.given_up += 1
             else:
                 d.last_error = answer.text

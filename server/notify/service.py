@@ -21,6 +21,7 @@ from server.cases.rules import site_zone
 from server.clusters.models import ClusterSiteState
 from server.db import utcnow
 from server.notify.channels import KINDS
+from server.notify.enums import DeliveryStatus
 from server.notify.errors import ChannelInvalid, ChannelNotFound
 from server.notify.messages import LANGUAGES
 from server.notify.models import NotifyChannel, NotifyDelivery, NotifyEvent
@@ -193,7 +194,10 @@ def remove_channel(*, session: Session, channel: NotifyChannel) -> None:
 
 def pending_count(*, session: Session) -> int:
     """Deliveries not yet sent nor given up (the ``lintel_notify_pending`` gauge)."""
-    return session.scalar(select(func.count()).where(NotifyDelivery.status == "pending")) or 0
+    return (
+        session.scalar(select(func.count()).where(NotifyDelivery.status == DeliveryStatus.PENDING))
+        or 0
+    )
 
 
 def shown_url(url: str) -> str:

@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from server.notify.enums import DeliveryStatus
 from server.notify.models import NotifyChannel, NotifyDelivery
 from server.notify.service import list_channels, shown_url
 from server.sites.models import Site
@@ -43,7 +44,7 @@ def channel_rows(
         channel_id: n
         for channel_id, n in session.execute(
             select(NotifyDelivery.channel_id, func.count())
-            .where(NotifyDelivery.status == "pending")
+            .where(NotifyDelivery.status == DeliveryStatus.PENDING)
             .group_by(NotifyDelivery.channel_id)
         )
     }

@@ -17,9 +17,9 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from server.db import Base, UTCDateTime, utcnow
+from server.occupants.enums import OccupantStatus
 
 OccupantRole = Literal["owner", "tenant", "family"]
-OccupantStatus = Literal["active", "moved_out"]
 
 
 class Occupant(Base):
@@ -49,7 +49,7 @@ class Occupant(Base):
     external_id: Mapped[str | None] = mapped_column(String(100))
     move_in: Mapped[date | None] = mapped_column(Date)
     move_out: Mapped[date | None] = mapped_column(Date)
-    status: Mapped[str] = mapped_column(String(16), default="active")
+    status: Mapped[str] = mapped_column(String(16), default=OccupantStatus.ACTIVE)
     # Consent / notice record (人脸识别 notice and consent; GDPR Art. 9).
     consent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     consent_ref: Mapped[str | None] = mapped_column(String(300))

@@ -13,12 +13,12 @@ from sqlalchemy.orm import Session
 from server.embeddings import check_embedding, model_dimension
 from server.errors import InvalidInput, NotFound
 from server.occupants.chips import put_chip
+from server.occupants.enums import OccupantStatus
 from server.occupants.models import FaceTemplate, Occupant
 from server.sites.models import Site, Unit
 from server.sites.service import bump_gallery_version
 
 ROLES = ("owner", "tenant", "family")
-STATUSES = ("active", "moved_out")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +43,7 @@ def upsert_occupant(
     id_last4: str | None = None,
     move_in: date | None = None,
     move_out: date | None = None,
-    status: str = "active",
+    status: str = OccupantStatus.ACTIVE,
     consent_at: datetime | None = None,
     consent_ref: str | None = None,
     notice_given_at: datetime | None = None,
@@ -57,8 +57,10 @@ def upsert_occupant(
     """
     if role not in ROLES:
         raise InvalidInput(f"role must be one of {ROLES}, not {role!r}")
-    if status not in STATUSES:
-        raise InvalidInput(f"status must be one of {STATUSES}, not {status!r}")
+    if status not in tuple(OccupantStatus):
+        raise InvalidInput(
+            f"status must be one of {tuple(map(str, OccupantStatus))}, not {status!r}"
+        )
     if not name.strip():
         raise InvalidInput("occupant name is empty")
     if id_last4 is not None and len(id_last4) > 4:
@@ -134,7 +136,12 @@ def create_occupant(
     if unit is None or unit.site_id != site_id:
         raise InvalidInput(f"unit {unit_id} is not a unit of site {site_id}")
     occupant = Occupant(
-        site_id=site_id, name=name, unit_id=unit_id, role=role, phone=phone, status="active"
+        site_id=site_id,
+        name=name,
+        unit_id=unit_id,
+        role=role,
+        phone=phone,
+        status=OccupantStatus.ACTIVE,
     )
     session.add(occupant)
     session.flush()
@@ -229,7 +236,7 @@ def gallery_entries(*, session: Session, site: Site) -> list[GalleryEntry]:
         .where(
             FaceTemplate.site_id == site.id,
             FaceTemplate.model_id == site.model_id,
-            Occupant.status == "active",
+            Occupant.status == OccupantStatus.ACTIVE,
         )
         .order_by(FaceTemplate.id)
     )

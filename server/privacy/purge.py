@@ -36,20 +36,22 @@ from sqlalchemy import and_, func, or_, select, true, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from server.audit.service import record
+from server.cases.enums import NOT_CLOSED, CaseStatus
 from server.cases.models import Case
+from server.clusters.enums import ClusterStatus
 from server.clusters.models import ClusterSiteState, UnknownCluster
 from server.clusters.service import claim_site, ensure_site_state
 from server.db import checkpoint_after_commit, session_scope, utcnow
 from server.occupants import service as occupants
+from server.occupants.enums import OccupantStatus
 from server.occupants.models import FaceTemplate, Occupant
 from server.sightings import crops
-from server.sightings.models import Sighting
+from server.sightings.models import Sighting, SightingCrop
 from server.sites.models import Site
 from server.users.service import delete_ended_web_sessions
 
 log = logging.getLogger(__name__)
 
-NOT_CLOSED = ("open", "assigned")
 _MAX_AHEAD = timedelta(days=1)
 """The most any ingest setting lets a sighting lie in the future (max_clock_ahead_s <= 1 day)."""
 
@@ -108,6 +110,19 @@ def open_case_sightings(*, session: Session, site_id: int | None = None) -> set[
     return set(session.scalars(query))
 
 
+def delete_expired(*, session: Session, now: datetime | None = None) -> int:
+    """Delete crops past their stored expiry, sparing those of open cases; returns how many.
+
+    The stored expiry is the site's retention at upload time; the purge
+    (:func:`server.privacy.purge.purge`) applies the site's current setting.
+    """
+    now = now or utcnow()
+    query = select(SightingCrop.sighting_id).where(SightingCrop.expires_at < now)
+    ids = set(session.scalars(query))
+    ids -= open_case_sightings(session=session)
+    return crops.delete_many(session=session, sighting_ids=sorted(ids))
+
+
 def _protected_clusters(session: Session, site: Site, now: datetime) -> set[int]:
     """Clusters whose face data stays: a case not closed, or closed within the period."""
     recent = now - timedelta(days=site.closed_case_retention_days)
@@ -143,7 +158,9 @@ def _purge_site(session: Session, site: Site, now: datetime, *, dry_run: bool) -
         set(
             session.scalars(
                 select(Case.cluster_id).where(
-                    Case.site_id == site.id, Case.status == "closed", Case.closed_at < closed_before
+                    Case.site_id == site.id,
+                    Case.status == CaseStatus.CLOSED,
+                    Case.closed_at < closed_before,
                 )
             )
         )
@@ -199,7 +216,7 @@ def _purge_site(session: Session, site: Site, now: datetime, *, dry_run: bool) -
         for occ in session.scalars(
             select(Occupant).where(
                 Occupant.site_id == site.id,
-                Occupant.status == "moved_out",
+                Occupant.status == OccupantStatus.MOVED_OUT,
                 Occupant.id.in_(
                     select(FaceTemplate.occupant_id).where(FaceTemplate.site_id == site.id)
                 ),
@@ -232,8 +249,8 @@ def _purge_site(session: Session, site: Site, now: datetime, *, dry_run: bool) -
             # The vectors are face data; the counts, days and entrances are not.
             row.total = b""
             row.exemplars = b""
-            if row.status == "active":
-                row.status = "retired"
+            if row.status == ClusterStatus.ACTIVE:
+                row.status = ClusterStatus.RETIRED
         for occ in moved:
             occupants.delete_templates(session=session, occupant_id=occ.id)
         session.flush()
@@ -251,7 +268,7 @@ def _purge_site(session: Session, site: Site, now: datetime, *, dry_run: bool) -
             set(
                 session.scalars(
                     select(Case.id).where(
-                        Case.cluster_id.in_(stale_closed & wipe), Case.status == "closed"
+                        Case.cluster_id.in_(stale_closed & wipe), Case.status == CaseStatus.CLOSED
                     )
                 )
             )

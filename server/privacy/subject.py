@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from server.audit.models import AuditEvent
 from server.audit.service import record
 from server.cases.models import Case
+from server.clusters.enums import ClusterStatus
 from server.clusters.models import UnknownCluster
 from server.db import checkpoint_after_commit
 from server.occupants import service as occupants
@@ -169,8 +170,8 @@ def erase_subject(*, session: Session, occupant_id: int, actor: str) -> dict[str
         c.total = b""
         c.exemplars = b""
         c.occupant_id = None
-        if c.status == "active":
-            c.status = "retired"
+        if c.status == ClusterStatus.ACTIVE:
+            c.status = ClusterStatus.RETIRED
     unlinked = session.execute(
         update(Sighting)
         .where(Sighting.occupant_id == occ.id)

@@ -22,12 +22,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from server.audit import export
 from server.audit.chain import verify_chain
 from server.audit.service import record
-from server.cases.views import Caller, ManagerDep, current_caller
-from server.errors import Forbidden
+from server.deps import AdminDep, ManagerDep, SessionDep
 from server.privacy import counts, subject
 from server.privacy.consent import set_consent
 from server.privacy.retention import set_site_retention
-from server.security import SessionDep
 from server.sites.service import resolve_site
 
 router = APIRouter(tags=["privacy"])
@@ -35,16 +33,6 @@ router = APIRouter(tags=["privacy"])
 NO_NUL = r"^[^\x00]*$"
 # Personal data: no proxy or browser cache keeps a copy.
 NO_STORE = "no-store"
-
-
-def current_admin(caller: Annotated[Caller, Depends(current_caller)]) -> Caller:
-    """An admin user (the audit log and subject requests span sites)."""
-    if caller.role != "admin":
-        raise Forbidden("admins only")
-    return caller
-
-
-AdminDep = Annotated[Caller, Depends(current_admin)]
 
 
 class _Out(BaseModel):

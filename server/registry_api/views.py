@@ -33,7 +33,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -52,13 +52,12 @@ from registry.importer import (
 from registry.reader import RawRow, Sheet
 from registry.store import NewFace, Plan, SessionStore, read_snapshot
 from server.audit.service import record
-from server.cases.views import Caller, current_manager
+from server.deps import Caller, ManagerDep, SessionDep
 from server.embeddings import check_embedding, model_dimension
 from server.errors import Conflict, InvalidInput, NotFound
 from server.notify.service import emit_import_finished as notify_import_finished
 from server.registry_api.errors import Misconfigured
 from server.registry_api.schemas import ImportReportOut, RegistryImportIn, RegistryPhotosOut
-from server.security import SessionDep
 from server.sites.models import Site
 from server.users.service import user_for_token
 from server.wire import decode_embedding
@@ -66,8 +65,6 @@ from server.wire import decode_embedding
 log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["registry"])
-
-ManagerDep = Annotated[Caller, Depends(current_manager)]
 
 # The local CLI's default (registry.importer.ImportOptions): one photo under two people.
 SAME_FACE_SIMILARITY = 0.8

@@ -4,7 +4,8 @@ Everything that reads or writes crop bytes goes through this module. Crops
 are sealed with AES-GCM before they reach the ``sighting_crops`` table
 (:mod:`server.privacy.crypto`; ``key_id`` names the key, null marks a crop
 stored in plaintext before encryption existed). Retention is
-:mod:`server.privacy.purge`'s job; :func:`delete_expired` is its crop half.
+:mod:`server.privacy.purge`'s job (:func:`server.privacy.purge.delete_expired`
+is its crop half).
 """
 
 from __future__ import annotations
@@ -85,21 +86,6 @@ def delete_many(*, session: Session, sighting_ids: Sequence[int]) -> int:
         deleted += int(getattr(result, "rowcount", 0) or 0)
         session.execute(update(Sighting).where(Sighting.id.in_(chunk)).values(has_crop=False))
     return deleted
-
-
-def delete_expired(*, session: Session, now: datetime | None = None) -> int:
-    """Delete crops past their stored expiry, sparing those of open cases; returns how many.
-
-    The stored expiry is the site's retention at upload time; the purge
-    (:func:`server.privacy.purge.purge`) applies the site's current setting.
-    """
-    from server.privacy.purge import open_case_sightings
-
-    now = now or utcnow()
-    query = select(SightingCrop.sighting_id).where(SightingCrop.expires_at < now)
-    ids = set(session.scalars(query))
-    ids -= open_case_sightings(session=session)
-    return delete_many(session=session, sighting_ids=sorted(ids))
 
 
 def reseal(

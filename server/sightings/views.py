@@ -7,9 +7,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Request
 
+from server.deps import DeviceDep, SessionDep
 from server.errors import InvalidInput
 from server.metrics import Metrics
-from server.security import DeviceDep, SessionDep
 from server.settings import Settings
 from server.sightings.service import ingest_batch
 from server.wire import MAX_BATCH, SightingBatchResult

@@ -5,7 +5,7 @@ a case when its members keep pointing at one registered occupant
 (:mod:`server.cases.attribution`). Here a manager sees who it points at, the
 evidence and the best crops, and confirms it (its faces become that occupant's
 templates, one gallery bump) or rejects it (the case opens if due). Both go
-through :mod:`server.cases.service` like the JSON API, which audits them; the
+through :mod:`server.cases.likely` like the JSON API, which audits them; the
 route commits once. Crops are the case pages' ``/web/crops/{id}`` (audited
 per view); scope and roles are those of :mod:`server.web.routes`.
 """
@@ -20,19 +20,16 @@ from jinja2 import pass_context
 from sqlalchemy.orm import Session
 from starlette.responses import RedirectResponse, Response
 
-from server.cases import service
+from server.cases import likely as likely_cases
 from server.clusters.models import UnknownCluster
+from server.deps import FormDep, SessionDep, UserDep, WebUser
 from server.errors import NotFound
-from server.security import SessionDep
 from server.web import queries
 from server.web.routes import (
     PREFIX,
     TEMPLATES,
-    FormDep,
     OptionalId,
-    UserDep,
     WebRoute,
-    WebUser,
     _actor,
     _Form,
     _parse,
@@ -135,7 +132,7 @@ def confirm(cluster_id: int, form: FormDep, session: SessionDep, user: UserDep) 
     """It is that occupant: the cluster's best faces become their templates (gallery bump)."""
     _actor(user)
     _parse(_Form, form)
-    service.confirm_likely_occupant(
+    likely_cases.confirm_likely_occupant(
         session=session, cluster_id=cluster_id, actor=user.actor, site_ids=user.scope
     )
     session.commit()
@@ -147,7 +144,7 @@ def reject(cluster_id: int, form: FormDep, session: SessionDep, user: UserDep) -
     """Not that occupant: never attributed again; the case opens if the rule holds."""
     _actor(user)
     _parse(_Form, form)
-    case = service.reject_likely_occupant(
+    case = likely_cases.reject_likely_occupant(
         session=session, cluster_id=cluster_id, actor=user.actor, site_ids=user.scope
     )
     session.commit()

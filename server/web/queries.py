@@ -1,6 +1,6 @@
 """Read-side queries of the web pages (queue, case, likely occupants, dashboard, devices, audit).
 
-Everything here only reads; changes go through :mod:`server.cases.service`,
+Everything here only reads; changes go through the :mod:`server.cases` services,
 so the web UI and the JSON API act the same way. Every function takes the
 caller's site scope (None: all sites) and never returns rows outside it.
 """
@@ -21,13 +21,16 @@ from sqlalchemy.orm import Session
 from server.audit.models import AuditEvent
 from server.cases import service as case_service
 from server.cases.attribution import suggested_occupant as suggested_occupant_of
+from server.cases.enums import NOT_CLOSED, CaseStatus
 from server.cases.models import Case, CaseEvent
 from server.cases.rules import CaseRule, latest_window_days, site_zone
+from server.clusters.enums import ClusterStatus, Suppression
 from server.clusters.models import ClusterSiteState, UnknownCluster
 from server.clusters.service import cluster_days, site_config
 from server.db import utcnow
 from server.devices.models import Camera, Device
 from server.occupants.chips import ChipRef, chips_enabled, occupant_chips
+from server.occupants.enums import OccupantStatus
 from server.occupants.models import FaceTemplate, Occupant
 from server.sightings.models import Sighting
 from server.sites.models import Building, Entrance, Site, Unit
@@ -166,7 +169,7 @@ def queue(
     scope: set[int] | None,
     site_id: int | None = None,
     building_id: int | None = None,
-    statuses: Sequence[str] = ("open", "assigned"),
+    statuses: Sequence[str] = NOT_CLOSED,
     assigned_to: int | None = None,
 ) -> tuple[list[QueueRow], QueueCounts]:
     """Cases by priority (highest first, then oldest) and the header counts."""
@@ -252,17 +255,17 @@ def queue_counts(
         .join(UnknownCluster, UnknownCluster.id == Case.cluster_id)
         .where(
             *where,
-            or_(Case.status != "closed", Case.closed_at >= now - timedelta(days=7)),
+            or_(Case.status != CaseStatus.CLOSED, Case.closed_at >= now - timedelta(days=7)),
         )
     ).all()
     if building_id is not None:
         doors = _building_entrances(session, building_id)
         rows = [r for r in rows if doors.intersection(r.entrances)]
     return QueueCounts(
-        open=sum(1 for r in rows if r.status == "open"),
-        assigned=sum(1 for r in rows if r.status == "assigned"),
-        mine=sum(1 for r in rows if r.status == "assigned" and me and r.assigned_to == me),
-        closed_7d=sum(1 for r in rows if r.status == "closed"),
+        open=sum(1 for r in rows if r.status == CaseStatus.OPEN),
+        assigned=sum(1 for r in rows if r.status == CaseStatus.ASSIGNED),
+        mine=sum(1 for r in rows if r.status == CaseStatus.ASSIGNED and me and r.assigned_to == me),
+        closed_7d=sum(1 for r in rows if r.status == CaseStatus.CLOSED),
     )
 
 
@@ -389,7 +392,7 @@ def suggested_occupant(
 ) -> Suggestion | None:
     """The occupant the case's 'opened' evidence points at, if the hint is worth showing
     (:func:`server.cases.attribution.suggested_occupant`) and they are still active."""
-    if case.status == "closed":
+    if case.status == CaseStatus.CLOSED:
         return None
     opened = next((e for e in events if e.kind == "opened"), None)
     hint = suggested_occupant_of(opened.detail or {}) if opened is not None else None
@@ -397,7 +400,11 @@ def suggested_occupant(
         return None
     occupant_id, similarity, share = hint.occupant_id, hint.similarity, hint.share
     occupant = session.get(Occupant, occupant_id)
-    if occupant is None or occupant.site_id != case.site_id or occupant.status != "active":
+    if (
+        occupant is None
+        or occupant.site_id != case.site_id
+        or occupant.status != OccupantStatus.ACTIVE
+    ):
         return None
     unit = session.get(Unit, occupant.unit_id) if occupant.unit_id else None
     return Suggestion(
@@ -489,7 +496,7 @@ def case_view(*, session: Session, case: Case) -> CaseView:
         priority_parts=priority_parts(session=session, case=case, cluster=cluster),
         candidate=(
             candidate_faces(session=session, site_id=case.site_id, occupant_id=candidate_id)
-            if candidate_id is not None and case.status != "closed"
+            if candidate_id is not None and case.status != CaseStatus.CLOSED
             else None
         ),
         chips_on=chips_enabled(session=session, site_id=case.site_id),
@@ -604,7 +611,7 @@ def search_occupants(*, session: Session, site_id: int, q: str) -> list[tuple[Oc
     query = (
         select(Occupant, Unit.address)
         .outerjoin(Unit, Unit.id == Occupant.unit_id)
-        .where(Occupant.site_id == site_id, Occupant.status == "active")
+        .where(Occupant.site_id == site_id, Occupant.status == OccupantStatus.ACTIVE)
     )
     q = q.strip()
     if q:
@@ -648,14 +655,14 @@ def dashboard(
     status_counts = dict(
         session.execute(
             select(Case.status, func.count())
-            .where(Case.site_id == site.id, Case.status != "closed")
+            .where(Case.site_id == site.id, Case.status != CaseStatus.CLOSED)
             .group_by(Case.status)
         ).all()
     )
     closed = session.execute(
         select(Case.outcome, Case.opened_at, Case.closed_at).where(
             Case.site_id == site.id,
-            Case.status == "closed",
+            Case.status == CaseStatus.CLOSED,
             Case.closed_at >= now - timedelta(days=30),
         )
     ).all()
@@ -677,8 +684,8 @@ def dashboard(
     devices = list(session.scalars(select(Device).where(Device.site_id == site.id)))
     return Dashboard(
         site=site,
-        open_cases=int(status_counts.get("open", 0)),
-        assigned_cases=int(status_counts.get("assigned", 0)),
+        open_cases=int(status_counts.get(CaseStatus.OPEN, 0)),
+        assigned_cases=int(status_counts.get(CaseStatus.ASSIGNED, 0)),
         resolved_7d=tuple(sorted(week.items(), key=lambda kv: (-kv[1], kv[0]))),
         median_days_to_resolve=round(statistics.median(durations), 1) if durations else None,
         resolved_30d=len(closed),
@@ -872,11 +879,11 @@ class LikelyRow:
 
 
 def _likely_where(scope: set[int] | None) -> list[ColumnElement[bool]]:
-    # The same clusters as server.cases.service.likely_occupant_clusters, over a scope.
+    # The same clusters as server.cases.likely.likely_occupant_clusters, over a scope.
     return [
         _in_scope(UnknownCluster.site_id, scope),
-        UnknownCluster.status == "active",
-        UnknownCluster.suppression == "likely_occupant",
+        UnknownCluster.status == ClusterStatus.ACTIVE,
+        UnknownCluster.suppression == Suppression.LIKELY_OCCUPANT,
         UnknownCluster.occupant_id.is_not(None),
     ]
 

@@ -2,7 +2,7 @@
 
 Server-rendered (Jinja2), no build step, no inline scripts. Thin routes: reads
 come from :mod:`server.web.queries`, every change goes through
-:mod:`server.cases.service` (the same functions as the JSON API), and the
+:mod:`server.cases` services (the same functions as the JSON API), and the
 route commits once, so an outcome, its effects and its audit land together.
 
 Access: a session cookie (:mod:`server.web.session`); admins see every site,
@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Coroutine, Mapping
-from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import quote, urlencode
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
@@ -37,24 +36,23 @@ from sqlalchemy import select
 from starlette.responses import RedirectResponse, Response
 
 from server.audit.service import record
-from server.cases import service
+from server.cases import outcomes, service
+from server.cases.enums import NOT_CLOSED, CaseStatus
 from server.cases.errors import CaseClosed
 from server.cases.models import Case
 from server.cases.rules import DEFAULT_TIMEZONE, site_zone
 from server.db import utcnow
+from server.deps import FormDep, SessionDep, UserDep, WebUser, app_settings
 from server.errors import Forbidden, InvalidInput, LintelError, NotFound
 from server.notify.views import channel_rows
 from server.occupants import chips
 from server.privacy.counts import people_with_templates
-from server.security import SessionDep, hash_password, verify_password
-from server.settings import Settings
-from server.sightings import crops as crop_store
+from server.security import hash_password, verify_password
 from server.sightings.models import Sighting
 from server.sites.models import Building, Site
 from server.users.models import User
-from server.users.service import site_ids_of
 from server.web import humanize, queries
-from server.web.errors import CsrfRejected, LoginLocked, LoginRequired, ReadOnly
+from server.web.errors import LoginLocked, LoginRequired, ReadOnly
 from server.web.i18n import LANG_COOKIE, LANGS, request_language, translator
 from server.web.session import (
     FAILED,
@@ -65,14 +63,12 @@ from server.web.session import (
     WebSession,
     clear_session,
     client_ip,
-    csrf_ok,
     lockout_wait_s,
     login_audit_key,
     login_user,
     logout_user,
     new_session,
     read_session,
-    session_user,
     tries_left,
     write_session,
 )
@@ -139,75 +135,6 @@ router = APIRouter(prefix=PREFIX, route_class=WebRoute, include_in_schema=False)
 
 
 # -- the caller -----------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class WebUser:
-    """The logged-in user, their site scope (None: all) and the session's CSRF token."""
-
-    user_id: int
-    username: str
-    role: str
-    site_ids: frozenset[int] | None
-    csrf: str
-
-    @property
-    def actor(self) -> str:
-        return f"user:{self.user_id}"
-
-    @property
-    def scope(self) -> set[int] | None:
-        return None if self.site_ids is None else set(self.site_ids)
-
-    @property
-    def can_act(self) -> bool:
-        return self.role in ("admin", "manager")
-
-    def sees(self, site_id: int) -> bool:
-        return self.site_ids is None or site_id in self.site_ids
-
-
-def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
-def current_user(request: Request, session: SessionDep) -> WebUser:
-    """The session's user; :class:`LoginRequired` when logged out, revoked, expired or disabled."""
-    web = read_session(request, _settings(request))
-    if web is None or web.sid is None:
-        raise LoginRequired("not logged in")
-    user = session_user(session=session, web=web)
-    if user is None:
-        raise LoginRequired("session no longer valid")
-    ids = site_ids_of(session=session, user=user)
-    return WebUser(
-        user_id=user.id,
-        username=user.username,
-        role=user.role,
-        site_ids=None if ids is None else frozenset(ids),
-        csrf=web.csrf,
-    )
-
-
-UserDep = Annotated[WebUser, Depends(current_user)]
-
-
-async def verified_form(request: Request) -> dict[str, str]:
-    """The POSTed form, once its CSRF token matched the session's; else 403.
-
-    Routes declare it before the session and the user, so the form is read and
-    checked before the request takes a database connection (an unread body must
-    never hold one; :class:`server.limits.BodyDeadline` bounds the read).
-    """
-    form = await request.form()
-    web = read_session(request, _settings(request))
-    if not csrf_ok(web, form.get("csrf_token")):
-        raise CsrfRejected("missing or wrong CSRF token")
-    return {k: v for k, v in form.items() if k != "csrf_token" and isinstance(v, str)}
-
-
-FormDep = Annotated[dict[str, str], Depends(verified_form)]
-
-
 def _actor(user: WebUser) -> WebUser:
     if not user.can_act:
         raise ReadOnly("viewers may not change cases")
@@ -288,7 +215,7 @@ def page(
     # Pages show personal data: never cache them in shared or browser caches.
     response.headers["Cache-Control"] = "no-store"
     if web is not None:
-        write_session(response, web, _settings(request))
+        write_session(response, web, app_settings(request))
     return response
 
 
@@ -348,7 +275,7 @@ def root() -> Response:
 @router.get("/login")
 def login_form(request: Request, next: str | None = None) -> Response:
     """The login page; gives an anonymous session (for its CSRF token) if there is none."""
-    web = read_session(request, _settings(request)) or new_session()
+    web = read_session(request, app_settings(request)) or new_session()
     return page(request, "login.html", user=None, web=web, next=_safe_next(next), error=None)
 
 
@@ -377,7 +304,7 @@ def login(request: Request, form: FormDep, session: SessionDep) -> Response:
         if wait:
             raise LoginLocked("too many failed logins", retry_after_s=wait)
         left = tries_left(session=session, username=username, ip=ip)
-        web = read_session(request, _settings(request)) or new_session()
+        web = read_session(request, app_settings(request)) or new_session()
         return page(
             request,
             "login.html",
@@ -402,14 +329,14 @@ def login(request: Request, form: FormDep, session: SessionDep) -> Response:
     web = login_user(session=session, request=request, user=user)
     session.commit()
     response = RedirectResponse(target, status_code=303)
-    write_session(response, web, _settings(request))
+    write_session(response, web, app_settings(request))
     return response
 
 
 @router.post("/logout")
 def logout(request: Request, form: FormDep, session: SessionDep, user: UserDep) -> Response:
     """End the session (its record is revoked, the cookie removed) and audit it."""
-    logout_user(session=session, web=read_session(request, _settings(request)))
+    logout_user(session=session, web=read_session(request, app_settings(request)))
     record(
         session=session,
         actor=user.actor,
@@ -419,7 +346,7 @@ def logout(request: Request, form: FormDep, session: SessionDep, user: UserDep) 
     )
     session.commit()
     response = RedirectResponse(f"{PREFIX}/login", status_code=303)
-    clear_session(response, _settings(request))
+    clear_session(response, app_settings(request))
     return response
 
 
@@ -434,10 +361,10 @@ def switch_language(to: str, next: str | None = None) -> Response:
 
 # -- queue ----------------------------------------------------------------------------------
 STATUS_FILTERS: dict[str, tuple[str, ...]] = {
-    "active": ("open", "assigned"),
-    "open": ("open",),
-    "assigned": ("assigned",),
-    "closed": ("closed",),
+    "active": NOT_CLOSED,
+    "open": (CaseStatus.OPEN,),
+    "assigned": (CaseStatus.ASSIGNED,),
+    "closed": (CaseStatus.CLOSED,),
 }
 
 
@@ -506,7 +433,7 @@ def queue_page(
             closed = service.get_case(session=session, case_id=done, site_ids=user.scope)
         except LintelError:
             closed = None
-        if closed is not None and closed.status != "closed":
+        if closed is not None and closed.status != CaseStatus.CLOSED:
             closed = None
     return page(
         request,
@@ -552,25 +479,18 @@ def case_page(
     ``pick``: an existing occupant the manager picked to add the faces to; the page
     then shows their registry faces beside the crops and what would change, to confirm.
     """
-    case = service.get_case(session=session, case_id=case_id, site_ids=user.scope)
-    record(
-        session=session,
-        actor=user.actor,
-        action="case.view",
-        object_type="case",
-        object_id=case.id,
-        site_id=case.site_id,
-        detail={"via": "web"},
+    case = service.view_case(
+        session=session, case_id=case_id, actor=user.actor, site_ids=user.scope, via="web"
     )
     view = queries.case_view(session=session, case=case)
     units = queries.search_units(session=session, site_id=case.site_id, q=unit_q)
     occupants = queries.search_occupants(session=session, site_id=case.site_id, q=occupant_q)
     picked = (
         queries.candidate_faces(session=session, site_id=case.site_id, occupant_id=pick)
-        if pick is not None and case.status != "closed"
+        if pick is not None and case.status != CaseStatus.CLOSED
         else None
     )
-    if pick is not None and picked is None and case.status != "closed":
+    if pick is not None and picked is None and case.status != CaseStatus.CLOSED:
         raise NotFound(f"occupant {pick} does not exist")
     session.commit()
     return page(
@@ -583,9 +503,9 @@ def case_page(
         unit_q=unit_q,
         occupant_q=occupant_q,
         picked=picked,
-        adds=len(service.case_embeddings(session=session, case=case)) if picked else 0,
-        can_reopen=user.can_act and service.can_reopen(case=case, is_admin=user.role == "admin"),
-        reopen_days=service.REOPEN_DAYS,
+        adds=len(outcomes.case_embeddings(session=session, case=case)) if picked else 0,
+        can_reopen=user.can_act and outcomes.can_reopen(case=case, is_admin=user.role == "admin"),
+        reopen_days=outcomes.REOPEN_DAYS,
         hours=range(24),
     )
 
@@ -683,7 +603,7 @@ def enrol(
     body = _parse(EnrolForm, form)
     if body.unit_id is None:
         return error_page(request, 422, "action.unit_required")
-    service.enrol_from_case(
+    outcomes.enrol_from_case(
         **_kw(session, user, case_id),
         unit_id=body.unit_id,
         name=body.name,
@@ -699,7 +619,7 @@ def merge(case_id: int, form: FormDep, session: SessionDep, user: UserDep) -> Re
     """The person is an existing occupant: add the case's faces to them; closes the case."""
     _actor(user)
     body = _parse(MergeForm, form)
-    service.merge_into_occupant(**_kw(session, user, case_id), occupant_id=body.occupant_id)
+    outcomes.merge_into_occupant(**_kw(session, user, case_id), occupant_id=body.occupant_id)
     session.commit()
     return _to_queue(case_id)
 
@@ -709,7 +629,7 @@ def close(case_id: int, form: FormDep, session: SessionDep, user: UserDep) -> Re
     """Visitor, moved out, false match, or staff/courier (whitelisted); closes the case."""
     _actor(user)
     body = _parse(CloseForm, form)
-    service.close_with_outcome(
+    outcomes.close_with_outcome(
         **_kw(session, user, case_id), outcome=body.outcome, notes=body.notes, label=body.label
     )
     session.commit()
@@ -721,7 +641,7 @@ def reopen(case_id: int, form: FormDep, session: SessionDep, user: UserDep) -> R
     """Reopen a closed case and undo its outcome (managers for 7 days, admins always)."""
     _actor(user)
     _parse(_Form, form)
-    service.reopen_case(**_kw(session, user, case_id), is_admin=user.role == "admin")
+    outcomes.reopen_case(**_kw(session, user, case_id), is_admin=user.role == "admin")
     session.commit()
     return _to_case(case_id)
 
@@ -738,25 +658,13 @@ def crop(
     sighting = session.get(Sighting, sighting_id)
     if sighting is None or not user.sees(sighting.site_id):
         raise NotFound(f"crop {sighting_id} does not exist")
-    jpeg = crop_store.get(session=session, sighting_id=sighting_id)
+    # The case the crop was shown for (a hint: view_crop names it only if it fits).
+    shown_for = session.get(Case, case) if case is not None else None
+    jpeg = service.view_crop(
+        session=session, sighting=sighting, actor=user.actor, shown_for=shown_for
+    )
     if jpeg is None:
         raise NotFound(f"crop {sighting_id} does not exist (expired?)")
-    # The case the crop was shown for, when it is a real case of the same site
-    # (the query parameter is only a hint for the audit trail).
-    shown_for = session.get(Case, case) if case is not None else None
-    record(
-        session=session,
-        actor=user.actor,
-        action="crop.view",
-        object_type="sighting",
-        object_id=sighting_id,
-        site_id=sighting.site_id,
-        detail=(
-            {"case_id": shown_for.id}
-            if shown_for is not None and shown_for.site_id == sighting.site_id
-            else None
-        ),
-    )
     session.commit()
     return Response(
         jpeg,

@@ -18,8 +18,8 @@ from starlette.responses import RedirectResponse, Response
 
 from server.audit.service import record
 from server.db import utcnow
+from server.deps import FormDep, SessionDep, UserDep, WebUser, app_settings
 from server.errors import Forbidden, InvalidInput, NotFound
-from server.security import SessionDep
 from server.sites.models import Site
 from server.users.models import User, UserSession, UserSite
 from server.users.service import (
@@ -31,13 +31,9 @@ from server.users.service import (
 from server.web import queries
 from server.web.routes import (
     PREFIX,
-    FormDep,
-    UserDep,
     WebRoute,
-    WebUser,
     _Form,
     _parse,
-    _settings,
     page,
 )
 from server.web.session import locked_usernames, unlock_login
@@ -128,7 +124,7 @@ def add_user(request: Request, form: FormDep, session: SessionDep, user: UserDep
         role=body.role,
         password=body.password,
         site_ids=site_ids,
-        min_password_length=_settings(request).min_password_length,
+        min_password_length=app_settings(request).min_password_length,
     )
     # The same record as `lintel-server user add`.
     record(
@@ -191,7 +187,7 @@ def reset_password(
         user=target,
         password=body.password,
         actor=user.actor,
-        min_length=_settings(request).min_password_length,
+        min_length=app_settings(request).min_password_length,
     )
     session.commit()
     return _back("password", target)

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from server.cases.models import CASE_STATUSES, OUTCOMES
+from server.cases.enums import CaseStatus, Outcome
 from server.occupants.service import ROLES as OCCUPANT_ROLES
 from server.users.service import ROLES as USER_ROLES
 from server.web.i18n import LANGS, catalog, pick_language
@@ -55,8 +55,8 @@ def test_every_literal_key_used_by_templates_and_routes_exists() -> None:
     used |= set(re.findall(r'"((?:error|login)\.[a-z_]+)"', routes)) - {"error.html", "login.html"}
     assert len(used) > 50
     # Keys built from domain values ('status.' ~ case.status and the like).
-    used |= {f"status.{x}" for x in (*CASE_STATUSES, "active")}
-    used |= {f"outcome.{x}" for x in (*OUTCOMES, "none")}
+    used |= {f"status.{x}" for x in (*CaseStatus, "active")}
+    used |= {f"outcome.{x}" for x in (*Outcome, "none")}
     used |= {f"role.{x}" for x in USER_ROLES} | {f"occupant.{x}" for x in OCCUPANT_ROLES}
     used |= {f"lang.{x}" for x in LANGS}
     used |= {f"event.{x}" for x in ("opened", "assigned", "call", "visit", "closed")}

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import Engine, func, select
 
 from server.audit.models import AuditEvent
-from server.cases import service
+from server.cases import likely
 from server.cases.attribution import (
     NO_EVIDENCE,
     SECOND_TEMPLATE_MIN,
@@ -229,7 +229,7 @@ def test_a_resident_seen_badly_opens_no_case_and_is_labelled(
         cluster = s.scalars(select(UnknownCluster)).one()
         assert cluster.suppression == "likely_occupant"
         assert cluster.occupant_id == occ_id
-        assert [c.id for c in service.likely_occupant_clusters(session=s, site_id=device.site_id)]
+        assert [c.id for c in likely.likely_occupant_clusters(session=s, site_id=device.site_id)]
         audit = s.scalars(
             select(AuditEvent).where(AuditEvent.action == "cluster.likely_occupant")
         ).one()
@@ -249,7 +249,7 @@ def test_a_resident_seen_badly_opens_no_case_and_is_labelled(
             select(func.count()).select_from(FaceTemplate).where(FaceTemplate.occupant_id == occ_id)
         )
         cluster = s.scalars(select(UnknownCluster)).one()
-        added = service.confirm_likely_occupant(session=s, cluster_id=cluster.id, actor=ACTOR)
+        added = likely.confirm_likely_occupant(session=s, cluster_id=cluster.id, actor=ACTOR)
         s.commit()
         after = s.scalar(
             select(func.count()).select_from(FaceTemplate).where(FaceTemplate.occupant_id == occ_id)
@@ -257,7 +257,7 @@ def test_a_resident_seen_badly_opens_no_case_and_is_labelled(
         assert added > 0 and after == (before or 0) + added
         assert cluster.suppression == "occupant"
         with pytest.raises(BadOutcome):
-            service.confirm_likely_occupant(session=s, cluster_id=cluster.id, actor=ACTOR)
+            likely.confirm_likely_occupant(session=s, cluster_id=cluster.id, actor=ACTOR)
 
 
 @pytest.mark.parametrize(("second_photo", "labelled"), [(0.30, True), (0.05, False)])
@@ -294,7 +294,7 @@ def test_rejecting_the_label_opens_the_case_and_it_sticks(
     _resident_missed(engine, device, recognised=True)
     with new_session(engine) as s:
         cluster = s.scalars(select(UnknownCluster)).one()
-        case = service.reject_likely_occupant(session=s, cluster_id=cluster.id, actor=ACTOR)
+        case = likely.reject_likely_occupant(session=s, cluster_id=cluster.id, actor=ACTOR)
         s.commit()
         assert case is not None and case.cluster_id == cluster.id
         assert cluster.suppression == "not_occupant" and cluster.occupant_id is None

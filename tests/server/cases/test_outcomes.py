@@ -11,7 +11,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from server.audit.models import AuditEvent
-from server.cases import service
+from server.cases import outcomes, service, whitelist
 from server.cases.errors import BadOutcome, CaseClosed
 from server.cases.models import Case, CaseEvent, WhitelistEntry
 from server.clusters.models import UnknownCluster
@@ -82,7 +82,9 @@ def test_assign_and_contact_keep_the_case_and_are_audited(
     with new_session(engine) as s:
         case = _case(s, cid)
         assert (case.status, case.assigned_to, case.notes) == ("assigned", manager.id, "rang 101")
-        kinds = list(s.scalars(select(CaseEvent.kind).where(CaseEvent.case_id == cid)))
+        kinds = list(
+            s.scalars(select(CaseEvent.kind).where(CaseEvent.case_id == cid).order_by(CaseEvent.id))
+        )
         assert kinds == ["opened", "assigned", "call"]
         audit = list(
             s.scalars(
@@ -106,7 +108,7 @@ def test_enrol_makes_templates_bumps_gallery_and_resolves_the_persons_other_clus
         unit = get_or_create_unit(session=s, site_id=device.site_id, address_key="1-101")
         s.commit()
         before = _gallery_version(s, device.site_id)
-        occupant = service.enrol_from_case(
+        occupant = outcomes.enrol_from_case(
             session=s, case_id=cid, unit_id=unit.id, name="Zhang San", actor=ACTOR
         )
         s.commit()
@@ -130,12 +132,12 @@ def test_merge_into_existing_occupant(engine: Engine, device: DeviceCreds) -> No
     with new_session(engine) as s:
         occ = upsert_occupant(session=s, site_id=device.site_id, name="Li Si")
         s.commit()
-        service.merge_into_occupant(session=s, case_id=cid, occupant_id=occ.id, actor=ACTOR)
+        outcomes.merge_into_occupant(session=s, case_id=cid, occupant_id=occ.id, actor=ACTOR)
         s.commit()
         assert _case(s, cid).outcome == "merged_into_occupant"
         assert s.scalar(select(func.count()).where(FaceTemplate.occupant_id == occ.id)) == 3
         with pytest.raises(CaseClosed):
-            service.close_as_visitor(session=s, case_id=cid, notes="", actor=ACTOR)
+            outcomes.close_as_visitor(session=s, case_id=cid, notes="", actor=ACTOR)
 
 
 def test_visitor_is_suppressed_then_needs_three_new_days(
@@ -143,7 +145,7 @@ def test_visitor_is_suppressed_then_needs_three_new_days(
 ) -> None:
     cid = _open_case(engine, device, 14, [0, 1, 2])
     with new_session(engine) as s:
-        service.close_as_visitor(session=s, case_id=cid, notes="sister", actor=ACTOR)
+        outcomes.close_as_visitor(session=s, case_id=cid, notes="sister", actor=ACTOR)
         s.commit()
         cluster = _cluster(s, cid)
         assert cluster.suppressed_until == DAY0 + timedelta(days=32)
@@ -165,7 +167,7 @@ def test_visitor_is_suppressed_then_needs_three_new_days(
 def test_moved_out_suppresses_for_its_own_period(engine: Engine, device: DeviceCreds) -> None:
     cid = _open_case(engine, device, 15, [0, 1, 2])
     with new_session(engine) as s:
-        service.close_as_moved_out(session=s, case_id=cid, notes="left in March", actor=ACTOR)
+        outcomes.close_as_moved_out(session=s, case_id=cid, notes="left in March", actor=ACTOR)
         s.commit()
         cluster = _cluster(s, cid)
         assert cluster.suppression == "moved_out"
@@ -177,7 +179,7 @@ def test_courier_is_whitelisted_and_a_new_cluster_of_them_makes_no_case(
 ) -> None:
     cid = _open_case(engine, device, 16, [0, 1, 2])
     with new_session(engine) as s:
-        entry = service.whitelist_from_case(
+        entry = whitelist.whitelist_from_case(
             session=s, case_id=cid, kind="courier", label="SF Express", actor=ACTOR
         )
         s.commit()
@@ -199,7 +201,7 @@ def test_false_match_retires_the_cluster_and_counting_restarts(
 ) -> None:
     cid = _open_case(engine, device, 17, [0, 1, 2])
     with new_session(engine) as s:
-        service.close_as_false_match(session=s, case_id=cid, notes="two people", actor=ACTOR)
+        outcomes.close_as_false_match(session=s, case_id=cid, notes="two people", actor=ACTOR)
         s.commit()
         assert _cluster(s, cid).status == "retired"
     seen_on(engine, device.device_id, (person(17), 17), [3, 4])
@@ -219,7 +221,7 @@ def test_failed_action_changes_nothing(
         unit = get_or_create_unit(session=s, site_id=elsewhere.site_id, address_key="9-909")
         s.commit()
         with pytest.raises(BadOutcome):
-            service.enrol_from_case(session=s, case_id=cid, unit_id=unit.id, name="X", actor=ACTOR)
+            outcomes.enrol_from_case(session=s, case_id=cid, unit_id=unit.id, name="X", actor=ACTOR)
         s.rollback()
         assert _case(s, cid).status == "open"
         assert s.scalar(select(func.count()).select_from(Occupant)) == 0
@@ -275,7 +277,7 @@ def test_visiting_neighbour_and_registered_resident_never_become_cases(
 
 def test_whitelist_by_embedding_before_they_ever_come(engine: Engine, device: DeviceCreds) -> None:
     with new_session(engine) as s:
-        service.add_whitelist(
+        whitelist.add_whitelist(
             session=s,
             site_id=device.site_id,
             kind="staff",

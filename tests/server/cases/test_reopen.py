@@ -12,7 +12,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from server.audit.models import AuditEvent
-from server.cases import service
+from server.cases import outcomes
 from server.cases.errors import CaseClosed, ReopenRefused
 from server.cases.models import Case, CaseEvent, WhitelistEntry
 from server.db import utcnow
@@ -69,7 +69,7 @@ def test_enrol_under_a_registered_name_makes_a_new_person_and_leaves_the_registe
     cid = _open_case(engine, device, 31, [0, 1, 2])
     with new_session(engine) as s:
         wang_id, unit_id = _registered_wang_fang(s, device.site_id)
-        new = service.enrol_from_case(
+        new = outcomes.enrol_from_case(
             session=s, case_id=cid, unit_id=unit_id, name="王芳", role="tenant", actor=ACTOR
         )
         s.commit()
@@ -90,13 +90,13 @@ def test_reopened_enrol_removes_its_templates_and_the_new_occupant_and_bumps_the
     with new_session(engine) as s:
         unit = get_or_create_unit(session=s, site_id=device.site_id, address_key="1-101")
         s.commit()
-        occupant = service.enrol_from_case(
+        occupant = outcomes.enrol_from_case(
             session=s, case_id=cid, unit_id=unit.id, name="Zhang San", actor=ACTOR
         )
         s.commit()
         occupant_id = occupant.id
         after_enrol = _gallery_version(s, device.site_id)
-        service.reopen_case(session=s, case_id=cid, actor=ACTOR, is_admin=False)
+        outcomes.reopen_case(session=s, case_id=cid, actor=ACTOR, is_admin=False)
         s.commit()
     with new_session(engine) as s:
         case = _case(s, cid)
@@ -107,12 +107,15 @@ def test_reopened_enrol_removes_its_templates_and_the_new_occupant_and_bumps_the
         assert _gallery_version(s, device.site_id) == after_enrol + 1
         cluster = _cluster(s, cid)
         assert (cluster.suppression, cluster.occupant_id) == (None, None)
-        events = list(s.scalars(select(CaseEvent.kind).where(CaseEvent.case_id == cid)))
+        # In event order: without ORDER BY, PostgreSQL may return reused heap slots first.
+        events = list(
+            s.scalars(select(CaseEvent.kind).where(CaseEvent.case_id == cid).order_by(CaseEvent.id))
+        )
         assert events[-1] == "reopened"
         assert s.scalar(select(AuditEvent.id).where(AuditEvent.action == "case.reopened"))
     # Reopened means open: the same case can take another outcome.
     with new_session(engine) as s:
-        service.close_as_visitor(session=s, case_id=cid, notes="", actor=ACTOR)
+        outcomes.close_as_visitor(session=s, case_id=cid, notes="", actor=ACTOR)
         s.commit()
         assert _case(s, cid).outcome == "visitor"
 
@@ -123,10 +126,10 @@ def test_reopened_merge_keeps_the_existing_occupant_and_their_own_templates(
     cid = _open_case(engine, device, 33, [0, 1, 2])
     with new_session(engine) as s:
         wang_id, _ = _registered_wang_fang(s, device.site_id)
-        service.merge_into_occupant(session=s, case_id=cid, occupant_id=wang_id, actor=ACTOR)
+        outcomes.merge_into_occupant(session=s, case_id=cid, occupant_id=wang_id, actor=ACTOR)
         s.commit()
         assert _templates(s, wang_id) == 4
-        service.reopen_case(session=s, case_id=cid, actor=ACTOR, is_admin=False)
+        outcomes.reopen_case(session=s, case_id=cid, actor=ACTOR, is_admin=False)
         s.commit()
     with new_session(engine) as s:
         assert s.get(Occupant, wang_id) is not None
@@ -138,12 +141,12 @@ def test_reopened_courier_withdraws_the_whitelist_entry(
 ) -> None:
     cid = _open_case(engine, device, 34, [0, 1, 2])
     with new_session(engine) as s:
-        service.close_with_outcome(
+        outcomes.close_with_outcome(
             session=s, case_id=cid, outcome="courier", label="SF Express", actor=ACTOR
         )
         s.commit()
         assert _cluster(s, cid).suppression == "whitelist"
-        service.reopen_case(session=s, case_id=cid, actor=ACTOR, is_admin=False)
+        outcomes.reopen_case(session=s, case_id=cid, actor=ACTOR, is_admin=False)
         s.commit()
     with new_session(engine) as s:
         entry = s.scalar(select(WhitelistEntry))
@@ -161,10 +164,10 @@ def test_reopen_restores_the_cluster_as_it_was(
         cluster = _cluster(s, cid)
         c = cluster
         before = (c.status, c.suppression, c.suppressed_until, c.count_since)
-        service.close_with_outcome(session=s, case_id=cid, outcome=outcome, actor=ACTOR)
+        outcomes.close_with_outcome(session=s, case_id=cid, outcome=outcome, actor=ACTOR)
         s.commit()
         assert (_cluster(s, cid).status, _cluster(s, cid).suppression) != before[:2]
-        service.reopen_case(session=s, case_id=cid, actor=ACTOR, is_admin=False)
+        outcomes.reopen_case(session=s, case_id=cid, actor=ACTOR, is_admin=False)
         s.commit()
     with new_session(engine) as s:
         c = _cluster(s, cid)
@@ -176,25 +179,25 @@ def test_managers_reopen_for_seven_days_admins_always_and_system_closes_are_fina
 ) -> None:
     cid = _open_case(engine, device, 36, [0, 1, 2])
     with new_session(engine) as s:
-        service.close_as_visitor(session=s, case_id=cid, notes="", actor=ACTOR)
+        outcomes.close_as_visitor(session=s, case_id=cid, notes="", actor=ACTOR)
         s.commit()
-        later = utcnow() + timedelta(days=service.REOPEN_DAYS, hours=1)
+        later = utcnow() + timedelta(days=outcomes.REOPEN_DAYS, hours=1)
         with pytest.raises(ReopenRefused, match="ask an admin"):
-            service.reopen_case(session=s, case_id=cid, actor=ACTOR, is_admin=False, now=later)
+            outcomes.reopen_case(session=s, case_id=cid, actor=ACTOR, is_admin=False, now=later)
         s.rollback()
         assert _case(s, cid).status == "closed"  # refused: nothing changed
-        service.reopen_case(session=s, case_id=cid, actor="user:9", is_admin=True, now=later)
+        outcomes.reopen_case(session=s, case_id=cid, actor="user:9", is_admin=True, now=later)
         s.commit()
         assert _case(s, cid).status == "open"
         with pytest.raises(CaseClosed):  # an open case is not reopened
-            service.reopen_case(session=s, case_id=cid, actor=ACTOR, is_admin=True)
+            outcomes.reopen_case(session=s, case_id=cid, actor=ACTOR, is_admin=True)
         s.rollback()
         # A case the system closed (resolved by a later enrolment) has no undo.
         case = _case(s, cid)
         case.status, case.outcome, case.undo = "closed", "resolved_by_enrolment", None
         s.commit()
         with pytest.raises(ReopenRefused, match="closed by the system"):
-            service.reopen_case(session=s, case_id=cid, actor=ACTOR, is_admin=True)
+            outcomes.reopen_case(session=s, case_id=cid, actor=ACTOR, is_admin=True)
 
 
 def test_reopened_enrol_reopens_the_case_it_resolved(engine: Engine, device: DeviceCreds) -> None:
@@ -211,12 +214,12 @@ def test_reopened_enrol_reopens_the_case_it_resolved(engine: Engine, device: Dev
         s.commit()
         unit = get_or_create_unit(session=s, site_id=device.site_id, address_key="1-102")
         s.commit()
-        occupant = service.enrol_from_case(
+        occupant = outcomes.enrol_from_case(
             session=s, case_id=first, unit_id=unit.id, name="Chen", actor=ACTOR
         )
         s.commit()
         assert _case(s, second).outcome == "resolved_by_enrolment"
-        service.reopen_case(session=s, case_id=first, actor=ACTOR, is_admin=False)
+        outcomes.reopen_case(session=s, case_id=first, actor=ACTOR, is_admin=False)
         s.commit()
         assert _case(s, second).status == "open"
         assert _cluster(s, second).occupant_id is None

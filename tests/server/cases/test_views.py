@@ -146,9 +146,14 @@ def test_case_crops_are_served_and_audited(
     )
     with new_session(engine) as s:
         views = list(
-            s.scalars(select(AuditEvent.object_id).where(AuditEvent.action == "case.crop_view"))
+            s.execute(
+                select(AuditEvent.object_id, AuditEvent.detail).where(
+                    AuditEvent.action == "crop.view"
+                )
+            )
         )
-    assert views == [str(sid)]
+    # The same audit action and detail as the web UI's crop view (tests/web/test_actions.py).
+    assert [tuple(v) for v in views] == [(str(sid), {"case_id": case["id"]})]
 
 
 def test_case_settings_per_site(engine: Engine, client: httpx.Client, device: DeviceCreds) -> None:

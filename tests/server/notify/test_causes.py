@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from edge.models import resolve_pack
 from server.cases.models import Case
-from server.cases.service import close_with_outcome, reopen_case
+from server.cases.outcomes import close_with_outcome, reopen_case
 from server.clusters import worker
 from server.db import make_session_factory
 from server.notify.messages import render

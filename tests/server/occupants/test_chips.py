@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from server.cases import service
+from server.cases import outcomes
 from server.cases.models import Case
 from server.errors import InvalidInput
 from server.occupants import chips
@@ -123,7 +123,7 @@ def test_case_made_templates_keep_the_door_crop_they_came_from(
         assert cid is not None
         unit = get_or_create_unit(session=s, site_id=device.site_id, address_key="1-101")
         s.commit()
-        occupant = service.enrol_from_case(
+        occupant = outcomes.enrol_from_case(
             session=s, case_id=cid, unit_id=unit.id, name="Zhang San", actor="user:1"
         )
         s.commit()

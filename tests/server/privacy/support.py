@@ -18,7 +18,7 @@ import httpx
 from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
-from server.cases import service as cases
+from server.cases import outcomes
 from server.cases.models import Case
 from server.occupants.service import add_template, upsert_occupant
 from server.sightings.models import Sighting
@@ -78,7 +78,7 @@ def build(engine: Engine, site_id: int, device_id: int) -> World:
     with new_session(engine) as s:
         open_case = _case_of(s, staying)
         closed_case = _case_of(s, visitor)
-        cases.close_as_visitor(session=s, case_id=closed_case.id, notes="cousin", actor="test")
+        outcomes.close_as_visitor(session=s, case_id=closed_case.id, notes="cousin", actor="test")
         active = upsert_occupant(session=s, site_id=site_id, name="Staying")
         add_template(session=s, occupant_id=active.id, embedding=person(61), model_id=MODEL)
         gone = upsert_occupant(session=s, site_id=site_id, name="Leaving")

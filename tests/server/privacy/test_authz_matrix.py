@@ -35,8 +35,8 @@ from fastapi.routing import iter_route_contexts
 from sqlalchemy import Engine
 
 from server.cases.models import Case
+from server.deps import current_admin
 from server.occupants.service import add_template
-from server.privacy.views import current_admin
 from server.sightings.models import Sighting
 from server.users.service import create_user
 from server.wire import API_PREFIX, encode_embedding
@@ -93,7 +93,7 @@ def _calls(dependant: Any) -> Iterator[Any]:
 
 def app_routes(app: FastAPI) -> list[Route]:
     """Every (method, path) the app serves, HEAD aside; admin-only if it depends on
-    :func:`server.privacy.views.current_admin`."""
+    :func:`server.deps.current_admin`."""
     out = set()
     for ctx in iter_route_contexts(app.routes):
         path = ctx.path

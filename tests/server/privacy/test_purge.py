@@ -18,7 +18,7 @@ from server.clusters.service import claim_site
 from server.db import utcnow
 from server.occupants.models import FaceTemplate
 from server.occupants.service import gallery_entries
-from server.privacy.purge import purge
+from server.privacy.purge import delete_expired, purge
 from server.sightings import crops
 from server.sightings.models import Sighting, SightingCrop
 from server.sites.models import Site
@@ -134,7 +134,7 @@ def test_site_settings_drive_the_purge(engine: Engine, world: World) -> None:
 
 def test_delete_expired_spares_open_case_crops(engine: Engine, world: World) -> None:
     with new_session(engine) as s:
-        deleted = crops.delete_expired(session=s, now=utcnow() + timedelta(days=400))
+        deleted = delete_expired(session=s, now=utcnow() + timedelta(days=400))
         s.commit()
         assert deleted == len(world.closed_sightings) + len(world.passerby_sightings)
         assert set(s.scalars(select(SightingCrop.sighting_id))) == set(world.open_sightings)

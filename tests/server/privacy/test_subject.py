@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import Engine, func, select
 
 from server.audit.models import AuditEvent
-from server.cases import service as cases
+from server.cases import outcomes
 from server.cases.models import Case
 from server.cli import main
 from server.clusters.models import UnknownCluster
@@ -33,7 +33,7 @@ def enrolled(engine: Engine, device: DeviceCreds, client: httpx.Client) -> tuple
     world = build(engine, device.site_id, device.device_id)
     with new_session(engine) as s:
         unit = get_or_create_unit(session=s, site_id=device.site_id, address_key="1-101")
-        occ = cases.enrol_from_case(
+        occ = outcomes.enrol_from_case(
             session=s, case_id=world.open_case, unit_id=unit.id, name="王五", actor="test"
         )
         occ.consent_ref = "signed form 2026-11"
