@@ -39,11 +39,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from edge.wire import API_PREFIX, encode_embedding  # noqa: E402
 from server.db import make_engine, make_session_factory, upgrade  # noqa: E402
 from server.devices.service import create_device  # noqa: E402
 from server.occupants.service import upsert_occupant  # noqa: E402
 from server.sites.service import create_site  # noqa: E402
-from server.wire import API_PREFIX, encode_embedding  # noqa: E402
 
 MODEL = "buffalo_s/w600k_mbf"  # the edge's bundled pack id
 

@@ -430,7 +430,7 @@ def wire_item(
     (the daemon's own object: enrolled templates plus, unless ``--no-adapt``,
     adaptive ones); a known match is then shown to it, as the daemon does.
     """
-    from server.wire import encode_embedding
+    from edge.wire import encode_embedding
 
     item: dict[str, Any] = {
         "id": str(uuid.uuid4()),
@@ -458,6 +458,7 @@ async def simulate(args: argparse.Namespace) -> dict[str, Any]:
     import httpx
     from sqlalchemy import select
 
+    from edge.wire import API_PREFIX, encode_embedding
     from server.app import create_app
     from server.cases.attribution import suggested_occupant
     from server.cases.models import CaseEvent
@@ -473,7 +474,6 @@ async def simulate(args: argparse.Namespace) -> dict[str, Any]:
     from server.sightings.models import Sighting
     from server.sites.service import create_site
     from server.users.service import create_api_token, create_user
-    from server.wire import API_PREFIX, encode_embedding
 
     idents, paths, embs = load_embeddings(args.faces_dir)
     idents = usable_faces(idents, paths, args.min_face_px)

@@ -23,7 +23,7 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from edge.errors import LintelEdgeError
-from server.wire import (
+from edge.wire import (
     API_PREFIX,
     MAX_BATCH,
     Gallery,

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from server.wire import SightingIn
+from edge.wire import SightingIn
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ from edge.pipeline.capture import VideoSource
 from edge.pipeline.results import PipelineStats, TrackResult
 from edge.pipeline.sightings import track_to_sighting
 from edge.pipeline.stream import Pipeline
-from server.wire import MAX_BATCH
+from edge.wire import MAX_BATCH
 
 log = logging.getLogger(__name__)
 

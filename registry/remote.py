@@ -31,6 +31,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
+from edge.wire import API_PREFIX, encode_embedding
 from registry.errors import FacesNeeded, RemoteError
 from registry.importer import KnownPhoto, PhotoFailure, PhotoOutcome
 from registry.reader import CellValue, Sheet
@@ -38,7 +39,6 @@ from registry.report import ImportReport, RowIssue, Summary
 
 log = logging.getLogger(__name__)
 
-API_PREFIX = "/api/v1"  # server.wire.API_PREFIX; not imported to keep the client light
 TOKEN_ENV = "LINTEL_API_TOKEN"
 # Connecting is quick or hopeless; the server plans and writes a whole register.
 TIMEOUT = httpx.Timeout(600.0, connect=10.0)
@@ -106,8 +106,6 @@ def build_payload(
     allow_same_face: bool,
 ) -> dict[str, Any]:
     """The request body (see ``server.registry_api.schemas.RegistryImportIn``)."""
-    from server.wire import encode_embedding
-
     templates: list[dict[str, Any]] = []
     issues: list[dict[str, Any]] = []
     known: list[dict[str, Any]] = []

@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import Engine, text
 
+from edge.wire import API_PREFIX, SightingBatch
 from server.cases.views import router as cases_router
 from server.db import make_engine, make_session_factory, upgrade
 from server.devices.views import router as devices_router
@@ -32,7 +33,6 @@ from server.registry_api.views import router as registry_router
 from server.settings import Settings
 from server.sightings.views import router as sightings_router
 from server.web.install import install_web
-from server.wire import API_PREFIX, SightingBatch
 
 log = logging.getLogger(__name__)
 

@@ -22,10 +22,10 @@ import numpy.typing as npt
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from edge.wire import MAX_EMBEDDING_DIM
 from server.errors import InvalidInput
 from server.occupants.models import FaceTemplate
 from server.sightings.models import Sighting
-from server.wire import MAX_EMBEDDING_DIM
 
 UNIT_TOLERANCE = 1e-3
 """Largest accepted | ||v|| - 1 |. ArcFace/SFace outputs are L2-normalised, and a

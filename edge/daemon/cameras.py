@@ -34,7 +34,7 @@ from edge.pipeline.results import TrackResult
 from edge.pipeline.seams import EngineLike, GalleryLike
 from edge.pipeline.sightings import track_to_sighting
 from edge.pipeline.stream import Pipeline
-from server.wire import SightingIn
+from edge.wire import SightingIn
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ class Cameras:
 
         ``origin``: wall-clock time of a file's first frame (None for live
         sources, whose timestamps are Unix time). The id hashes the device,
-        camera, absolute start (ms), and (in :func:`server.wire.sighting_id`,
+        camera, absolute start (ms), and (in :func:`edge.wire.sighting_id`,
         shared with replay) the track id and frames: unique across restarts
         (frame counters restart, the clock does not), yet one track always
         maps to one id, so a re-sent sighting is stored once.

@@ -24,8 +24,8 @@ from edge.client import ClientError, GalleryModelMismatch, LintelClient
 from edge.errors import LintelEdgeError
 from edge.files import atomic_write
 from edge.gallery import Gallery, Match, Template
-from server.wire import Gallery as WireGallery
-from server.wire import decode_embedding
+from edge.wire import Gallery as WireGallery
+from edge.wire import decode_embedding
 
 log = logging.getLogger(__name__)
 

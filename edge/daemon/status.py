@@ -25,7 +25,7 @@ from edge.daemon.forwarder import Forwarder
 from edge.daemon.gallery_sync import GallerySync
 from edge.files import atomic_write
 from edge.outbox import Outbox, OutboxStats
-from server.wire import CameraStats, Heartbeat
+from edge.wire import CameraStats, Heartbeat
 
 log = logging.getLogger(__name__)
 

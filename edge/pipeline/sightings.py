@@ -14,7 +14,7 @@ from typing import Any
 
 from edge.errors import LintelEdgeError
 from edge.pipeline.results import TrackResult
-from server.wire import SightingIn, encode_embedding, sighting_id
+from edge.wire import SightingIn, encode_embedding, sighting_id
 
 
 def track_to_sighting(

@@ -21,6 +21,7 @@ from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
+from edge.wire import decode_embedding
 from server.audit.service import record
 from server.cases import likely, outcomes, service, whitelist
 from server.cases.enums import CaseStatus
@@ -35,7 +36,6 @@ from server.errors import InvalidInput, NotFound
 from server.occupants.chips import chips_enabled, set_registry_chips
 from server.sightings.models import Sighting
 from server.sites.service import resolve_site
-from server.wire import decode_embedding
 
 router = APIRouter(tags=["cases"])
 

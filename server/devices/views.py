@@ -8,14 +8,7 @@ import numpy as np
 import numpy.typing as npt
 from fastapi import APIRouter, Request, Response
 
-from server.audit.service import record
-from server.db import utcnow
-from server.deps import DeviceDep, SessionDep
-from server.devices.service import cameras_by_name, record_heartbeat
-from server.metrics import Metrics
-from server.occupants.service import gallery_entries
-from server.sites.service import get_site
-from server.wire import (
+from edge.wire import (
     Gallery,
     GalleryTemplate,
     Heartbeat,
@@ -23,6 +16,13 @@ from server.wire import (
     encode_embedding,
     gallery_etag,
 )
+from server.audit.service import record
+from server.db import utcnow
+from server.deps import DeviceDep, SessionDep
+from server.devices.service import cameras_by_name, record_heartbeat
+from server.metrics import Metrics
+from server.occupants.service import gallery_entries
+from server.sites.service import get_site
 
 log = logging.getLogger(__name__)
 

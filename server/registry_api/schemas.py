@@ -15,13 +15,13 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from edge.wire import decode_embedding
 from registry.columns import COLUMNS
 from registry.reader import MAX_ROWS
 from registry.validate import MAX_PHOTOS
 from server.embeddings import check_embedding
 from server.errors import InvalidInput
 from server.occupants.chips import MAX_CHIP_BYTES, check_chip
-from server.wire import decode_embedding
 
 COLUMN_KEYS = frozenset(c.key for c in COLUMNS)
 CHIP_B64_CHARS = (MAX_CHIP_BYTES + 2) // 3 * 4
@@ -72,7 +72,7 @@ class TemplateIn(BaseModel):
 
     row: int = Field(ge=1)
     embedding_b64: str = Field(
-        max_length=8192, description="server.wire.encode_embedding: float32 LE, unit length."
+        max_length=8192, description="edge.wire.encode_embedding: float32 LE, unit length."
     )
     model_id: str = Field(min_length=1, max_length=128)
     quality: float = Field(ge=0.0, le=1.0)

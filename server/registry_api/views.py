@@ -40,6 +40,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from starlette.types import Scope
 
+from edge.wire import decode_embedding
 from registry.errors import FacesNeeded, InputError, StoreError
 from registry.importer import (
     Enrolled,
@@ -60,7 +61,6 @@ from server.registry_api.errors import Misconfigured
 from server.registry_api.schemas import ImportReportOut, RegistryImportIn, RegistryPhotosOut
 from server.sites.models import Site
 from server.users.service import user_for_token
-from server.wire import decode_embedding
 
 log = logging.getLogger(__name__)
 

@@ -29,6 +29,13 @@ from pydantic import ValidationError
 from sqlalchemy import Table, func, select, update
 from sqlalchemy.orm import Session
 
+from edge.wire import (
+    MAX_CROP_BYTES,
+    ItemError,
+    SightingBatchResult,
+    SightingIn,
+    decode_embedding,
+)
 from server.db import utcnow
 from server.devices.models import Device
 from server.devices.service import cameras_by_name
@@ -38,13 +45,6 @@ from server.occupants.models import Occupant
 from server.sightings import crops
 from server.sightings.models import Sighting
 from server.sites.models import Site
-from server.wire import (
-    MAX_CROP_BYTES,
-    ItemError,
-    SightingBatchResult,
-    SightingIn,
-    decode_embedding,
-)
 
 log = logging.getLogger(__name__)
 

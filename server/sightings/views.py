@@ -7,12 +7,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Request
 
+from edge.wire import MAX_BATCH, SightingBatchResult
 from server.deps import DeviceDep, SessionDep
 from server.errors import InvalidInput
 from server.metrics import Metrics
 from server.settings import Settings
 from server.sightings.service import ingest_batch
-from server.wire import MAX_BATCH, SightingBatchResult
 
 router = APIRouter(prefix="/device", tags=["device"])
 

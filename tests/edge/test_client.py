@@ -21,13 +21,13 @@ from edge.client import (
     ServerUnreachable,
 )
 from edge.errors import LintelEdgeError
+from edge.wire import MAX_BATCH, Heartbeat, SightingIn, decode_embedding, encode_embedding
 from server.app import create_app
 from server.db import make_engine, make_session_factory
 from server.devices.service import create_device
 from server.occupants.service import add_template, upsert_occupant
 from server.settings import Settings
 from server.sites.service import create_site
-from server.wire import MAX_BATCH, Heartbeat, SightingIn, decode_embedding, encode_embedding
 from tests.server.asgi import SyncASGITransport
 
 T0 = datetime(2026, 11, 28, 19, 0, tzinfo=UTC)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from edge.outbox import Outbox
-from server.wire import SightingIn, encode_embedding
+from edge.wire import SightingIn, encode_embedding
 
 
 def _sighting(n: int, *, crop_bytes: int = 0) -> SightingIn:

@@ -20,7 +20,7 @@ from edge.pipeline.results import TrackResult
 from edge.pipeline.sightings import track_to_sighting
 from edge.types import BBox
 from edge.videogen import write_gallery
-from server.wire import decode_embedding, sighting_id
+from edge.wire import decode_embedding, sighting_id
 from tests.edge.data_helpers import gradient, write_image
 from tests.edge.pipeline_fixtures import DISTRACTOR, KNOWN, make_scenario_video
 

@@ -21,6 +21,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from edge.models import resolve_pack
+from edge.wire import encode_embedding
 from registry.cli import main
 from server.app import create_app
 from server.audit.models import AuditEvent
@@ -31,7 +32,6 @@ from server.settings import Settings
 from server.sites.models import Site, Unit
 from server.sites.service import create_site
 from server.users.service import create_api_token, create_user
-from server.wire import encode_embedding
 from tests.registry.helpers import HEADER, ROWS, add_second_photos, empty_tables, make_id
 from tests.server.asgi import SyncASGITransport
 

@@ -10,7 +10,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from server.wire import encode_embedding
+from edge.wire import encode_embedding
 
 T0 = datetime(2026, 11, 28, 18, 30, tzinfo=UTC)
 

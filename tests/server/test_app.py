@@ -8,8 +8,8 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
+from edge.wire import API_PREFIX
 from server.settings import DEV_SECRET_KEY, Settings
-from server.wire import API_PREFIX
 from tests.server.conftest import DeviceCreds
 from tests.server.helpers import unknown_item
 

@@ -16,11 +16,11 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from edge.wire import API_PREFIX
 from server.audit.models import AuditEvent
 from server.cli import main
 from server.security import verify_password
 from server.users.models import ApiToken, User, UserSite
-from server.wire import API_PREFIX
 from tests.server.conftest import TEST_SECRET
 
 
@@ -137,7 +137,7 @@ def test_run_serves_the_api_over_http(
 ) -> None:
     """``lintel-server run`` on a fresh SQLite data dir, used by the edge client over TCP."""
     from edge.client import LintelClient
-    from server.wire import Heartbeat
+    from edge.wire import Heartbeat
 
     for key in [k for k in os.environ if k.startswith("LINTEL_")]:
         monkeypatch.delenv(key)

@@ -15,11 +15,11 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from edge.wire import API_PREFIX
 from server.audit.models import AuditEvent
 from server.cli import main
 from server.security import verify_password
 from server.users.models import User
-from server.wire import API_PREFIX
 from tests.server.conftest import TEST_SECRET
 
 GALLERY = f"{API_PREFIX}/device/gallery"

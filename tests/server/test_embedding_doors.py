@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
+from edge.wire import API_PREFIX, encode_embedding
 from server.cases.models import WhitelistEntry
 from server.db import make_session_factory
 from server.embeddings import (
@@ -36,7 +37,6 @@ from server.occupants.service import add_template, upsert_occupant
 from server.sightings.models import Sighting
 from server.sites.service import create_site
 from server.users.service import create_api_token, create_user
-from server.wire import API_PREFIX, encode_embedding
 from tests.registry.helpers import make_id
 from tests.server.conftest import DeviceCreds
 from tests.server.helpers import unknown_item

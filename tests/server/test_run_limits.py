@@ -25,9 +25,9 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from edge.wire import API_PREFIX
 from server.audit.models import AuditEvent
 from server.cli import main
-from server.wire import API_PREFIX
 from tests.server.conftest import MODEL, TEST_SECRET
 from tests.server.helpers import unknown_item
 from tests.web.world import csrf_of

@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 from sqlalchemy import Engine
 
+from edge.wire import API_PREFIX, encode_embedding
 from server.db import make_session_factory
 from server.users.service import create_api_token, create_user
-from server.wire import API_PREFIX, encode_embedding
 from tests.registry.helpers import make_id
 from tests.server.conftest import MODEL, DeviceCreds
 from tests.server.privacy.support import web_login

@@ -10,11 +10,11 @@ import httpx
 import pytest
 from sqlalchemy import Engine, select
 
+from edge.wire import API_PREFIX
 from server.audit.export import safe_cell
 from server.audit.models import AuditEvent
 from server.audit.service import record
 from server.cli import main
-from server.wire import API_PREFIX
 from tests.server.clusters.support import new_session
 from tests.server.conftest import DeviceCreds
 from tests.server.privacy.support import user_token

@@ -425,7 +425,7 @@ def _api_token(engine: Engine, username: str, role: str, site_ids: list[int]) ->
 def test_managers_list_confirm_and_reject_likely_occupants_over_the_api(
     engine: Engine, client: httpx.Client, device: DeviceCreds, make_device: Any
 ) -> None:
-    from server.wire import API_PREFIX
+    from edge.wire import API_PREFIX
 
     occ_id = _resident_missed(engine, device, recognised=True)
     manager = _api_token(engine, "mgr", "manager", [device.site_id])
@@ -463,7 +463,7 @@ def test_managers_list_confirm_and_reject_likely_occupants_over_the_api(
 def test_a_resident_the_edge_misses_is_a_desk_check_that_names_them(
     engine: Engine, client: httpx.Client, device: DeviceCreds
 ) -> None:
-    from server.wire import API_PREFIX
+    from edge.wire import API_PREFIX
 
     occ_id = _resident_missed(engine, device, recognised=False)
     with new_session(engine) as s:
@@ -486,7 +486,7 @@ def test_a_resident_the_edge_misses_is_a_desk_check_that_names_them(
 def test_a_strangers_case_is_no_desk_check_over_the_api(
     engine: Engine, client: httpx.Client, device: DeviceCreds
 ) -> None:
-    from server.wire import API_PREFIX
+    from edge.wire import API_PREFIX
 
     with new_session(engine) as s:
         for i in range(4):
@@ -510,7 +510,7 @@ def test_a_strangers_case_is_no_desk_check_over_the_api(
 def test_after_it_is_x_the_same_look_is_never_a_case_again(
     engine: Engine, client: httpx.Client, device: DeviceCreds
 ) -> None:
-    from server.wire import API_PREFIX
+    from edge.wire import API_PREFIX
 
     occ_id = _resident_missed(engine, device, recognised=False)
     manager = _api_token(engine, "mgr", "manager", [device.site_id])

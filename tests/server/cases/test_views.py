@@ -7,10 +7,10 @@ from collections.abc import Callable
 import httpx
 from sqlalchemy import Engine, select
 
+from edge.wire import API_PREFIX, encode_embedding
 from server.audit.models import AuditEvent
 from server.db import make_session_factory
 from server.users.service import create_api_token, create_user
-from server.wire import API_PREFIX, encode_embedding
 from tests.server.clusters.support import look, new_session, person, seen_on, work
 from tests.server.conftest import DeviceCreds
 

@@ -11,11 +11,11 @@ import numpy.typing as npt
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from edge.wire import encode_embedding
 from server.clusters.worker import PassStats, drain
 from server.db import make_session_factory
 from server.devices.models import Device
 from server.sightings.service import ingest_batch
-from server.wire import encode_embedding
 
 MODEL = "buffalo_s"
 DIM = 512

@@ -9,11 +9,11 @@ import numpy as np
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
+from edge.wire import API_PREFIX, Gallery, HeartbeatAck, decode_embedding
 from server.audit.models import AuditEvent
 from server.db import make_session_factory
 from server.devices.models import Camera, Device
 from server.occupants.service import add_template, upsert_occupant
-from server.wire import API_PREFIX, Gallery, HeartbeatAck, decode_embedding
 from tests.server.conftest import DeviceCreds
 from tests.server.helpers import unit_vector
 

@@ -14,6 +14,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from edge.models import resolve_pack
+from edge.wire import encode_embedding
 from server.cases.models import Case
 from server.cases.outcomes import close_with_outcome, reopen_case
 from server.clusters import worker
@@ -23,7 +24,6 @@ from server.notify.models import NotifyDelivery, NotifyEvent
 from server.notify.sender import SenderConfig, deliver_due
 from server.notify.service import add_channel
 from server.users.service import create_api_token, create_user
-from server.wire import encode_embedding
 from tests.registry.helpers import make_id
 from tests.server.clusters.support import DAY0, ingest, item, look, person, seen_on, work
 from tests.server.conftest import DeviceCreds

@@ -34,12 +34,12 @@ from fastapi import FastAPI
 from fastapi.routing import iter_route_contexts
 from sqlalchemy import Engine
 
+from edge.wire import API_PREFIX, encode_embedding
 from server.cases.models import Case
 from server.deps import current_admin
 from server.occupants.service import add_template
 from server.sightings.models import Sighting
 from server.users.service import create_user
-from server.wire import API_PREFIX, encode_embedding
 from tests.server.clusters.support import MODEL, new_session, person
 from tests.server.conftest import DeviceCreds
 from tests.server.privacy.support import World, build, user_token, web_login

@@ -12,6 +12,7 @@ import httpx
 import pytest
 from sqlalchemy import Engine, select
 
+from edge.wire import API_PREFIX
 from server.cli import main
 from server.clusters.worker import run_forever
 from server.db import make_session_factory
@@ -20,7 +21,6 @@ from server.occupants.service import add_template, upsert_occupant
 from server.privacy import counts as counts_module
 from server.privacy import purge as purge_module
 from server.privacy.counts import FILING_THRESHOLD, WARN_AT, people_with_templates, warning_for
-from server.wire import API_PREFIX
 from tests.server.clusters.support import MODEL, new_session, person
 from tests.server.conftest import DeviceCreds
 from tests.server.privacy.support import user_token, web_login

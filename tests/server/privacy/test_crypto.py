@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.orm import Session
 
+from edge.wire import API_PREFIX
 from server.app import create_app
 from server.cli import main
 from server.devices.models import Device
@@ -28,7 +29,6 @@ from server.settings import Settings
 from server.sightings import crops
 from server.sightings.models import Sighting, SightingCrop
 from server.sightings.service import ingest_batch
-from server.wire import API_PREFIX
 from tests.server.clusters.support import new_session
 from tests.server.conftest import TEST_SECRET, DeviceCreds
 from tests.server.helpers import jpeg_bytes, unknown_item

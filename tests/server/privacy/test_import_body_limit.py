@@ -14,11 +14,11 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import Engine
 
+from edge.wire import API_PREFIX
 from server.app import create_app
 from server.limits import BodySizeLimit, LimitOverride
 from server.registry_api.views import IMPORT_PATH
 from server.settings import Settings
-from server.wire import API_PREFIX
 from tests.server.asgi import SyncASGITransport
 from tests.server.conftest import DeviceCreds
 from tests.server.privacy.support import user_token

@@ -6,7 +6,7 @@ import httpx
 import pytest
 from sqlalchemy import Engine
 
-from server.wire import API_PREFIX
+from edge.wire import API_PREFIX
 from tests.server.conftest import DeviceCreds
 from tests.server.privacy.support import user_token
 

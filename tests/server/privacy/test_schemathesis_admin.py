@@ -14,9 +14,9 @@ from fastapi import FastAPI
 from hypothesis import HealthCheck, given, settings
 from sqlalchemy import Engine
 
+from edge.wire import API_PREFIX
 from server.audit.service import record
 from server.occupants.service import add_template, upsert_occupant
-from server.wire import API_PREFIX
 from tests.server.clusters.support import new_session
 from tests.server.conftest import DeviceCreds
 from tests.server.helpers import unit_vector

@@ -5,8 +5,8 @@ from __future__ import annotations
 import httpx
 from sqlalchemy import Engine, MetaData, select
 
+from edge.wire import API_PREFIX
 from server.users.service import create_api_token, create_user
-from server.wire import API_PREFIX
 from tests.server.clusters.support import new_session
 from tests.server.conftest import DeviceCreds
 from tests.server.helpers import jpeg_bytes, unknown_item

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from sqlalchemy import Engine, func, select
 
+from edge.wire import API_PREFIX
 from server.audit.models import AuditEvent
 from server.cases import outcomes
 from server.cases.models import Case
@@ -20,7 +21,6 @@ from server.occupants.models import FaceTemplate, Occupant
 from server.sightings.models import Sighting, SightingCrop
 from server.sites.models import Site
 from server.sites.service import get_or_create_unit
-from server.wire import API_PREFIX
 from tests.server.clusters.support import new_session
 from tests.server.conftest import DeviceCreds
 from tests.server.helpers import known_item

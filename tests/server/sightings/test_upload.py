@@ -14,6 +14,7 @@ import numpy as np
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
+from edge.wire import API_PREFIX, MAX_BATCH, SightingBatchResult
 from server.app import create_app
 from server.db import make_session_factory
 from server.devices.models import Device
@@ -21,7 +22,6 @@ from server.occupants.service import upsert_occupant
 from server.settings import Settings
 from server.sightings import crops
 from server.sightings.models import Sighting
-from server.wire import API_PREFIX, MAX_BATCH, SightingBatchResult
 from tests.server.asgi import SyncASGITransport
 from tests.server.conftest import DeviceCreds
 from tests.server.helpers import jpeg_bytes, known_item, unit_vector, unknown_item

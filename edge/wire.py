@@ -1,7 +1,9 @@
 """Edge <-> server wire schemas: defined once, imported by both sides.
 
-Kept free of server imports (pydantic only) so the edge daemon can import it
-without pulling in SQLAlchemy or FastAPI.
+The bottom floor (docs/architecture.md): it imports nothing of ours, only
+pydantic and numpy, so the edge box, the office PC's registry tool and the
+server all import it downward, and an edge install needs no SQLAlchemy or
+FastAPI for it.
 
 Embeddings travel as base64 of little-endian float32 (``embedding_b64``);
 crops as base64 JPEG (``crop_jpeg_b64``). Registered occupants' faces never
