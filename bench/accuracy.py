@@ -66,12 +66,12 @@ import numpy.typing as npt
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from edge.engine import PHOTO_PAD_RATIO, FaceEngine, main_face, read_image  # noqa: E402
-from edge.errors import EnrolmentError, ImageError  # noqa: E402
+from edge.face.engine import PHOTO_PAD_RATIO, FaceEngine, main_face, read_image  # noqa: E402
+from edge.face.errors import EnrolmentError, ImageError  # noqa: E402
+from edge.face.models import ModelConfig  # noqa: E402
+from edge.face.quality import fuse_embeddings  # noqa: E402
+from edge.face.types import Detection  # noqa: E402
 from edge.gallery import Gallery, Template, image_files  # noqa: E402
-from edge.models import ModelConfig  # noqa: E402
-from edge.quality import fuse_embeddings  # noqa: E402
-from edge.types import Detection  # noqa: E402
 
 FPIR_TARGETS = (0.01, 0.001)
 THRESHOLD_GRID = (0.25, 0.30, 0.325, 0.35, 0.375, 0.40, 0.45, 0.50)
@@ -200,7 +200,7 @@ class OpenCVSFace:
     """The sface pack's plain reference: ``cv2.FaceDetectorYN`` + ``cv2.FaceRecognizerSF``."""
 
     def __init__(self) -> None:
-        from edge.models import SFACE_PACK, loadable_model, resolve_pack
+        from edge.face.models import SFACE_PACK, loadable_model, resolve_pack
 
         pack = resolve_pack(SFACE_PACK)
         # The shipped int8 graphs are what OpenCV's zoo publishes. OpenCV 5 loads

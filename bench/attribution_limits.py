@@ -418,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
     if args.edge_threshold is None:
-        from edge.models import BUFFALO_S_THRESHOLD
+        from edge.face.models import BUFFALO_S_THRESHOLD
 
         args.edge_threshold = BUFFALO_S_THRESHOLD
     idents, paths, embs = load_embeddings(args.faces_dir)

@@ -18,7 +18,7 @@ fraction of one core a live stream would use), with ``time.process_time``:
   two embedding batches per track);
 * baseline: insightface ``FaceAnalysis``-like: decode every frame, detect at
   640, align and embed EVERY face on EVERY frame, match each face. Built from
-  the same model_zoo models through :class:`edge.engine.FaceEngine`.
+  the same model_zoo models through :class:`edge.face.engine.FaceEngine`.
 
 The machine may be shared: ``--repeat N`` runs both N times and the table
 shows the median (best in brackets). ``--baseline-cache DIR`` keeps the
@@ -58,15 +58,15 @@ sys.path.insert(0, str(REPO))
 
 import cv2  # noqa: E402
 
-from edge.boxes import iou  # noqa: E402
-from edge.engine import FaceEngine  # noqa: E402
+from edge.face.boxes import iou  # noqa: E402
+from edge.face.engine import FaceEngine  # noqa: E402
+from edge.face.types import BBox  # noqa: E402
 from edge.gallery import Gallery, image_files  # noqa: E402
 from edge.pipeline.capture import VideoSource  # noqa: E402
 from edge.pipeline.config import PipelineConfig  # noqa: E402
 from edge.pipeline.results import TrackResult  # noqa: E402
 from edge.pipeline.stream import Pipeline  # noqa: E402
 from edge.pipeline.tracker import IoUTracker, Track  # noqa: E402
-from edge.types import BBox  # noqa: E402
 from edge.videogen import background  # noqa: E402
 
 DEFAULT_EVAL = REPO.parent / "shared" / "eval"

@@ -10,9 +10,9 @@ EVAL_DIR defaults to ``../shared/eval`` (``faces/<identity>/<n>.jpg`` and
 ``manifest.csv``); ORL photos (23x28 px faces, rightly refused) are left out.
 
 For every photo of every identity with at least 2 photos, the subject face
-(:func:`edge.engine.main_face` of padded detection) is measured: size, sharpness,
+(:func:`edge.face.engine.main_face` of padded detection) is measured: size, sharpness,
 keypoint frontal score and its yaw / pitch parts, a 3D pose from
-``cv2.solvePnP`` (:func:`edge.quality.head_pose`), the detector score and the
+``cv2.solvePnP`` (:func:`edge.face.quality.head_pose`), the detector score and the
 recogniser's embedding norm before normalisation. Its "genuine usefulness" is
 how it matches the person's OTHER original photos: the mean cosine to them and
 the share of them at or above the pack's match threshold ("match share"; what a
@@ -51,9 +51,9 @@ import numpy.typing as npt
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from edge.engine import FaceEngine, main_face  # noqa: E402
-from edge.models import ModelConfig  # noqa: E402
-from edge.quality import frontal_parts, head_pose, relative_sharpness, sharpness  # noqa: E402
+from edge.face.engine import FaceEngine, main_face  # noqa: E402
+from edge.face.models import ModelConfig  # noqa: E402
+from edge.face.quality import frontal_parts, head_pose, relative_sharpness, sharpness  # noqa: E402
 
 
 @dataclass

@@ -30,9 +30,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.engine import FaceEngine, read_image
-from edge.errors import EnrolmentError
-from edge.models import ModelConfig
+from edge.face.engine import FaceEngine, read_image
+from edge.face.errors import EnrolmentError
+from edge.face.models import ModelConfig
 from registry.enrol import EnrolBackend, InProcessBackend, ProcessPoolBackend
 from registry.idnumber import check_char
 from registry.importer import ImportOptions, run_import

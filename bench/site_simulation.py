@@ -9,7 +9,7 @@ Usage::
 Every sighting is a fresh *capture*: one of that person's photos with a random
 mild augmentation (rotation, scale and crop jitter, brightness/contrast, slight
 blur, JPEG re-encode, see :func:`augment`) embedded by the real edge engine
-(:class:`edge.engine.FaceEngine`: ``detect_photo``, the edge quality gate,
+(:class:`edge.face.engine.FaceEngine`: ``detect_photo``, the edge quality gate,
 ``embed``). A door camera never sees the same image twice; reusing one
 photo's embedding would turn one outlier photo into a miss every time it is
 drawn. Each photo has ``--variants`` augmentations (seeded by the photo and
@@ -292,7 +292,7 @@ class CaptureCache:
     """Embeddings of augmented captures, keyed by (photo path, variant), kept on disk.
 
     ``None`` marks a capture the edge would not send (no face, or refused by the
-    quality gate). Computed lazily with the real :class:`edge.engine.FaceEngine`
+    quality gate). Computed lazily with the real :class:`edge.face.engine.FaceEngine`
     of ``pack``; variant -1 is the photo itself, not augmented.
     """
 
@@ -321,8 +321,8 @@ class CaptureCache:
             return 0
         import cv2
 
-        from edge.engine import FaceEngine
-        from edge.models import ModelConfig
+        from edge.face.engine import FaceEngine
+        from edge.face.models import ModelConfig
 
         engine = FaceEngine.load(ModelConfig(pack=self.pack, threads=1))
         t0 = time.perf_counter()
@@ -1058,7 +1058,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
     if args.edge_threshold is None:
-        from edge.models import BUFFALO_S_THRESHOLD
+        from edge.face.models import BUFFALO_S_THRESHOLD
 
         args.edge_threshold = BUFFALO_S_THRESHOLD
     if args.seeds:

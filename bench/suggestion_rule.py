@@ -320,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     args.edge_looks = 0  # replay(): the edge's memory of door looks is not modelled here
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
     if args.edge_threshold is None:
-        from edge.models import BUFFALO_S_THRESHOLD
+        from edge.face.models import BUFFALO_S_THRESHOLD
 
         args.edge_threshold = BUFFALO_S_THRESHOLD
     from server.cases.attribution import (

@@ -33,11 +33,11 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from edge.engine import FaceEngine
 from edge.errors import CalibrationError
 from edge.evaluate import ProbeResult, evaluate_probes
+from edge.face.engine import FaceEngine
+from edge.face.models import ModelConfig
 from edge.gallery import Gallery, failed_to_enrol_line
-from edge.models import ModelConfig
 
 log = logging.getLogger(__name__)
 

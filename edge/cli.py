@@ -113,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.WARNING - 10 * min(args.verbose, 2),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    from edge.errors import LintelEdgeError
+    from edge.face.errors import LintelEdgeError
 
     try:
         if args.command == "replay":
@@ -125,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return cli_eval(args)
         if args.command == "models":
-            from edge.models import cli_models
+            from edge.face.models import cli_models
 
             return cli_models(args)
         if args.command == "calibrate":

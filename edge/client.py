@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from edge.errors import LintelEdgeError
+from edge.face.errors import LintelEdgeError
 from edge.wire import (
     API_PREFIX,
     MAX_BATCH,

@@ -38,7 +38,7 @@ from typing import Any
 import httpx
 
 from edge.demo_receiver import DemoReceiver
-from edge.errors import LintelEdgeError
+from edge.face.errors import LintelEdgeError
 from edge.pipeline.results import TrackResult
 from edge.pipeline.stream import Pipeline
 from edge.videogen import GeneratedVideo, WalkIn, make_video, write_gallery
@@ -187,8 +187,8 @@ def run_edge(demo: Demo, token: str, clips: Sequence[Any], *, model: str, thread
     from edge.client import LintelClient
     from edge.daemon.config import EdgeConfig
     from edge.daemon.run import EdgeDaemon
-    from edge.engine import FaceEngine
-    from edge.models import ModelConfig
+    from edge.face.engine import FaceEngine
+    from edge.face.models import ModelConfig
 
     engine = FaceEngine.load(ModelConfig(pack=model, threads=threads))
     total = 0
@@ -414,9 +414,9 @@ def assign(
 def cli_demo_offline(args: argparse.Namespace) -> int:
     """``--offline``: build the sample gallery and video in ``--workdir``, replay, print a
     summary (engineer A2's first demo: no server, exit 0 when every walk-in is right)."""
-    from edge.engine import FaceEngine
+    from edge.face.engine import FaceEngine
+    from edge.face.models import ModelConfig
     from edge.gallery import Gallery
-    from edge.models import ModelConfig
 
     out = sys.stdout
     workdir = args.workdir

@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo
 
 import cv2
 
-from edge.errors import ImageError
+from edge.face.errors import ImageError
 from edge.videogen import GeneratedVideo, WalkIn, make_video, poor_enrolment_photo
 
 SITE_NAME = "Demo Court 示范小区"

@@ -1,31 +1,13 @@
-"""Edge exception tree: every error the edge raises on purpose is one of these."""
+"""The pipeline's, daemon's and tools' errors; the face engine's are in :mod:`edge.face.errors`.
+
+Every error the edge raises on purpose is a :class:`~edge.face.errors.LintelEdgeError`
+(the CLI prints them without a traceback); its base lives on the bottom floor so
+the face engine can raise it without importing anything above itself.
+"""
 
 from __future__ import annotations
 
-
-class LintelEdgeError(Exception):
-    """Base of all deliberate edge errors; the CLI prints them without a traceback."""
-
-
-class ModelPackError(LintelEdgeError):
-    """A model pack is missing, incomplete or unloadable (names the file)."""
-
-
-class ImageError(LintelEdgeError):
-    """An image could not be read or decoded (names the file)."""
-
-
-class EnrolmentError(LintelEdgeError):
-    """A photo does not hold exactly one usable face.
-
-    ``reason`` is a stable code: ``unreadable``, ``no_face``, ``several_faces``,
-    ``too_small``, ``too_blurry``, ``bad_pose``, ``low_score``, ``low_quality``
-    (the recogniser's embedding norm: it found too little identity in the face).
-    """
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
+from edge.face.errors import LintelEdgeError
 
 
 class GalleryError(LintelEdgeError):

@@ -2,7 +2,7 @@
 
 Probe folders are named by identity (``probes/<identity>/<photo>``); identities
 absent from the gallery are strangers. For each probe photo the subject is the
-face nearest the centre / largest (:func:`edge.engine.main_face`: LFW-style
+face nearest the centre / largest (:func:`edge.face.engine.main_face`: LFW-style
 photos have bystanders), found with padded detection so tight crops work. No
 quality gate is applied to probes: the gate belongs to enrolment, and a probe
 that cannot be matched should show up as a miss, not vanish from the numbers.
@@ -17,10 +17,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge.engine import FaceEngine, main_face, read_image
-from edge.errors import ImageError, LintelEdgeError
+from edge.face.engine import FaceEngine, main_face, read_image
+from edge.face.errors import ImageError, LintelEdgeError
+from edge.face.models import ModelConfig
 from edge.gallery import IMAGE_SUFFIXES, Gallery, failed_to_enrol_line
-from edge.models import ModelConfig
 
 log = logging.getLogger(__name__)
 

@@ -28,11 +28,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from edge.errors import EnrolmentError, GalleryError
-from edge.quality import fuse_embeddings
+from edge.errors import GalleryError
+from edge.face.errors import EnrolmentError
+from edge.face.quality import fuse_embeddings
 
 if TYPE_CHECKING:
-    from edge.engine import FaceEngine
+    from edge.face.engine import FaceEngine
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ class EnrolmentFailure:
     path: str
     """Relative to the gallery folder, forward slashes (``<identity>/<photo>``)."""
     reason: str
-    """Enrolment reason code (:class:`edge.errors.EnrolmentError`), or ``no_photos``."""
+    """Enrolment reason code (:class:`edge.face.errors.EnrolmentError`), or ``no_photos``."""
     detail: str = ""
 
     def as_json(self) -> dict[str, str]:
@@ -166,7 +167,7 @@ class Gallery:
         with a warning.
 
         ``fuse`` (default): one template per identity, the quality-weighted mean of
-        its photos (:func:`edge.quality.fuse_embeddings`); ``fuse=False`` keeps one
+        its photos (:func:`edge.face.quality.fuse_embeddings`); ``fuse=False`` keeps one
         template per photo, matched by max. See the module docstring for why.
 
         ``cache``: an ``.npz`` file of enrolled embeddings keyed by the photo's

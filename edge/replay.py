@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from edge.errors import LintelEdgeError
+from edge.face.errors import LintelEdgeError
 from edge.gallery import EnrolmentFailure, failed_to_enrol_line
 from edge.pipeline.capture import VideoSource
 from edge.pipeline.results import PipelineStats, TrackResult
@@ -90,8 +90,8 @@ def _client_class() -> Any:
 
 def cli_replay(args: argparse.Namespace) -> int:
     """``lintel-edge replay VIDEO [--gallery DIR] [--json] [--server URL --token T]``."""
-    from edge.engine import FaceEngine
-    from edge.models import ModelConfig
+    from edge.face.engine import FaceEngine
+    from edge.face.models import ModelConfig
 
     token = args.token or os.environ.get("LINTEL_DEVICE_TOKEN")
     client_cls = None

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from edge.errors import ImageError
+from edge.face.errors import ImageError
 
 Image = npt.NDArray[np.uint8]
 

@@ -8,7 +8,7 @@ Pipeline (one module each): :mod:`registry.reader` (CSV in UTF-8/GBK/GB18030 or
 XLSX; Chinese or English headers, :mod:`registry.columns`) ->
 :mod:`registry.validate` (:mod:`registry.address`, :mod:`registry.idnumber`,
 :mod:`registry.fields`) -> :mod:`registry.importer` (match, enrol photos from
-:mod:`registry.photos` with ``edge.engine.FaceEngine``, plan) ->
+:mod:`registry.photos` with ``edge.face.engine.FaceEngine``, plan) ->
 :mod:`registry.store` (one transaction through the server's services) ->
 :mod:`registry.report`.
 """

@@ -173,8 +173,8 @@ def _cmd_import(args: argparse.Namespace, transport: httpx.BaseTransport | None 
     def engine_factory() -> Enroller | EnrolBackend:
         if workers > 1:
             return ProcessPoolBackend(workers, threads=threads, pack=pack)
-        from edge.engine import FaceEngine
-        from edge.models import ModelConfig
+        from edge.face.engine import FaceEngine
+        from edge.face.models import ModelConfig
 
         return FaceEngine.load(ModelConfig(pack=pack, threads=threads))
 
@@ -242,8 +242,8 @@ def _remote_import(
     token = args.token or os.environ.get(TOKEN_ENV, "")
     if not token.strip():
         raise InputError(f"--server needs an API token: --token or {TOKEN_ENV}")
-    from edge.errors import LintelEdgeError
-    from edge.models import resolve_pack
+    from edge.face.errors import LintelEdgeError
+    from edge.face.models import resolve_pack
 
     token = token.strip()
     import_url(args.server, args.site)  # a bad URL is refused before a long enrolment

@@ -19,16 +19,16 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from edge.errors import EnrolmentError
-from edge.quality import warning_text
-from edge.types import EnrolledFace
+from edge.face.errors import EnrolmentError
+from edge.face.reasons import warning_text
+from edge.face.types import EnrolledFace
 from registry.errors import InputError
 
 log = logging.getLogger(__name__)
 
 
 class Enroller(Protocol):
-    """The face engine as the importer sees it (``edge.engine.FaceEngine`` fits)."""
+    """The face engine as the importer sees it (``edge.face.engine.FaceEngine`` fits)."""
 
     model_id: str
 
@@ -52,9 +52,9 @@ class Enrolled:
     quality: float
     model_id: str
     chip: bytes | None = None
-    """The aligned face as a JPEG (``edge.engine.face_chip``), for the server's desk check."""
+    """The aligned face as a JPEG (``edge.face.engine.face_chip``), for the server's desk check."""
     warning: str = ""
-    """Usable but poor photo: what is poor about it (:func:`edge.quality.warning_text`)."""
+    """Usable but poor photo: what is poor about it (:func:`edge.face.reasons.warning_text`)."""
 
 
 Outcome = Enrolled | EnrolmentError
@@ -109,8 +109,8 @@ _worker_engine: Enroller | None = None
 
 def _worker_init(pack: str, threads: int) -> None:
     global _worker_engine
-    from edge.engine import FaceEngine
-    from edge.models import ModelConfig
+    from edge.face.engine import FaceEngine
+    from edge.face.models import ModelConfig
 
     _worker_engine = FaceEngine.load(ModelConfig(pack=pack, threads=threads))
 
@@ -149,8 +149,8 @@ class ProcessPoolBackend:
     """``workers`` processes, each with its own engine of ``threads`` intra-op threads."""
 
     def __init__(self, workers: int, threads: int = 1, pack: str = "buffalo_s") -> None:
-        from edge.errors import LintelEdgeError
-        from edge.models import resolve_pack
+        from edge.face.errors import LintelEdgeError
+        from edge.face.models import resolve_pack
 
         if workers < 2:
             raise ValueError("a process pool needs at least 2 workers; use InProcessBackend")

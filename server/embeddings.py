@@ -36,7 +36,7 @@ MODEL_DIMENSIONS: dict[str, int] = {
     "buffalo_s/w600k_mbf": 512,
     "sface/face_recognition_sface_2021dec_int8bq": 128,
 }
-"""Embedding sizes of the recognisers the edge ships (``edge.models``: ``<pack>/<stem>``)."""
+"""Embedding sizes of the recognisers the edge ships (``edge.face.models``: ``<pack>/<stem>``)."""
 
 _CACHE_KEY = "lintel.model_dimensions"
 _SAMPLE = 100

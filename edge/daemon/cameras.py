@@ -26,7 +26,8 @@ from datetime import UTC, datetime
 
 from edge.adaptive import AdaptiveGallery
 from edge.daemon.config import CameraConfig
-from edge.errors import CaptureError, LintelEdgeError
+from edge.errors import CaptureError
+from edge.face.errors import LintelEdgeError
 from edge.outbox import Outbox
 from edge.pipeline.capture import Opener, VideoSource
 from edge.pipeline.config import PipelineConfig

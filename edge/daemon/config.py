@@ -24,8 +24,8 @@ from pydantic import (
 )
 
 from edge.adaptive import AdaptConfig
-from edge.errors import LintelEdgeError
-from edge.models import ModelConfig
+from edge.face.errors import LintelEdgeError
+from edge.face.models import ModelConfig
 from edge.pipeline.capture import ReconnectPolicy
 from edge.pipeline.config import PipelineConfig
 

@@ -21,7 +21,7 @@ import numpy.typing as npt
 
 from edge.adaptive import AdaptiveGallery
 from edge.client import ClientError, GalleryModelMismatch, LintelClient
-from edge.errors import LintelEdgeError
+from edge.face.errors import LintelEdgeError
 from edge.files import atomic_write
 from edge.gallery import Gallery, Match, Template
 from edge.wire import Gallery as WireGallery

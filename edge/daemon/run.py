@@ -30,8 +30,8 @@ from edge.daemon.config import EdgeConfig, load_config
 from edge.daemon.forwarder import Forwarder
 from edge.daemon.gallery_sync import GalleryCache, GallerySync
 from edge.daemon.status import StatusReporter, software_version
-from edge.engine import FaceEngine
-from edge.errors import LintelEdgeError
+from edge.face.engine import FaceEngine
+from edge.face.errors import LintelEdgeError
 from edge.outbox import Outbox
 from edge.pipeline.capture import Opener
 from edge.pipeline.seams import EngineLike
@@ -42,7 +42,7 @@ TICK_S = 0.2
 
 
 class DaemonEngine(EngineLike, Protocol):
-    """What the daemon needs of :class:`edge.engine.FaceEngine` (a seam for tests)."""
+    """What the daemon needs of :class:`edge.face.engine.FaceEngine` (a seam for tests)."""
 
     @property
     def threshold(self) -> float: ...

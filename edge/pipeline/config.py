@@ -69,7 +69,7 @@ class PipelineConfig(BaseModel):
         ge=8.0,
         le=1024.0,
         description="Smallest face (shorter box side, px) the pipeline embeds; smaller ones "
-        "are tracked only. Above the enrolment gate (edge.quality.QualityConfig.min_face_px, "
+        "are tracked only. Above the enrolment gate (edge.face.quality.QualityConfig.min_face_px, "
         "measured on still photos): door-camera frames add motion blur and compression, and "
         "a far face's unknown sighting opens a case nobody can judge. full_min_scale "
         "assumes it.",

@@ -37,7 +37,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
-from edge.types import BBox
+from edge.face.types import BBox
 
 _MAX_REGIONS = 8
 """More changed blobs than this are reported as one box around them all."""

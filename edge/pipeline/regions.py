@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from edge.face.types import BBox, Detection
 from edge.pipeline.seams import EngineLike
 from edge.pipeline.tracker import FaceSample
-from edge.types import BBox, Detection
 
 
 def engine_det_size(engine: EngineLike) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from edge.types import BBox, Embedding
+from edge.face.types import BBox, Embedding
 
 
 @dataclass(frozen=True, slots=True)

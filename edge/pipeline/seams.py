@@ -8,11 +8,11 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from edge.types import Detection, FaceQuality
+from edge.face.types import Detection, FaceQuality
 
 
 class EngineLike(Protocol):
-    """The slice of :class:`edge.engine.FaceEngine` the pipeline uses (a seam for fakes)."""
+    """The slice of :class:`edge.face.engine.FaceEngine` the pipeline uses (a seam for fakes)."""
 
     @property
     def model_id(self) -> str: ...

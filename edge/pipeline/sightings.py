@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from edge.errors import LintelEdgeError
+from edge.face.errors import LintelEdgeError
 from edge.pipeline.results import TrackResult
 from edge.wire import SightingIn, encode_embedding, sighting_id
 

@@ -44,7 +44,9 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from edge.boxes import nms
+from edge.face.boxes import nms
+from edge.face.quality import fuse_embeddings
+from edge.face.types import Detection, Embedding
 from edge.pipeline.capture import Frame, ReconnectPolicy, VideoSource
 from edge.pipeline.config import PipelineConfig
 from edge.pipeline.motion import MotionGate
@@ -60,8 +62,6 @@ from edge.pipeline.regions import (
 from edge.pipeline.results import PipelineStats, TrackResult
 from edge.pipeline.seams import EngineLike, GalleryLike
 from edge.pipeline.tracker import FaceSample, IoUTracker, Track
-from edge.quality import fuse_embeddings
-from edge.types import Detection, Embedding
 
 log = logging.getLogger(__name__)
 

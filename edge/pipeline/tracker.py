@@ -34,8 +34,8 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
-from edge.boxes import iou
-from edge.types import BBox, Detection, FaceQuality
+from edge.face.boxes import iou
+from edge.face.types import BBox, Detection, FaceQuality
 
 
 class TrackerConfig(BaseModel):

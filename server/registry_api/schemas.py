@@ -85,7 +85,7 @@ class TemplateIn(BaseModel):
     chip_b64: str | None = Field(
         default=None,
         max_length=CHIP_B64_CHARS,
-        description="Base64 of the aligned face as a JPEG (edge.engine.face_chip): kept "
+        description="Base64 of the aligned face as a JPEG (edge.face.engine.face_chip): kept "
         "sealed for the desk check unless the site keeps photos in the office only.",
     )
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.engine import FaceEngine, read_image
-from edge.models import bundled_model_dir
+from edge.face.engine import FaceEngine, read_image
+from edge.face.models import bundled_model_dir
 
 
 def _package_dir(name: str) -> Path:

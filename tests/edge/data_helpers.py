@@ -7,7 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.types import Detection
+from edge.face.types import Detection
 
 
 def gradient(h: int = 240, w: int = 320) -> np.ndarray:

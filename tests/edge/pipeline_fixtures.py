@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 
-from edge.engine import FaceEngine
+from edge.face.engine import FaceEngine
 from edge.videogen import GeneratedVideo, WalkIn, make_video
 
 FPS = 25.0

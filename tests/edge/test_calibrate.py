@@ -12,9 +12,9 @@ import pytest
 
 from edge.calibrate import calibrate, min_strangers, threshold_at_fpir
 from edge.cli import main
-from edge.engine import FaceEngine
 from edge.errors import CalibrationError
 from edge.evaluate import ProbeResult
+from edge.face.engine import FaceEngine
 from tests.edge.data_helpers import crop_box, gradient, write_image
 
 JSON_KEYS = {

@@ -20,7 +20,7 @@ from edge.client import (
     Rejected,
     ServerUnreachable,
 )
-from edge.errors import LintelEdgeError
+from edge.face.errors import LintelEdgeError
 from edge.wire import MAX_BATCH, Heartbeat, SightingIn, decode_embedding, encode_embedding
 from server.app import create_app
 from server.db import make_engine, make_session_factory

@@ -24,8 +24,8 @@ import pytest
 from edge.client import LintelClient
 from edge.daemon.config import CameraConfig, DeviceConfig, EdgeConfig, ServerConfig
 from edge.daemon.run import DaemonEngine, EdgeDaemon
+from edge.face.types import BBox
 from edge.pipeline.results import TrackResult
-from edge.types import BBox
 from server.app import create_app
 from server.db import make_engine, make_session_factory
 from server.devices.service import create_device

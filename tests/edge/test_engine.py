@@ -9,12 +9,12 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.boxes import iou
-from edge.engine import EMBED_CHUNK, FaceEngine, main_face, notable_faces, read_image
-from edge.errors import EnrolmentError, ImageError, ModelPackError
-from edge.models import BUFFALO_S_THRESHOLD, ModelConfig, ModelPack, resolve_pack
-from edge.quality import QualityConfig
-from edge.types import BBox, Detection
+from edge.face.boxes import iou
+from edge.face.engine import EMBED_CHUNK, FaceEngine, main_face, notable_faces, read_image
+from edge.face.errors import EnrolmentError, ImageError, ModelPackError
+from edge.face.models import BUFFALO_S_THRESHOLD, ModelConfig, ModelPack, resolve_pack
+from edge.face.quality import QualityConfig
+from edge.face.types import BBox, Detection
 from tests.edge.conftest import TOM_HANKS, VECTRON_MODEL_DIR
 from tests.edge.data_helpers import (
     crop_box,

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from edge.cli import main
-from edge.engine import FaceEngine
+from edge.face.engine import FaceEngine
 from tests.edge.data_helpers import crop_box, gradient, write_corrupt, write_image
 
 pytestmark = pytest.mark.models

@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.engine import FaceEngine, main_face
 from edge.errors import GalleryError
+from edge.face.engine import FaceEngine, main_face
 from edge.gallery import Gallery, Match, Template
 from tests.edge.data_helpers import gradient, write_corrupt, write_image
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 import edge
-from edge.boxes import nms
+from edge.face.boxes import nms
+from edge.face.types import BBox, Detection
 from edge.files import atomic_write
-from edge.types import BBox, Detection
 
 EDGE = Path(edge.__file__).parent
 

@@ -13,11 +13,11 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edge import models
 from edge.cli import main
-from edge.engine import FaceEngine, read_image
-from edge.errors import EnrolmentError, ModelPackError
-from edge.models import (
+from edge.face import models
+from edge.face.engine import FaceEngine, read_image
+from edge.face.errors import EnrolmentError, ModelPackError
+from edge.face.models import (
     SFACE_PACK,
     YUNET_DET_THRESH,
     ModelConfig,
@@ -27,7 +27,7 @@ from edge.models import (
     loadable_model,
     resolve_pack,
 )
-from edge.quality import frontal_score
+from edge.face.quality import frontal_score
 from tests.edge.conftest import TOM_HANKS, YAOMING
 from tests.edge.data_helpers import write_corrupt
 

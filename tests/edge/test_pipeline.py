@@ -10,7 +10,9 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from edge.engine import FaceEngine
+from edge.face.engine import FaceEngine
+from edge.face.quality import fuse_embeddings as fuse
+from edge.face.types import BBox, Detection, FaceQuality
 from edge.gallery import Gallery
 from edge.pipeline.capture import Frame
 from edge.pipeline.config import PipelineConfig
@@ -18,8 +20,6 @@ from edge.pipeline.motion import MotionConfig
 from edge.pipeline.results import TrackResult
 from edge.pipeline.stream import Pipeline
 from edge.pipeline.tracker import TrackerConfig
-from edge.quality import fuse_embeddings as fuse
-from edge.types import BBox, Detection, FaceQuality
 from edge.videogen import GeneratedVideo, WalkIn, make_idle_video, make_video, write_gallery
 from tests.edge.pipeline_fixtures import (
     DISTRACTOR,

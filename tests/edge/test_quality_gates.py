@@ -16,11 +16,11 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.engine import FaceEngine
-from edge.errors import EnrolmentError
-from edge.models import SFACE_PACK, ModelConfig
-from edge.quality import assess, frontal_parts, head_pose
-from edge.types import Detection
+from edge.face.engine import FaceEngine
+from edge.face.errors import EnrolmentError
+from edge.face.models import SFACE_PACK, ModelConfig
+from edge.face.quality import assess, frontal_parts, head_pose
+from edge.face.types import Detection
 
 pytestmark = pytest.mark.models
 

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 
 from edge.cli import main
-from edge.errors import LintelEdgeError
+from edge.face.errors import LintelEdgeError
+from edge.face.types import BBox
 from edge.pipeline.results import TrackResult
 from edge.pipeline.sightings import track_to_sighting
-from edge.types import BBox
 from edge.videogen import write_gallery
 from edge.wire import decode_embedding, sighting_id
 from tests.edge.data_helpers import gradient, write_image

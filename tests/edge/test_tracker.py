@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from edge.boxes import iou
+from edge.face.boxes import iou
+from edge.face.types import BBox, Detection, FaceQuality
 from edge.pipeline.tracker import FaceSample, IoUTracker, Track, TrackerConfig
-from edge.types import BBox, Detection, FaceQuality
 
 
 def box(cx: float, cy: float, size: float) -> BBox:

@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 import yaml
 
-from edge.models import resolve_pack
+from edge.face.models import resolve_pack
 from server.db import make_engine, make_session_factory, upgrade
 from server.devices.service import create_device
 from server.sites.service import create_site

@@ -12,8 +12,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.engine import FaceEngine
-from edge.models import ModelConfig
+from edge.face.engine import FaceEngine
+from edge.face.models import ModelConfig
 
 
 def package_dir(name: str) -> Path:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
-from edge.engine import FaceEngine
+from edge.face.engine import FaceEngine
 from registry.errors import InputError
 from registry.importer import ImportOptions, ImportResult, run_import
 from registry.photos import FolderSource

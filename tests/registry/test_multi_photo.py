@@ -16,7 +16,7 @@ from openpyxl import Workbook
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from edge.engine import FaceEngine
+from edge.face.engine import FaceEngine
 from registry.importer import ImportOptions, ImportResult, run_import
 from registry.photos import FolderSource
 from registry.reader import Sheet, read_csv_bytes, read_registry

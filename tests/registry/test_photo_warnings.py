@@ -2,7 +2,7 @@
 
 Against a real SQLite database (and PostgreSQL when reachable) and the real face
 engine; the poor photo is a packaged test photo blurred into the band between
-the sharpness gate and its warning level (edge.quality.QualityConfig).
+the sharpness gate and its warning level (edge.face.quality.QualityConfig).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.engine import FaceEngine
+from edge.face.engine import FaceEngine
 from registry.importer import ImportOptions, run_import
 from registry.photos import FolderSource
 from registry.reader import read_csv_bytes

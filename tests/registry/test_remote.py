@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from edge.models import resolve_pack
+from edge.face.models import resolve_pack
 from edge.wire import encode_embedding
 from registry.cli import main
 from server.app import create_app

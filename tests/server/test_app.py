@@ -65,6 +65,6 @@ def test_settings_refuse_default_secret_outside_dev() -> None:
 def test_default_site_model_is_the_edges_bundled_model() -> None:
     # A mismatch would make every edge refuse its gallery and every unknown
     # sighting fail; the two ids are defined in different packages.
-    from edge.models import resolve_pack
+    from edge.face.models import resolve_pack
 
     assert Settings().default_model_id == resolve_pack("buffalo_s").model_id

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from edge.models import resolve_pack
+from edge.face.models import resolve_pack
 from edge.wire import encode_embedding
 from server.cases.models import Case
 from server.cases.outcomes import close_with_outcome, reopen_case

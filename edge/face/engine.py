@@ -7,7 +7,7 @@ sessions ourselves (CPU provider, fixed intra-op threads, spinning off: on a
 classes, so insightface never picks providers, never downloads anything, and
 never creates extra sessions per input size.
 
-Everything returned is our own type (:mod:`edge.types`); insightface's
+Everything returned is our own type (:mod:`edge.face.types`); insightface's
 ``Face`` dict does not leak out of this module.
 
 One :class:`FaceEngine` is meant to be used from one thread at a time (the
@@ -27,13 +27,14 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from edge.boxes import nms
-from edge.errors import EnrolmentError, ImageError, ModelPackError
-from edge.models import ModelConfig, ModelPack, loadable_model, resolve_pack
-from edge.quality import LOW_QUALITY, QualityConfig, assess, fuse_embeddings
-from edge.sface import SFaceRecognizer
-from edge.types import BBox, Detection, EnrolledFace, FaceQuality
-from edge.yunet import YuNetDetector
+from edge.face.boxes import nms
+from edge.face.errors import EnrolmentError, ImageError, ModelPackError
+from edge.face.models import ModelConfig, ModelPack, loadable_model, resolve_pack
+from edge.face.quality import QualityConfig, assess, fuse_embeddings
+from edge.face.reasons import LOW_QUALITY
+from edge.face.sface import SFaceRecognizer
+from edge.face.types import BBox, Detection, EnrolledFace, FaceQuality
+from edge.face.yunet import YuNetDetector
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +215,7 @@ class FaceEngine:
 
     def _load_opencv_zoo(self, pack: ModelPack, config: ModelConfig) -> None:
         # The shipped int8 graphs do not load in ONNX Runtime; a repaired copy is
-        # made once and cached (edge.models.fix_graph).
+        # made once and cached (edge.face.models.fix_graph).
         det_path = loadable_model(pack.detector_path, dynamic_input=True)
         rec_path = loadable_model(pack.recognizer_path, dynamic_batch=True)
         self._detector = YuNetDetector(_session(det_path, config.threads))
@@ -502,7 +503,7 @@ def _with_norm(quality: FaceQuality, norm: float, pack: ModelPack) -> FaceQualit
 
     For ArcFace-family recognisers the norm before normalisation tracks how much
     identity the network found in the crop: blurred, tiny or hidden faces come
-    out short (measured gates per pack: :class:`edge.models.ModelPack`).
+    out short (measured gates per pack: :class:`edge.face.models.ModelPack`).
     """
     reasons, warnings = quality.reasons, quality.warnings
     if norm < pack.min_embedding_norm:

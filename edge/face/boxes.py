@@ -6,7 +6,7 @@ association and the pipeline's follow-region merge agree on what "overlap" is.
 
 from __future__ import annotations
 
-from edge.types import BBox, Detection
+from edge.face.types import BBox, Detection
 
 
 def iou(a: BBox, b: BBox) -> float:

@@ -1,6 +1,6 @@
 """Result types of the face engine: our own frozen dataclasses.
 
-Nothing of insightface's ``Face`` dict leaks past ``edge.engine``; every other
+Nothing of insightface's ``Face`` dict leaks past ``edge.face.engine``; every other
 module (pipeline, gallery, registry enrolment) speaks these types only.
 """
 
@@ -56,10 +56,10 @@ class FaceQuality:
     """Why the face fails the quality gate; empty when usable."""
     warnings: tuple[str, ...] = field(default=())
     """Usable but poor: the signals (same codes as ``reasons``) that are in the
-    band between the gate and the warning level (:class:`edge.quality.QualityConfig`).
+    band between the gate and the warning level (:class:`edge.face.quality.QualityConfig`).
     An enrolment photo with warnings is enrolled, and the registry report says so."""
     relative_sharpness: float = 1.0
-    """Contrast-free sharpness the blur gate uses (:func:`edge.quality.relative_sharpness`)."""
+    """Contrast-free sharpness the blur gate uses (:func:`edge.face.quality.relative_sharpness`)."""
     yaw_deg: float = 0.0
     """|yaw| in degrees when the keypoints say the face is turned past ~45 deg, else 0."""
     embedding_norm: float = 0.0

@@ -1,6 +1,6 @@
 """SFace face recogniser (OpenCV zoo, Apache-2.0) on ONNX Runtime, shaped like ArcFaceONNX.
 
-:class:`SFaceRecognizer` has what :class:`edge.engine.FaceEngine` uses of
+:class:`SFaceRecognizer` has what :class:`edge.face.engine.FaceEngine` uses of
 insightface's ``ArcFaceONNX``: ``input_size`` (w, h), ``output_shape`` and
 ``get_feat(list of aligned BGR crops) -> (n, dim)``.
 
@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from edge.errors import ModelPackError
+from edge.face.errors import ModelPackError
 
 
 class SFaceRecognizer:
-    """SFace on an ONNX Runtime session (from :func:`edge.models.loadable_model`)."""
+    """SFace on an ONNX Runtime session (from :func:`edge.face.models.loadable_model`)."""
 
     def __init__(self, session: Any) -> None:
         self.session = session
@@ -32,7 +32,7 @@ class SFaceRecognizer:
         if len(inputs) != 1:
             raise ModelPackError(
                 f"SFace graph should have one input, has {len(inputs)} "
-                "(was it repaired by edge.models.loadable_model?)"
+                "(was it repaired by edge.face.models.loadable_model?)"
             )
         shape = inputs[0].shape
         if len(shape) != 4 or shape[2] != shape[3] or not isinstance(shape[2], int):

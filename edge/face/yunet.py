@@ -1,6 +1,6 @@
 """YuNet face detector (OpenCV zoo, MIT) on ONNX Runtime, shaped like insightface's SCRFD.
 
-:class:`YuNetDetector` has the two things :class:`edge.engine.FaceEngine` uses
+:class:`YuNetDetector` has the two things :class:`edge.face.engine.FaceEngine` uses
 of insightface's ``SCRFD``: a ``det_thresh`` attribute and
 ``detect(img, input_size=(w, h)) -> (boxes, kpss)`` with ``boxes`` (n, 5) as
 ``x1, y1, x2, y2, score`` and ``kpss`` (n, 5, 2), in pixels of ``img``.
@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from edge.errors import ModelPackError
+from edge.face.errors import ModelPackError
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ TOP_K = 5000
 class YuNetDetector:
     """YuNet on an ONNX Runtime session whose input height and width are dynamic.
 
-    The session must come from :func:`edge.models.loadable_model` with
+    The session must come from :func:`edge.face.models.loadable_model` with
     ``dynamic_input=True`` (the shipped graph is fixed at 640x640 and its int8
     weights do not load in ONNX Runtime as they are).
     """

@@ -37,7 +37,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
-from edge.errors import ModelPackError
+from edge.face.errors import ModelPackError
 
 if TYPE_CHECKING:
     import onnx
@@ -135,8 +135,8 @@ SFACE_NORM = (8.0, 10.0)
 
 PackKind = Literal["insightface", "opencv_zoo"]
 """``insightface``: SCRFD + ArcFace ONNX graphs run through insightface's model_zoo.
-``opencv_zoo``: YuNet + SFace graphs, repaired and run by :mod:`edge.yunet` /
-:mod:`edge.sface`."""
+``opencv_zoo``: YuNet + SFace graphs, repaired and run by :mod:`edge.face.yunet` /
+:mod:`edge.face.sface`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -626,6 +626,6 @@ class ModelConfig(BaseModel):
         le=1.0,
         description=(
             "Cosine similarity at or above which a face matches a gallery identity; "
-            "None uses the pack's calibrated default (see edge.models)."
+            "None uses the pack's calibrated default (see edge.face.models)."
         ),
     )
