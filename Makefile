@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/lintel-edge demo
+	$(VENV)/bin/lintel-demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -67,7 +67,7 @@ from edge.pipeline.config import PipelineConfig  # noqa: E402
 from edge.pipeline.results import TrackResult  # noqa: E402
 from edge.pipeline.stream import Pipeline  # noqa: E402
 from edge.pipeline.tracker import IoUTracker, Track  # noqa: E402
-from edge.videogen import background  # noqa: E402
+from lintel_demo.videogen import background  # noqa: E402
 
 DEFAULT_EVAL = REPO.parent / "shared" / "eval"
 MIN_WALKIN_S = 0.5

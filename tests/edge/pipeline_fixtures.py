@@ -6,7 +6,7 @@ from functools import cache
 from pathlib import Path
 
 from edge.face.engine import FaceEngine
-from edge.videogen import GeneratedVideo, WalkIn, make_video
+from lintel_demo.videogen import GeneratedVideo, WalkIn, make_video
 
 FPS = 25.0
 KNOWN = ("t1_p3", "yao_ming")

@@ -270,7 +270,7 @@ def test_replay_with_adapt_keeps_strangers_unknown(tmp_path: Path) -> None:
     import json
 
     from edge.cli import main
-    from edge.videogen import write_gallery
+    from lintel_demo.videogen import write_gallery
     from tests.edge.pipeline_fixtures import DISTRACTOR, KNOWN, make_scenario_video
 
     video = make_scenario_video(tmp_path)

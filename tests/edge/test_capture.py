@@ -17,7 +17,7 @@ from edge.cli import main
 from edge.errors import CaptureError
 from edge.pipeline.capture import Frame, ReconnectPolicy, SourceSpec, VideoSource, parse_source
 from edge.pipeline.motion import MotionGate
-from edge.videogen import WalkIn, make_idle_video, make_video
+from lintel_demo.videogen import WalkIn, make_idle_video, make_video
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from edge.pipeline.motion import MotionConfig
 from edge.pipeline.results import TrackResult
 from edge.pipeline.stream import Pipeline
 from edge.pipeline.tracker import TrackerConfig
-from edge.videogen import GeneratedVideo, WalkIn, make_idle_video, make_video, write_gallery
+from lintel_demo.videogen import GeneratedVideo, WalkIn, make_idle_video, make_video, write_gallery
 from tests.edge.pipeline_fixtures import (
     DISTRACTOR,
     KNOWN,

@@ -19,8 +19,8 @@ from edge.face.errors import LintelEdgeError
 from edge.face.types import BBox
 from edge.pipeline.results import TrackResult
 from edge.pipeline.sightings import track_to_sighting
-from edge.videogen import write_gallery
 from edge.wire import decode_embedding, sighting_id
+from lintel_demo.videogen import write_gallery
 from tests.edge.data_helpers import gradient, write_image
 from tests.edge.pipeline_fixtures import DISTRACTOR, KNOWN, make_scenario_video
 
@@ -157,11 +157,3 @@ def test_known_track_carries_no_face() -> None:
     assert mapped.occupant_id == 5
     with pytest.raises(LintelEdgeError, match="not an occupant id"):
         track_to_sighting(_result("alice"), device="d", source="s", camera="door")
-
-
-@pytest.mark.models
-def test_demo_gets_every_walk_in_right(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["demo", "--offline", "--workdir", str(tmp_path)]) == 0
-    out = capsys.readouterr().out
-    assert "4/4 walk-ins right, 4 tracks;" in out
-    assert (tmp_path / "entrance.mp4").is_file() and (tmp_path / "gallery" / "t1_p3").is_dir()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.videogen import GeneratedVideo, WalkIn, make_video
+from lintel_demo.videogen import GeneratedVideo, WalkIn, make_video
 from tests.integration.harness import FFMPEG, DaemonProcess, LiveStream, ServerProcess
 
 FPS = 25.0

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from edge.videogen import GeneratedVideo
+from lintel_demo.videogen import GeneratedVideo
 from tests.integration.harness import DaemonProcess, ServerProcess, wait_for
 
 pytestmark = pytest.mark.models

@@ -1,4 +1,4 @@
-"""`lintel-edge demo --no-serve`: registry import, server, edge daemon, worker, cases."""
+"""`lintel-demo --no-serve`: registry import, server, edge daemon, worker, cases."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.cli import main
-from edge.demo_site import DAYS, expected_cases, expected_likely
+from lintel_demo.cli import main
+from lintel_demo.demo_site import DAYS, expected_cases, expected_likely
 from tests.integration.harness import free_port
 
 pytestmark = pytest.mark.models
@@ -18,7 +18,7 @@ def test_demo_seeds_a_site_whose_unregistered_residents_become_cases(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     port = free_port()
-    assert main(["demo", "--workdir", str(tmp_path), "--no-serve", "--port", str(port)]) == 0
+    assert main(["--workdir", str(tmp_path), "--no-serve", "--port", str(port)]) == 0
     out = capsys.readouterr().out
     walk_ins = sum(len(people) for _d, _t, people in DAYS)
     assert f"{walk_ins} sightings sent" in out

@@ -1,9 +1,9 @@
-"""``lintel-edge demo``: the whole system on one machine, from nothing, in about a minute.
+"""``lintel-demo``: the whole system on one machine, from nothing, in about a minute.
 
 1. writes a sample registry (CSV + photos from the installed packages) and
    imports it with ``lintel-registry import`` into a fresh SQLite server;
 2. registers an edge device and a manager login with ``lintel-server``;
-3. generates five evenings of entrance video (:mod:`edge.demo_site`):
+3. generates five evenings of entrance video (:mod:`lintel_demo.demo_site`):
    registered residents, two unregistered residents, a guest and a courier;
 4. starts ``lintel-server run`` and runs the edge daemon (the same
    :class:`~edge.daemon.run.EdgeDaemon` as ``lintel-edge run``, one run per
@@ -37,11 +37,24 @@ from typing import Any
 
 import httpx
 
-from edge.demo_receiver import DemoReceiver
+from edge.client import LintelClient
+from edge.daemon.config import EdgeConfig
+from edge.daemon.run import EdgeDaemon
+from edge.face.engine import FaceEngine
 from edge.face.errors import LintelEdgeError
+from edge.face.models import ModelConfig
+from edge.gallery import Gallery
 from edge.pipeline.results import TrackResult
 from edge.pipeline.stream import Pipeline
-from edge.videogen import GeneratedVideo, WalkIn, make_video, write_gallery
+from lintel_demo.demo_receiver import DemoReceiver
+from lintel_demo.demo_site import (
+    SITE_NAME,
+    expected_cases,
+    expected_likely,
+    write_clips,
+    write_registry,
+)
+from lintel_demo.videogen import GeneratedVideo, WalkIn, make_video, write_gallery
 
 DEVICE = "demo-edge"
 CAMERA = "main-gate"
@@ -184,12 +197,6 @@ class Demo:
 
 def run_edge(demo: Demo, token: str, clips: Sequence[Any], *, model: str, threads: int) -> int:
     """One daemon run per simulated evening (engine loaded once); sightings queued."""
-    from edge.client import LintelClient
-    from edge.daemon.config import EdgeConfig
-    from edge.daemon.run import EdgeDaemon
-    from edge.face.engine import FaceEngine
-    from edge.face.models import ModelConfig
-
     engine = FaceEngine.load(ModelConfig(pack=model, threads=threads))
     total = 0
     for clip in clips:
@@ -220,15 +227,7 @@ def run_edge(demo: Demo, token: str, clips: Sequence[Any], *, model: str, thread
 
 
 def cli_demo(args: argparse.Namespace) -> int:
-    """``lintel-edge demo [--workdir DIR] [--port N] [--no-serve]``."""
-    from edge.demo_site import (
-        SITE_NAME,
-        expected_cases,
-        expected_likely,
-        write_clips,
-        write_registry,
-    )
-
+    """``lintel-demo [--workdir DIR] [--port N] [--no-serve]``."""
     if getattr(args, "offline", False):
         return cli_demo_offline(args)
     # Serve (block until Ctrl-C) when asked, or by default when run from a
@@ -414,10 +413,6 @@ def assign(
 def cli_demo_offline(args: argparse.Namespace) -> int:
     """``--offline``: build the sample gallery and video in ``--workdir``, replay, print a
     summary (engineer A2's first demo: no server, exit 0 when every walk-in is right)."""
-    from edge.face.engine import FaceEngine
-    from edge.face.models import ModelConfig
-    from edge.gallery import Gallery
-
     out = sys.stdout
     workdir = args.workdir
     workdir.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,7 @@
 """The demo's sample site: a registry file, its photos and a week of entrance video.
 
 Everything comes from photos that installed packages ship (see
-:mod:`edge.videogen`): three registered residents, two people who live there
+:mod:`lintel_demo.videogen`): three registered residents, two people who live there
 without being on the register, and two one-off visitors (a guest, a courier).
 Each simulated evening is one short clip with a wall-clock start time, so the
 edge daemon turns it into sightings on that day; the recurrence rule (3
@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo
 import cv2
 
 from edge.face.errors import ImageError
-from edge.videogen import GeneratedVideo, WalkIn, make_video, poor_enrolment_photo
+from lintel_demo.videogen import GeneratedVideo, WalkIn, make_video, poor_enrolment_photo
 
 SITE_NAME = "Demo Court 示范小区"
 SITE_TZ = ZoneInfo("Asia/Shanghai")  # the case rule's default site-local zone
@@ -36,14 +36,14 @@ SITE_TZ = ZoneInfo("Asia/Shanghai")  # the case rule's default site-local zone
 class Resident:
     """A registered occupant: a row in the registry file, with two photos."""
 
-    person: str  # a face in edge.videogen.PEOPLE
+    person: str  # a face in lintel_demo.videogen.PEOPLE
     name: str
     address: str
     role: str
     external_id: str
     likeness: float = 1.0
     """How much the register photo looks like the face at the door (1.0: the same
-    photo; lower: blended with another face, see edge.videogen.poor_enrolment_photo)."""
+    photo; lower: blended with another face, see lintel_demo.videogen.poor_enrolment_photo)."""
 
 
 # Likeness -> cosine of their door face group with the photo (buffalo_s, measured by

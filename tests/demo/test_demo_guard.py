@@ -1,4 +1,4 @@
-"""`lintel-edge demo` names the port it took, and never wipes a workdir under a live server
+"""`lintel-demo` names the port it took, and never wipes a workdir under a live server
 (issue 14)."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.cli import main
-from edge.demo import SERVER_MARK, Demo, _port, running_server
+from lintel_demo.cli import main
+from lintel_demo.demo import SERVER_MARK, Demo, _port, running_server
 from tests.integration.harness import free_port
 
 
@@ -42,7 +42,7 @@ def test_a_workdir_under_a_running_server_is_not_wiped(
         assert db.exists()
         assert running_server(tmp_path) == (server.pid, demo.port)
 
-        code = main(["demo", "--workdir", str(tmp_path), "--no-serve", "--port", str(free_port())])
+        code = main(["--workdir", str(tmp_path), "--no-serve", "--port", str(free_port())])
         assert code == 2
         err = capsys.readouterr().err
         assert f"a Lintel server (pid {server.pid} on port {demo.port}) still runs" in err
