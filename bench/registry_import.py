@@ -38,8 +38,9 @@ from registry.idnumber import check_char
 from registry.importer import ImportOptions, run_import
 from registry.photos import open_photos
 from registry.reader import read_registry
-from registry.store import Plan, SiteSnapshot, SqlStore
+from registry.store import Plan, SiteSnapshot
 from registry.validate import validate_sheet
+from server.registry_api.store import SqlStore
 
 SECRET = b"bench-secret-0123456789"
 SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗"

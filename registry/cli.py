@@ -17,20 +17,32 @@ token or the import). User mistakes never print a traceback.
 from __future__ import annotations
 
 import argparse
+import getpass
 import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from registry.errors import InputError, RegistryError
+import httpx
 
-if TYPE_CHECKING:
-    import httpx
-
-    from registry.enrol import EnrolBackend, Enroller
-    from registry.report import ImportReport
+from edge.face.errors import LintelEdgeError
+from edge.face.models import resolve_pack
+from registry.enrol import EnrolBackend, Enroller, ProcessPoolBackend, load_engine
+from registry.errors import FacesNeeded, InputError, RegistryError
+from registry.importer import ImportOptions, PhotoOutcome, enrol_for_upload, run_import
+from registry.photos import PhotoSource, open_photos
+from registry.reader import read_registry
+from registry.remote import (
+    TOKEN_ENV,
+    RemoteResult,
+    build_payload,
+    import_url,
+    site_photos,
+    upload,
+)
+from registry.report import ImportReport
+from registry.template import write_template
 
 log = logging.getLogger(__name__)
 
@@ -123,25 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _secret_and_url(db: str | None) -> tuple[bytes, str]:
-    from pydantic import ValidationError
-
-    from server.settings import Settings
-
-    try:
-        settings = Settings()
-    except ValidationError as exc:
-        raise InputError(f"server settings (LINTEL_*) are invalid: {exc}") from None
-    secret = settings.secret_key.get_secret_value().encode("utf-8")
-    if len(secret) < 16:
-        raise InputError("LINTEL_SECRET_KEY is shorter than 16 bytes; ID hashes need a real key")
-    return secret, db or settings.sqlalchemy_url
-
-
 def _actor() -> str:
     """The audit log's actor: the operating-system user running the CLI."""
-    import getpass
-
     try:
         return f"cli:{getpass.getuser()}"
     except (KeyError, OSError):  # no passwd entry (containers)
@@ -149,12 +144,6 @@ def _actor() -> str:
 
 
 def _cmd_import(args: argparse.Namespace, transport: httpx.BaseTransport | None = None) -> int:
-    from registry.enrol import ProcessPoolBackend
-    from registry.importer import ImportOptions, run_import
-    from registry.photos import PhotoSource, open_photos
-    from registry.reader import read_registry
-    from registry.store import SqlStore
-
     if args.token and not args.server:
         raise InputError("--token is for --server")
     if args.threads < 1 or args.workers < 1:
@@ -173,14 +162,22 @@ def _cmd_import(args: argparse.Namespace, transport: httpx.BaseTransport | None 
     def engine_factory() -> Enroller | EnrolBackend:
         if workers > 1:
             return ProcessPoolBackend(workers, threads=threads, pack=pack)
-        from edge.face.engine import FaceEngine
-        from edge.face.models import ModelConfig
-
-        return FaceEngine.load(ModelConfig(pack=pack, threads=threads))
+        return load_engine(pack, threads=threads)
 
     if args.server:
         return _remote_import(args, engine_factory, transport)
-    secret, url = _secret_and_url(args.db)
+    # The one optional import of this entry point (docs/architecture.md): the office
+    # PC installs only the registry extra (no SQLAlchemy, no server), where --server
+    # (with or without --dry-run) and `template` work; only the local --db mode
+    # writes the server's database directly, so only it needs the server installed.
+    try:
+        from server.registry_api.store import SqlStore, local_secret_and_url
+    except ModuleNotFoundError as exc:
+        raise InputError(
+            f"the local --db mode needs the server (no module {exc.name!r}): "
+            "pip install 'lintel[server]', or import through --server URL"
+        ) from None
+    secret, url = local_secret_and_url(args.db)
     sheet = read_registry(args.file)
     photos: PhotoSource | None = open_photos(args.photos) if args.photos else None
     store = SqlStore(url, migrate=not args.dry_run)
@@ -226,25 +223,9 @@ def _remote_import(
     transport: httpx.BaseTransport | None,
 ) -> int:
     """``--server``: enrol the photos here, send rows and faces, print the server's report."""
-    from registry.errors import FacesNeeded
-    from registry.importer import PhotoOutcome, enrol_for_upload
-    from registry.photos import PhotoSource, open_photos
-    from registry.reader import read_registry
-    from registry.remote import (
-        TOKEN_ENV,
-        RemoteResult,
-        build_payload,
-        import_url,
-        site_photos,
-        upload,
-    )
-
     token = args.token or os.environ.get(TOKEN_ENV, "")
     if not token.strip():
         raise InputError(f"--server needs an API token: --token or {TOKEN_ENV}")
-    from edge.face.errors import LintelEdgeError
-    from edge.face.models import resolve_pack
-
     token = token.strip()
     import_url(args.server, args.site)  # a bad URL is refused before a long enrolment
     try:
@@ -302,8 +283,6 @@ def _remote_import(
 
 
 def _cmd_template(args: argparse.Namespace) -> int:
-    from registry.template import write_template
-
     write_template(args.file, lang=args.lang)
     sys.stdout.write(f"wrote {args.file}\n")
     return EXIT_OK

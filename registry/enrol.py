@@ -19,7 +19,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from edge.face.errors import EnrolmentError
+from edge.face.errors import EnrolmentError, LintelEdgeError
+from edge.face.models import ModelConfig, resolve_pack
 from edge.face.reasons import warning_text
 from edge.face.types import EnrolledFace
 from registry.errors import InputError
@@ -102,6 +103,17 @@ def as_backend(obj: Enroller | EnrolBackend) -> EnrolBackend:
     return InProcessBackend(obj)
 
 
+def load_engine(pack: str, *, threads: int) -> Enroller:
+    """The face engine of ``pack`` (ONNX Runtime sessions loaded now)."""
+    # Imported here, the one place the registry loads the engine: the server imports
+    # this library (registry.importer -> registry.enrol) on a machine that has no
+    # face engine installed (no cv2, no onnxruntime: the server extra), and only
+    # enrolment on the office PC or the server host's --db mode ever runs this.
+    from edge.face.engine import FaceEngine
+
+    return FaceEngine.load(ModelConfig(pack=pack, threads=threads))
+
+
 # --------------------------------------------------------------- process pool
 
 _worker_engine: Enroller | None = None
@@ -109,10 +121,7 @@ _worker_engine: Enroller | None = None
 
 def _worker_init(pack: str, threads: int) -> None:
     global _worker_engine
-    from edge.face.engine import FaceEngine
-    from edge.face.models import ModelConfig
-
-    _worker_engine = FaceEngine.load(ModelConfig(pack=pack, threads=threads))
+    _worker_engine = load_engine(pack, threads=threads)
 
 
 def _worker_enrol(data: bytes, name: str) -> tuple[str, object, object, object, str, object]:
@@ -149,9 +158,6 @@ class ProcessPoolBackend:
     """``workers`` processes, each with its own engine of ``threads`` intra-op threads."""
 
     def __init__(self, workers: int, threads: int = 1, pack: str = "buffalo_s") -> None:
-        from edge.face.errors import LintelEdgeError
-        from edge.face.models import resolve_pack
-
         if workers < 2:
             raise ValueError("a process pool needs at least 2 workers; use InProcessBackend")
         try:

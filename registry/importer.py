@@ -28,6 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edge.face.errors import EnrolmentError, LintelEdgeError
+from edge.face.models import resolve_pack
 from registry.enrol import EnrolBackend, Enroller, Job, as_backend
 from registry.errors import FacesNeeded, InputError, PhotoError
 from registry.idnumber import ProtectedId
@@ -663,8 +664,6 @@ def _load_backend(
 def _bundled_model_id() -> str:
     """Model id for a new site when no photo needed enrolling (the bundled pack's)."""
     try:
-        from edge.face.models import resolve_pack
-
         return resolve_pack("buffalo_s").model_id
     except LintelEdgeError:
         return "buffalo_s"

@@ -5,7 +5,7 @@ the photos on the property office's PC (photos never travel) and sends the
 rows and faces here in one JSON request. The server validates every row again
 (and hashes ID numbers with its own key), matches rows to the register by
 external id, else ID hash, and writes the plan in ONE transaction through
-:mod:`registry.importer` and :class:`registry.store.SessionStore`: the very
+:mod:`registry.importer` and :class:`server.registry_api.store.SessionStore`: the very
 code the local ``--db`` import runs, so both modes plan and report the same.
 
 Query flags ``dry_run``, ``partial`` and ``sync`` mean what the CLI options
@@ -51,7 +51,7 @@ from registry.importer import (
     run_import,
 )
 from registry.reader import RawRow, Sheet
-from registry.store import NewFace, Plan, SessionStore, read_snapshot
+from registry.store import NewFace, Plan
 from server.audit.service import record
 from server.deps import Caller, ManagerDep, SessionDep
 from server.embeddings import check_embedding, model_dimension
@@ -59,6 +59,7 @@ from server.errors import Conflict, InvalidInput, NotFound
 from server.notify.service import emit_import_finished as notify_import_finished
 from server.registry_api.errors import Misconfigured
 from server.registry_api.schemas import ImportReportOut, RegistryImportIn, RegistryPhotosOut
+from server.registry_api.store import SessionStore, read_snapshot
 from server.sites.models import Site
 from server.users.service import user_for_token
 

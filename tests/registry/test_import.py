@@ -14,9 +14,9 @@ from registry.errors import InputError
 from registry.importer import ImportOptions, ImportResult, run_import
 from registry.photos import FolderSource
 from registry.reader import read_csv_bytes
-from registry.store import SqlStore
 from server.audit.models import AuditEvent
 from server.occupants.models import FaceTemplate, Occupant
+from server.registry_api.store import SqlStore
 from server.sites.models import Site, Unit
 from tests.registry.helpers import HEADER, ROWS, SECRET, empty_tables, make_id
 

@@ -20,10 +20,10 @@ from edge.face.engine import FaceEngine
 from registry.importer import ImportOptions, ImportResult, run_import
 from registry.photos import FolderSource
 from registry.reader import Sheet, read_csv_bytes, read_registry
-from registry.store import SqlStore
 from registry.validate import split_photos
 from server.occupants.models import FaceTemplate, Occupant
 from server.occupants.service import add_template
+from server.registry_api.store import SqlStore
 from server.sites.models import Site
 from tests.registry.helpers import (
     HEADER,

@@ -19,7 +19,7 @@ from edge.face.engine import FaceEngine
 from registry.importer import ImportOptions, run_import
 from registry.photos import FolderSource
 from registry.reader import read_csv_bytes
-from registry.store import SqlStore
+from server.registry_api.store import SqlStore
 from tests.registry.helpers import HEADER, SECRET, empty_tables, make_id
 
 SITE = "幸福小区"

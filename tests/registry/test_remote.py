@@ -20,6 +20,8 @@ import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
+import registry.cli
+import registry.importer as importer
 from edge.face.models import resolve_pack
 from edge.wire import encode_embedding
 from registry.cli import main
@@ -314,8 +316,6 @@ def test_known_photos_are_not_enrolled_again_unless_they_changed_hands(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import registry.importer as importer
-
     first = _csv(tmp_path, ROWS[:2], "first.csv")
     # The same two people with their photos swapped: both photos are known to the
     # site, but each now belongs to the other occupant.
@@ -334,7 +334,7 @@ def test_known_photos_are_not_enrolled_again_unless_they_changed_hands(
         sent.append(sum(isinstance(f, importer.NewFace) for fs in faces.values() for f in fs))
         return faces, model
 
-    monkeypatch.setattr(importer, "enrol_for_upload", counting)
+    monkeypatch.setattr(registry.cli, "enrol_for_upload", counting)
     outs = []
     for reg in (first, first, swapped):
         assert main(["import", "--site", SITE, str(reg), *photos, "--db", local_db]) == 0
@@ -372,12 +372,10 @@ def test_a_pack_of_another_model_is_refused_before_enrolling(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import registry.importer as importer
-
     def never(*_args: Any, **_kwargs: Any) -> Any:
         raise AssertionError("enrolled photos for a site of another model")
 
-    monkeypatch.setattr(importer, "enrol_for_upload", never)
+    monkeypatch.setattr(registry.cli, "enrol_for_upload", never)
     reg = _csv(tmp_path, ROWS[:1])
     args = ["--site", "东区", str(reg), "--photos", str(photo_dir), "--model", "sface"]
     assert sqlite_server.run(args) == 2
