@@ -27,8 +27,12 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from edge.adaptive import AdaptiveGallery
+from edge.client import LintelClient
+from edge.face.engine import FaceEngine
 from edge.face.errors import LintelEdgeError
-from edge.gallery import EnrolmentFailure, failed_to_enrol_line
+from edge.face.models import ModelConfig
+from edge.gallery import EnrolmentFailure, Gallery, failed_to_enrol_line
 from edge.pipeline.capture import VideoSource
 from edge.pipeline.results import PipelineStats, TrackResult
 from edge.pipeline.sightings import track_to_sighting
@@ -78,27 +82,14 @@ def replay_json(
     }
 
 
-def _client_class() -> Any:
-    try:
-        from edge.client import LintelClient
-    except ImportError as exc:
-        raise LintelEdgeError(
-            f"--server needs the upload client (edge.client), which is not available: {exc}"
-        ) from exc
-    return LintelClient
-
-
 def cli_replay(args: argparse.Namespace) -> int:
     """``lintel-edge replay VIDEO [--gallery DIR] [--json] [--server URL --token T]``."""
-    from edge.face.engine import FaceEngine
-    from edge.face.models import ModelConfig
-
     token = args.token or os.environ.get("LINTEL_DEVICE_TOKEN")
-    client_cls = None
+    upload_token: str | None = None
     if args.server:
         if not token:
             raise LintelEdgeError("--server needs --token (or LINTEL_DEVICE_TOKEN)")
-        client_cls = _client_class()
+        upload_token = token
 
     # Open the video before loading models: a bad path fails in milliseconds.
     source = VideoSource(args.video).open()
@@ -110,8 +101,6 @@ def cli_replay(args: argparse.Namespace) -> int:
     engine = FaceEngine.load(ModelConfig(**config_kwargs))
     gallery = None
     if args.gallery is not None:
-        from edge.gallery import Gallery
-
         # A refused gallery photo is reported (failed_to_enrol) and the rest replayed;
         # --strict stops at it instead.
         gallery = Gallery.from_folder(
@@ -120,8 +109,6 @@ def cli_replay(args: argparse.Namespace) -> int:
     failed = gallery.failed_to_enrol if gallery is not None else ()
     adaptive = None
     if gallery is not None and getattr(args, "adapt", False):
-        from edge.adaptive import AdaptiveGallery
-
         adaptive = AdaptiveGallery(model_id=engine.model_id)
         adaptive.set_base(gallery)
     pipeline = Pipeline(engine, adaptive if adaptive is not None else gallery)
@@ -133,14 +120,14 @@ def cli_replay(args: argparse.Namespace) -> int:
             adaptive.observe(r.identity, r.embedding, quality=r.quality)
     stats = pipeline.stats
 
-    if client_cls is not None:
+    if upload_token is not None:
         sightings = [
             track_to_sighting(
                 r, device=args.camera, source=str(args.video), camera=args.camera, origin=origin
             )
             for r in results
         ]
-        with client_cls(args.server, token, model_id=engine.model_id) as client:
+        with LintelClient(args.server, upload_token, model_id=engine.model_id) as client:
             for start in range(0, len(sightings), MAX_BATCH):
                 res = client.upload_sightings(sightings[start : start + MAX_BATCH])
                 log.info("uploaded: %d created, %d duplicates", res.created, res.duplicates)

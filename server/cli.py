@@ -15,7 +15,51 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+import uvicorn
 from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
+
+from server.audit.service import record
+from server.clusters.worker import cli_worker
+from server.db import (
+    current_revision,
+    make_engine,
+    make_session_factory,
+    session_scope,
+    upgrade,
+    utcnow,
+)
+from server.devices.service import (
+    create_device,
+    get_device,
+    rotate_device_token,
+    set_device_disabled,
+)
+from server.errors import LintelError, NotFound
+from server.metrics import MULTIPROC_ENV, fresh_multiproc_dir
+from server.notify.cli import add_commands as add_notify_commands
+from server.notify.cli import add_worker_args as add_notify_worker_args
+from server.notify.cli import run_command as run_notify_command
+from server.privacy.cli import COMMANDS as PRIVACY_COMMANDS
+from server.privacy.cli import add_commands as add_privacy_commands
+from server.privacy.cli import new_key_command
+from server.privacy.cli import run_command as run_privacy_command
+from server.privacy.crypto import install_keyring, load_keyring
+from server.settings import Settings
+from server.sites.service import create_site, list_sites, resolve_site
+from server.stats import site_stats
+from server.users.models import User
+from server.users.service import (
+    create_api_token,
+    create_user,
+    get_user_by_name,
+    log_out_everywhere,
+    revoke_api_tokens,
+    set_disabled,
+    set_password,
+    web_sessions_of,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -132,15 +176,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="address for --metrics-port (0.0.0.0 in a container that Prometheus scrapes)",
     )
     # -- notifications (issue 15; server/notify/cli.py): the worker's sender and `notify`
-    from server.notify.cli import add_commands as add_notify_commands
-    from server.notify.cli import add_worker_args as add_notify_worker_args
-
     add_notify_worker_args(p)
     add_notify_commands(sub)
 
     # -- privacy: purge, audit, crops, subject, retention (engineer P; server/privacy/cli.py)
-    from server.privacy.cli import add_commands as add_privacy_commands
-
     add_privacy_commands(sub)
 
     p = sub.add_parser("stats", help="counts per site")
@@ -167,16 +206,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.WARNING - 10 * min(args.verbose, 2),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    from server.errors import LintelError
-    from server.settings import Settings
-
     try:
         settings = Settings()
     except ValidationError as exc:
         sys.stderr.write(f"lintel-server: bad settings: {exc}\n")
         return 2
-    from sqlalchemy.exc import OperationalError
-
     try:
         return _dispatch(args, settings)
     except LintelError as exc:
@@ -189,9 +223,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace, settings: Any) -> int:
-    from server.privacy.cli import new_key_command
-    from server.privacy.crypto import install_keyring, load_keyring
-
     if args.command == "crops" and args.crops_command == "new-key":
         return new_key_command()
     # Crops are sealed at rest: every command that may touch them knows the keys,
@@ -200,17 +231,7 @@ def _dispatch(args: argparse.Namespace, settings: Any) -> int:
     if args.command == "run":
         return _run(args, settings)
     if args.command == "worker":
-        from server.clusters.worker import cli_worker
-
         return cli_worker(args, settings)
-
-    from server.db import (
-        current_revision,
-        make_engine,
-        make_session_factory,
-        session_scope,
-        upgrade,
-    )
 
     engine = make_engine(settings.sqlalchemy_url)
     try:
@@ -227,19 +248,9 @@ def _dispatch(args: argparse.Namespace, settings: Any) -> int:
 
 
 def _admin(args: argparse.Namespace, settings: Any, session: Any) -> int:
-    from server.audit.service import record
-    from server.devices.service import create_device
-    from server.privacy.cli import COMMANDS as PRIVACY_COMMANDS
-    from server.privacy.cli import run_command as run_privacy_command
-    from server.sites.service import create_site, list_sites, resolve_site
-    from server.stats import site_stats
-    from server.users.service import create_api_token, create_user
-
     if args.command in PRIVACY_COMMANDS:
         return run_privacy_command(args, settings, session)
     if args.command == "notify":
-        from server.notify.cli import run_command as run_notify_command
-
         return run_notify_command(args, settings, session)
     if args.command == "site":
         if args.site_command == "add":
@@ -321,13 +332,6 @@ def _admin(args: argparse.Namespace, settings: Any, session: Any) -> int:
 
 def _user_sessions(args: argparse.Namespace, session: Any) -> int:
     """``user sessions`` / ``user logout-all`` (server/users/service.py, server/web/session.py)."""
-    from sqlalchemy import select
-
-    from server.db import utcnow
-    from server.errors import NotFound
-    from server.users.models import User
-    from server.users.service import log_out_everywhere, web_sessions_of
-
     user = session.scalar(select(User).where(User.username == args.username))
     if user is None:
         raise NotFound(f"user {args.username!r} does not exist")
@@ -373,9 +377,6 @@ def _password_from_stdin() -> str | None:
 
 def _device_credentials(args: argparse.Namespace, session: Any) -> int:
     """``device disable|enable|rotate-token`` (logic in server/devices/service.py)."""
-    from server.devices.service import get_device, rotate_device_token, set_device_disabled
-    from server.sites.service import resolve_site
-
     site_id = resolve_site(session=session, ref=args.site).id if args.site else None
     device = get_device(session=session, ref=args.device, site_id=site_id)
     if args.device_command == "rotate-token":
@@ -394,13 +395,6 @@ def _device_credentials(args: argparse.Namespace, session: Any) -> int:
 
 def _user_credentials(args: argparse.Namespace, settings: Any, session: Any) -> int:
     """``user disable|enable|set-password|revoke-tokens`` (server/users/service.py)."""
-    from server.users.service import (
-        get_user_by_name,
-        revoke_api_tokens,
-        set_disabled,
-        set_password,
-    )
-
     user = get_user_by_name(session=session, username=args.username)
     if args.user_command == "set-password":
         password = _password_from_stdin()
@@ -432,11 +426,6 @@ def _user_credentials(args: argparse.Namespace, settings: Any, session: Any) -> 
 
 
 def _run(args: argparse.Namespace, settings: Any) -> int:
-    import uvicorn
-
-    from server.db import make_engine, upgrade
-    from server.metrics import MULTIPROC_ENV, fresh_multiproc_dir
-
     level = logging.DEBUG if args.verbose >= 2 else getattr(logging, args.log_level.upper())
     logging.getLogger().setLevel(level)  # Lintel's own loggers, like uvicorn's
     # Migrate once here, not in every worker.

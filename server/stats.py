@@ -13,6 +13,7 @@ from server.clusters.enums import ClusterStatus, Suppression
 from server.clusters.models import UnknownCluster
 from server.occupants.enums import OccupantStatus
 from server.occupants.models import FaceTemplate, Occupant
+from server.privacy.counts import people_with_templates
 from server.sightings.service import count_sightings
 from server.sites.models import Unit
 
@@ -54,8 +55,6 @@ def site_stats(*, session: Session, site_id: int | None = None) -> dict[str, Any
         "open_cases": _count_where(session, Case, site_id, Case.status.in_(NOT_CLOSED)),
     }
     # People with face templates and the filing-threshold warning (engineer P).
-    from server.privacy.counts import people_with_templates
-
     per_site = people_with_templates(session=session, site_id=site_id)
     out["people_with_templates"] = sum(c.people_with_templates for c in per_site)
     out["filing_warnings"] = [f"{c.site}: {c.warning}" for c in per_site if c.warning]

@@ -54,7 +54,7 @@ from server.clusters.service import (
     ensure_site_state,
     site_config,
 )
-from server.db import session_scope
+from server.db import make_engine, make_session_factory, session_scope, upgrade
 from server.metrics import WORKER_REGISTRY, WORKER_SITE_FAILURES
 from server.notify.worker import send_once, start_sender
 from server.occupants.models import FaceTemplate
@@ -313,8 +313,6 @@ def run_forever(
 
 def cli_worker(args: argparse.Namespace, settings: Any) -> int:
     """``lintel-server worker``: cluster sightings and open cases until stopped."""
-    from server.db import make_engine, make_session_factory, upgrade
-
     engine = make_engine(settings.sqlalchemy_url)
     try:
         upgrade(engine)

@@ -44,6 +44,8 @@ from server.notify.models import (
     NotifyEvent,
 )
 from server.notify.service import channel_secret, emit, pending_count
+from server.sightings import crops
+from server.sightings.models import Sighting
 from server.sites.models import Site
 
 log = logging.getLogger(__name__)
@@ -276,9 +278,6 @@ def _outgoing(session: Session, channel: NotifyChannel, event: NotifyEvent, site
 
 def _thumbnail(session: Session, cluster_id: int) -> bytes | None:
     """The best crop of the cluster (opt-in channels only), or None when it has none left."""
-    from server.sightings import crops
-    from server.sightings.models import Sighting
-
     sighting_id = session.scalar(
         select(Sighting.id)
         .where(Sighting.cluster_id == cluster_id, Sighting.has_crop.is_(True))

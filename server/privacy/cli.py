@@ -16,6 +16,17 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from server.audit import export
+from server.audit.chain import verify_chain
+from server.audit.service import record
+from server.privacy import subject
+from server.privacy.consent import set_consent
+from server.privacy.crypto import load_keyring, new_key_text
+from server.privacy.purge import purge
+from server.privacy.retention import set_site_retention
+from server.sightings.crops import reseal
+from server.sites.service import resolve_site
+
 COMMANDS = ("purge", "audit", "crops", "subject", "retention", "consent")
 
 
@@ -94,19 +105,13 @@ def _print(data: Any, as_json: bool) -> None:
 
 def new_key_command() -> int:
     """``crops new-key`` (needs no database)."""
-    from server.privacy.crypto import new_key_text
-
     sys.stdout.write(new_key_text() + "\n")
     return 0
 
 
 def run_command(args: argparse.Namespace, settings: Any, session: Session) -> int:
     """Run one privacy command in ``session`` (committed by the caller); the exit code."""
-    from server.sites.service import resolve_site
-
     if args.command == "purge":
-        from server.privacy.purge import purge
-
         site_id = resolve_site(session=session, ref=args.site).id if args.site else None
         results = purge(session=session, site_id=site_id, dry_run=args.dry_run, actor="cli")
         rows = [{**r.as_dict(), "dry_run": args.dry_run} for r in results]
@@ -115,13 +120,8 @@ def run_command(args: argparse.Namespace, settings: Any, session: Session) -> in
     if args.command == "audit":
         return _audit(args, session)
     if args.command == "crops":
-        from server.privacy.crypto import load_keyring
-        from server.sightings.crops import reseal
-
         keyring = load_keyring(settings)
         done = reseal(session=session, keyring=keyring)
-        from server.audit.service import record
-
         record(
             session=session,
             actor="cli",
@@ -132,8 +132,6 @@ def run_command(args: argparse.Namespace, settings: Any, session: Session) -> in
         _print({"resealed": done, "key_id": keyring.active_id}, args.json)
         return 0
     if args.command == "subject":
-        from server.privacy import subject
-
         if args.subject_command == "export":
             data = subject.export_subject(
                 session=session,
@@ -147,8 +145,6 @@ def run_command(args: argparse.Namespace, settings: Any, session: Session) -> in
         _print(counts, args.json)
         return 0
     if args.command == "consent":
-        from server.privacy.consent import set_consent
-
         occ = set_consent(
             session=session,
             occupant_id=args.occupant,
@@ -170,8 +166,6 @@ def run_command(args: argparse.Namespace, settings: Any, session: Session) -> in
         )
         return 0
     if args.command == "retention":
-        from server.privacy.retention import set_site_retention
-
         site = resolve_site(session=session, ref=args.site)
         site = set_site_retention(
             session=session,
@@ -195,8 +189,6 @@ def run_command(args: argparse.Namespace, settings: Any, session: Session) -> in
 
 
 def _audit(args: argparse.Namespace, session: Session) -> int:
-    from server.audit.chain import verify_chain
-
     if args.audit_command == "verify":
         report = verify_chain(session=session)
         if args.json:
@@ -209,10 +201,6 @@ def _audit(args: argparse.Namespace, session: Session) -> int:
                 f"({report.checked} events before it are intact)\n"
             )
         return 0 if report.ok else 1
-    from server.audit import export
-    from server.audit.service import record
-    from server.sites.service import resolve_site
-
     site_id = resolve_site(session=session, ref=args.site).id if args.site else None
     flt = export.AuditFilter(site_id=site_id, action=args.action, actor=args.actor)
     events = list(session.scalars(export.query_events(flt)))
