@@ -109,16 +109,6 @@ def add_worker_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def sender_config(args: argparse.Namespace) -> SenderConfig:
-    """The worker's :class:`SenderConfig` from its options (validated, bounded)."""
-    return SenderConfig(
-        lease_s=args.notify_lease_s,
-        base_delay_s=args.notify_base_delay_s,
-        offline_after_min=args.notify_offline_min,
-        unassigned_after_h=args.notify_unassigned_h,
-    )
-
-
 def _out(text: str) -> None:
     sys.stdout.write(text + "\n")
 

@@ -9,7 +9,6 @@ import time
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from server.notify.cli import sender_config
 from server.notify.sender import SenderConfig, run_step
 
 log = logging.getLogger(__name__)
@@ -17,6 +16,20 @@ log = logging.getLogger(__name__)
 CAUSE_CHECK_S = 30.0
 """Seconds between looks for offline devices and waiting cases (each scans every
 device and open case; deliveries are still polled every ``poll_s``)."""
+
+
+def sender_config(args: argparse.Namespace) -> SenderConfig:
+    """The worker's :class:`SenderConfig` from its options (validated, bounded).
+
+    Here, not in ``server.notify.cli`` (which declares the options): the worker runs
+    below the command line and must not import it (docs/architecture.md).
+    """
+    return SenderConfig(
+        lease_s=args.notify_lease_s,
+        base_delay_s=args.notify_base_delay_s,
+        offline_after_min=args.notify_offline_min,
+        unassigned_after_h=args.notify_unassigned_h,
+    )
 
 
 def sender_loop(
