@@ -9,6 +9,10 @@ XLSX; Chinese or English headers, :mod:`registry.columns`) ->
 :mod:`registry.validate` (:mod:`registry.address`, :mod:`registry.idnumber`,
 :mod:`registry.fields`) -> :mod:`registry.importer` (match, enrol photos from
 :mod:`registry.photos` with ``edge.face.engine.FaceEngine``, plan) ->
-:mod:`registry.store` (one transaction through the server's services) ->
-:mod:`registry.report`.
+:mod:`registry.store` (the plan and the store seam; the server's
+``server.registry_api.store`` writes it in one transaction through the
+server's services) -> :mod:`registry.report`.
+
+A pure library (docs/architecture.md): it imports nothing of the server, and
+of the edge only the bottom floor (``edge.face``, ``edge.wire``).
 """
