@@ -2,8 +2,9 @@
 
 An office PC installs only the registry extra: no SQLAlchemy, FastAPI or
 psycopg. Run in a fresh interpreter where importing those fails, as it would
-there: the tool still starts and writes a template, and the local --db mode
-(which writes the server's database directly) says in one line what it needs.
+there: the tool still starts, writes a template and goes to a server with
+--server, and the local --db mode (which writes the server's database
+directly) says in one line what it needs.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.registry.helpers import HEADER
+from tests.registry.helpers import HEADER, make_id
 
 _BLOCK = (
     "import sys\n"
@@ -59,3 +60,17 @@ def test_local_db_mode_without_the_server_says_what_it_needs(tmp_path: Path) -> 
         "'sqlalchemy'): pip install 'lintel[server]', or import through --server URL"
     ]
     assert not (tmp_path / "x.db").exists()
+
+
+def test_remote_import_needs_no_server_packages(tmp_path: Path) -> None:
+    csv = tmp_path / "r.csv"
+    csv.write_text(HEADER + f"张三,{make_id(1)},13800000001,3幢2单元1203室,业主,,,E1\n", "utf-8")
+    # Nothing listens on port 9: the run gets as far as asking the server, without
+    # the server's packages; no photo, so the face engine is never needed either.
+    done = _run(
+        "import", str(csv), "--site", "s", "--server", "http://127.0.0.1:9", "--token", "t",
+        "--dry-run", cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "cannot reach the server http://127.0.0.1:9" in done.stderr
+    assert "server modules loaded: []" in done.stdout
