@@ -2,7 +2,8 @@
 
 Floors, lowest first; an import may only go to its own floor or a lower one:
 
-0. the wire contract and the face engine: ``edge.wire``, ``edge.face.*``
+0. the wire contract and the face engine: ``edge.wire``, ``edge.face.*``; each
+   imports nothing of ours outside itself
 1. the rest of ``edge`` (pipeline, daemon, tools) and the pure ``registry``
    library, side by side: neither imports the other except through floor 0
 2. ``server``
@@ -157,6 +158,11 @@ def _column(module: str) -> str:
     return module.split(".")[0]
 
 
+def _bottom_part(module: str) -> str:
+    """``edge.wire`` or ``edge.face``: the two parts of floor 0."""
+    return ".".join(module.split(".")[:2])
+
+
 def _circles(imports: list[Import], root: Path) -> list[str]:
     """Strongly connected components of the module-level import graph (Tarjan)."""
     graph: dict[str, set[str]] = {}
@@ -225,6 +231,11 @@ def check(
             problems.append(
                 f"{where}: upward import: {imp.source} (floor {a}) imports {imp.target} (floor {b})"
             )
+        elif a == b == 0 and _bottom_part(imp.source) != _bottom_part(imp.target):
+            problems.append(
+                f"{where}: {imp.source} imports {imp.target}: the wire contract and the face "
+                "engine each import nothing of ours outside themselves"
+            )
         elif a == b == 1 and _column(imp.source) != _column(imp.target):
             problems.append(
                 f"{where}: sideways import: {imp.source} imports {imp.target} (edge and "
@@ -277,6 +288,7 @@ def test_the_checker_finds_upward_imports_circles_and_hidden_imports(tmp_path: P
         {
             "edge/__init__.py": "",
             "edge/wire.py": "import numpy\nfrom server.app import create_app\n",
+            "edge/face/types.py": "from edge.wire import API_PREFIX\n",
             "edge/face/__init__.py": "",
             "edge/face/engine.py": "from edge.pipeline import stream\n",
             "edge/pipeline/__init__.py": "",
@@ -305,6 +317,8 @@ def test_the_checker_finds_upward_imports_circles_and_hidden_imports(tmp_path: P
     assert problems == [
         "edge/face/engine.py:1: upward import: edge.face.engine (floor 0) imports "
         "edge.pipeline.stream (floor 1)",
+        "edge/face/types.py:1: edge.face.types imports edge.wire: the wire contract and the "
+        "face engine each import nothing of ours outside themselves",
         "edge/pipeline/stream.py:1: sideways import: edge.pipeline.stream imports registry.store "
         "(edge and registry meet only through floor 0: edge.wire, edge.face)",
         "edge/wire.py:2: upward import: edge.wire (floor 0) imports server.app (floor 2)",
