@@ -359,6 +359,11 @@ def _loaded_by(code: str) -> list[str]:
             "import edge.cli, edge.replay, edge.evaluate, edge.calibrate, edge.daemon.run",
             ("fastapi", "sqlalchemy", "psycopg", "jinja2", "server", "registry"),
         ),
+        # `lintel-edge --help`: the reason its sub-command imports wait (INLINE_ALLOWED).
+        (
+            "import edge.cli; edge.cli.build_parser()",
+            ("cv2", "numpy", "pydantic", "onnxruntime", "edge.pipeline", "edge.face.engine"),
+        ),
         # The office PC's registry tool: neither the server nor the engine until it enrols.
         (
             "import registry.cli; registry.cli.build_parser()",
