@@ -18,6 +18,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import undefer
 
 from server.audit.models import AuditEvent
+from server.cases.models import Case
 from server.devices.service import create_device
 from server.occupants.models import FaceTemplate, Occupant
 from server.occupants.service import upsert_occupant
@@ -158,9 +159,17 @@ def test_buildings_units_occupants_and_search_by_phone_tail_name_and_unit(
 def test_the_occupant_page_is_audited_and_shows_fields_and_cases(
     client: httpx.Client, world: World, reg: Register, engine: Engine
 ) -> None:
+    with new_session(engine) as s:
+        # A desk-check case that names her (the clustering worker sets this link).
+        case = s.scalar(select(Case).where(Case.site_id == world.site_a).order_by(Case.id))
+        assert case is not None
+        case.occupant_id = reg.wang
+        case_id = case.id
+        s.commit()
     login(client, "viewer_a")
     page = client.get(f"/web/occupants/{reg.wang}")
     assert page.status_code == 200
+    assert f'<a href="/web/cases/{case_id}">#{case_id}</a>' in page.text
     assert "+8613812345678" in page.text and "Owner" in page.text
     # A viewer sees, but has no forms to act with.
     assert "/edit" not in page.text and 'type="file"' not in page.text
