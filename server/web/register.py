@@ -49,6 +49,8 @@ from server.web.session import csrf_ok, read_session
 router = APIRouter(prefix=PREFIX, route_class=WebRoute, include_in_schema=False)
 
 DONE = ("edited", "moved_out", "photo_added", "template_deleted", "erased")
+MULTIPART_MARGIN = 16 * 1024
+"""Bytes of a photo form that are not the photo: boundaries, headers, the CSRF token."""
 ENGINE_MISSING = "photo enrolment needs the face engine on this server"
 PHOTO_REASONS = (
     "unreadable",
@@ -111,6 +113,11 @@ async def verified_photo(request: Request) -> PhotoUpload:
 
 
 PhotoDep = Annotated[PhotoUpload, Depends(verified_photo)]
+
+
+def max_photo_bytes(request: Request) -> int:
+    """The largest photo the request size limit lets through (the form's fields take ~1 KB)."""
+    return max(0, app_settings(request).max_body_bytes - MULTIPART_MARGIN)
 
 
 def _to_occupant(occupant_id: int, done: str) -> Response:
@@ -224,6 +231,7 @@ def _occupant_response(
         error=error,
         error_for=error_for,
         photo_reason=photo_reason if photo_reason in PHOTO_REASONS else None,
+        max_photo_bytes=max_photo_bytes(request),
     )
 
 

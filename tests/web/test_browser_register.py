@@ -44,6 +44,7 @@ WORDS = {
         "move_out": "Move out",
         "moved": "Moved out; their faces have left",
         "confirm": "Confirm: move 王芳 out?",
+        "too_large": "The photo is larger than this server accepts (8.0 MB)",
     },
     "zh": {
         "nav": "住户登记",
@@ -53,6 +54,7 @@ WORDS = {
         "move_out": "迁出",
         "moved": "已迁出；其人脸已从门口人脸库移除",
         "confirm": "确认将 王芳 迁出？",
+        "too_large": "照片超过本服务器接受的大小（8.0 MB）",
     },
 }
 
@@ -107,9 +109,17 @@ def test_find_by_phone_tail_add_a_photo_then_move_out(
     assert photo_input.get_attribute("accept") == "image/*"
     assert photo_input.get_attribute("capture") == "user"  # the phone's camera
 
-    # Add a photo from a file: a template appears, with its (audited) face chip.
+    # A photo over the server's size limit is refused in the page, in words.
     version, people = _gallery(base_url, reg.token_a)
     assert reg.wang not in people
+    photo_input.set_input_files(
+        files=[{"name": "huge.jpg", "mimeType": "image/jpeg", "buffer": b"\xff" * 9_000_000}]
+    )
+    page.get_by_role("button", name=words["enrol"]).click()
+    assert words["too_large"] in page.locator("#photo .too-large").inner_text()
+    assert page.url.endswith(f"/web/occupants/{reg.wang}")
+
+    # Add a photo from a file: a template appears, with its (audited) face chip.
     photo_input.set_input_files(
         files=[{"name": "wang.jpg", "mimeType": "image/jpeg", "buffer": faces.one_face()}]
     )

@@ -20,6 +20,8 @@ from sqlalchemy.orm import undefer
 from server.audit.models import AuditEvent
 from server.cases.models import Case
 from server.devices.service import create_device
+from server.errors import InvalidInput
+from server.occupants import face_engine
 from server.occupants.models import FaceTemplate, Occupant
 from server.occupants.service import upsert_occupant
 from server.sites.models import Site
@@ -398,3 +400,12 @@ def test_subject_export_and_erase_are_for_admins(
         )
         assert n == 2
     assert "The person&#39;s data was erased." in client.get(erased.headers["location"]).text
+
+
+def test_the_server_loads_the_face_engine_once_and_names_the_models_it_has() -> None:
+    first = face_engine.engine_for_model(REAL_MODEL)
+    assert face_engine.engine_for_model(REAL_MODEL) is first  # once per process
+    assert first.model_id == REAL_MODEL
+    with pytest.raises(InvalidInput, match="offers buffalo_s/w600k_mbf") as info:
+        face_engine.pack_for_model("antelopev2/glintr100")
+    assert "'antelopev2/glintr100'" in info.value.detail
