@@ -36,6 +36,7 @@ from server.web import queries
 from server.web.errors import CsrfRejected
 from server.web.routes import (
     PREFIX,
+    Flag,
     OptionalId,
     WebRoute,
     _actor,
@@ -48,7 +49,7 @@ from server.web.session import csrf_ok, read_session
 
 router = APIRouter(prefix=PREFIX, route_class=WebRoute, include_in_schema=False)
 
-DONE = ("edited", "moved_out", "photo_added", "template_deleted", "erased")
+DONE = ("edited", "moved_out", "photo_added", "photo_poor", "template_deleted", "erased")
 MULTIPART_MARGIN = 16 * 1024
 """Bytes of a photo form that are not the photo: boundaries, headers, the CSRF token."""
 ENGINE_MISSING = "photo enrolment needs the face engine on this server"
@@ -142,9 +143,11 @@ def register_page(
     building: Annotated[OptionalId, Query()] = None,
     unit: Annotated[OptionalId, Query()] = None,
     q: Annotated[str, Query(max_length=100)] = "",
+    moved: Annotated[Flag, Query()] = False,
     done: Annotated[str | None, Query(max_length=20)] = None,
 ) -> Response:
-    """A site's buildings, a building's units, a unit's occupants; or a search."""
+    """A site's buildings, a building's units, a unit's occupants; or a search
+    (people who moved out only when ``moved`` is ticked; a unit lists them all)."""
     sites = queries.visible_sites(session=session, scope=user.scope)
     chosen = _visible_site(session, user, site) if site is not None else None
     if chosen is None and sites:
@@ -172,7 +175,9 @@ def register_page(
         else []
     )
     results = (
-        register.search(session=session, site_id=chosen.id, q=q, unit_id=unit)
+        register.search(
+            session=session, site_id=chosen.id, q=q, unit_id=unit, include_moved_out=moved
+        )
         if chosen is not None and (q.strip() or unit is not None)
         else []
     )
@@ -188,6 +193,7 @@ def register_page(
         units=units,
         unit=unit_row,
         q=q.strip(),
+        moved=moved,
         results=results,
         searched=bool(q.strip()) or unit is not None,
         done="erased" if done == "erased" else None,
@@ -353,7 +359,8 @@ def add_photo(
     except InvalidInput as exc:
         return _refused(request, session, user, occupant_id, exc, "photo")
     session.commit()
-    return _to_occupant(occupant_id, "photo_added")
+    # Usable but poor (small, blurred, turned): enrolled, as the import does, with a word.
+    return _to_occupant(occupant_id, "photo_poor" if face.warning else "photo_added")
 
 
 @router.post("/occupants/{occupant_id}/templates/{template_id}/delete")

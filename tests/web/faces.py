@@ -49,3 +49,11 @@ def small_face() -> bytes:
     canvas = np.full((480, 480, 3), 200, np.uint8)
     canvas[200:230, 200:230] = cv2.resize(_read("hanks"), (30, 30))
     return _jpeg(canvas)
+
+
+def poor_face() -> bytes:
+    """One face the engine enrols with a warning: a 40 px head (the face measures 29 px,
+    under the 32 px warning size and over the 20 px gate)."""
+    canvas = np.full((480, 480, 3), 200, np.uint8)
+    canvas[200:240, 200:240] = cv2.resize(_read("hanks"), (40, 40))
+    return _jpeg(canvas)

@@ -242,6 +242,11 @@ def test_move_out_takes_their_faces_off_the_gallery_at_the_next_sync(
     assert event.detail is not None and event.detail["templates"] == 1
     page = client.get(f"/web/occupants/{reg.wang}")
     assert "Moved out" in page.text and 'type="file"' not in page.text
+    # A search finds her again only when asked to include people who moved out.
+    found = client.get("/web/register", params={"site": world.site_a, "q": "5678"})
+    assert "王芳" not in found.text
+    found = client.get("/web/register", params={"site": world.site_a, "q": "5678", "moved": "true"})
+    assert "王芳" in found.text and "Moved out" in found.text
 
 
 # -- photos ---------------------------------------------------------------------------------
@@ -409,3 +414,16 @@ def test_the_server_loads_the_face_engine_once_and_names_the_models_it_has() -> 
     with pytest.raises(InvalidInput, match="offers buffalo_s/w600k_mbf") as info:
         face_engine.pack_for_model("antelopev2/glintr100")
     assert "'antelopev2/glintr100'" in info.value.detail
+
+
+def test_a_poor_but_usable_photo_is_enrolled_with_a_word(
+    client: httpx.Client, world: World, reg: Register, engine: Engine
+) -> None:
+    """As the import does (its poor_photo warning): enrolled, and the manager is told."""
+    login(client, "mgr_a")
+    r = _post_photo(client, reg.wang, faces.poor_face())
+    assert r.status_code == 303 and r.headers["location"].endswith("done=photo_poor")
+    assert "Photo enrolled, but it is poor" in client.get(r.headers["location"]).text
+    assert len(_templates(engine, reg.wang)) == 1
+    (added,) = _audits(engine, "occupant.photo_add")
+    assert added.detail is not None and added.detail["warning"] == "small face (29 px)"
