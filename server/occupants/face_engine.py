@@ -7,7 +7,8 @@ other page and says plainly that photo enrolment needs the engine.
 
 Enrolment is the registry import's, not a second one: the same
 :class:`~edge.engine.FaceEngine` with the same :class:`~edge.models.ModelConfig`
-defaults and quality gates, run through :class:`registry.enrol.InProcessBackend`
+defaults and quality gates, behind the import's photo gate
+(:func:`registry.photos.check_photo`), run through :class:`registry.enrol.InProcessBackend`
 (exactly one usable face, or the engine's reason), and the same ``same_face``
 threshold as :class:`registry.importer.ImportOptions`.
 """
@@ -22,7 +23,9 @@ from edge.engine import FaceEngine
 from edge.errors import EnrolmentError, LintelEdgeError
 from edge.models import BUNDLED_PACK, SFACE_PACK, ModelConfig, resolve_pack
 from registry.enrol import Enrolled, InProcessBackend, Job
+from registry.errors import PhotoError
 from registry.importer import ImportOptions
+from registry.photos import check_photo
 from server.errors import InvalidInput
 from server.occupants.errors import PhotoRefused
 
@@ -80,6 +83,12 @@ def enrol_photo(data: bytes, *, model_id: str, name: str = "photo") -> tuple[Enr
     """
     if not data:
         raise PhotoRefused("unreadable", "no photo was sent")
+    try:
+        # The import's gate, before any decoder runs: JPEG/PNG/WebP by content, at most
+        # 64 megapixels by the header (a few-KB PNG can declare gigabytes of pixels).
+        check_photo(data, name)
+    except PhotoError as exc:
+        raise PhotoRefused("unreadable", str(exc)) from None
     backend = InProcessBackend(engine_for_model(model_id))
     ((_job, outcome),) = list(backend.run([Job(0, name, data)]))
     if isinstance(outcome, EnrolmentError):

@@ -7,6 +7,9 @@ tests need nothing outside the installed packages.
 
 from __future__ import annotations
 
+import struct
+import zlib
+
 import cv2
 import numpy as np
 
@@ -57,3 +60,17 @@ def poor_face() -> bytes:
     canvas = np.full((480, 480, 3), 200, np.uint8)
     canvas[200:240, 200:240] = cv2.resize(_read("hanks"), (40, 40))
     return _jpeg(canvas)
+
+
+def bmp() -> bytes:
+    """A real photo as a BMP: a format the import refuses before any decoder runs."""
+    ok, buf = cv2.imencode(".bmp", _read("hanks"))
+    assert ok
+    return buf.tobytes()
+
+
+def png_bomb() -> bytes:
+    """A PNG header declaring 30000x30000 pixels (2.7 GB decoded) and no image data."""
+    ihdr = struct.pack(">IIBBBBB", 30000, 30000, 8, 2, 0, 0, 0)
+    chunk = struct.pack(">I", len(ihdr)) + b"IHDR" + ihdr
+    return b"\x89PNG\r\n\x1a\n" + chunk + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))

@@ -288,8 +288,10 @@ def test_a_photo_becomes_a_template_with_its_chip_and_the_photo_is_not_kept(
         (lambda: b"\xff\xd8\xff\xe0 not really a jpeg", "The file is not a readable image"),
         (faces.small_face, "The face is too small in the photo"),
         (lambda: b"", "The file is not a readable image"),
+        (faces.bmp, "is a BMP file; use JPEG, PNG or WebP"),
+        (faces.png_bomb, "is 30000x30000 pixels, more than 64 megapixels"),
     ],
-    ids=["no-face", "two-faces", "corrupt", "too-small", "empty"],
+    ids=["no-face", "two-faces", "corrupt", "too-small", "empty", "bmp", "pixel-bomb"],
 )
 def test_a_photo_the_engine_refuses_says_why_and_changes_nothing(
     client: httpx.Client,
