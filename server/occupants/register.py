@@ -14,6 +14,7 @@ does not exist for them (:class:`NotFound`), as on the case pages.
 
 from __future__ import annotations
 
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Protocol
@@ -226,6 +227,9 @@ def search(
         ]
         if digits.isdigit() and 3 <= len(digits) <= 11:
             clauses.append(Occupant.phone.endswith(digits, autoescape=True))
+        with suppress(FieldError):
+            # A whole number as people write it (+86 138-1234-5678): as the import stores it.
+            clauses.append(Occupant.phone == normalise_phone(text))
         query = query.where(or_(*clauses))
     query = query.order_by(Unit.address_key, Occupant.name, Occupant.id).limit(SEARCH_LIMIT)
     return [

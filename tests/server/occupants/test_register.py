@@ -110,6 +110,7 @@ def test_search_by_phone_tail_name_unit_within_one_site(session: Session, w: Wor
     assert names("_") == ["李_雷"]  # a LIKE wildcard matches itself only
     assert names("12") == []  # two digits are not a phone tail
     assert sorted(names("3-1")) == ["李_雷", "王芳"]
+    assert names("+86 138-1234-5678") == ["王芳"]  # a whole number, as people write it
     row = register.search(session=session, site_id=w.site.id, q="5678")[0]
     assert row.phone_tail == "5678" and row.unit == "3幢1单元502"
 
