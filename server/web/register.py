@@ -29,7 +29,7 @@ from starlette.responses import RedirectResponse, Response
 
 from server.deps import FormDep, SessionDep, UserDep, WebUser, app_settings
 from server.errors import Forbidden, InvalidInput
-from server.occupants import register
+from server.occupants import directory, register
 from server.occupants.errors import FaceEngineMissing, PhotoRefused
 from server.privacy import subject
 from server.web import queries
@@ -155,17 +155,17 @@ def register_page(
     unit_row = None
     if chosen is not None and unit is not None:
         unit_row = next(
-            (u for u in register.units(session=session, site_id=chosen.id) if u.id == unit), None
+            (u for u in directory.units(session=session, site_id=chosen.id) if u.id == unit), None
         )
         if unit_row is None:
             unit = None
-    buildings = register.buildings(session=session, site_id=chosen.id) if chosen else []
+    buildings = directory.buildings(session=session, site_id=chosen.id) if chosen else []
     # ``building=0``: the units that belong to no building (a register without them).
     building_row = next(
         (b for b in buildings if building is not None and (b.id or 0) == building), None
     )
     units = (
-        register.units(
+        directory.units(
             session=session,
             site_id=chosen.id,
             building_id=building_row.id,
@@ -175,7 +175,7 @@ def register_page(
         else []
     )
     results = (
-        register.search(
+        directory.search(
             session=session, site_id=chosen.id, q=q, unit_id=unit, include_moved_out=moved
         )
         if chosen is not None and (q.strip() or unit is not None)
@@ -215,12 +215,12 @@ def _occupant_response(
     photo_reason: str | None = None,
 ) -> Response:
     if audited:
-        found = register.view_occupant(
+        found = directory.view_occupant(
             session=session, occupant_id=occupant_id, actor=user.actor, site_ids=user.scope
         )
         session.commit()
     else:
-        found = register.occupant_page(
+        found = directory.occupant_page(
             session=session, occupant_id=occupant_id, site_ids=user.scope
         )
     zones = queries.site_timezones(session=session, site_ids=[found.site.id])
@@ -232,7 +232,7 @@ def _occupant_response(
         active="register",
         v=found,
         tz=zones[found.site.id],
-        today=register.today_in(session, found.site.id).isoformat(),
+        today=directory.today_in(session, found.site.id).isoformat(),
         done=done if done in DONE else None,
         error=error,
         error_for=error_for,
@@ -386,7 +386,7 @@ def export(occupant_id: int, form: FormDep, session: SessionDep, user: UserDep) 
     """Everything held on the occupant as a JSON download (admins; ``subject.export``)."""
     _admin(user)
     _parse(_Form, form)
-    register.visible_occupant(session=session, occupant_id=occupant_id, site_ids=user.scope)
+    directory.visible_occupant(session=session, occupant_id=occupant_id, site_ids=user.scope)
     data = subject.export_subject(session=session, occupant_id=occupant_id, actor=user.actor)
     session.commit()
     return Response(
@@ -404,7 +404,7 @@ def erase(occupant_id: int, form: FormDep, session: SessionDep, user: UserDep) -
     """Erase the occupant everywhere (admins; ``subject.erase``); back to their unit."""
     _admin(user)
     _parse(_Form, form)
-    occupant = register.visible_occupant(
+    occupant = directory.visible_occupant(
         session=session, occupant_id=occupant_id, site_ids=user.scope
     )
     site_id, unit_id = occupant.site_id, occupant.unit_id

@@ -1,4 +1,5 @@
-"""The register's services (server/occupants/register.py) on SQLite and PostgreSQL.
+"""The register's services (server/occupants/directory.py and register.py) on SQLite and
+PostgreSQL.
 
 Faces here are unit vectors standing in for the engine's output (the services
 receive an enrolled face, never a photo); the real engine is exercised by
@@ -18,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from server.audit.models import AuditEvent
 from server.errors import InvalidInput, NotFound
-from server.occupants import register
+from server.occupants import directory, register
 from server.occupants.enums import OccupantStatus, TemplateOrigin
 from server.occupants.errors import PhotoRefused
 from server.occupants.models import FaceTemplate, Occupant
@@ -92,17 +93,17 @@ def _actions(session: Session, action: str) -> list[AuditEvent]:
 
 
 def test_buildings_and_units_count_active_occupants(session: Session, w: World) -> None:
-    rows = register.buildings(session=session, site_id=w.site.id)
+    rows = directory.buildings(session=session, site_id=w.site.id)
     assert [(b.name, b.units, b.occupants) for b in rows] == [("3幢", 2, 2), ("", 1, 0)]
-    units = register.units(session=session, site_id=w.site.id, building_id=rows[0].id)
+    units = directory.units(session=session, site_id=w.site.id, building_id=rows[0].id)
     assert [(u.address, u.occupants) for u in units] == [("3幢1单元502", 1), ("3幢1单元601", 1)]
-    unplaced = register.units(session=session, site_id=w.site.id, unplaced=True)
+    unplaced = directory.units(session=session, site_id=w.site.id, unplaced=True)
     assert [u.address for u in unplaced] == ["9-9-9"]
 
 
 def test_search_by_phone_tail_name_unit_within_one_site(session: Session, w: World) -> None:
     def names(q: str) -> list[str]:
-        return [r.name for r in register.search(session=session, site_id=w.site.id, q=q)]
+        return [r.name for r in directory.search(session=session, site_id=w.site.id, q=q)]
 
     assert names("5678") == ["王芳"]  # 赵敏 has the same tail, on another site
     assert names("王") == ["王芳"]
@@ -111,7 +112,7 @@ def test_search_by_phone_tail_name_unit_within_one_site(session: Session, w: Wor
     assert names("12") == []  # two digits are not a phone tail
     assert sorted(names("3-1")) == ["李_雷", "王芳"]
     assert names("+86 138-1234-5678") == ["王芳"]  # a whole number, as people write it
-    row = register.search(session=session, site_id=w.site.id, q="5678")[0]
+    row = directory.search(session=session, site_id=w.site.id, q="5678")[0]
     assert row.phone_tail == "5678" and row.unit == "3幢1单元502"
 
 
@@ -119,7 +120,7 @@ def test_another_sites_occupant_does_not_exist_for_a_scoped_caller(
     session: Session, w: World
 ) -> None:
     with pytest.raises(NotFound):
-        register.occupant_page(session=session, occupant_id=w.zhao, site_ids={w.site.id})
+        directory.occupant_page(session=session, occupant_id=w.zhao, site_ids={w.site.id})
     with pytest.raises(NotFound):
         register.move_out(
             session=session,
@@ -128,7 +129,7 @@ def test_another_sites_occupant_does_not_exist_for_a_scoped_caller(
             site_ids={w.site.id},
             on="2025-01-01",
         )
-    page = register.occupant_page(session=session, occupant_id=w.zhao, site_ids=None)
+    page = directory.occupant_page(session=session, occupant_id=w.zhao, site_ids=None)
     assert page.occupant.name == "赵敏"
 
 
@@ -184,7 +185,7 @@ def test_move_out_deletes_their_templates_and_bumps_the_gallery(session: Session
     session.refresh(w.site)
     version = w.site.gallery_version
     kw = {"session": session, "occupant_id": w.wang, "actor": "user:1", "site_ids": {w.site.id}}
-    tomorrow = (register.today_in(session, w.site.id) + timedelta(days=1)).isoformat()
+    tomorrow = (directory.today_in(session, w.site.id) + timedelta(days=1)).isoformat()
     with pytest.raises(InvalidInput, match="in the future"):
         register.move_out(**kw, on=tomorrow)  # type: ignore[arg-type]
     with pytest.raises(InvalidInput, match="give the date"):
@@ -221,7 +222,7 @@ def test_add_photo_keeps_the_face_and_refuses_model_duplicate_and_anothers_face(
     version = w.site.gallery_version
     template = register.add_photo(**kw, occupant_id=w.wang, face=face, photo_sha256="ab" * 32)  # type: ignore[arg-type]
     assert template.source == "web:" + "ab" * 32
-    assert register.template_origin(template.source) == TemplateOrigin.REGISTRY
+    assert directory.template_origin(template.source) == TemplateOrigin.REGISTRY
     session.refresh(w.site)
     assert w.site.gallery_version == version + 1
     (event,) = _actions(session, "occupant.photo_add")
@@ -263,7 +264,7 @@ def test_delete_template_and_origins_on_the_page(session: Session, w: World) -> 
         model_id=MODEL,
         source="cluster:9",
     )
-    page = register.view_occupant(
+    page = directory.view_occupant(
         session=session, occupant_id=w.wang, actor="user:1", site_ids=None
     )
     assert [t.origin for t in page.templates] == [
