@@ -40,6 +40,7 @@ THREADS = min(2, os.cpu_count() or 1)
 
 _engines: dict[str, FaceEngine] = {}
 _lock = threading.Lock()
+_enrol_lock = threading.Lock()
 
 
 def pack_for_model(model_id: str) -> str:
@@ -90,7 +91,10 @@ def enrol_photo(data: bytes, *, model_id: str, name: str = "photo") -> tuple[Enr
     except PhotoError as exc:
         raise PhotoRefused("unreadable", str(exc)) from None
     backend = InProcessBackend(engine_for_model(model_id))
-    ((_job, outcome),) = list(backend.run([Job(0, name, data)]))
+    with _enrol_lock:
+        # One photo at a time per process: photos come by hand, seconds apart, and the
+        # detector keeps per-size state (insightface caches anchors in a plain dict).
+        ((_job, outcome),) = list(backend.run([Job(0, name, data)]))
     if isinstance(outcome, EnrolmentError):
         raise PhotoRefused(outcome.reason, str(outcome))
     return outcome, hashlib.sha256(data).hexdigest()
