@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import subprocess
+import sys
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -439,3 +441,18 @@ def test_a_poor_but_usable_photo_is_enrolled_with_a_word(
     assert len(_templates(engine, reg.wang)) == 1
     (added,) = _audits(engine, "occupant.photo_add")
     assert added.detail is not None and added.detail["warning"] == "small face (29 px)"
+
+
+def test_the_web_app_does_not_load_the_face_engine_until_a_photo_comes() -> None:
+    """A server without the face stack must serve every page: importing the app (and
+    the register's routes) loads neither the engine module nor ONNX Runtime."""
+    code = (
+        "import sys, server.app, server.web.register\n"
+        "loaded = [m for m in ('onnxruntime', 'insightface', 'edge.engine',"
+        " 'server.occupants.face_engine') if m in sys.modules]\n"
+        "print(','.join(loaded))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.strip() == ""
