@@ -193,6 +193,8 @@ def search(
     asks "who is 5678?" when a caller gives only the last digits.
     """
     text = q.strip()
+    if "\x00" in text:
+        return []  # PostgreSQL refuses NUL in text (a 500); no occupant's name holds one
     template_count = (
         select(func.count(FaceTemplate.id))
         .where(FaceTemplate.occupant_id == Occupant.id)

@@ -12,6 +12,7 @@ never the photo, and keeps only its template and chip. The reads are
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Protocol
 
 import numpy as np
@@ -63,6 +64,9 @@ def edit_occupant(
         new_name = normalise_name(name)
     except FieldError as exc:
         raise _field(exc, "name") from None
+    if any(unicodedata.category(c) == "Cc" for c in new_name):
+        # NUL and other control characters: PostgreSQL refuses NUL (a 500), none belong.
+        raise InvalidInput("name: holds control characters")
     try:
         new_role = normalise_role(role).value
     except FieldError as exc:

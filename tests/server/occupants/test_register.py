@@ -112,6 +112,7 @@ def test_search_by_phone_tail_name_unit_within_one_site(session: Session, w: Wor
     assert names("12") == []  # two digits are not a phone tail
     assert sorted(names("3-1")) == ["李_雷", "王芳"]
     assert names("+86 138-1234-5678") == ["王芳"]  # a whole number, as people write it
+    assert names("王\x00") == []  # PostgreSQL would refuse the NUL: nobody has one
     row = directory.search(session=session, site_id=w.site.id, q="5678")[0]
     assert row.phone_tail == "5678" and row.unit == "3幢1单元502"
 
@@ -162,6 +163,7 @@ def test_edit_validates_with_the_import_parsers_and_audits_field_names(
         ({"role": "boss"}, "role"),
         ({"move_in": "2024-02-30"}, "does not exist"),
         ({"name": "  "}, "name is empty"),
+        ({"name": "王\x00芳"}, "control characters"),
         ({"unit_id": 10**9}, "not a unit of this site"),
         ({"unit_id": None}, "choose the occupant's unit"),
     ):
