@@ -220,6 +220,12 @@ def test_edit_uses_the_imports_field_rules_and_a_bad_field_changes_nothing(
         )
     (event,) = _audits(engine, "occupant.edit")
     assert event.detail == {"fields": ["role", "phone", "move_in"], "via": "web"}
+    # The audit page says it in words: what, whom, which fields (not their values).
+    audit = client.get("/web/audit").text
+    assert "Edited an occupant&#39;s register entry" in audit
+    assert "fields: role, phone, move_in; via the web page" in audit
+    assert f"occupant #{reg.wang}" in audit
+    assert "+8613900002222" not in audit
     # Another site's unit is refused.
     other = _post(client, reg.wang, "edit", **{**fields, "unit_id": str(world.unit_b)})
     assert other.status_code == 422
