@@ -186,13 +186,18 @@ def test_move_out_deletes_their_templates_and_bumps_the_gallery(session: Session
     add_template(session=session, occupant_id=w.wang, embedding=unit_vector(1), model_id=MODEL)
     session.refresh(w.site)
     version = w.site.gallery_version
-    kw = {"session": session, "occupant_id": w.wang, "actor": "user:1", "site_ids": {w.site.id}}
+
+    def move_out(on: str) -> int:
+        return register.move_out(
+            session=session, occupant_id=w.wang, actor="user:1", site_ids={w.site.id}, on=on
+        )
+
     tomorrow = (directory.today_in(session, w.site.id) + timedelta(days=1)).isoformat()
     with pytest.raises(InvalidInput, match="in the future"):
-        register.move_out(**kw, on=tomorrow)  # type: ignore[arg-type]
+        move_out(tomorrow)
     with pytest.raises(InvalidInput, match="give the date"):
-        register.move_out(**kw, on="")  # type: ignore[arg-type]
-    assert register.move_out(**kw, on="2025-06-30") == 1  # type: ignore[arg-type]
+        move_out("")
+    assert move_out("2025-06-30") == 1
     occ = session.get(Occupant, w.wang)
     assert occ is not None and occ.status == OccupantStatus.MOVED_OUT
     assert occ.move_out == date(2025, 6, 30)
@@ -205,7 +210,7 @@ def test_move_out_deletes_their_templates_and_bumps_the_gallery(session: Session
     (event,) = _actions(session, "occupant.move_out")
     assert event.detail == {"on": "2025-06-30", "templates": 1, "via": "web"}
     with pytest.raises(InvalidInput, match="already moved out"):
-        register.move_out(**kw, on="2025-06-30")  # type: ignore[arg-type]
+        move_out("2025-06-30")
     with pytest.raises(InvalidInput, match="moved out"):
         register.photo_target(session=session, occupant_id=w.wang, site_ids=None)
 
@@ -213,16 +218,21 @@ def test_move_out_deletes_their_templates_and_bumps_the_gallery(session: Session
 def test_add_photo_keeps_the_face_and_refuses_model_duplicate_and_anothers_face(
     session: Session, w: World
 ) -> None:
-    kw = {
-        "session": session,
-        "actor": "user:1",
-        "site_ids": {w.site.id},
-        "same_face_similarity": 0.8,
-    }
+    def add(occupant_id: int, face: Face, sha: str, threshold: float | None = 0.8) -> FaceTemplate:
+        return register.add_photo(
+            session=session,
+            occupant_id=occupant_id,
+            actor="user:1",
+            site_ids={w.site.id},
+            face=face,
+            photo_sha256=sha,
+            same_face_similarity=threshold,
+        )
+
     face = Face(unit_vector(5))
     session.refresh(w.site)
     version = w.site.gallery_version
-    template = register.add_photo(**kw, occupant_id=w.wang, face=face, photo_sha256="ab" * 32)  # type: ignore[arg-type]
+    template = add(w.wang, face, "ab" * 32)
     assert template.source == "web:" + "ab" * 32
     assert directory.template_origin(template.source) == TemplateOrigin.REGISTRY
     session.refresh(w.site)
@@ -232,16 +242,17 @@ def test_add_photo_keeps_the_face_and_refuses_model_duplicate_and_anothers_face(
 
     def refused(occupant_id: int, f: Face, sha: str) -> str:
         with pytest.raises(PhotoRefused) as info:
-            register.add_photo(**kw, occupant_id=occupant_id, face=f, photo_sha256=sha)  # type: ignore[arg-type]
+            add(occupant_id, f, sha)
         return info.value.reason
 
     assert refused(w.wang, face, "ab" * 32) == "duplicate"
     assert refused(w.wang, Face(unit_vector(6), model_id="sface/x"), "cd" * 32) == "wrong_model"
     assert refused(w.li, Face(unit_vector(5)), "ef" * 32) == "same_face"  # 王芳's face
-    # Another person's face under 李_雷 is fine; the threshold off lets anything through.
-    register.add_photo(**kw, occupant_id=w.li, face=Face(unit_vector(7)), photo_sha256="01" * 32)  # type: ignore[arg-type]
-    assert len(session.scalars(select(FaceTemplate)).all()) == 2
-    assert len(_actions(session, "occupant.photo_add")) == 2
+    # Another person's face under 李_雷 is fine; with the check off (None), so is hers.
+    add(w.li, Face(unit_vector(7)), "01" * 32)
+    add(w.li, Face(unit_vector(5)), "02" * 32, threshold=None)
+    assert len(session.scalars(select(FaceTemplate)).all()) == 3
+    assert len(_actions(session, "occupant.photo_add")) == 3
 
 
 def test_delete_template_and_origins_on_the_page(session: Session, w: World) -> None:
