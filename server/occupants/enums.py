@@ -8,3 +8,17 @@ from enum import StrEnum
 class OccupantStatus(StrEnum):
     ACTIVE = "active"
     MOVED_OUT = "moved_out"
+
+
+class TemplateOrigin(StrEnum):
+    """Where a face template came from, read from its ``source`` prefix."""
+
+    REGISTRY = "registry"
+    """A registry photo: the office import (``registry:<sha256>``) or a photo added in
+    the web (``web:<sha256>``); the photo itself stays in the office or is discarded."""
+    CASE = "case"
+    """The crops of a case closed as "enrolled" or "is this occupant" (``case:<id>``)."""
+    ADAPTIVE = "adaptive"
+    """A face group confirmed as a likely resident: the looks the door kept missing
+    (``cluster:<id>``, :mod:`server.cases.likely`)."""
+    OTHER = "other"

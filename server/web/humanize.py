@@ -52,6 +52,8 @@ DETAIL_KEYS = (
     "notes",
     "label",
     "templates",
+    "fields",
+    "on",
     "sessions",
     "api_tokens",
     "via",
@@ -204,6 +206,8 @@ def audit_detail(context: Context, row: Any) -> str:
             value = t(f"outcome.{value}")
         elif key == "via":
             value = t(f"via.{value}")
+        elif key == "fields" and isinstance(value, list):
+            value = ", ".join(str(v) for v in value)
         out.append(t(f"detail.{key}", value=value))
     if detail.get("occupant_id") is not None and row.object_type != "occupant":
         name = _name(names_of(row), "occupant", detail["occupant_id"])

@@ -8,6 +8,22 @@ document.addEventListener("change", function (event) {
   }
 });
 
+// -- the register (issue 17): a photo larger than the server takes is refused here, in
+// words, before minutes of upload end in a bare "413" from the size limit.
+document.addEventListener("submit", function (event) {
+  var input = event.target.querySelector ? event.target.querySelector("input[type=file][data-max-bytes]") : null;
+  if (!input || !input.files || !input.files.length) return;
+  if (input.files[0].size <= Number(input.getAttribute("data-max-bytes"))) return;
+  event.preventDefault();
+  var old = event.target.querySelector(".too-large");
+  if (old) old.remove();
+  var note = document.createElement("p");
+  note.className = "notice error too-large";
+  note.setAttribute("role", "alert");
+  note.textContent = input.getAttribute("data-too-large");
+  event.target.prepend(note);
+});
+
 // -- the case page (issue 14): confirm final actions, update in place, enlarge faces,
 // show the strip's evening hours. Plain DOM, no library, no inline script (CSP).
 (function () {
