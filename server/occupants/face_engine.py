@@ -6,8 +6,9 @@ checking ONNX Runtime is installed, so a lean ``[server]`` install runs every
 other page and says plainly that photo enrolment needs the engine.
 
 Enrolment is the registry import's, not a second one: the same
-:class:`~edge.engine.FaceEngine` with the same :class:`~edge.models.ModelConfig`
-defaults and quality gates, behind the import's photo gate
+:class:`~edge.face.engine.FaceEngine` (loaded by :func:`registry.enrol.load_engine`)
+with the same :class:`~edge.face.models.ModelConfig` defaults and quality gates,
+behind the import's photo gate
 (:func:`registry.photos.check_photo`), run through :class:`registry.enrol.InProcessBackend`
 (exactly one usable face, or the engine's reason), and the same ``same_face``
 threshold as :class:`registry.importer.ImportOptions`.
@@ -19,10 +20,9 @@ import hashlib
 import os
 import threading
 
-from edge.engine import FaceEngine
-from edge.errors import EnrolmentError, LintelEdgeError
-from edge.models import BUNDLED_PACK, SFACE_PACK, ModelConfig, resolve_pack
-from registry.enrol import Enrolled, InProcessBackend, Job
+from edge.face.errors import EnrolmentError, LintelEdgeError
+from edge.face.models import BUNDLED_PACK, SFACE_PACK, resolve_pack
+from registry.enrol import Enrolled, Enroller, InProcessBackend, Job, load_engine
 from registry.errors import PhotoError
 from registry.importer import ImportOptions
 from registry.photos import check_photo
@@ -38,7 +38,7 @@ SAME_FACE_SIMILARITY = ImportOptions(site="").same_face_similarity
 THREADS = min(2, os.cpu_count() or 1)
 """ONNX Runtime threads: a photo is one request among the server's others (~0.1 s a photo)."""
 
-_engines: dict[str, FaceEngine] = {}
+_engines: dict[str, Enroller] = {}
 _lock = threading.Lock()
 _enrol_lock = threading.Lock()
 
@@ -62,14 +62,14 @@ def pack_for_model(model_id: str) -> str:
     )
 
 
-def engine_for_model(model_id: str) -> FaceEngine:
+def engine_for_model(model_id: str) -> Enroller:
     """The engine of the site's model, built on first use and kept for the process."""
     pack = pack_for_model(model_id)
     with _lock:
         engine = _engines.get(pack)
         if engine is None:
             try:
-                engine = FaceEngine.load(ModelConfig(pack=pack, threads=THREADS))
+                engine = load_engine(pack, threads=THREADS)
             except LintelEdgeError as exc:
                 raise InvalidInput(f"cannot load the face engine: {exc}") from None
             _engines[pack] = engine

@@ -15,11 +15,10 @@ every other page) and then discarded: only the template and its chip stay.
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
 import json
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -29,7 +28,7 @@ from starlette.responses import RedirectResponse, Response
 
 from server.deps import FormDep, SessionDep, UserDep, WebUser, app_settings
 from server.errors import Forbidden, InvalidInput
-from server.occupants import directory, register
+from server.occupants import directory, face_engine, register
 from server.occupants.errors import FaceEngineMissing, PhotoRefused
 from server.privacy import subject
 from server.web import queries
@@ -322,15 +321,15 @@ def move_out(
     return _to_occupant(occupant_id, "moved_out")
 
 
-def _face_engine() -> Any:
-    """The face engine module, imported on the first photo.
+def _check_face_engine() -> None:
+    """Refuse in words when this server has no face stack (a lean ``[server]`` install).
 
-    Deliberately not a top-level import: it pulls in OpenCV and ONNX Runtime, which
-    a lean ``[server]`` install does not have; every other page must still work there.
+    :mod:`server.occupants.face_engine` imports without it (the engine itself loads
+    on the first photo, through :func:`registry.enrol.load_engine`); every other page
+    works there.
     """
     if importlib.util.find_spec("onnxruntime") is None:
         raise FaceEngineMissing(ENGINE_MISSING)
-    return importlib.import_module("server.occupants.face_engine")
 
 
 @router.post("/occupants/{occupant_id}/photo")
@@ -341,8 +340,8 @@ def add_photo(
     _actor(user)
     try:
         site = register.photo_target(session=session, occupant_id=occupant_id, site_ids=user.scope)
-        engine = _face_engine()
-        face, sha = engine.enrol_photo(photo.data, model_id=site.model_id, name="photo")
+        _check_face_engine()
+        face, sha = face_engine.enrol_photo(photo.data, model_id=site.model_id, name="photo")
         register.add_photo(
             session=session,
             occupant_id=occupant_id,
@@ -350,7 +349,7 @@ def add_photo(
             site_ids=user.scope,
             face=face,
             photo_sha256=sha,
-            same_face_similarity=engine.SAME_FACE_SIMILARITY,
+            same_face_similarity=face_engine.SAME_FACE_SIMILARITY,
         )
     except FaceEngineMissing as exc:
         return _refused(

@@ -16,8 +16,8 @@ import httpx
 import pytest
 from sqlalchemy import Engine, select
 
+from edge.wire import API_PREFIX
 from server.occupants.models import FaceTemplate
-from server.wire import API_PREFIX
 from tests.server.clusters.support import new_session
 from tests.web import faces
 from tests.web.browser import NEEDS_BROWSER, SHOTS

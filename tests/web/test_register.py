@@ -20,6 +20,7 @@ import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import undefer
 
+from edge.wire import API_PREFIX
 from server.audit.models import AuditEvent
 from server.cases.models import Case
 from server.devices.service import create_device
@@ -29,7 +30,6 @@ from server.occupants.models import FaceTemplate, Occupant
 from server.occupants.service import upsert_occupant
 from server.settings import Settings
 from server.sites.models import Site
-from server.wire import API_PREFIX
 from tests.server.clusters.support import new_session
 from tests.web import faces
 from tests.web.world import World, csrf_of, login
@@ -451,11 +451,12 @@ def test_a_poor_but_usable_photo_is_enrolled_with_a_word(
 
 def test_the_web_app_does_not_load_the_face_engine_until_a_photo_comes() -> None:
     """A server without the face stack must serve every page: importing the app (and
-    the register's routes) loads neither the engine module nor ONNX Runtime."""
+    the register's routes) loads neither the engine (OpenCV, ONNX Runtime) nor
+    insightface; the engine loads on the first photo."""
     code = (
         "import sys, server.app, server.web.register\n"
-        "loaded = [m for m in ('onnxruntime', 'insightface', 'edge.engine',"
-        " 'server.occupants.face_engine') if m in sys.modules]\n"
+        "loaded = [m for m in ('onnxruntime', 'insightface', 'cv2', 'edge.face.engine')"
+        " if m in sys.modules]\n"
         "print(','.join(loaded))\n"
     )
     out = subprocess.run(
