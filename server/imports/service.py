@@ -164,7 +164,11 @@ def read_upload(upload: Upload) -> tuple[Sheet, PhotoSource | None]:
     with tempfile.TemporaryDirectory(prefix="lintel-import-") as folder:
         path = Path(folder) / f"register{Path(name).suffix.lower()}"
         path.write_bytes(upload.registry)
-        sheet = read_registry(path)
+        try:
+            sheet = read_registry(path)
+        except InputError as exc:
+            # The reader names the file it read: the user's name, not our temporary path.
+            raise InputError(str(exc).replace(str(path), name)) from None
     sheet = dataclasses.replace(sheet, source=name)
     photos: PhotoSource | None = None
     if upload.photos is not None:
