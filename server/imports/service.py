@@ -48,7 +48,7 @@ from registry.validate import validate_sheet
 from server.audit.service import record
 from server.db import utcnow
 from server.errors import Conflict, InvalidInput, NotFound
-from server.imports.enums import ImportStatus
+from server.imports.enums import RUNNING, ImportStatus
 from server.imports.models import ImportJob
 from server.notify.service import emit_import_finished
 from server.sites.models import Site
@@ -57,6 +57,9 @@ log = logging.getLogger(__name__)
 
 HOLD = timedelta(hours=1)
 """How long a dry run's rows and faces wait to be applied (then they are dropped)."""
+SILENT = timedelta(minutes=30)
+"""A running job not updated for this long has died with its process: enrolment writes
+progress every half second; planning and writing (no progress ticks) must fit in it."""
 SAME_FACE_SIMILARITY = 0.8
 """The CLI's and the API's default: one photo filed under two people is refused."""
 MIN_SECRET_BYTES = 16
@@ -466,14 +469,29 @@ def set_progress(*, session: Session, job_id: int, done: int, total: int | None 
 
 
 def expire(*, session: Session, now: datetime | None = None) -> int:
-    """Jobs whose dry run was not applied in time become ``expired``; returns how many."""
+    """Jobs whose dry run was not applied in time become ``expired``, and jobs that stopped
+    running without a word (the server process ended) ``failed``; returns how many."""
+    now = now or utcnow()
     result = session.execute(
         update(ImportJob)
-        .where(ImportJob.status == ImportStatus.CHECKED, ImportJob.expires_at < (now or utcnow()))
+        .where(ImportJob.status == ImportStatus.CHECKED, ImportJob.expires_at < now)
         .values(status=ImportStatus.EXPIRED, updated_at=utcnow())
         .execution_options(synchronize_session=False)
     )
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    stuck = session.execute(
+        update(ImportJob)
+        .where(ImportJob.status.in_(RUNNING), ImportJob.updated_at < now - SILENT)
+        .values(
+            status=ImportStatus.FAILED,
+            # The apply writes the job's state in its own transaction: a job still
+            # "applying" was never committed.
+            error="the import stopped (the server restarted?); nothing was written: "
+            "upload the files again",
+            updated_at=utcnow(),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount) + int(stuck.rowcount)  # type: ignore[attr-defined]
 
 
 def discard(*, session: Session, job: ImportJob) -> None:

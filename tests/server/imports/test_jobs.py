@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
+from openpyxl import Workbook
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -249,3 +251,54 @@ def test_an_unapplied_dry_run_expires_and_its_faces_are_dropped(
 
 def _fields(checked: service.Checked) -> dict[str, object]:
     return {f: getattr(checked, f) for f in checked.__slots__}  # type: ignore[attr-defined]
+
+
+def test_a_job_whose_process_died_is_failed_not_left_running(
+    factory: sessionmaker[Session], site_id: int
+) -> None:
+    with factory() as s:
+        job = service.create_job(
+            session=s,
+            site_id=site_id,
+            user_id=None,
+            actor="user:7",
+            upload=service.Upload("reg.csv", register_csv([PLAIN_ROW])),
+        )
+        s.commit()  # never started: as if the process ended before its thread ran
+        assert service.expire(session=s, now=utcnow() + service.SILENT / 2) == 0
+        assert service.expire(session=s, now=utcnow() + service.SILENT * 2) == 1
+        s.commit()
+    stored = _job(factory, job.id)
+    assert stored.status == ImportStatus.FAILED and "nothing was written" in (stored.error or "")
+
+
+def test_sync_moves_out_who_the_file_leaves_out_as_the_dry_run_said(
+    factory: sessionmaker[Session], runner: ImportRunner, site_id: int
+) -> None:
+    with factory() as s:
+        upsert_occupant(session=s, site_id=site_id, name="钱七", role="owner", external_id="X9")
+        s.commit()
+    job = _check(
+        factory, runner, site_id, service.Upload("r.csv", register_csv([PLAIN_ROW])), sync=True
+    )
+    assert job.dry_report is not None and job.dry_report["summary"]["moved_out"] == 1
+    assert _apply(factory, runner, job.id).status == ImportStatus.APPLIED
+    with factory() as s:
+        status = dict(s.execute(select(Occupant.name, Occupant.status)).all())
+    assert status == {"钱七": "moved_out", "赵六": "active"}
+
+
+def test_an_xlsx_register_imports_like_a_csv(
+    factory: sessionmaker[Session], runner: ImportRunner, site_id: int
+) -> None:
+    workbook = Workbook()
+    sheet = workbook.active
+    assert sheet is not None
+    for line in register_csv([PLAIN_ROW], "utf-8").decode().splitlines():
+        sheet.append(line.split(","))
+    buf = io.BytesIO()
+    workbook.save(buf)
+    job = _check(factory, runner, site_id, service.Upload("登记表.xlsx", buf.getvalue()))
+    assert job.status == ImportStatus.CHECKED, job.error
+    assert _apply(factory, runner, job.id).status == ImportStatus.APPLIED
+    assert _occupants(factory, site_id) == ["赵六"]
