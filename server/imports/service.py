@@ -322,8 +322,9 @@ def dry_run(
 
     try:
         result, faces, model_id, store = plan(known)
-    except FacesNeeded:
+    except FacesNeeded as exc:
         # A photo the site knows is now another occupant's: enrol every photo (as the CLI).
+        log.info("web import %d: rows %s need their faces; enrolling every photo", job.id, exc.rows)
         session.rollback()
         result, faces, model_id, store = plan(frozenset())
     report = result.report

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -302,3 +303,38 @@ def test_an_xlsx_register_imports_like_a_csv(
     assert job.status == ImportStatus.CHECKED, job.error
     assert _apply(factory, runner, job.id).status == ImportStatus.APPLIED
     assert _occupants(factory, site_id) == ["赵六"]
+
+
+def test_a_known_photo_filed_under_another_person_is_enrolled_again(
+    factory: sessionmaker[Session],
+    runner: ImportRunner,
+    site_id: int,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    first = _check(
+        factory,
+        runner,
+        site_id,
+        service.Upload("r.csv", register_csv([GOOD_ROWS[0]]), "p.zip", photos_zip()),
+    )
+    assert _apply(factory, runner, first.id).status == ImportStatus.APPLIED
+    # The office swaps: 张三 now has Yao's photo and a new person 李四 has the photo
+    # the site knows as 张三's. The known photo was skipped, so its face is needed after
+    # all (FacesNeeded): the dry run enrols every photo again, as the CLI does.
+    swapped = [
+        GOOD_ROWS[0].replace("hanks.jpg", "yao.jpg"),
+        GOOD_ROWS[1].replace("yao.jpg", "hanks.jpg"),
+    ]
+    upload = service.Upload("r.csv", register_csv(swapped), "p.zip", photos_zip())
+    with caplog.at_level(logging.INFO, logger="server.imports.service"):
+        job = _check(factory, runner, site_id, upload)
+    assert "need their faces" in caplog.text
+    assert job.status == ImportStatus.CHECKED, job.error
+    assert job.dry_report is not None and not job.dry_report["issues"]
+    summary = job.dry_report["summary"]
+    assert (summary["created"], summary["updated"]) == (1, 1)
+    assert job.dry_report["enrolled_photos"] == 2
+    assert _apply(factory, runner, job.id).status == ImportStatus.APPLIED
+    with factory() as s:
+        count = s.scalar(select(func.count()).select_from(FaceTemplate))
+    assert count == 2  # 张三's old template replaced, 李四's added
