@@ -39,6 +39,10 @@ class ImportJob(Base):
     """SHA-256 of the register as the dry run saw it and of the uploaded files: the
     apply refuses unless the register it would write to hashes the same."""
     dry_report: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    changes: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    """Who the dry run's plan adds, changes and moves out (``add``/``change``: [row, name,
+    unit]; ``move_out``: [name, unit]), at most :data:`~server.imports.service.MAX_LISTED`
+    each, with the full counts under ``n_*``: the report counts, this names."""
     report: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     """The apply's report (what was written)."""
     gallery_version: Mapped[int | None] = mapped_column(Integer)

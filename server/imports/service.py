@@ -33,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path, PurePath
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -55,6 +56,8 @@ from server.sites.models import Site
 
 log = logging.getLogger(__name__)
 
+MAX_LISTED = 2000
+"""Occupants named per kind of change on the dry run's page (the counts are complete)."""
 HOLD = timedelta(hours=1)
 """How long a dry run's rows and faces wait to be applied (then they are dropped)."""
 SILENT = timedelta(minutes=30)
@@ -234,6 +237,7 @@ class _PinnedStore(SessionStore):
         self.options = options
         self.expected = expected
         self.seen: str | None = None
+        self.last: SiteSnapshot | None = None
         self.applied = False
 
     def snapshot(self, site: str) -> SiteSnapshot:
@@ -241,6 +245,7 @@ class _PinnedStore(SessionStore):
         # SQLite has one writer and ignores FOR UPDATE).
         self.session.execute(select(Site.id).where(Site.name == site).with_for_update())
         snapshot = super().snapshot(site)
+        self.last = snapshot
         self.seen = fingerprint(snapshot, self.files_digest, self.options)
         if self.expected is not None and self.seen != self.expected:
             raise RegisterChanged(
@@ -348,6 +353,7 @@ def dry_run(
     now = utcnow()
     job.status = ImportStatus.CHECKED
     job.dry_report = report.to_dict()
+    job.changes = changes_of(result.plan, store.last)
     job.fingerprint = store.seen
     job.updated_at = now
     job.expires_at = now + HOLD
@@ -364,6 +370,24 @@ def dry_run(
         summary=report.summary,
         expires_at=job.expires_at,
     )
+
+
+def changes_of(plan: Plan | None, snapshot: SiteSnapshot | None) -> dict[str, Any]:
+    """Who a plan adds, changes and moves out, by name and unit, for the dry run's page."""
+    changes = plan.changes if plan is not None else ()
+    units: dict[str, str] = {}
+    people = {o.id: o for o in snapshot.occupants} if snapshot is not None else {}
+    out: dict[str, Any] = {}
+    for kind, action in (("add", "create"), ("change", "update")):
+        rows = [c.record for c in changes if c.action == action]
+        out[kind] = [[r.row, r.name, r.unit.display] for r in rows[:MAX_LISTED]]
+        out[f"n_{kind}"] = len(rows)
+        units.update({r.unit.key: r.unit.display for r in rows})
+    moved = [people[i] for i in (plan.move_out if plan is not None else ()) if i in people]
+    out["move_out"] = [[o.name, units.get(o.unit_key or "", o.unit_key or "")] for o in moved]
+    out["move_out"] = out["move_out"][:MAX_LISTED]
+    out["n_move_out"] = len(moved)
+    return out
 
 
 def can_apply(report: ImportReport) -> bool:

@@ -70,6 +70,8 @@ def test_dry_run_shows_the_bad_row_then_a_good_file_applies(
     assert "bad_role" in issue and "房东的朋友" in issue and "王五" in issue
     assert 'id="n-create">2<' in html and 'id="n-failed">1<' in html
     assert 'id="apply"' not in html and 'id="cannot-apply"' in html  # all or nothing
+    added = html.split('id="changes-add"')[1].split("</details>")[0]
+    assert "张三 · 3幢2单元1203室" in added and "李四" in added and "王五" not in added
     report = client.get(f"/web/imports/{job}/report.csv")
     assert report.content.startswith(b"\xef\xbb\xbf")  # UTF-8 BOM for Excel
     rows = list(csv.reader(io.StringIO(report.content.decode("utf-8-sig"))))

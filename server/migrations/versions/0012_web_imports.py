@@ -37,6 +37,7 @@ def upgrade() -> None:
         sa.Column("total", sa.Integer(), nullable=False),
         sa.Column("fingerprint", sa.String(length=64), nullable=True),
         sa.Column("dry_report", sa.JSON(), nullable=True),
+        sa.Column("changes", sa.JSON(), nullable=True),
         sa.Column("report", sa.JSON(), nullable=True),
         sa.Column("gallery_version", sa.Integer(), nullable=True),
         sa.Column("error", sa.Text(), nullable=True),

@@ -283,6 +283,9 @@ def test_sync_moves_out_who_the_file_leaves_out_as_the_dry_run_said(
         factory, runner, site_id, service.Upload("r.csv", register_csv([PLAIN_ROW])), sync=True
     )
     assert job.dry_report is not None and job.dry_report["summary"]["moved_out"] == 1
+    assert job.changes is not None
+    assert job.changes["move_out"] == [["钱七", ""]] and job.changes["n_move_out"] == 1
+    assert job.changes["add"] == [[2, "赵六", "3幢2单元1206室"]] and job.changes["n_change"] == 0
     assert _apply(factory, runner, job.id).status == ImportStatus.APPLIED
     with factory() as s:
         status = dict(s.execute(select(Occupant.name, Occupant.status)).all())
