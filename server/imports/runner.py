@@ -41,6 +41,10 @@ except ImportError:  # a server without the face stack (OpenCV, ONNX Runtime)
 
 log = logging.getLogger(__name__)
 
+MAX_HELD = 8
+"""Dry runs one process holds at once; a ninth drops the oldest (its job then says to
+upload again). A 10,000-photo dry run holds ~70 MB (a 2 KB embedding and a ~5 KB chip
+a face), so eight bound the memory at about half a gigabyte."""
 PROGRESS_EVERY_S = 0.5
 """How often the dry run writes its progress (a row update; the page polls each second)."""
 
@@ -101,6 +105,8 @@ class ImportRunner:
                 # Held before the commit shows the job as checked to the page.
                 with self._lock:
                     self._held[job_id] = checked
+                    while len(self._held) > MAX_HELD:
+                        del self._held[min(self._held, key=lambda k: self._held[k].expires_at)]
         except (RegistryError, LintelError) as exc:
             self._fail(job_id, ImportStatus.FAILED, _words(exc))
         except Exception:

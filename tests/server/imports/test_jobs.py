@@ -341,3 +341,12 @@ def test_a_known_photo_filed_under_another_person_is_enrolled_again(
     with factory() as s:
         count = s.scalar(select(func.count()).select_from(FaceTemplate))
     assert count == 2  # 张三's old template replaced, 李四's added
+
+
+def test_a_process_holds_a_bounded_number_of_dry_runs(
+    factory: sessionmaker[Session], runner: ImportRunner, site_id: int
+) -> None:
+    upload = service.Upload("reg.csv", register_csv([PLAIN_ROW]))
+    jobs = [_check(factory, runner, site_id, upload).id for _ in range(runner_module.MAX_HELD + 1)]
+    assert runner.held(jobs[0]) is None  # the oldest was dropped
+    assert all(runner.held(j) is not None for j in jobs[1:])
