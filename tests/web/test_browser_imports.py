@@ -81,6 +81,7 @@ def test_web_import_dry_run_shows_the_bad_row_then_a_good_file_applies(
         assert row.count() == 1
         text = row.inner_text()
         assert "4" in text and "bad_role" in text and "王五" in text and "房东的朋友" in text
+        assert ("身份无法识别" if phone else "Role not known") in text
         assert page.locator("#n-create").inner_text() == "2"
         assert page.locator("#n-failed").inner_text() == "1"
         assert page.locator("#apply").count() == 0 and page.locator("#cannot-apply").is_visible()
