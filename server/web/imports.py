@@ -42,7 +42,7 @@ from server.sites.models import Site
 from server.users.models import User
 from server.web import queries
 from server.web.errors import ReadOnly
-from server.web.routes import PREFIX, WebRoute, page
+from server.web.routes import PREFIX, WebRoute, page, zone_names
 from server.web.session import read_session, session_user
 
 router = APIRouter(prefix=PREFIX, route_class=WebRoute, include_in_schema=False)
@@ -127,6 +127,7 @@ def imports_page(request: Request, session: SessionDep, user: UserDep) -> Respon
         )
     )
     settings = app_settings(request)
+    zones = queries.site_timezones(session=session, site_ids=list(names))
     return page(
         request,
         "imports.html",
@@ -135,6 +136,8 @@ def imports_page(request: Request, session: SessionDep, user: UserDep) -> Respon
         sites=sites,
         names=names,
         jobs=jobs,
+        zones=zones,
+        zone_names=zone_names(zones),
         max_mib=settings.max_import_body_bytes // (1024 * 1024),
         engine=engine_available(),
     )
@@ -213,6 +216,7 @@ def job_page(request: Request, job_id: int, session: SessionDep, user: UserDep) 
         service.lost(session=session, job=job)  # restarted, expired, or another process's
         session.commit()
     dry = _report(job.dry_report)
+    zones = queries.site_timezones(session=session, site_ids=[job.site_id])
     return page(
         request,
         "import_job.html",
@@ -221,6 +225,8 @@ def job_page(request: Request, job_id: int, session: SessionDep, user: UserDep) 
         job=job,
         site_name=session.scalar(select(Site.name).where(Site.id == job.site_id)),
         dry=dry,
+        zone=zones[job.site_id],
+        zone_names=zone_names(zones),
         done_report=_report(job.report),
         running=job.status in RUNNING,
         can_apply=job.status == ImportStatus.CHECKED and dry is not None and service.can_apply(dry),
