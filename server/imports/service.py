@@ -12,8 +12,9 @@ run's faces instead of enrolling again, and takes seconds.
 "Apply is what the dry run showed": the dry run hashes the register it
 planned against (occupants, templates, gallery version) with the uploaded
 files and options; the apply hashes the register again inside its own
-transaction, from the very snapshot the plan is made from, with the site row
-locked (PostgreSQL), and refuses (:class:`RegisterChanged`, nothing written)
+transaction, from the very snapshot the plan is made from, holding the lock
+every audited change takes (PostgreSQL; on SQLite the write lock), and
+refuses (:class:`RegisterChanged`, nothing written)
 when anything differs: another import, a case enrolment, an edit.
 
 Each dry run leaves one ``registry.import`` audit event (``dry_run: true``) as
@@ -35,7 +36,7 @@ from datetime import datetime, timedelta
 from pathlib import Path, PurePath
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
 from registry.enrol import EnrolBackend, Enroller
@@ -46,7 +47,7 @@ from registry.reader import MAX_FILE_BYTES, Sheet, read_registry
 from registry.report import ImportReport, Summary
 from registry.store import Plan, SessionStore, SiteSnapshot, read_snapshot
 from registry.validate import validate_sheet
-from server.audit.service import record
+from server.audit.service import AUDIT_LOCK_KEY, record
 from server.db import utcnow
 from server.errors import Conflict, InvalidInput, NotFound
 from server.imports.enums import RUNNING, ImportStatus
@@ -241,9 +242,6 @@ class _PinnedStore(SessionStore):
         self.applied = False
 
     def snapshot(self, site: str) -> SiteSnapshot:
-        # Another process applying to this site waits here until it commits (PostgreSQL;
-        # SQLite has one writer and ignores FOR UPDATE).
-        self.session.execute(select(Site.id).where(Site.name == site).with_for_update())
         snapshot = super().snapshot(site)
         self.last = snapshot
         self.seen = fingerprint(snapshot, self.files_digest, self.options)
@@ -415,8 +413,23 @@ def claim_apply(*, session: Session, job: ImportJob) -> None:
     session.refresh(job)
 
 
+def _hold_writers(session: Session, job: ImportJob) -> None:
+    """Nobody else changes a register until this transaction ends.
+
+    Every change to a register is audited, and an audit event holds the audit lock
+    (PostgreSQL, server.audit.service) until its transaction ends: holding it before
+    the register is read means a change either committed before (and the hash sees
+    it) or waits for this apply. On SQLite a first write takes the one write lock.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": AUDIT_LOCK_KEY})
+    job.updated_at = utcnow()
+    session.flush()
+
+
 def apply(*, session: Session, job: ImportJob, checked: Checked, secret: bytes) -> ImportResult:
     """Write the dry run's plan in the caller's transaction, or refuse if anything changed."""
+    _hold_writers(session, job)
     options = dataclasses.replace(checked.options, dry_run=False)
     store = _PinnedStore(
         session,
