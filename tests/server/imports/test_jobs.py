@@ -350,3 +350,31 @@ def test_a_process_holds_a_bounded_number_of_dry_runs(
     jobs = [_check(factory, runner, site_id, upload).id for _ in range(runner_module.MAX_HELD + 1)]
     assert runner.held(jobs[0]) is None  # the oldest was dropped
     assert all(runner.held(j) is not None for j in jobs[1:])
+
+
+def test_two_dry_runs_of_one_register_applied_at_once_write_only_one(
+    factory: sessionmaker[Session], site_id: int
+) -> None:
+    # Two server processes (two runners), each holding a dry run made from the same register.
+    runners = [ImportRunner(factory, secret=SECRET, model_id=ENGINE_MODEL) for _ in range(2)]
+    try:
+        jobs = []
+        for runner, row in zip(
+            runners, (PLAIN_ROW, BAD_ROW.replace("房东的朋友", "租户")), strict=True
+        ):
+            job = _check(factory, runner, site_id, service.Upload("r.csv", register_csv([row])))
+            assert job.status == ImportStatus.CHECKED, job.error
+            jobs.append(job.id)
+        with factory() as s:
+            for job_id in jobs:
+                service.claim_apply(session=s, job=s.get(ImportJob, job_id))  # type: ignore[arg-type]
+            s.commit()
+        futures = [r.start_apply(j) for r, j in zip(runners, jobs, strict=True)]
+        for f in futures:
+            f.result(timeout=120)
+        states = sorted(_job(factory, j).status for j in jobs)
+        assert states == [ImportStatus.APPLIED, ImportStatus.STALE]
+        assert len(_occupants(factory, site_id)) == 1
+    finally:
+        for r in runners:
+            r.close()
