@@ -218,7 +218,9 @@ async def verified_upload(request: Request) -> UploadedForm:
     Like :func:`verified_form`, read before the request takes a database connection.
     """
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-        raise InvalidInput("expected a multipart/form-data upload")
+        # A plain form carries no files: its CSRF token is checked all the same, and the
+        # route says what is missing once it has checked who is asking.
+        return UploadedForm(fields=await verified_form(request), files={})
     parser = _InMemoryParser(request.headers, request.stream(), max_files=8, max_fields=32)
     try:
         form = await parser.parse()

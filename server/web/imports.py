@@ -143,14 +143,8 @@ def imports_page(request: Request, session: SessionDep, user: UserDep) -> Respon
     )
 
 
-@router.get("/imports/template.{ext}")
-def template_download(
-    ext: Literal["csv", "xlsx"],
-    user: UserDep,
-    lang: Annotated[Literal["zh", "en"], Query()] = "zh",
-) -> Response:
+def _template(ext: Literal["csv", "xlsx"], lang: Literal["zh", "en"]) -> Response:
     """The CLI's template (``lintel-registry template``): every column, two example rows."""
-    _importer(user)
     with tempfile.TemporaryDirectory(prefix="lintel-template-") as folder:
         path = Path(folder) / f"registry-template.{ext}"
         write_template(path, lang)
@@ -165,6 +159,20 @@ def template_download(
         media_type=media,
         headers={"Content-Disposition": f'attachment; filename="registry-template-{lang}.{ext}"'},
     )
+
+
+@router.get("/imports/template.xlsx")
+def template_xlsx(user: UserDep, lang: Annotated[Literal["zh", "en"], Query()] = "zh") -> Response:
+    """The template as an XLSX workbook (ID and phone columns formatted as text)."""
+    _importer(user)
+    return _template("xlsx", lang)
+
+
+@router.get("/imports/template.csv")
+def template_csv(user: UserDep, lang: Annotated[Literal["zh", "en"], Query()] = "zh") -> Response:
+    """The template as CSV (UTF-8 with BOM, columns documented in # lines)."""
+    _importer(user)
+    return _template("csv", lang)
 
 
 @router.post("/imports")

@@ -149,6 +149,9 @@ def test_bad_upload_gets_a_clear_error_and_no_job(
     response = _upload(client, iworld.site, b"%PDF-1.4", name="scan.pdf")
     assert response.status_code == 422
     assert "must be a .csv or .xlsx file" in response.text
+    token = csrf_of(client.get("/web/imports").text)
+    plain = client.post("/web/imports", data={"csrf_token": token, "site": str(iworld.site)})
+    assert plain.status_code == 422 and "choose the register file" in plain.text
     with new_session(engine) as s:
         assert s.scalar(select(func.count()).select_from(ImportJob)) == 0
 
