@@ -13,6 +13,7 @@ from openpyxl import load_workbook
 from sqlalchemy import Engine, func, select
 
 from server.app import create_app
+from server.imports import runner as runner_module
 from server.imports.models import ImportJob
 from server.occupants.models import Occupant
 from server.settings import Settings
@@ -202,3 +203,16 @@ def test_discard_drops_the_dry_run(client: httpx.Client, iworld: ImportWorld) ->
     assert wait_for(client, job)["status"] == "discarded"
     refused = client.post(f"/web/imports/{job}/apply", data={"csrf_token": token})
     assert refused.status_code == 409
+
+
+def test_a_server_without_the_face_engine_says_so_and_imports_a_plain_register(
+    client: httpx.Client, iworld: ImportWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runner_module, "face", None)
+    login(client, "mgr")
+    page = client.get("/web/imports").text
+    assert "Importing photos needs the face engine on this server" in page
+    refused = _upload(client, iworld.site, register_csv(GOOD_ROWS), photos=photos_zip())
+    assert refused.status_code == 422 and "needs the face engine" in refused.text
+    job = _started(_upload(client, iworld.site, register_csv([PLAIN_ROW])))
+    assert wait_for(client, job)["status"] == "checked"
