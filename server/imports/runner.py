@@ -121,9 +121,10 @@ class ImportRunner:
             nonlocal done, last
             done += 1
             now = time.monotonic()
-            if now - last >= PROGRESS_EVERY_S or done == total:
+            if now - last >= PROGRESS_EVERY_S or done >= total:
                 last = now
-                self._progress(job_id, done)
+                # A retry that enrols every photo again (FacesNeeded) reads them twice.
+                self._progress(job_id, min(done, total))
 
         return tick
 
