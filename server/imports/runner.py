@@ -121,7 +121,7 @@ class ImportRunner:
             nonlocal done, last
             done += 1
             now = time.monotonic()
-            if now - last >= PROGRESS_EVERY_S or done >= total:
+            if now - last >= PROGRESS_EVERY_S or done == total:
                 last = now
                 # A retry that enrols every photo again (FacesNeeded) reads them twice.
                 self._progress(job_id, min(done, total))
