@@ -25,7 +25,7 @@ import zipfile
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Protocol
+from typing import IO, Protocol
 
 from registry.errors import InputError, PhotoError, UnsafeArchiveError
 
@@ -305,21 +305,27 @@ def _unsafe_entry(name: str) -> bool:
 class ZipSource:
     """Photos inside a zip archive, checked as a whole before anything is inflated."""
 
-    def __init__(self, path: Path, limits: PhotoLimits | None = None) -> None:
+    def __init__(
+        self, path: Path | IO[bytes], limits: PhotoLimits | None = None, *, label: str = ""
+    ) -> None:
+        """``path`` may be an open binary file (an upload the server keeps in memory:
+        photos are biometric and never touch its disk); ``label`` names it in messages."""
         self.limits = limits or PhotoLimits()
-        self.description = str(path)
+        self.description = label or str(path)
         try:
             self._zip = zipfile.ZipFile(path)
         except (zipfile.BadZipFile, OSError) as exc:
-            raise InputError(f"photo archive {path}: not a readable zip ({exc})") from None
+            raise InputError(
+                f"photo archive {self.description}: not a readable zip ({exc})"
+            ) from None
         try:
-            self._entries = self._check(path)
+            self._entries = self._check(self.description)
         except BaseException:
             self._zip.close()
             raise
         self._index = _Index(list(self._entries))
 
-    def _check(self, path: Path) -> dict[str, zipfile.ZipInfo]:
+    def _check(self, path: str) -> dict[str, zipfile.ZipInfo]:
         lim = self.limits
         infos = self._zip.infolist()
         if len(infos) > lim.max_entries:

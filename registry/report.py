@@ -12,6 +12,7 @@ import io
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from registry.csvsafe import safe_cell
 from registry.errors import InputError
@@ -81,6 +82,25 @@ class ImportReport:
             "warnings": [asdict(i) for i in sorted(self.warnings, key=_order)],
         }
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ImportReport:
+        """The report :meth:`to_dict` gave (a report the server kept as JSON)."""
+        return cls(
+            source=str(data["source"]),
+            site=str(data["site"]),
+            rows=int(data["rows"]),
+            dry_run=bool(data["dry_run"]),
+            partial=bool(data["partial"]),
+            written=bool(data["written"]),
+            summary=Summary(**data["summary"]),
+            issues=tuple(RowIssue(**i) for i in data["issues"]),
+            enrolled_photos=int(data["enrolled_photos"]),
+            new_site=bool(data["new_site"]),
+            unchanged_photos=int(data["unchanged_photos"]),
+            failed_photos=int(data["failed_photos"]),
+            warnings=tuple(RowIssue(**i) for i in data["warnings"]),
+        )
+
     def render_text(self, max_issues: int = 200) -> str:
         """The human summary printed at the end of an import."""
         out = io.StringIO()
@@ -128,6 +148,19 @@ class ImportReport:
             )
         return out.getvalue()
 
+    def to_csv(self) -> str:
+        """The report as CSV text: failures by row, then warnings; every cell formula-escaped."""
+        out = io.StringIO(newline="")
+        writer = csv.writer(out)
+        writer.writerow(["row", "column", "reason", "message", "name"])
+        for i in sorted(self.issues, key=_order):
+            # Names, headers and messages come from the register: never formulas.
+            writer.writerow([safe_cell(v) for v in (i.row, i.column, i.reason, i.message, i.name)])
+        # Warnings after the failures; their reason (poor_photo) tells them apart.
+        for i in sorted(self.warnings, key=_order):
+            writer.writerow([safe_cell(v) for v in (i.row, i.column, i.reason, i.message, i.name)])
+        return out.getvalue()
+
     def write(self, path: Path) -> None:
         """Write the report as ``.csv`` or ``.json`` (chosen by the extension)."""
         suffix = path.suffix.lower()
@@ -135,19 +168,8 @@ class ImportReport:
             text = json.dumps(self.to_dict(), ensure_ascii=False, indent=2) + "\n"
             path.write_text(text, encoding="utf-8")
         elif suffix == ".csv":
-            with path.open("w", encoding="utf-8-sig", newline="") as handle:
-                writer = csv.writer(handle)
-                writer.writerow(["row", "column", "reason", "message", "name"])
-                for i in sorted(self.issues, key=_order):
-                    # Names, headers and messages come from the register: never formulas.
-                    writer.writerow(
-                        [safe_cell(v) for v in (i.row, i.column, i.reason, i.message, i.name)]
-                    )
-                # Warnings after the failures; their reason (poor_photo) tells them apart.
-                for i in sorted(self.warnings, key=_order):
-                    writer.writerow(
-                        [safe_cell(v) for v in (i.row, i.column, i.reason, i.message, i.name)]
-                    )
+            # UTF-8 with BOM so Excel shows the Chinese.
+            path.write_text(self.to_csv(), encoding="utf-8-sig", newline="")
         else:
             raise InputError(f"--report {path}: use a .csv or .json file name")
 

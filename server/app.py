@@ -32,6 +32,7 @@ from server.registry_api.views import IMPORT_PATH, importer_check
 from server.registry_api.views import router as registry_router
 from server.settings import Settings
 from server.sightings.views import router as sightings_router
+from server.web.imports import UPLOAD_PATH, uploader_check
 from server.web.install import install_web
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,13 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
                 IMPORT_PATH,
                 settings.max_import_body_bytes,
                 allow=importer_check(app.state.session_factory),
-            )
+            ),
+            # The register and its photos zip uploaded in the browser: the same cap.
+            LimitOverride(
+                UPLOAD_PATH,
+                settings.max_import_body_bytes,
+                allow=uploader_check(app.state.session_factory, settings),
+            ),
         ],
     )
 

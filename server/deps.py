@@ -18,9 +18,11 @@ from fastapi import Depends, Request
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
 
 from server.devices.models import Device
-from server.errors import AuthRequired, Forbidden, NotFound
+from server.errors import AuthRequired, Forbidden, InvalidInput, NotFound
 from server.security import hash_token
 from server.settings import Settings
 from server.users.models import User
@@ -191,3 +193,55 @@ async def verified_form(request: Request) -> dict[str, str]:
 
 
 FormDep = Annotated[dict[str, str], Depends(verified_form)]
+
+
+@dataclass(frozen=True, slots=True)
+class UploadedForm:
+    """A POSTed multipart form whose CSRF token matched: its text fields and its files."""
+
+    fields: dict[str, str]
+    files: dict[str, tuple[str, bytes]]
+    """Field name -> (the file name the browser sent, the bytes); empty file inputs left out."""
+
+
+class _InMemoryParser(MultiPartParser):
+    # Starlette spools any file over 1 MB to a temporary file on disk; an upload here
+    # may be a zip of photos (biometric data) that must never touch the disk. The body
+    # is already whole in memory (BodyDeadline) and capped (BodySizeLimit), so keeping
+    # the parts in memory too costs at most that cap once more.
+    spool_max_size = 1 << 62
+
+
+async def verified_upload(request: Request) -> UploadedForm:
+    """The POSTed ``multipart/form-data`` form, once its CSRF token matched; else 403.
+
+    Like :func:`verified_form`, read before the request takes a database connection.
+    """
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        # A plain form carries no files: its CSRF token is checked all the same, and the
+        # route says what is missing once it has checked who is asking.
+        return UploadedForm(fields=await verified_form(request), files={})
+    parser = _InMemoryParser(request.headers, request.stream(), max_files=8, max_fields=32)
+    try:
+        form = await parser.parse()
+    except MultiPartException as exc:
+        raise InvalidInput(f"unreadable upload: {exc.message}") from None
+    try:
+        web = read_session(request, app_settings(request))
+        if not csrf_ok(web, form.get("csrf_token")):
+            raise CsrfRejected("missing or wrong CSRF token")
+        fields: dict[str, str] = {}
+        files: dict[str, tuple[str, bytes]] = {}
+        for key, value in form.multi_items():
+            if isinstance(value, UploadFile):
+                data = await value.read()
+                if data or value.filename:
+                    files[key] = (value.filename or "", data)
+            elif key != "csrf_token":
+                fields[key] = value
+        return UploadedForm(fields=fields, files=files)
+    finally:
+        await form.close()
+
+
+UploadDep = Annotated[UploadedForm, Depends(verified_upload)]

@@ -10,6 +10,7 @@ from server.cases import models as cases_models
 from server.clusters import models as clusters_models
 from server.db import Base
 from server.devices import models as devices_models
+from server.imports import models as imports_models
 from server.notify import models as notify_models
 from server.occupants import models as occupants_models
 from server.sightings import models as sightings_models
@@ -22,6 +23,7 @@ __all__ = [
     "cases_models",
     "clusters_models",
     "devices_models",
+    "imports_models",
     "notify_models",
     "occupants_models",
     "sightings_models",

@@ -151,3 +151,32 @@ document.addEventListener("submit", function (event) {
     initCase();
   }
 })();
+
+// -- the register import (issue 17): a running import's <progress> follows the job;
+// when its state changes (dry run ready, applied, failed) the page reloads to show it.
+// Without script the page refreshes itself (<noscript> meta refresh).
+(function () {
+  var box = document.querySelector(".import-progress[data-poll]");
+  if (!box || !window.fetch) return;
+  var bar = document.getElementById("import-bar");
+  var count = document.getElementById("import-count");
+  var badge = document.getElementById("import-status");
+  var state = badge ? badge.getAttribute("data-status") : "";
+  var POLL_MS = 1000;
+  function poll() {
+    fetch(box.getAttribute("data-poll"), { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (p) {
+        if (!p) { setTimeout(poll, POLL_MS * 3); return; }
+        if (p.status !== state) { window.location.reload(); return; }
+        if (bar && count && p.total) {
+          bar.max = p.total;
+          bar.value = p.done;
+          count.textContent = p.done + " / " + p.total;
+        }
+        setTimeout(poll, POLL_MS);
+      })
+      .catch(function () { setTimeout(poll, POLL_MS * 3); });
+  }
+  setTimeout(poll, POLL_MS);
+})();

@@ -37,6 +37,7 @@ from sqlalchemy import Engine
 from edge.wire import API_PREFIX, encode_embedding
 from server.cases.models import Case
 from server.deps import current_admin
+from server.imports.service import Upload, create_job
 from server.occupants.service import add_template
 from server.sightings.models import Sighting
 from server.users.service import create_user
@@ -140,6 +141,16 @@ def scene(engine: Engine, device: DeviceCreds, make_device: Any) -> Scene:
         )
         s.commit()
         target_id = target.id
+        # A register import of site A (the /web/imports/{job_id} pages, issue 17).
+        job = create_job(
+            session=s,
+            site_id=world.site_id,
+            user_id=None,
+            actor="user:1",
+            upload=Upload("r.csv", b"name\n"),
+        )
+        s.commit()
+        job_id = job.id
     return Scene(
         world=world,
         site_b=device_b.site_id,
@@ -154,6 +165,7 @@ def scene(engine: Engine, device: DeviceCreds, make_device: Any) -> Scene:
             "site_id": world.site_id,
             "site": "Sunny Court",  # the registry import names its site
             "user_id": target_id,
+            "job_id": job_id,
         },
     )
 
@@ -197,6 +209,7 @@ def _form(route: Route, scene: Scene, csrf: str | None) -> dict[str, str]:
         "enrol": {"unit_id": "1", "name": "Someone"},
         "merge": {"occupant_id": str(scene.world.active_occupant)},
         "close": {"outcome": "visitor"},
+        "imports": {"site": str(scene.world.site_id)},  # site A's register import
     }
     data = dict(forms.get(route.path.rsplit("/", 1)[-1], {}))
     if csrf:
