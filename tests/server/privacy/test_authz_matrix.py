@@ -60,6 +60,9 @@ PUBLIC = {
     ("POST", "/web/login"),
     ("POST", "/web/logout"),
     ("GET", "/web/lang"),
+    # A box without a token trades a one-time code for it (issue 17 D): the code is
+    # the credential, hashed, single use, 15 minutes, rate-limited per address.
+    ("POST", "/api/v1/device/enrol"),
     ("GET", "/web/static"),
 }
 SITE_A = "Sunny Court"  # the conftest's default site name
