@@ -90,6 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = sub.add_parser(
+        "enrol",
+        help="fetch this box's device token with a one-time code from the web (Devices)",
+    )
+    p.add_argument("--config", type=Path, required=True, help="edge.yaml (server: url)")
+    p.add_argument("--code", required=True, help="the one-time code, e.g. K7QM-3XRT")
+    p.add_argument("--server", help="server URL (default: the config's server.url)")
+
+    p = sub.add_parser(
         "demo", help="seed a sample site, run server + edge on generated video, serve the queue"
     )
     p.add_argument("--workdir", type=Path, default=Path("var/demo"))
@@ -136,6 +144,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from edge.daemon.run import cli_run
 
             return cli_run(args)
+        if args.command == "enrol":
+            from edge.enrol import cli_enrol
+
+            return cli_enrol(args)
         if args.command == "demo":
             from edge.demo import cli_demo
 
