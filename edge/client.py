@@ -241,7 +241,12 @@ def _without_config(heartbeat: Heartbeat) -> Heartbeat:
         for name, cam in heartbeat.cameras.items()
     }
     return heartbeat.model_copy(
-        update={"config_version": None, "config_pinned": None, "cameras": cams}
+        update={
+            "config_version": None,
+            "config_pinned": None,
+            "gallery_version": None,
+            "cameras": cams,
+        }
     )
 
 

@@ -179,6 +179,7 @@ class Heartbeat(_Wire):
     # edge.yaml pins (those win over the server's).
     config_version: int | None = None
     config_pinned: dict[str, list[str]] | None = None
+    gallery_version: int | None = None
 
 
 class CameraStats(_Wire):

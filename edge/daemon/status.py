@@ -94,6 +94,7 @@ class StatusReporter:
             outbox_depth=stats.depth,
             outbox_dropped=stats.dropped,
             outbox_dead=stats.dead,
+            gallery_version=self.gallery.version,
             # 0: this box takes settings from the server but has none yet.
             config_version=None if settings is None else settings.version or 0,
             config_pinned=None
