@@ -204,6 +204,8 @@ class SettingsSync:
                     if rt.analyse_fps is not None
                     else self.cameras.base_config(name).analyse_fps,
                     "roi": None if rt.roi is None else list(rt.roi),
+                    # What the running pipeline does now: every how many frames it analyses.
+                    "sample_every": None if rt.pipeline is None else rt.pipeline.stats.sample_every,
                 }
                 for name, rt in self.cameras.runtimes.items()
             },

@@ -159,6 +159,7 @@ def test_running_daemon_applies_server_settings_without_reopening(
             "enabled": True,
             "analyse_fps": 1.0,
             "roi": [0.1, 0.1, 0.6, 0.9],
+            "sample_every": 25,
         }
         hb = edge.reporter.heartbeat_payload()
         assert hb.config_version == 2 and hb.config_pinned == {}
