@@ -59,7 +59,8 @@
               Math.max(start[0], p[0]), Math.max(start[1], p[1])];
       draw();
     });
-    function finish() {
+    function finish(event) {
+      if (canvas.hasPointerCapture(event.pointerId)) { canvas.releasePointerCapture(event.pointerId); }
       if (!start) { return; }
       start = null;
       if (rect && (rect[2] - rect[0] < MIN || rect[3] - rect[1] < MIN)) {
