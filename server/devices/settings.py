@@ -162,5 +162,7 @@ def device_settings(*, session: Session, device: Device) -> DeviceSettings:
                 entrance=entrance,
             )
             for cam, entrance in rows
+            # An empty name (a heartbeat may register one) is no camera a box can run.
+            if cam.name
         ],
     )

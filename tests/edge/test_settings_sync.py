@@ -5,6 +5,7 @@ No models: a stub engine that sees no face (these paths need frames, not faces).
 
 from __future__ import annotations
 
+import json
 import stat
 import threading
 import time
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import cv2
+import httpx
 import numpy as np
 import pytest
 from sqlalchemy import select
@@ -30,6 +32,7 @@ from server.devices.enrolment import create_enrolment_code
 from server.devices.models import Camera, CameraSnapshot, Device
 from server.devices.settings import set_site_snapshots, update_camera
 from server.sites.models import Site
+from server.wire import CameraStats, Heartbeat
 from tests.edge.test_daemon import MODEL, Server, StubEngine
 
 
@@ -261,3 +264,32 @@ def test_enrol_writes_a_private_token_file_that_run_reads(tmp_path: Path, server
     assert gallery is not None
     with pytest.raises(Rejected, match="used or expired"):
         enrol("http://testserver", code, transport=server.transport)
+
+
+def test_a_server_without_settings_gets_heartbeats_it_understands() -> None:
+    """A new box and an older server: the first heartbeat's new fields are refused (422),
+    so the box drops them from then on instead of losing its heartbeat."""
+    bodies: list[dict[str, Any]] = []
+
+    def old_server(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        bodies.append(body)
+        unknown = {"config_version", "config_pinned", "gallery_version"} & body.keys()
+        if unknown or any("analysed_fps" in c for c in body["cameras"].values()):
+            return httpx.Response(422, json={"detail": "extra fields not permitted"})
+        return httpx.Response(
+            200, json={"server_time": "2026-12-06T00:00:00Z", "gallery_version": 3}
+        )
+
+    client = LintelClient("http://old", "t", transport=httpx.MockTransport(old_server))
+    beat = Heartbeat(
+        version="2",
+        cameras={"door": CameraStats(fps=25.0, analysed_fps=5.0, enabled=True)},
+        config_version=0,
+        config_pinned={},
+        gallery_version=3,
+    )
+    assert client.heartbeat(beat).gallery_version == 3
+    assert client.heartbeat(beat).config_version is None
+    assert len(bodies) == 3 and not client.server_takes_config
+    assert "config_version" not in bodies[2] and "analysed_fps" not in bodies[2]["cameras"]["door"]
