@@ -237,7 +237,7 @@ class LintelClient:
 def _without_config(heartbeat: Heartbeat) -> Heartbeat:
     """The heartbeat as a server before the settings sync understands it."""
     cams = {
-        name: cam.model_copy(update={"analysed_fps": None, "enabled": None})
+        name: cam.model_copy(update={"analysed_fps": None, "enabled": None, "last_track_at": None})
         for name, cam in heartbeat.cameras.items()
     }
     return heartbeat.model_copy(

@@ -188,9 +188,11 @@ class CameraStats(_Wire):
     frames: int = 0
     dropped_frames: int = 0
     reconnects: int = 0
-    # issue 17 D (optional): frames analysed per second and whether the camera is on.
+    # issue 17 D (optional): frames analysed per second, whether the camera is on, and
+    # when its last track was recorded (the devices page's "last sighting").
     analysed_fps: float | None = None
     enabled: bool | None = None
+    last_track_at: AwareDatetime | None = None
 
 
 class HeartbeatAck(_Wire):

@@ -78,6 +78,7 @@ class CameraRuntime:
     roi: NormRect | None = None
     pipeline: Pipeline | None = None
     analysed_base: int = 0
+    last_track_at: datetime | None = None  # when a track of this camera was last recorded
     analysed_samples: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=256))
     wake: threading.Event = field(default_factory=threading.Event)
 
@@ -232,6 +233,7 @@ class Cameras:
             log.error("camera %s: track %d not recorded: %s", camera, result.track_id, exc)
             return False
         rt.tracks += 1
+        rt.last_track_at = datetime.now(UTC)
         if result.identity is not None:
             try:
                 self.adaptive.observe(result.identity, result.embedding, quality=result.quality)

@@ -83,6 +83,7 @@ class StatusReporter:
                 reconnects=reconnects,
                 analysed_fps=round(rt.analysed_fps(), 2),
                 enabled=rt.enabled,
+                last_track_at=rt.last_track_at,
             )
         stats = self.outbox.stats()
         settings = self.settings

@@ -1,7 +1,7 @@
 """Health of devices and cameras in words (issue 17 D): what the devices pages flag.
 
-Read from each device's last heartbeat (``Device.stats``), its cameras' rows
-and their last sightings, and compared with what the server holds (gallery and
+Read from each device's last heartbeat (``Device.stats``) and its cameras'
+rows, and compared with what the server holds (gallery and
 settings versions). :func:`problems` is pure: a list of (message key, values)
 the page translates, so "camera 'gate-2' has sent no frames for 2 h" reads
 the same in both languages and the rules are tested without a page.
@@ -14,13 +14,12 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from server.devices.models import Camera, Device
 from server.devices.service import FRAMES_AT
 from server.devices.snapshots import snapshot_taken_at
-from server.sightings.models import Sighting
 from server.sites.models import Entrance, Site
 
 ONLINE_WITHIN = timedelta(seconds=90)
@@ -181,16 +180,6 @@ def device_health(
     ):
         cams.setdefault(cam.device_id, []).append((cam, entrance))
     cam_ids = [c.id for rows in cams.values() for c, _ in rows]
-    last_seen: dict[int, datetime] = {}
-    if cam_ids:
-        last_seen = {
-            r[0]: r[1]
-            for r in session.execute(
-                select(Sighting.camera_id, func.max(Sighting.started_at))
-                .where(Sighting.camera_id.in_(cam_ids))
-                .group_by(Sighting.camera_id)
-            )
-        }
     snaps = snapshot_taken_at(session=session, camera_ids=cam_ids)
     out = []
     for device in devices:
@@ -220,7 +209,9 @@ def device_health(
                     frames=None if r is None else int(r.get("frames") or 0),
                     dropped_frames=None if r is None else int(r.get("dropped_frames") or 0),
                     frames_at=_when(frames_at.get(cam.name)),
-                    last_sighting=last_seen.get(cam.id),
+                    # As the box reports it: a query for the newest sighting per camera
+                    # has no index to use and would scan a district's sightings.
+                    last_sighting=None if r is None else _when(r.get("last_track_at")),
                     pinned=tuple(str(k) for k in pinned.get(cam.name) or ()),
                     runs_enabled=None
                     if r is None or r.get("enabled") is None

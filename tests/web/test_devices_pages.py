@@ -165,7 +165,14 @@ def test_health_is_flagged_in_words(client: httpx.Client, world: World, engine: 
         assert device is not None
         stats = {
             "version": "1.2",
-            "cameras": {"gate": {"state": "running", "fps": 25.0, "frames": 100}},
+            "cameras": {
+                "gate": {
+                    "state": "running",
+                    "fps": 25.0,
+                    "frames": 100,
+                    "last_track_at": "2026-12-01T11:30:00+00:00",
+                }
+            },
             "outbox_depth": 3400,
             "config_version": 1,
             "gallery_version": 1,
@@ -173,7 +180,14 @@ def test_health_is_flagged_in_words(client: httpx.Client, world: World, engine: 
         record_heartbeat(session=s, device=device, software_version="1.2", stats=stats)
         device.config_version = 4
         # The camera went dark two hours ago: the next heartbeats say it is reconnecting.
-        dark = {"gate": {"state": "reconnecting", "fps": 0.0, "frames": 100}}
+        dark = {
+            "gate": {
+                "state": "reconnecting",
+                "fps": 0.0,
+                "frames": 100,
+                "last_track_at": "2026-12-01T11:30:00+00:00",
+            }
+        }
         device.stats = {
             **(device.stats or {}),
             "cameras": dark,
@@ -185,6 +199,7 @@ def test_health_is_flagged_in_words(client: httpx.Client, world: World, engine: 
     assert "Camera &#39;gate&#39; has sent no frames for 2 h 5 min." in text
     assert "Outbox backlog 3,400" in text
     assert "Runs config v1, server has v4." in text
+    assert "2026-12-01 19:30" in text  # the last sighting, in the site's time
     listing = client.get("/web/devices").text
     assert "Outbox backlog 3,400" in listing
     client.get("/web/lang?to=zh-CN&next=/web/devices")
