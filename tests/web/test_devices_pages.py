@@ -175,6 +175,7 @@ def test_health_is_flagged_in_words(client: httpx.Client, world: World, engine: 
             },
             "outbox_depth": 3400,
             "config_version": 1,
+            "config_pinned": {"gate": ["roi"]},
             "gallery_version": 1,
         }
         record_heartbeat(session=s, device=device, software_version="1.2", stats=stats)
@@ -200,6 +201,9 @@ def test_health_is_flagged_in_words(client: httpx.Client, world: World, engine: 
     assert "Outbox backlog 3,400" in text
     assert "Runs config v1, server has v4." in text
     assert "2026-12-01 19:30" in text  # the last sighting, in the site's time
+    # The box's edge.yaml pins the region: the form says so beside it, and only there.
+    assert text.count("pinned on the box</span>") == 1
+    assert re.search(r"Region of interest[^<]*<span class=\"badge pinned\">pinned on the box", text)
     listing = client.get("/web/devices").text
     assert "Outbox backlog 3,400" in listing
     client.get("/web/lang?to=zh-CN&next=/web/devices")
