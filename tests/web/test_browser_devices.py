@@ -152,6 +152,11 @@ def test_admin_adds_a_device_and_a_real_edge_enrols_with_the_code(
         assert "box v1 · server v1" in page.locator("dd.config-version").inner_text()
         assert page.evaluate(FITS)
         page.screenshot(path=str(SHOTS / "device-enrolled.png"), full_page=True)
+        page.get_by_role("link", name="← Devices").click()
+        row = page.locator("tr.device", has_text="gate-c")
+        assert row.locator(".badge.on").is_visible()
+        assert "Has never reported in" not in row.inner_text()
+        page.screenshot(path=str(SHOTS / "devices-list.png"), full_page=True)
     finally:
         daemon.send_signal(signal.SIGTERM)
         try:
@@ -187,6 +192,8 @@ def test_phone_draws_a_region_on_the_snapshot_and_saves_it_in_chinese(
     page = context.new_page()
     _login(page, "mgr_a", zh=True)
     page.goto("/web/devices")
+    assert page.evaluate(FITS)
+    page.screenshot(path=str(SHOTS / "devices-phone-zh.png"), full_page=True)
     page.get_by_role("link", name="gate-A").click()
     page.wait_for_url(re.compile(rf"/web/devices/{world.device_a}$"))
     snapshot = page.locator("img.snapshot")
