@@ -20,9 +20,32 @@ from server.devices.models import Camera, CameraSnapshot, Device
 from server.errors import Conflict, InvalidInput, NotFound
 from server.privacy.crypto import CropKeyring, current_keyring
 from server.sites.models import Site
-from server.wire import MAX_SNAPSHOT_BYTES
+from server.wire import MAX_SNAPSHOT_BYTES, SNAPSHOT_WIDTH
 
 JPEG_MAGIC = b"\xff\xd8\xff"
+MAX_SNAPSHOT_WIDTH = 2 * SNAPSHOT_WIDTH
+"""The box sends 320 px; the server refuses anything much larger, so a misconfigured
+or altered box cannot leave full-resolution frames of a door on the server."""
+_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a JPEG's frame header, or None when there is none."""
+    i = 2
+    while i + 4 <= len(data):
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        length = int.from_bytes(data[i + 2 : i + 4], "big")
+        if marker in _SOF and i + 9 <= len(data):
+            height = int.from_bytes(data[i + 5 : i + 7], "big")
+            width = int.from_bytes(data[i + 7 : i + 9], "big")
+            return width, height
+        i += 2 + length
+    return None
 
 
 def _aad(camera_id: int) -> bytes:
@@ -48,6 +71,14 @@ def store_snapshot(
         raise InvalidInput("a snapshot must be a JPEG image")
     if len(jpeg) > MAX_SNAPSHOT_BYTES:
         raise InvalidInput(f"a snapshot is at most {MAX_SNAPSHOT_BYTES} bytes")
+    size = jpeg_size(jpeg)
+    if size is None:
+        raise InvalidInput("a snapshot must be a readable JPEG image")
+    if size[0] > MAX_SNAPSHOT_WIDTH:
+        raise InvalidInput(
+            f"a snapshot is at most {MAX_SNAPSHOT_WIDTH} px wide (send {SNAPSHOT_WIDTH}), "
+            f"not {size[0]}"
+        )
     key_id, blob = (keyring or current_keyring()).seal(jpeg, aad=_aad(camera_id))
     now = utcnow()
     taken_at = min(taken_at, now)  # a box's fast clock must not keep it past retention

@@ -6,7 +6,9 @@ from __future__ import annotations
 import base64
 from datetime import timedelta
 
+import cv2
 import httpx
+import numpy as np
 import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
@@ -16,7 +18,7 @@ from server.db import make_session_factory, utcnow
 from server.devices import enrolment
 from server.devices.models import Camera, CameraSnapshot, Device, DeviceEnrolment
 from server.devices.settings import get_camera, set_site_snapshots, update_camera
-from server.devices.snapshots import store_snapshot, view_snapshot
+from server.devices.snapshots import jpeg_size, store_snapshot, view_snapshot
 from server.errors import Conflict, InvalidInput, NotFound
 from server.privacy.purge import purge
 from server.sites.models import Site
@@ -227,6 +229,11 @@ def test_snapshots_need_the_site_opt_in_are_sealed_audited_and_purged(
     assert client.post(SNAPSHOT, json=body, headers=device.headers).status_code == 204
     bad = {**body, "jpeg_b64": base64.b64encode(b"GIF89a").decode()}
     assert client.post(SNAPSHOT, json=bad, headers=device.headers).status_code == 422
+    # A full-resolution frame is refused: snapshots are for the angle, not for faces.
+    big = cv2.imencode(".jpg", np.zeros((720, 1280, 3), np.uint8))[1].tobytes()
+    wide = {**body, "jpeg_b64": base64.b64encode(big).decode()}
+    r = client.post(SNAPSHOT, json=wide, headers=device.headers)
+    assert r.status_code == 422 and "at most 640 px wide" in r.json()["detail"]
 
     session.expire_all()
     cam_id = _camera(engine, device)
@@ -278,3 +285,11 @@ def test_opting_out_deletes_snapshots(
             jpeg=jpeg_bytes(1),
             taken_at=utcnow(),
         )
+
+
+@pytest.mark.parametrize(("w", "h"), [(320, 180), (640, 360), (97, 55)])
+def test_jpeg_size_reads_the_frame_header(w: int, h: int) -> None:
+    for params in ([], [cv2.IMWRITE_JPEG_PROGRESSIVE, 1]):
+        data = cv2.imencode(".jpg", np.full((h, w, 3), 90, np.uint8), params)[1].tobytes()
+        assert jpeg_size(data) == (w, h)
+    assert jpeg_size(b"\xff\xd8\xff\xe0\x00\x10JFIF") is None
