@@ -117,7 +117,16 @@ def redeem_enrolment_code(*, session: Session, code: str, address: str) -> tuple
         )
         raise InvalidInput("the enrolment code is wrong, used or expired; ask for a new one")
     enrolment, device = found
-    enrolment.used_at = now
+    # Used up by a conditional UPDATE, not an attribute set: two boxes racing with one
+    # code cannot both pass (the loser's UPDATE matches no row on either database).
+    claimed = session.execute(
+        update(DeviceEnrolment)
+        .where(DeviceEnrolment.id == enrolment.id, DeviceEnrolment.used_at.is_(None))
+        .values(used_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if not getattr(claimed, "rowcount", 0):
+        raise InvalidInput("the enrolment code is wrong, used or expired; ask for a new one")
     token = rotate_device_token(session=session, device=device, actor=f"ip:{address}")
     record(
         session=session,
