@@ -36,6 +36,7 @@ from sqlalchemy import Engine
 
 from server.cases.models import Case
 from server.deps import current_admin
+from server.devices.models import Camera
 from server.occupants.service import add_template
 from server.sightings.models import Sighting
 from server.users.service import create_user
@@ -141,8 +142,12 @@ def scene(engine: Engine, device: DeviceCreds, make_device: Any) -> Scene:
         target = create_user(
             session=s, username="target-a", role="viewer", site_ids=[device.site_id]
         )
+        # The device and camera pages (issue 17 D) aim at site A's box and its camera.
+        camera = Camera(device_id=device.device_id, name="gate-cam")
+        s.add(camera)
         s.commit()
         target_id = target.id
+        camera_id = camera.id
     return Scene(
         world=world,
         site_b=device_b.site_id,
@@ -157,6 +162,8 @@ def scene(engine: Engine, device: DeviceCreds, make_device: Any) -> Scene:
             "site_id": world.site_id,
             "site": "Sunny Court",  # the registry import names its site
             "user_id": target_id,
+            "device_id": device.device_id,
+            "camera_id": camera_id,
         },
     )
 
