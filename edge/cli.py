@@ -96,6 +96,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="check the config file, print the problems (file:line: key: why) and exit",
     )
 
+    p = sub.add_parser(
+        "enrol",
+        help="fetch this box's device token with a one-time code from the web (Devices)",
+    )
+    p.add_argument("--config", type=Path, required=True, help="edge.yaml (server: url)")
+    p.add_argument("--code", required=True, help="the one-time code, e.g. K7QM-3XRT")
+    p.add_argument("--server", help="server URL (default: the config's server.url)")
+
     # The demo left the edge package (it starts the server: top floor, see
     # docs/architecture.md). The old command stays only to say where it went; any
     # options are accepted (main) so the pointer, not an argparse error, is what is seen.
@@ -136,6 +144,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from edge.daemon.run import cli_run
 
             return cli_run(args)
+        if args.command == "enrol":
+            from edge.enrol import cli_enrol
+
+            return cli_enrol(args)
         if args.command == "demo":
             print(DEMO_MOVED, file=sys.stderr)  # noqa: T201
             return 2

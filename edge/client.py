@@ -26,12 +26,16 @@ from edge.face.errors import LintelEdgeError
 from edge.wire import (
     API_PREFIX,
     MAX_BATCH,
+    DeviceSettings,
+    EnrolRequest,
+    EnrolResult,
     Gallery,
     Heartbeat,
     HeartbeatAck,
     SightingBatch,
     SightingBatchResult,
     SightingIn,
+    SnapshotIn,
 )
 
 log = logging.getLogger(__name__)
@@ -43,6 +47,7 @@ __all__ = [
     "LintelClient",
     "Rejected",
     "ServerUnreachable",
+    "enrol",
 ]
 
 _M = TypeVar("_M", bound=BaseModel)
@@ -91,6 +96,8 @@ class LintelClient:
     ) -> None:
         """``model_id``: the recogniser this edge runs; galleries of other models are refused."""
         self.model_id = model_id
+        # Cleared when the server refuses the issue 17 D heartbeat fields (an older one).
+        self.server_takes_config = True
         self._http = httpx.Client(
             base_url=base_url.rstrip("/") + API_PREFIX,
             headers={"Authorization": f"Bearer {token}"},
@@ -146,14 +153,46 @@ class LintelClient:
         return self._parse(response, SightingBatchResult)
 
     def heartbeat(self, heartbeat: Heartbeat) -> HeartbeatAck:
-        """Report liveness and stats; the ack carries the current gallery version."""
-        response = self._request(
+        """Report liveness and stats; the ack carries the current gallery (and settings)
+        version.
+
+        Optional fields that are unset are not sent; a server older than the
+        settings sync refuses the new ones (422), so they are dropped from then on.
+        """
+        if not self.server_takes_config:
+            heartbeat = _without_config(heartbeat)
+        try:
+            response = self._request(
+                "POST",
+                "/device/heartbeat",
+                content=heartbeat.model_dump_json(exclude_none=True).encode(),
+                headers={"Content-Type": "application/json"},
+            )
+        except Rejected as exc:
+            if exc.status_code != 422 or not self.server_takes_config:
+                raise
+            log.warning("the server does not take camera settings; heartbeat without them")
+            self.server_takes_config = False
+            return self.heartbeat(heartbeat)
+        return self._parse(response, HeartbeatAck)
+
+    def fetch_config(self, etag: str | None = None) -> DeviceSettings | None:
+        """The device's camera settings, or None when ``etag`` is still current (304)."""
+        headers = {"If-None-Match": etag} if etag else {}
+        response = self._request("GET", "/device/config", headers=headers)
+        if response.status_code == 304:
+            return None
+        return self._parse(response, DeviceSettings)
+
+    def upload_snapshot(self, snapshot: SnapshotIn) -> None:
+        """Send a camera's low-resolution snapshot (the server refuses it, 409, when the
+        site has not opted in)."""
+        self._request(
             "POST",
-            "/device/heartbeat",
-            content=heartbeat.model_dump_json().encode(),
+            "/device/snapshot",
+            content=snapshot.model_dump_json().encode(),
             headers={"Content-Type": "application/json"},
         )
-        return self._parse(response, HeartbeatAck)
 
     def _check_model(self, gallery: Gallery) -> None:
         wanted = self.model_id or gallery.model_id
@@ -193,6 +232,49 @@ class LintelClient:
         except ValidationError as exc:
             # A 2xx we cannot read: a proxy page or a server of another version.
             raise Rejected(response.status_code, f"unexpected response body: {exc}") from exc
+
+
+def _without_config(heartbeat: Heartbeat) -> Heartbeat:
+    """The heartbeat as a server before the settings sync understands it."""
+    cams = {
+        name: cam.model_copy(update={"analysed_fps": None, "enabled": None, "last_track_at": None})
+        for name, cam in heartbeat.cameras.items()
+    }
+    return heartbeat.model_copy(
+        update={
+            "config_version": None,
+            "config_pinned": None,
+            "gallery_version": None,
+            "cameras": cams,
+        }
+    )
+
+
+def enrol(
+    base_url: str,
+    code: str,
+    *,
+    timeout: float = 10.0,
+    transport: httpx.BaseTransport | None = None,
+) -> EnrolResult:
+    """Trade a one-time enrolment code for the device's token (no token needed)."""
+    with httpx.Client(
+        base_url=base_url.rstrip("/") + API_PREFIX, timeout=timeout, transport=transport
+    ) as http:
+        try:
+            response = http.post(
+                "/device/enrol",
+                content=EnrolRequest(code=code.strip()).model_dump_json().encode(),
+                headers={"Content-Type": "application/json"},
+            )
+        except httpx.TransportError as exc:
+            raise ServerUnreachable(f"POST /device/enrol: {exc}") from exc
+        if response.status_code >= 400:
+            detail = _detail(response)
+            if response.status_code in (429, 500, 502, 503, 504):
+                raise ServerUnreachable(f"enrolment refused ({response.status_code}): {detail}")
+            raise Rejected(response.status_code, detail)
+        return LintelClient._parse(response, EnrolResult)
 
 
 def _detail(response: httpx.Response) -> str:

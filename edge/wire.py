@@ -176,6 +176,12 @@ class Heartbeat(_Wire):
     # server refused (kept in the edge's dead table); both should stay 0.
     outbox_dropped: int = 0
     outbox_dead: int = 0
+    # issue 17 D (optional): the camera settings version the box runs (None: a box that
+    # does not take settings from the server) and, per camera, the settings its own
+    # edge.yaml pins (those win over the server's).
+    config_version: int | None = None
+    config_pinned: dict[str, list[str]] | None = None
+    gallery_version: int | None = None
 
 
 class CameraStats(_Wire):
@@ -184,11 +190,107 @@ class CameraStats(_Wire):
     frames: int = 0
     dropped_frames: int = 0
     reconnects: int = 0
+    # issue 17 D (optional): frames analysed per second, whether the camera is on, and
+    # when its last track was recorded (the devices page's "last sighting").
+    analysed_fps: float | None = None
+    enabled: bool | None = None
+    last_track_at: AwareDatetime | None = None
 
 
 class HeartbeatAck(_Wire):
     server_time: datetime
     gallery_version: int
+    # issue 17 D: only sent to a box whose heartbeat carried config_version (an older
+    # box's strict model would refuse an unknown field).
+    config_version: int | None = None
 
 
 Heartbeat.model_rebuild()
+
+
+# -- issue 17 D: camera settings from the server, enrolment codes, snapshots ------------
+# Additive: every new field above is optional, and these models are used only by
+# boxes that know them. The box fetches its settings with GET /device/config
+# (ETag: config_etag) when the heartbeat ack names a version it does not run.
+
+SETTING_KEYS = ("enabled", "analyse_fps", "roi")
+"""The per-camera settings the server manages; a box's edge.yaml may pin each."""
+
+MAX_SNAPSHOT_BYTES = 64 * 1024
+SNAPSHOT_WIDTH = 320
+"""Snapshots are for checking the angle and drawing the region of interest: 320 px
+wide is enough for that and too small to recognise anyone far from the camera."""
+
+
+def config_etag(device_id: int, version: int) -> str:
+    """The HTTP ETag of a device's settings at ``version`` (quoted, strong)."""
+    return f'"cfg.{device_id}.{version}"'
+
+
+Roi = tuple[float, float, float, float]
+"""A region of interest (x1, y1, x2, y2), normalised 0..1 of the frame."""
+
+
+def check_roi(roi: Roi | None) -> Roi | None:
+    """``roi`` when it is a real rectangle inside the frame; ValueError otherwise."""
+    if roi is None:
+        return None
+    x1, y1, x2, y2 = roi
+    if not all(0.0 <= v <= 1.0 for v in roi):
+        raise ValueError("region of interest coordinates must be between 0 and 1")
+    if x2 - x1 < 0.05 or y2 - y1 < 0.05:
+        raise ValueError("region of interest must be at least 5% of the frame each way")
+    return roi
+
+
+class CameraSettings(_Wire):
+    """One camera's settings as the server holds them (None: the box's own default)."""
+
+    name: Annotated[str, Field(min_length=1, max_length=64)]
+    enabled: bool = True
+    analyse_fps: Annotated[float, Field(gt=0, le=120)] | None = None
+    roi: Roi | None = None
+    entrance: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> CameraSettings:
+        check_roi(self.roi)
+        return self
+
+
+class DeviceSettings(_Wire):
+    """A device's settings at one version; ``snapshots``: the site opted in."""
+
+    device_id: int
+    version: int
+    snapshots: bool = False
+    snapshot_interval_s: Annotated[float, Field(ge=10, le=86400)] = 300.0
+    cameras: list[CameraSettings] = []
+
+    @property
+    def etag(self) -> str:
+        """What to send back as ``If-None-Match``."""
+        return config_etag(self.device_id, self.version)
+
+
+class SnapshotIn(_Wire):
+    """A recent low-resolution frame of one camera (only when the site opted in)."""
+
+    camera: Annotated[str, Field(min_length=1, max_length=64)]
+    taken_at: AwareDatetime
+    jpeg_b64: Annotated[str, Field(max_length=(MAX_SNAPSHOT_BYTES * 4) // 3 + 4)]
+
+
+class EnrolRequest(_Wire):
+    """A box trading a one-time enrolment code for its token."""
+
+    code: Annotated[str, Field(min_length=1, max_length=32)]
+
+
+class EnrolResult(_Wire):
+    """The device's token (the only time it travels) and who the box is."""
+
+    token: str
+    device_id: int
+    device: str
+    site_id: int

@@ -30,6 +30,7 @@ from server.db import (
     upgrade,
     utcnow,
 )
+from server.devices.enrolment import create_enrolment_code
 from server.devices.service import (
     create_device,
     get_device,
@@ -119,11 +120,15 @@ def build_parser() -> argparse.ArgumentParser:
         ("disable", "refuse the device's token from now on (a lost or stolen box)"),
         ("enable", "accept the device's token again"),
         ("rotate-token", "give the device a new token, printed once; the old one stops at once"),
+        (
+            "enrol-code",
+            "a one-time code (15 min) the box trades for its token: lintel-edge enrol --code",
+        ),
     ):
         q = devsub.add_parser(name, help=text)
         q.add_argument("device", help="device id, or name (with --site when names repeat)")
         q.add_argument("--site", default=None, help="site name or id the device is in")
-        if name == "rotate-token":
+        if name in ("rotate-token", "enrol-code"):
             q.add_argument("--json", action="store_true", help='print {"device_id", "token"}')
 
     p = sub.add_parser("user", help="users")
@@ -376,7 +381,7 @@ def _password_from_stdin() -> str | None:
 
 
 def _device_credentials(args: argparse.Namespace, session: Any) -> int:
-    """``device disable|enable|rotate-token`` (logic in server/devices/service.py)."""
+    """``device disable|enable|rotate-token|enrol-code`` (logic in server/devices/)."""
     site_id = resolve_site(session=session, ref=args.site).id if args.site else None
     device = get_device(session=session, ref=args.device, site_id=site_id)
     if args.device_command == "rotate-token":
@@ -386,6 +391,14 @@ def _device_credentials(args: argparse.Namespace, session: Any) -> int:
         else:
             _out(f"device {device.id} ({device.name}): new token; the old one no longer works")
             _out(f"token (shown once, store it on the device): {token}")
+        return 0
+    if args.device_command == "enrol-code":
+        code = create_enrolment_code(session=session, device=device, actor="cli")
+        if args.json:
+            _out(json.dumps({"device_id": device.id, "code": code}))
+        else:
+            _out(f"device {device.id} ({device.name}): one-time code {code} (15 minutes)")
+            _out(f"on the box: lintel-edge enrol --config /etc/lintel/edge.yaml --code {code}")
         return 0
     disabled = args.device_command == "disable"
     set_device_disabled(session=session, device=device, disabled=disabled, actor="cli")

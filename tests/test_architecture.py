@@ -42,6 +42,7 @@ INLINE_ALLOWED: dict[tuple[str, str], str] = {
             "edge.face.models",
             "edge.calibrate",
             "edge.daemon.run",
+            "edge.enrol",
         )
     },
     ("registry.enrol", "edge.face.engine"): "optional extra: the server imports the registry "

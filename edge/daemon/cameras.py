@@ -31,6 +31,7 @@ from edge.face.errors import LintelEdgeError
 from edge.outbox import Outbox
 from edge.pipeline.capture import Opener, VideoSource
 from edge.pipeline.config import PipelineConfig
+from edge.pipeline.regions import NormRect
 from edge.pipeline.results import TrackResult
 from edge.pipeline.seams import EngineLike, GalleryLike
 from edge.pipeline.sightings import track_to_sighting
@@ -72,6 +73,21 @@ class CameraRuntime:
     wd_since: float = field(default_factory=time.monotonic)
     samples: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=256))
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # -- settings applied while running (issue 17 D; see edge.daemon.settings_sync)
+    enabled: bool = True
+    analyse_fps: float | None = None  # None: the config's
+    roi: NormRect | None = None
+    pipeline: Pipeline | None = None
+    analysed_base: int = 0
+    last_track_at: datetime | None = None  # when a track of this camera was last recorded
+    analysed_samples: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=256))
+    wake: threading.Event = field(default_factory=threading.Event)
+
+    def analysed(self) -> int:
+        """Frames analysed over every source of this camera."""
+        with self.lock:
+            pipe, base = self.pipeline, self.analysed_base
+        return base + (pipe.stats.frames_analysed if pipe is not None else 0)
 
     def totals(self) -> tuple[int, int, int]:
         """(frames read, frames dropped, reconnects) over every source of this camera."""
@@ -86,18 +102,18 @@ class CameraRuntime:
 
     def fps(self) -> float:
         """Frames read per second over the last ~10 s (sampled by the watchdog tick)."""
-        if len(self.samples) < 2:
-            return 0.0
-        t1, f1 = self.samples[-1]
-        t0, f0 = next(((t, f) for t, f in self.samples if t1 - t <= FPS_WINDOW_S), (t1, f1))
-        return (f1 - f0) / (t1 - t0) if t1 > t0 else 0.0
+        return _rate(self.samples)
+
+    def analysed_fps(self) -> float:
+        """Frames analysed per second over the last ~10 s."""
+        return _rate(self.analysed_samples)
 
     def current_state(self, stall_timeout_s: float) -> str:
         """starting / running / reconnecting / stalled / stopped (as the heartbeat says)."""
         with self.lock:
             src = self.source
         if src is None:
-            return "stopped" if self.state in ("ended", "stopped") else self.state
+            return "stopped" if self.state in ("ended", "stopped", "disabled") else self.state
         state = src.stats.state
         if self.watchdog_fired:  # being closed for delivering nothing
             return "stalled"
@@ -106,6 +122,14 @@ class CameraRuntime:
         if state == "stopped":  # the worker is about to reopen it
             return "reconnecting"
         return str(state)
+
+
+def _rate(samples: deque[tuple[float, int]]) -> float:
+    if len(samples) < 2:
+        return 0.0
+    t1, f1 = samples[-1]
+    t0, f0 = next(((t, f) for t, f in samples if t1 - t <= FPS_WINDOW_S), (t1, f1))
+    return (f1 - f0) / (t1 - t0) if t1 > t0 else 0.0
 
 
 class Cameras:
@@ -127,7 +151,9 @@ class Cameras:
         """``gallery``: what the pipelines match against (always the latest synced one);
         ``opener``: how captures are opened (tests fake a camera); OpenCV otherwise."""
         self.configs = list(cameras)
-        self.runtimes = {c.name: CameraRuntime(c.name) for c in cameras}
+        self.runtimes = {
+            c.name: CameraRuntime(c.name, enabled=c.enabled, roi=c.roi) for c in cameras
+        }
         self.device = device
         self.engine = engine
         self.gallery = gallery
@@ -143,6 +169,42 @@ class Cameras:
             with rt.lock:
                 if rt.source_stop is not None:
                     rt.source_stop.set()
+            rt.wake.set()
+
+    def base_config(self, name: str) -> PipelineConfig:
+        """The camera's pipeline settings from edge.yaml (its own, else the top-level)."""
+        cam = next(c for c in self.configs if c.name == name)
+        return cam.pipeline or self.pipeline
+
+    def apply(
+        self, name: str, *, enabled: bool, analyse_fps: float | None, roi: NormRect | None
+    ) -> None:
+        """Apply settings to a camera while it runs (issue 17 D).
+
+        fps and region go to the running pipeline before its next frame (live
+        tracks go on); switching a camera off ends its stream the way a stop does
+        (its live tracks are flushed into the outbox), switching it on wakes it.
+        """
+        rt = self.runtimes[name]
+        fps = analyse_fps if analyse_fps is not None else self.base_config(name).analyse_fps
+        with rt.lock:
+            changed = (rt.enabled, rt.analyse_fps, rt.roi) != (enabled, analyse_fps, roi)
+            rt.enabled, rt.analyse_fps, rt.roi = enabled, analyse_fps, roi
+            pipeline, stop = rt.pipeline, rt.source_stop
+        if not changed:
+            return
+        log.info(
+            "camera %s: settings applied: %s, analyse %.2g fps, region %s",
+            name,
+            "on" if enabled else "off",
+            fps,
+            "all" if roi is None else roi,
+        )
+        if pipeline is not None:
+            pipeline.retune(analyse_fps=fps, roi=roi)
+        if not enabled and stop is not None:
+            stop.set()
+        rt.wake.set()
 
     # -- sightings ---------------------------------------------------------
     def sighting(self, camera: str, result: TrackResult, origin: datetime | None) -> SightingIn:
@@ -172,6 +234,7 @@ class Cameras:
             log.error("camera %s: track %d not recorded: %s", camera, result.track_id, exc)
             return False
         rt.tracks += 1
+        rt.last_track_at = datetime.now(UTC)
         if result.identity is not None:
             try:
                 self.adaptive.observe(result.identity, result.embedding, quality=result.quality)
@@ -187,6 +250,13 @@ class Cameras:
         rt = self.runtimes[cam.name]
         failures = 0
         while not self.stop_event.is_set():
+            if not rt.enabled:
+                if rt.state != "disabled":
+                    log.info("camera %s: switched off", cam.name)
+                rt.state = "disabled"
+                rt.wake.wait(1.0)
+                rt.wake.clear()
+                continue
             delivered = False
             try:
                 delivered = self._run_source(cam, rt)
@@ -198,6 +268,8 @@ class Cameras:
                 log.exception("camera %s: unexpected error; restarting it", cam.name)
             if self.stop_event.is_set() or rt.ended:
                 break
+            if not rt.enabled:  # switched off while running: no reconnect wait
+                continue
             failures = 0 if delivered else failures + 1
             delay = cam.reconnect.delay(max(1, failures))
             rt.state = "reconnecting"
@@ -226,7 +298,12 @@ class Cameras:
             stop.set()
         rt.wd_since = time.monotonic()
         origin = None if source.is_live else (cam.start_at or datetime.now(UTC))
-        pipeline = Pipeline(self.engine, self.gallery, cam.pipeline or self.pipeline)
+        config = cam.pipeline or self.pipeline
+        with rt.lock:  # the settings as they are now; later changes go through retune
+            if rt.analyse_fps is not None:
+                config = config.model_copy(update={"analyse_fps": rt.analyse_fps})
+            pipeline = Pipeline(self.engine, self.gallery, config, roi=rt.roi)
+            rt.pipeline = pipeline
         try:
             for result in pipeline.run(source):
                 self.record(cam.name, result, origin=origin)
@@ -241,8 +318,9 @@ class Cameras:
                 rt.frames_base += source.stats.frames_read
                 rt.dropped_base += source.stats.dropped_frames
                 rt.reconnects_base += source.stats.reconnects
-                rt.source, rt.source_stop = None, None
-        stopped_early = rt.watchdog_fired or self.stop_event.is_set()
+                rt.analysed_base += pipeline.stats.frames_analysed
+                rt.source, rt.source_stop, rt.pipeline = None, None, None
+        stopped_early = rt.watchdog_fired or self.stop_event.is_set() or not rt.enabled
         if not source.is_live and not cam.loop and not stopped_early:
             rt.ended = True
             log.info("camera %s: end of %s", cam.name, source.spec.display)
@@ -256,6 +334,7 @@ class Cameras:
             rt = self.runtimes[cam.name]
             frames, _dropped, _rec = rt.totals()
             rt.samples.append((now, frames))
+            rt.analysed_samples.append((now, rt.analysed()))
             state = rt.current_state(cam.stall_timeout_s)
             if state != rt.logged_state:
                 # One line per transition: the operator's timeline of a camera.

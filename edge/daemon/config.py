@@ -28,6 +28,7 @@ from edge.face.errors import LintelEdgeError
 from edge.face.models import ModelConfig
 from edge.pipeline.capture import ReconnectPolicy
 from edge.pipeline.config import PipelineConfig
+from edge.wire import check_roi
 
 
 class ConfigError(LintelEdgeError):
@@ -65,6 +66,11 @@ class ServerConfig(_Strict):
         default="LINTEL_DEVICE_TOKEN",
         pattern=r"^[A-Z_][A-Z0-9_]*$",
         description="Environment variable holding the device token (never put it in the file).",
+    )
+    token_file: Path | None = Field(
+        default=None,
+        description="File holding the device token, read when the environment variable is "
+        "unset; `lintel-edge enrol` writes it (mode 0600). Default: <data_dir>/device.token.",
     )
     timeout_s: float = Field(default=10.0, gt=0, le=120, description="HTTP timeout per request.")
     batch_size: int = Field(default=50, ge=1, le=500, description="Sightings per upload request.")
@@ -134,6 +140,17 @@ class CameraConfig(_Strict):
     pipeline: PipelineConfig | None = Field(
         default=None, description="Per-camera override of the top-level pipeline settings."
     )
+    enabled: bool = Field(
+        default=True,
+        description="False: the camera is not opened. Set here, it pins the camera off or "
+        "on whatever the web says; left out, the web's on/off applies.",
+    )
+    roi: tuple[float, float, float, float] | None = Field(
+        default=None,
+        description="Region of interest [x1, y1, x2, y2], fractions 0..1 of the frame: only "
+        "faces in it are analysed. Set here, it pins the region; left out, the one drawn in "
+        "the web applies.",
+    )
     loop: bool = Field(
         default=False,
         description="Video files only: play the file again when it ends (demos, soak "
@@ -158,6 +175,13 @@ class CameraConfig(_Strict):
             return os.environ[name]
 
         return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", sub, v)
+
+    @field_validator("roi")
+    @classmethod
+    def _check_roi(
+        cls, v: tuple[float, float, float, float] | None
+    ) -> tuple[float, float, float, float] | None:
+        return check_roi(v)
 
 
 class OutboxConfig(_Strict):
@@ -209,14 +233,31 @@ class EdgeConfig(_Strict):
             raise ValueError(f"camera names must be unique: {', '.join(dupes)}")
         return cams
 
+    def token_path(self) -> Path:
+        """Where the token file is (``server.token_file`` or ``<data_dir>/device.token``)."""
+        assert self.server is not None
+        return self.server.token_file or self.device.data_dir / "device.token"
+
     def token(self) -> str:
-        """The device token from the environment; a clear error when unset."""
+        """The device token from the environment, else the token file; a clear error when
+        neither holds one."""
         assert self.server is not None
         value = os.environ.get(self.server.token_env, "").strip()
+        if value:
+            return value
+        path = self.token_path()
+        try:
+            value = path.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            value = ""
+        except OSError as exc:
+            raise ConfigError(f"cannot read the token file {path}: {exc}") from exc
         if not value:
             raise ConfigError(
-                f"the device token is not set: export {self.server.token_env}=… "
-                "(create one with `lintel-server device add`)"
+                f"the device token is not set: export {self.server.token_env}=… or run "
+                f"`lintel-edge enrol --config FILE --code XXXX-XXXX` (writes {path}); "
+                "a device and its code are added in the web (Devices) or with "
+                "`lintel-server device add`"
             )
         return value
 

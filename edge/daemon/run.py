@@ -29,6 +29,7 @@ from edge.daemon.cameras import Cameras
 from edge.daemon.config import EdgeConfig, load_config
 from edge.daemon.forwarder import Forwarder
 from edge.daemon.gallery_sync import GalleryCache, GallerySync
+from edge.daemon.settings_sync import SettingsSync
 from edge.daemon.status import StatusReporter, software_version
 from edge.face.engine import FaceEngine
 from edge.face.errors import LintelEdgeError
@@ -104,6 +105,14 @@ class EdgeDaemon:
             stop_event=self.stop_event,
             opener=opener,
         )
+        self.settings = SettingsSync(
+            cameras=self.cameras,
+            camera_configs=config.cameras,
+            pipeline=config.pipeline,
+            client=self.client,
+            cache_path=data / "settings.json",
+        )
+        self.settings.load_cached()  # before the cameras start: they open with them
         self.forwarder = Forwarder(self.outbox, self.client, config.server)
         self.reporter = StatusReporter(
             device=config.device.name,
@@ -115,6 +124,7 @@ class EdgeDaemon:
             forwarder=self.forwarder,
             gallery=self.gallery_sync,
             stop_event=self.stop_event,
+            settings=self.settings if self.client is not None else None,
         )
         self.status_path = self.reporter.status_path
         self._threads: list[threading.Thread] = []
@@ -135,6 +145,7 @@ class EdgeDaemon:
         """Ask every thread to finish (cameras end their streams, flushing live tracks)."""
         self.stop_event.set()
         self.gallery_sync.wakeup.set()
+        self.settings.wakeup.set()
         self.cameras.request_stop()
 
     def start(self) -> None:
@@ -157,6 +168,9 @@ class EdgeDaemon:
             spawn("forwarder", self.forwarder.run, self.stop_event)
             spawn("gallery-sync", self.gallery_sync.run, self.stop_event, server.gallery_sync_s)
             spawn("heartbeat", self.reporter.run_heartbeat, self.client, server.heartbeat_s)
+            # Settings also arrive when a heartbeat ack names another version.
+            spawn("settings-sync", self.settings.run, self.stop_event, server.gallery_sync_s)
+            spawn("snapshots", self.settings.run_snapshots, self.stop_event)
         for cam in self.config.cameras:
             spawn(f"camera-{cam.name}", self.cameras.worker, cam)
         self.write_status()

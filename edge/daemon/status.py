@@ -23,6 +23,7 @@ from edge.client import ClientError, LintelClient
 from edge.daemon.cameras import Cameras
 from edge.daemon.forwarder import Forwarder
 from edge.daemon.gallery_sync import GallerySync
+from edge.daemon.settings_sync import SettingsSync
 from edge.files import atomic_write
 from edge.outbox import Outbox, OutboxStats
 from edge.wire import CameraStats, Heartbeat
@@ -53,7 +54,9 @@ class StatusReporter:
         forwarder: Forwarder,
         gallery: GallerySync,
         stop_event: threading.Event,
+        settings: SettingsSync | None = None,
     ) -> None:
+        """``settings``: the camera settings from the server (None: a box without them)."""
         self.device = device
         self.server_url = server_url
         self.status_path = status_path
@@ -63,6 +66,7 @@ class StatusReporter:
         self.forwarder = forwarder
         self.gallery = gallery
         self.stop_event = stop_event
+        self.settings = settings
         self.started = time.monotonic()
 
     def heartbeat_payload(self) -> Heartbeat:
@@ -77,8 +81,12 @@ class StatusReporter:
                 frames=frames,
                 dropped_frames=dropped,
                 reconnects=reconnects,
+                analysed_fps=round(rt.analysed_fps(), 2),
+                enabled=rt.enabled,
+                last_track_at=rt.last_track_at,
             )
         stats = self.outbox.stats()
+        settings = self.settings
         return Heartbeat(
             version=software_version(),
             model_id=self.model_id,
@@ -87,6 +95,12 @@ class StatusReporter:
             outbox_depth=stats.depth,
             outbox_dropped=stats.dropped,
             outbox_dead=stats.dead,
+            gallery_version=self.gallery.version,
+            # 0: this box takes settings from the server but has none yet.
+            config_version=None if settings is None else settings.version or 0,
+            config_pinned=None
+            if settings is None
+            else {k: v for k, v in settings.pinned.items() if v},
         )
 
     def run_heartbeat(self, client: LintelClient, interval_s: float) -> None:
@@ -96,6 +110,13 @@ class StatusReporter:
                 ack = client.heartbeat(self.heartbeat_payload())
                 if self.gallery.version is None or ack.gallery_version != self.gallery.version:
                     self.gallery.wakeup.set()  # the server has a newer gallery: fetch now
+                settings = self.settings
+                if (
+                    settings is not None
+                    and ack.config_version is not None
+                    and ack.config_version != settings.version
+                ):
+                    settings.wakeup.set()  # the server has other camera settings: fetch now
             except ClientError as exc:
                 log.info("heartbeat failed: %s", exc)
             except Exception:
@@ -139,6 +160,7 @@ class StatusReporter:
                 "templates": 0 if gallery is None else int(gallery.templates.shape[0]),
                 "adaptive_templates": self.gallery.adaptive.count(),
             },
+            "config": None if self.settings is None else self.settings.status(),
             "server": {
                 "url": self.server_url,
                 "last_upload_at": self.forwarder.last_upload_at,

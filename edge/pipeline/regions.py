@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+import numpy.typing as npt
+
 from edge.face.types import BBox, Detection
 from edge.pipeline.seams import EngineLike
 from edge.pipeline.tracker import FaceSample
@@ -102,3 +105,23 @@ def offset(det: Detection, dx: float, dy: float) -> Detection:
         det_score=det.det_score,
         landmarks=tuple((x + dx, y + dy) for x, y in det.landmarks),
     )
+
+
+NormRect = tuple[float, float, float, float]
+"""A region of interest set from the web: (x1, y1, x2, y2), normalised 0..1 of the frame."""
+
+
+def mask_outside(image: npt.NDArray[np.uint8], roi: NormRect) -> npt.NDArray[np.uint8]:
+    """A copy of ``image`` black outside ``roi``.
+
+    Masked rather than cropped: frame coordinates (tracks, crops, the motion
+    gate's reference) stay the same when the region changes on a running
+    stream, and a black area neither moves nor holds a face, so the motion gate
+    and the detector's crops ignore it by themselves.
+    """
+    h, w = image.shape[:2]
+    x1, y1 = int(roi[0] * w), int(roi[1] * h)
+    x2, y2 = max(x1 + 1, round(roi[2] * w)), max(y1 + 1, round(roi[3] * h))
+    out = np.zeros_like(image)
+    out[y1:y2, x1:x2] = image[y1:y2, x1:x2]
+    return out

@@ -36,6 +36,7 @@ track from far away to close up) but are never embedded. Tracks end on time
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -53,10 +54,12 @@ from edge.pipeline.motion import MotionGate
 from edge.pipeline.regions import (
     TRACK_GROW,
     Crop,
+    NormRect,
     crop_regions,
     distinct,
     engine_det_size,
     grow,
+    mask_outside,
     offset,
 )
 from edge.pipeline.results import PipelineStats, TrackResult
@@ -84,7 +87,10 @@ class Pipeline:
         engine: EngineLike,
         gallery: GalleryLike | None = None,
         config: PipelineConfig | None = None,
+        *,
+        roi: NormRect | None = None,
     ) -> None:
+        """``roi``: analyse only this part of the frame (set from the web; None: all)."""
         self.engine = engine
         self.gallery = gallery
         self.config = config or PipelineConfig()
@@ -101,6 +107,29 @@ class Pipeline:
         self._last_detect: float | None = None  # timestamps of the last detector calls
         self._last_full: float | None = None
         self._hungry_k = self.config.hungry_faces
+        self.roi = roi
+        # Settings changed while running (issue 17 D): set by the settings thread,
+        # applied by the analysing thread before its next frame.
+        self._retune_lock = threading.Lock()
+        self._pending: tuple[float, NormRect | None] | None = None
+        self.last_frame: Frame | None = None  # unmasked, for the camera's snapshot
+
+    def retune(self, *, analyse_fps: float, roi: NormRect | None) -> None:
+        """Change the analysed fps and the region of interest of a running pipeline
+        (thread-safe; takes effect from the next analysed frame, live tracks go on)."""
+        with self._retune_lock:
+            self._pending = (analyse_fps, roi)
+
+    def _apply_pending(self) -> None:
+        with self._retune_lock:
+            pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        fps, self.roi = pending
+        if fps != self.config.analyse_fps:
+            self.config = self.config.model_copy(update={"analyse_fps": fps})
+            if self.stats.fps:
+                self.set_fps(self.stats.fps)
 
     # -- sampling ----------------------------------------------------------
     def set_fps(self, fps: float) -> None:
@@ -145,6 +174,10 @@ class Pipeline:
         pixel scale), feed only those tracks and start no new track (new faces
         are left to base frames).
         """
+        self._apply_pending()
+        self.last_frame = frame
+        if self.roi is not None:
+            frame = Frame(frame.index, frame.timestamp, mask_outside(frame.image, self.roi))
         self.stats.frames_analysed += 1
         now = self._now = frame.timestamp
         last = self._last_base

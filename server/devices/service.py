@@ -16,6 +16,9 @@ from server.dialect import insert_ignore
 from server.errors import Conflict, InvalidInput, NotFound
 from server.security import DEVICE_TOKEN_PREFIX, hash_token, new_token
 
+FRAMES_AT = "frames_at"
+"""Key of ``Device.stats`` the server adds: camera name -> when it last delivered frames."""
+
 
 @dataclass(frozen=True, slots=True)
 class CameraRef:
@@ -126,11 +129,36 @@ def cameras_by_name(
 def record_heartbeat(
     *, session: Session, device: Device, software_version: str, stats: dict[str, Any]
 ) -> None:
-    """Store the device's latest heartbeat stats."""
-    device.last_heartbeat_at = utcnow()
+    """Store the device's latest heartbeat stats.
+
+    Also kept, per camera, when it last delivered frames (``frames_at``): a
+    heartbeat says only how a camera is now, and the devices page says how long
+    one has been dark ("has sent no frames for 2 h").
+    """
+    now = utcnow()
+    previous = device.stats or {}
+    seen = _mapping(previous.get(FRAMES_AT))
+    old_cams = _mapping(previous.get("cameras"))
+    frames_at: dict[str, str] = {}
+    for name, cam in _mapping(stats.get("cameras")).items():
+        if not isinstance(cam, dict):
+            continue
+        before = _mapping(old_cams.get(name))
+        delivering = float(cam.get("fps") or 0) > 0 or int(cam.get("frames") or 0) > int(
+            before.get("frames") or 0
+        )
+        if delivering:
+            frames_at[name] = now.isoformat()
+        elif isinstance(seen.get(name), str):
+            frames_at[name] = seen[name]
+    device.last_heartbeat_at = now
     device.software_version = software_version[:64]
-    device.stats = stats
+    device.stats = {**stats, FRAMES_AT: frames_at}
     session.flush()
+
+
+def _mapping(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def list_devices(*, session: Session, site_id: int | None = None) -> list[Device]:

@@ -42,6 +42,7 @@ from server.clusters.enums import ClusterStatus
 from server.clusters.models import ClusterSiteState, UnknownCluster
 from server.clusters.service import claim_site, ensure_site_state
 from server.db import checkpoint_after_commit, session_scope, utcnow
+from server.devices.snapshots import purge_snapshots
 from server.occupants import service as occupants
 from server.occupants.enums import OccupantStatus
 from server.occupants.models import FaceTemplate, Occupant
@@ -69,11 +70,14 @@ class SitePurge:
     templates: int
     occupants: int
     gallery_version: int
+    snapshots: int = 0  # camera snapshots past the site's snapshot retention (issue 17 D)
 
     @property
     def anything(self) -> bool:
         """Whether this site lost any face data."""
-        return bool(self.crops or self.embeddings or self.clusters_wiped or self.templates)
+        return bool(
+            self.crops or self.embeddings or self.clusters_wiped or self.templates or self.snapshots
+        )
 
     def as_dict(self) -> dict[str, object]:
         """JSON-ready form."""
@@ -276,6 +280,7 @@ def _purge_site(session: Session, site: Site, now: datetime, *, dry_run: bool) -
         templates=templates,
         occupants=len(moved),
         gallery_version=site.gallery_version,
+        snapshots=purge_snapshots(session=session, site=site, now=now, dry_run=dry_run),
     )
 
 

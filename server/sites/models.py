@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, Integer, String, UniqueConstraint, true
+from sqlalchemy import Boolean, ForeignKey, Integer, String, UniqueConstraint, false, true
 from sqlalchemy.orm import Mapped, mapped_column
 
 from server.db import Base, UTCDateTime, utcnow
@@ -33,6 +33,9 @@ class Site(Base):
     # Keep a small face chip of each registry photo and case-made template on the
     # server for the desk check (False: photos stay in the office; chips are dropped).
     registry_chips: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    # Camera snapshots (issue 17 D): off unless the site opts in; kept this many hours.
+    snapshots: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    snapshot_retention_hours: Mapped[int] = mapped_column(Integer, default=24, server_default="24")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

@@ -11,6 +11,7 @@ from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from server.web.devices import router as devices_router
 from server.web.imports import install_imports
 from server.web.likely import router as likely_router
 from server.web.register import router as register_router
@@ -63,6 +64,7 @@ def install_web(app: FastAPI) -> None:
     app.include_router(users_router)
     app.include_router(register_router)
     install_imports(app)
+    app.include_router(devices_router)
     app.mount(f"{PREFIX}/static", StaticFiles(directory=STATIC_DIR), name="web-static")
     app.add_middleware(WebSecurityHeaders)
 

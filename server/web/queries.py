@@ -28,6 +28,7 @@ from server.clusters.enums import ClusterStatus, Suppression
 from server.clusters.models import ClusterSiteState, UnknownCluster
 from server.clusters.service import cluster_days, site_config
 from server.db import utcnow
+from server.devices.health import ONLINE_WITHIN
 from server.devices.models import Camera, Device
 from server.occupants.chips import ChipRef, chips_enabled, occupant_chips
 from server.occupants.enums import OccupantStatus
@@ -39,8 +40,6 @@ from server.users.models import User
 QUEUE_LIMIT = 200
 PICKER_LIMIT = 50
 STRIP_DAYS = 14
-ONLINE_WITHIN = timedelta(seconds=90)
-"""A device is online if it sent a heartbeat this recently (3 periods of the edge's 30 s)."""
 
 
 def _in_scope(column: Any, scope: set[int] | None) -> ColumnElement[bool]:

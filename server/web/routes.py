@@ -43,6 +43,8 @@ from server.cases.models import Case
 from server.cases.rules import DEFAULT_TIMEZONE, site_zone
 from server.db import utcnow
 from server.deps import FormDep, SessionDep, UserDep, WebUser, app_settings
+from server.devices.health import device_health
+from server.devices.models import Device
 from server.errors import Forbidden, InvalidInput, LintelError, NotFound
 from server.notify.views import channel_rows
 from server.occupants import chips
@@ -759,6 +761,9 @@ def devices_page(
         _visible_site(session, user, site)
     rows = queries.devices(session=session, scope=user.scope, site_id=site)
     sites = queries.visible_sites(session=session, scope=user.scope)
+    # What is wrong, in words (issue 17 D: server/devices/health.py).
+    found = list(session.scalars(select(Device).where(Device.id.in_([r.id for r in rows]))))
+    health = {h.id: h for h in device_health(session=session, devices=found, now=utcnow())}
     # Notification channels and their state (issue 15): admins and managers, read-only.
     channels = channel_rows(session=session, scope=user.scope, site_id=site) if user.can_act else []
     zones = queries.site_timezones(session=session, site_ids=[s.id for s in sites])
@@ -767,6 +772,7 @@ def devices_page(
         "devices.html",
         user=user,
         rows=rows,
+        health=health,
         sites=sites,
         f_site=site,
         channels=channels,

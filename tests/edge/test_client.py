@@ -98,6 +98,7 @@ def test_exported_names_are_pinned() -> None:
         "LintelClient",
         "Rejected",
         "ServerUnreachable",
+        "enrol",
     ]
     for name in edge.client.__all__:
         obj = getattr(edge.client, name)

@@ -269,6 +269,7 @@ def test_heartbeat_reports_cameras_outbox_and_model(tmp_path: Path, server: Serv
     hb = edge.reporter.heartbeat_payload()
     assert hb.model_id == MODEL and hb.outbox_depth == 1 and hb.outbox_dropped == 0
     assert set(hb.cameras) == {"door"} and hb.cameras["door"].state == "starting"
+    assert hb.cameras["door"].last_track_at is not None  # the devices page's "last sighting"
     ack = server.client().heartbeat(hb)
     assert ack.gallery_version >= 1
     status = edge.status()

@@ -104,6 +104,22 @@ def test_rotate_token_prints_a_new_token_once_and_the_old_one_stops(
     assert _actions(session).count("device.rotate_token") == 2
 
 
+def test_enrol_code_from_the_shell_is_traded_once_for_a_token(
+    cli_env: None, capsys: pytest.CaptureFixture[str], client: httpx.Client, session: Session
+) -> None:
+    _run(capsys, "site", "add", "S")
+    old = _device(capsys)["token"]
+    rc, out, _ = _run(capsys, "device", "enrol-code", "gate", "--json")
+    assert rc == 0
+    code = json.loads(out)["code"]
+    r = client.post(f"{API_PREFIX}/device/enrol", json={"code": code})
+    assert r.status_code == 200
+    assert client.get(GALLERY, headers=_bearer(r.json()["token"])).status_code == 200
+    assert client.get(GALLERY, headers=_bearer(old)).status_code == 401
+    assert client.post(f"{API_PREFIX}/device/enrol", json={"code": code}).status_code == 422
+    assert code not in str(session.execute(select(AuditEvent.detail)).all())
+
+
 def test_device_commands_name_what_is_wrong(
     cli_env: None, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0012_web_imports"
-down_revision: str | None = "0010_registry_chips"
+down_revision: str | None = "0011_device_config"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -37,6 +37,7 @@ from sqlalchemy import Engine
 from edge.wire import API_PREFIX, encode_embedding
 from server.cases.models import Case
 from server.deps import current_admin
+from server.devices.models import Camera
 from server.imports.service import Upload, create_job
 from server.occupants.service import add_template
 from server.sightings.models import Sighting
@@ -61,6 +62,9 @@ PUBLIC = {
     ("POST", "/web/login"),
     ("POST", "/web/logout"),
     ("GET", "/web/lang"),
+    # A box without a token trades a one-time code for it (issue 17 D): the code is
+    # the credential, hashed, single use, 15 minutes, rate-limited per address.
+    ("POST", "/api/v1/device/enrol"),
     ("GET", "/web/static"),
 }
 SITE_A = "Sunny Court"  # the conftest's default site name
@@ -139,6 +143,9 @@ def scene(engine: Engine, device: DeviceCreds, make_device: Any) -> Scene:
         target = create_user(
             session=s, username="target-a", role="viewer", site_ids=[device.site_id]
         )
+        # The device and camera pages (issue 17 D) aim at site A's box and its camera.
+        camera = Camera(device_id=device.device_id, name="gate-cam")
+        s.add(camera)
         s.commit()
         target_id = target.id
         # A register import of site A (the /web/imports/{job_id} pages, issue 17).
@@ -151,6 +158,7 @@ def scene(engine: Engine, device: DeviceCreds, make_device: Any) -> Scene:
         )
         s.commit()
         job_id = job.id
+        camera_id = camera.id
     return Scene(
         world=world,
         site_b=device_b.site_id,
@@ -166,6 +174,8 @@ def scene(engine: Engine, device: DeviceCreds, make_device: Any) -> Scene:
             "site": "Sunny Court",  # the registry import names its site
             "user_id": target_id,
             "job_id": job_id,
+            "device_id": device.device_id,
+            "camera_id": camera_id,
         },
     )
 
