@@ -30,9 +30,9 @@ import numpy.typing as npt
 from edge.boxes import nms
 from edge.errors import EnrolmentError, ImageError, ModelPackError
 from edge.models import ModelConfig, ModelPack, loadable_model, resolve_pack
-from edge.quality import LOW_QUALITY, QualityConfig, assess, fuse_embeddings
+from edge.quality import QualityConfig, assess, fuse_embeddings
 from edge.sface import SFaceRecognizer
-from edge.types import BBox, Detection, EnrolledFace, FaceQuality
+from edge.types import LOW_QUALITY, BBox, Detection, EnrolledFace, FaceQuality
 from edge.yunet import YuNetDetector
 
 log = logging.getLogger(__name__)

@@ -29,16 +29,17 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
-from edge.types import Detection, FaceQuality
-
-TOO_SMALL = "too_small"
-TOO_BLURRY = "too_blurry"
-BAD_POSE = "bad_pose"
-LOW_SCORE = "low_score"
-LOW_QUALITY = "low_quality"
-REASON_CODES = (TOO_SMALL, TOO_BLURRY, BAD_POSE, LOW_SCORE, LOW_QUALITY)
-"""``low_quality`` is enrolment only: the recogniser's own quality signal (the
-embedding norm before normalisation, see :class:`edge.models.ModelPack`)."""
+# The reason codes and their words live beside FaceQuality in edge.types (no cv2 there),
+# so the server's registry import can word a photo's warnings without loading OpenCV
+# (a `.[server]` install has none).
+from edge.types import (
+    BAD_POSE,
+    LOW_SCORE,
+    TOO_BLURRY,
+    TOO_SMALL,
+    Detection,
+    FaceQuality,
+)
 
 # Every gate below was chosen with bench/quality_gates.py on ../shared/eval (ORL
 # left out: 1,050 photos of 149 people plus 2,831 degraded copies of each
@@ -282,18 +283,6 @@ def assess(
         relative_sharpness=rel_sharp,
         yaw_deg=yaw,
     )
-
-
-def warning_text(quality: FaceQuality) -> str:
-    """What is poor about a usable face, for people ('' when nothing is)."""
-    parts = {
-        TOO_SMALL: f"small face ({quality.size_px:.0f} px)",
-        TOO_BLURRY: f"blurred (sharpness {quality.relative_sharpness:.3f})",
-        BAD_POSE: f"turned away (frontal {quality.frontal:.2f})",
-        LOW_SCORE: f"faint face (detector score {quality.det_score:.2f})",
-        LOW_QUALITY: f"the recogniser rates it poor (norm {quality.embedding_norm:.1f})",
-    }
-    return ", ".join(parts[w] for w in quality.warnings if w in parts)
 
 
 def fuse_embeddings(

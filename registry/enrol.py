@@ -20,8 +20,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from edge.errors import EnrolmentError
-from edge.quality import warning_text
-from edge.types import EnrolledFace
+from edge.types import EnrolledFace, warning_text
 from registry.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -54,7 +53,7 @@ class Enrolled:
     chip: bytes | None = None
     """The aligned face as a JPEG (``edge.engine.face_chip``), for the server's desk check."""
     warning: str = ""
-    """Usable but poor photo: what is poor about it (:func:`edge.quality.warning_text`)."""
+    """Usable but poor photo: what is poor about it (:func:`edge.types.warning_text`)."""
 
 
 Outcome = Enrolled | EnrolmentError
