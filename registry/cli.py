@@ -17,6 +17,7 @@ token or the import). User mistakes never print a traceback.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import os
 import sys
@@ -123,6 +124,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# What writing the database directly needs beyond the office tool's install: an office PC
+# installs `.[registry]` (no database stack) and imports through --server.
+_DB_MODULES = ("sqlalchemy", "pydantic_settings")
+
+
+def _require_db_stack() -> None:
+    """Refuse ``import`` without ``--server`` on an install that has no database stack."""
+    missing = [m for m in _DB_MODULES if importlib.util.find_spec(m) is None]
+    if missing:
+        raise InputError(
+            "writing the database directly (--db or the LINTEL_* settings) needs the server's "
+            "packages, which this install lacks (no "
+            + ", ".join(missing)
+            + "): run it on the server host (pip install 'lintel[server,registry]'), or "
+            "import through the server from here: --server URL --token T"
+        )
+
+
 def _secret_and_url(db: str | None) -> tuple[bytes, str]:
     from pydantic import ValidationError
 
@@ -180,6 +199,7 @@ def _cmd_import(args: argparse.Namespace, transport: httpx.BaseTransport | None 
 
     if args.server:
         return _remote_import(args, engine_factory, transport)
+    _require_db_stack()
     secret, url = _secret_and_url(args.db)
     sheet = read_registry(args.file)
     photos: PhotoSource | None = open_photos(args.photos) if args.photos else None
