@@ -13,8 +13,9 @@ command loaded:
   venv and the lean server stores the face; the device's gallery then holds it), and
   ``import --db`` refused with a clear error; no web or database stack installed.
 * edge: ``replay`` of a generated entrance video (the tracks and who they are),
-  ``eval`` of photos against a gallery, ``run --validate-config``; no web or database
-  stack installed.
+  ``eval`` of a photo against a gallery, and the daemon (``run``) on that video against
+  the server above until its sightings are delivered (the server counts them); no web or
+  database stack installed.
 
 Prints a table (extra, MB the install added to site-packages, distributions, seconds,
 result) and exits 1 if any check failed. Test data (video, photos, CSV) is made with the
@@ -24,6 +25,7 @@ dev venv running this script: ``.venv/bin/python -m tests.install.check_extras``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
@@ -35,7 +37,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -275,7 +277,20 @@ def make_data(folder: Path) -> Data:
     return Data(video, gallery, photos, csv_no_photos, csv_with_photo)
 
 
-def check_server_and_registry(server: Venv, registry: Venv, data: Data) -> None:
+@dataclass
+class Live:
+    """The lean server, running: its address and the tokens the CLI made."""
+
+    server: Venv
+    env: dict[str, str]
+    url: str
+    device_token: str
+    admin_token: str
+
+
+@contextlib.contextmanager
+def serving(server: Venv) -> Iterator[Live]:
+    """Migrate, create a site, a device and an admin through the CLI, then serve."""
     env = {
         "LINTEL_DATABASE_URL": f"sqlite:///{server.work / 'lintel.sqlite3'}",
         "LINTEL_DATA_DIR": str(server.work / "data"),
@@ -303,7 +318,7 @@ def check_server_and_registry(server: Venv, registry: Venv, data: Data) -> None:
         ).stdout
     )
     port = free_port()
-    base = f"http://127.0.0.1:{port}"
+    url = f"http://127.0.0.1:{port}"
     proc, probe_out = server.start(
         "lintel-server", "run", "--port", str(port), "--no-access-log", env=env
     )
@@ -313,7 +328,7 @@ def check_server_and_registry(server: Venv, registry: Venv, data: Data) -> None:
             if proc.poll() is not None:
                 raise CheckFailed(f"server: `run` exited {proc.returncode}:\n{proc.stdout.read()}")
             try:
-                status, _ = http_get(f"{base}/healthz")
+                status, _ = http_get(f"{url}/healthz")
                 if status == 200:
                     break
             except OSError:
@@ -321,16 +336,10 @@ def check_server_and_registry(server: Venv, registry: Venv, data: Data) -> None:
             if time.monotonic() > deadline:
                 raise CheckFailed("server: /healthz did not answer 200 within 60 s")
             time.sleep(0.3)
-        status, body = http_get(f"{base}/web/login")
+        status, body = http_get(f"{url}/web/login")
         if status != 200 or b"<form" not in body:
             raise CheckFailed(f"server: /web/login answered {status}")
-        check_registry(registry, data, base, user["api_token"])
-        status, body = http_get(f"{base}/api/v1/device/gallery", device["token"])
-        gallery = json.loads(body) if status == 200 else {}
-        if len(gallery.get("templates", ())) != 1:
-            raise CheckFailed(
-                f"server: the device's gallery after the import: {status} {body[:300]!r}"
-            )
+        yield Live(server, env, url, device["token"], user["api_token"])
     finally:
         proc.send_signal(signal.SIGINT)  # uvicorn's graceful stop; the probe writes at exit
         try:
@@ -342,7 +351,14 @@ def check_server_and_registry(server: Venv, registry: Venv, data: Data) -> None:
     server.run("lintel-server", "worker", "--once", env=env)
 
 
-def check_registry(registry: Venv, data: Data, server_url: str, token: str) -> None:
+def server_stats(live: Live) -> dict[str, Any]:
+    stats: dict[str, Any] = json.loads(
+        live.server.run("lintel-server", "stats", "--json", env=live.env).stdout
+    )
+    return stats
+
+
+def check_registry(registry: Venv, data: Data, live: Live) -> None:
     registry.run("lintel-registry", "template", "register.xlsx")
     if not (registry.work / "register.xlsx").stat().st_size:
         raise CheckFailed("registry: the template is empty")
@@ -358,7 +374,7 @@ def check_registry(registry: Venv, data: Data, server_url: str, token: str) -> N
     )
     if "--server URL" not in refused.stderr or "Traceback" in refused.stderr:
         raise CheckFailed(f"registry: `import --db` was not a clear refusal:\n{refused.stderr}")
-    remote = ["--site", SITE, "--server", server_url, "--token", token]
+    remote = ["--site", SITE, "--server", live.url, "--token", live.admin_token]
     dry = registry.run("lintel-registry", "import", str(data.csv_no_photos), *remote, "--dry-run")
     if "would create 1" not in dry.stdout:
         raise CheckFailed(f"registry: dry run said:\n{dry.stdout}")
@@ -374,9 +390,14 @@ def check_registry(registry: Venv, data: Data, server_url: str, token: str) -> N
     )
     if "created 2" not in real.stdout:
         raise CheckFailed(f"registry: the import said:\n{real.stdout}")
+    # The face enrolled here reached the lean server and is served to the site's edges.
+    status, body = http_get(f"{live.url}/api/v1/device/gallery", live.device_token)
+    gallery = json.loads(body) if status == 200 else {}
+    if len(gallery.get("templates", ())) != 1:
+        raise CheckFailed(f"registry: the device's gallery after the import: {status} {body!r}")
 
 
-def check_edge(edge: Venv, data: Data) -> None:
+def check_edge(edge: Venv, data: Data, live: Live | None) -> None:
     replay = edge.run(
         "lintel-edge", "replay", str(data.video), "--gallery", str(data.gallery), "--json"
     )
@@ -396,20 +417,52 @@ def check_edge(edge: Venv, data: Data) -> None:
     probes = json.loads(found.stdout)["probes"]
     if [p.get("identity") for p in probes] != ["yao_ming"]:
         raise CheckFailed(f"edge: eval matched {probes}")
+    if live is not None:
+        check_daemon(edge, data, live)
+
+
+def check_daemon(edge: Venv, data: Data, live: Live) -> None:
+    """The daemon on the video file, uploading to the lean server until a sighting lands."""
+    data_dir = edge.work / "daemon"
     config = edge.work / "edge.yaml"
-    config.write_text(
-        "device: {name: gate-1, data_dir: " + str(edge.work / "data") + "}\n"
-        "server: {url: 'http://127.0.0.1:9', token_env: LINTEL_DEVICE_TOKEN}\n"
-        "cameras:\n  - {name: door, source: '" + str(data.video) + "'}\n"
-    )
-    edge.run(
-        "lintel-edge",
-        "run",
-        "--config",
-        str(config),
-        "--validate-config",
-        env={"LINTEL_DEVICE_TOKEN": "t" * 32},
-    )
+    # JSON is YAML: no YAML writer needed here.
+    doc = {
+        "device": {"name": "gate-1", "data_dir": str(data_dir), "status_interval_s": 0.5},
+        "server": {"url": live.url, "upload_interval_s": 0.5, "heartbeat_s": 2},
+        "model": {"threads": 1},
+        "cameras": [{"name": "door", "source": str(data.video)}],
+    }
+    config.write_text(json.dumps(doc))
+    env = {"LINTEL_DEVICE_TOKEN": live.device_token}
+    edge.run("lintel-edge", "run", "--config", str(config), "--validate-config", env=env)
+    before = server_stats(live)
+    proc, probe_out = edge.start("lintel-edge", "run", "--config", str(config), env=env)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if proc.poll() is not None:
+                raise CheckFailed(f"edge: `run` exited {proc.returncode}:\n{proc.stdout.read()}")
+            try:
+                status = json.loads((data_dir / "status.json").read_text())
+            except (FileNotFoundError, json.JSONDecodeError):
+                status = {}
+            if status.get("outbox", {}).get("delivered", 0) >= 1:
+                break
+            if time.monotonic() > deadline:
+                raise CheckFailed(f"edge: no sighting delivered within 90 s; status {status}")
+            time.sleep(0.5)
+    finally:
+        proc.send_signal(signal.SIGTERM)  # the daemon's own stop: drains, then exits
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    edge._read_probe(probe_out, "lintel-edge run")
+    after = server_stats(live)
+    seen = sum(after[k] - before[k] for k in ("sightings_known", "sightings_unknown"))
+    if seen < 1:
+        raise CheckFailed(f"edge: the server recorded no sighting ({before} -> {after})")
 
 
 @dataclass
@@ -420,6 +473,39 @@ class Row:
     seconds: float
 
 
+def run_checks(venvs: Mapping[str, Venv], data: Data) -> dict[str, tuple[str, float]]:
+    """Each venv's checks -> (result, seconds); the registry and the daemon use the server."""
+    results: dict[str, tuple[str, float]] = {}
+
+    def attempt(extra: str, check: Callable[[], None]) -> None:
+        t0 = time.monotonic()
+        try:
+            check()
+            results[extra] = ("ok", time.monotonic() - t0)
+        except (CheckFailed, subprocess.TimeoutExpired, OSError, ValueError, KeyError) as exc:
+            results[extra] = (f"FAIL: {exc}", time.monotonic() - t0)
+
+    if "server" not in venvs:
+        if "edge" in venvs:
+            attempt("edge", lambda: check_edge(venvs["edge"], data, None))
+        if "registry" in venvs:
+            results["registry"] = ("FAIL: not run (no server to import into)", 0.0)
+        return results
+
+    def server_checks() -> None:
+        with serving(venvs["server"]) as live:
+            if "registry" in venvs:
+                attempt("registry", lambda: check_registry(venvs["registry"], data, live))
+            if "edge" in venvs:
+                attempt("edge", lambda: check_edge(venvs["edge"], data, live))
+
+    attempt("server", server_checks)
+    result, seconds = results["server"]
+    others = sum(results[e][1] for e in ("registry", "edge") if e in results)
+    results["server"] = (result, seconds - others)
+    return results
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--keep", type=Path, help="build in this folder and keep it")
@@ -428,21 +514,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="lintel-extras-") as tmp:
         base = args.keep or Path(tmp)
         base.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "wheel",
-                "--quiet",
-                "--no-deps",
-                str(ROOT),
-                "-w",
-                str(base),
-            ],
-            check=True,
-            capture_output=True,
-        )
+        wheel_cmd = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", str(ROOT)]
+        subprocess.run([*wheel_cmd, "-w", str(base)], check=True, capture_output=True)
         (wheel,) = base.glob("lintel-*.whl")
         data_dir = base / "data"
         data_dir.mkdir()
@@ -458,24 +531,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 venvs[extra] = future.result()
             except CheckFailed as exc:
                 rows[extra] = Row(extra, None, f"FAIL: {exc}", 0.0)
-
-        def attempt(extras: Sequence[str], check: Callable[[], None]) -> None:
-            if any(e not in venvs for e in extras):
-                return
-            t0 = time.monotonic()
-            try:
-                check()
-                result = "ok"
-            except (CheckFailed, subprocess.TimeoutExpired, OSError, ValueError) as exc:
-                result = f"FAIL: {exc}"
-            for e in extras:
-                rows[e] = Row(e, venvs[e], result, time.monotonic() - t0)
-
-        attempt(
-            ("server", "registry"),
-            lambda: check_server_and_registry(venvs["server"], venvs["registry"], data),
-        )
-        attempt(("edge",), lambda: check_edge(venvs["edge"], data))
+        for extra, (result, seconds) in run_checks(venvs, data).items():
+            rows[extra] = Row(extra, venvs[extra], result, seconds)
         print_table([rows[e] for e in EXTRAS], time.monotonic() - started)
         return 0 if all(r.result == "ok" for r in rows.values()) else 1
 
