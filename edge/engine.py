@@ -31,8 +31,9 @@ from edge.boxes import nms
 from edge.errors import EnrolmentError, ImageError, ModelPackError
 from edge.models import ModelConfig, ModelPack, loadable_model, resolve_pack
 from edge.quality import QualityConfig, assess, fuse_embeddings
+from edge.reasons import LOW_QUALITY
 from edge.sface import SFaceRecognizer
-from edge.types import LOW_QUALITY, BBox, Detection, EnrolledFace, FaceQuality
+from edge.types import BBox, Detection, EnrolledFace, FaceQuality
 from edge.yunet import YuNetDetector
 
 log = logging.getLogger(__name__)

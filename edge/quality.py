@@ -29,17 +29,8 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
-# The reason codes and their words live beside FaceQuality in edge.types (no cv2 there),
-# so the server's registry import can word a photo's warnings without loading OpenCV
-# (a `.[server]` install has none).
-from edge.types import (
-    BAD_POSE,
-    LOW_SCORE,
-    TOO_BLURRY,
-    TOO_SMALL,
-    Detection,
-    FaceQuality,
-)
+from edge.reasons import BAD_POSE, LOW_SCORE, TOO_BLURRY, TOO_SMALL
+from edge.types import Detection, FaceQuality
 
 # Every gate below was chosen with bench/quality_gates.py on ../shared/eval (ORL
 # left out: 1,050 photos of 149 people plus 2,831 degraded copies of each

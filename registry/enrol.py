@@ -20,7 +20,8 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from edge.errors import EnrolmentError
-from edge.types import EnrolledFace, warning_text
+from edge.reasons import warning_text
+from edge.types import EnrolledFace
 from registry.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ class Enrolled:
     chip: bytes | None = None
     """The aligned face as a JPEG (``edge.engine.face_chip``), for the server's desk check."""
     warning: str = ""
-    """Usable but poor photo: what is poor about it (:func:`edge.types.warning_text`)."""
+    """Usable but poor photo: what is poor about it (:func:`edge.reasons.warning_text`)."""
 
 
 Outcome = Enrolled | EnrolmentError

@@ -165,22 +165,6 @@ def test_input_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert "--photos" in capsys.readouterr().err
 
 
-def test_an_install_without_the_database_stack_is_told_to_use_the_server(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # An office PC's `.[registry]` install has no sqlalchemy: a missing module stands in
-    # for it here (tests/install/check_extras.py runs the real thing in a fresh venv).
-    monkeypatch.setattr("registry.cli._DB_MODULES", ("sqlalchemy", "lintel_no_such_module"))
-    db_path = tmp_path / "l.sqlite3"
-    reg = _csv(tmp_path, ROWS)
-    assert main(["import", "--site", "s", str(reg), "--db", f"sqlite:///{db_path}"]) == 2
-    out, err = capsys.readouterr()
-    assert "needs the server's packages" in err and "lintel_no_such_module" in err
-    assert "sqlalchemy" not in err.split("(no ")[1].split(")")[0]  # only what is missing
-    assert "--server URL" in err and "Traceback" not in err and out == ""
-    assert not db_path.exists()
-
-
 def test_dry_run_does_not_create_the_database(
     tmp_path: Path, photo_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
