@@ -26,15 +26,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fnmatch
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -169,6 +172,25 @@ class Venv:
         if bad:
             raise CheckFailed(f"{self.extra}: `{what}` imported {', '.join(bad)}")
         self.loaded |= modules
+
+
+def copy_source(dest: Path) -> Path:
+    """What the wheel is built from: pyproject.toml, README.md and the packages it lists.
+
+    Not the checkout itself: setuptools keeps a build/ folder there, and a module since
+    deleted or moved would still be in it and in the wheel, hiding a broken import.
+    """
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    patterns = config["tool"]["setuptools"]["packages"]["find"]["include"]
+    dest.mkdir(parents=True)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, dest / name)
+    for folder in sorted(ROOT.iterdir()):
+        if folder.is_dir() and any(fnmatch.fnmatch(folder.name, p) for p in patterns):
+            shutil.copytree(
+                folder, dest / folder.name, ignore=shutil.ignore_patterns("__pycache__")
+            )
+    return dest
 
 
 def site_packages(venv: Path) -> Path:
@@ -517,7 +539,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="lintel-extras-") as tmp:
         base = args.keep or Path(tmp)
         base.mkdir(parents=True, exist_ok=True)
-        wheel_cmd = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", str(ROOT)]
+        source = copy_source(base / "src")
+        wheel_cmd = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", str(source)]
         subprocess.run([*wheel_cmd, "-w", str(base)], check=True, capture_output=True)
         (wheel,) = base.glob("lintel-*.whl")
         data_dir = base / "data"
