@@ -20,7 +20,8 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 # Fresh venvs of .[server], .[registry] and .[edge], each running its role's commands
-# without the other stack (tests/install/check_extras.py; about 3 minutes, pip cache warm).
+# without the other stack (tests/install/check_extras.py; 76-157 s measured on 2 shared
+# cores; needs PyPI for insightface and the model wheels).
 check-extras: $(STAMP)
 	$(PY) -m tests.install.check_extras
 
