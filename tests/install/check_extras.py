@@ -7,7 +7,9 @@ command loaded:
 
 * server: ``db upgrade`` on a SQLite file, ``site add``, ``device add``, ``user add``,
   ``run`` answering ``/healthz`` and the login page, the device's gallery, ``worker
-  --once``; cv2, onnxruntime, insightface are neither installed nor imported.
+  --once``, and ``lintel-registry import --db`` of a register without photos into a new
+  site (whose model id must be the edges' though the model wheel is absent); cv2,
+  onnxruntime, insightface are neither installed nor imported.
 * registry: ``template``, a ``--dry-run`` and a real import of a small CSV with one
   photo through the server above (``--server``: the photo is enrolled in the registry
   venv and the lean server stores the face; the device's gallery then holds it), and
@@ -68,6 +70,9 @@ NOT_IMPORTED: dict[str, tuple[str, ...]] = {
     "registry": SERVER_STACK,
 }
 SITE = "Sunrise Court"
+NEW_SITE = "New Court"
+# The bundled pack's model id, as every edge of a new site reports it.
+BUNDLED_MODEL_ID = "buffalo_s/w600k_mbf"
 
 # Runs a console script's entry point as the script would, and on exit writes every loaded
 # module and where our packages came from (so a check can prove it ran the installed copy).
@@ -376,6 +381,17 @@ def serving(server: Venv) -> Iterator[Live]:
     server.run("lintel-server", "worker", "--once", env=env)
 
 
+def check_server_host_import(server: Venv, data: Data, env: Mapping[str, str]) -> None:
+    """``lintel-registry import --db`` of a register without photos, on the lean server's
+    host: the new site carries the model id the edges' bundled pack reports, though the
+    pack's wheel is not installed here."""
+    server.run("lintel-registry", "import", "--site", NEW_SITE, str(data.csv_no_photos), env=env)
+    sites = server.run("lintel-server", "site", "list", env=env).stdout
+    models = [line.split("\t")[2] for line in sites.splitlines() if f"\t{NEW_SITE}\t" in line]
+    if models != [BUNDLED_MODEL_ID]:
+        raise CheckFailed(f"server: the imported site's model is {models}, not {BUNDLED_MODEL_ID}")
+
+
 def server_stats(live: Live) -> dict[str, Any]:
     stats: dict[str, Any] = json.loads(
         live.server.run("lintel-server", "stats", "--json", env=live.env).stdout
@@ -523,6 +539,7 @@ def run_checks(venvs: Mapping[str, Venv], data: Data) -> dict[str, tuple[str, fl
                 attempt("registry", lambda: check_registry(venvs["registry"], data, live))
             if "edge" in venvs:
                 attempt("edge", lambda: check_edge(venvs["edge"], data, live))
+            check_server_host_import(live.server, data, live.env)
 
     attempt("server", server_checks)
     result, seconds = results["server"]
