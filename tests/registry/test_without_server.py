@@ -57,7 +57,7 @@ def test_local_db_mode_without_the_server_says_what_it_needs(tmp_path: Path) -> 
     lines = done.stderr.strip().splitlines()
     assert lines == [
         "lintel-registry: error: the local --db mode needs the server (no module "
-        "'sqlalchemy'): pip install 'lintel[server]', or import through --server URL"
+        "'sqlalchemy'): pip install 'lintel[server,registry]', or import through --server URL"
     ]
     assert not (tmp_path / "x.db").exists()
 
