@@ -202,6 +202,9 @@ def test_phone_draws_a_region_on_the_snapshot_and_saves_it_in_chinese(
     assert page.evaluate(FITS)
 
     canvas = page.locator("canvas.roi")
+    # mouse coordinates are the viewport's: the canvas must be on screen (the nav wraps
+    # to several lines on a phone and pushes it down)
+    canvas.scroll_into_view_if_needed()
     box = canvas.bounding_box()
     assert box is not None and box["width"] > 200
     page.mouse.move(box["x"] + box["width"] * 0.2, box["y"] + box["height"] * 0.1)
