@@ -109,7 +109,14 @@ def load_engine(pack: str, *, threads: int) -> Enroller:
     # this library (registry.importer -> registry.enrol) on a machine that has no
     # face engine installed (no cv2, no onnxruntime: the server extra), and only
     # enrolment on the office PC or the server host's --db mode ever runs this.
-    from edge.face.engine import FaceEngine
+    try:
+        from edge.face.engine import FaceEngine
+    except ModuleNotFoundError as exc:
+        # e.g. `lintel-registry import --db --photos` on a server installed lean
+        raise InputError(
+            f"enrolling photos needs the face engine (no module {exc.name!r}): "
+            "pip install 'lintel[engine]', or enrol on the office PC with --server URL"
+        ) from None
 
     return FaceEngine.load(ModelConfig(pack=pack, threads=threads))
 

@@ -8,12 +8,15 @@ model id the edges' bundled pack reports, or every edge refuses the site's galle
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 
 from edge.face.errors import ModelPackError
 from edge.face.models import BUNDLED_PACK, resolve_pack
+from registry.enrol import load_engine
+from registry.errors import InputError
 from registry.importer import ImportOptions, run_import
 from registry.reader import read_csv_bytes
 from registry.store import Plan, SiteSnapshot
@@ -58,3 +61,13 @@ def test_a_new_site_gets_the_edges_model_id_without_the_model_wheel(
     )
     assert result.report.issues == ()
     assert [plan.model_id for plan in store.applied] == [expected]
+
+
+def test_enrolling_without_the_face_engine_says_so_in_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A server installed lean (no cv2, no onnxruntime) running `import --db` with
+    photos gets the registry's one-line refusal, not a traceback."""
+    monkeypatch.setitem(sys.modules, "edge.face.engine", None)  # import -> ModuleNotFoundError
+    with pytest.raises(InputError, match=r"needs the face engine .*lintel\[engine\]"):
+        load_engine("buffalo_s", threads=1)
