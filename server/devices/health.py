@@ -38,6 +38,30 @@ analysed fps or the camera's resolution."""
 CAMERA_STATES = ("starting", "reconnecting", "stalled", "stopped")
 """Camera states (other than running) with their own words."""
 
+WORST_FIRST = (
+    "health.never",
+    "health.offline",
+    "health.no_frames",
+    "health.cam_stalled",
+    "health.cam_reconnecting",
+    "health.cam_stopped",
+    "health.cam_other",
+    "health.config_behind",
+    "health.no_config",
+    "health.gallery_behind",
+    "health.backlog",
+    "health.lost",
+    "health.dropping",
+    "health.clock",
+    "health.cam_starting",
+)
+"""Every key :func:`problems` gives, worst first across devices (the dashboard's order).
+Nothing seen at all comes first (a door is unwatched), then settings the box does not
+run (it watches with old rules or an old gallery), then sightings that wait or are lost,
+then frames dropped and a wrong clock (some sightings), and a camera that is starting
+(seconds, usually gone by the next heartbeat). ``health.disabled`` is not here: an
+admin turned the device off on purpose, so it does not need anyone's attention."""
+
 
 @dataclass(frozen=True, slots=True)
 class Problem:
@@ -245,6 +269,12 @@ def device_health(
         )
         out.append(_with_problems(row, now))
     return out
+
+
+def needs_attention(rows: Sequence[DeviceHealth]) -> list[tuple[DeviceHealth, Problem]]:
+    """Each problem of each device in use (not disabled), worst first, then by device name."""
+    found = [(d, p) for d in rows if not d.disabled for p in d.problems]
+    return sorted(found, key=lambda dp: (WORST_FIRST.index(dp[1].key), dp[0].name, dp[0].id))
 
 
 def _mapping(value: object) -> dict[str, Any]:

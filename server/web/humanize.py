@@ -14,11 +14,13 @@ refers to (``"user:3" -> "mgr_a"``, ``"occupant:7" -> "王芳"``), looked up by
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from jinja2 import pass_context
 from jinja2.runtime import Context
+from markupsafe import Markup, escape
 
 Translate = Callable[..., str]
 
@@ -221,6 +223,15 @@ def names_of(row: Any) -> Mapping[str, str]:
     return names
 
 
+_COMMAND = re.compile(r"`([^`\n]+)`")
+
+
+def commands(text: str) -> Markup:
+    """A message with its `command` spans as ``<code>``: the whole text (with any camera
+    or channel name in it) is escaped first, so the only markup is the tags added here."""
+    return Markup(_COMMAND.sub(r"<code>\1</code>", str(escape(text))))
+
+
 FILTERS: dict[str, Callable[..., str]] = {
     "event_text": event_text,
     "event_kind": event_kind,
@@ -228,5 +239,6 @@ FILTERS: dict[str, Callable[..., str]] = {
     "audit_action": audit_action,
     "audit_object": audit_object,
     "audit_detail": audit_detail,
+    "commands": commands,
 }
 """Installed on the web templates' environment by :mod:`server.web.routes`."""

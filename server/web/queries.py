@@ -28,7 +28,7 @@ from server.clusters.enums import ClusterStatus, Suppression
 from server.clusters.models import ClusterSiteState, UnknownCluster
 from server.clusters.service import cluster_days, site_config
 from server.db import utcnow
-from server.devices.health import ONLINE_WITHIN
+from server.devices.health import ONLINE_WITHIN, DeviceHealth, device_health
 from server.devices.models import Camera, Device
 from server.occupants.chips import ChipRef, chips_enabled, occupant_chips
 from server.occupants.enums import OccupantStatus
@@ -774,6 +774,19 @@ def devices(
             )
         )
     return out
+
+
+def devices_health(
+    *, session: Session, scope: set[int] | None, site_id: int | None, now: datetime | None = None
+) -> list[DeviceHealth]:
+    """Health in words of the devices in scope (optionally of one site), by site and name:
+    the one read behind the devices page and the dashboard's "needs attention"."""
+    query = select(Device).join(Site, Site.id == Device.site_id)
+    query = query.where(_in_scope(Device.site_id, scope))
+    if site_id is not None:
+        query = query.where(Device.site_id == site_id)
+    found = list(session.scalars(query.order_by(Site.name, Device.name)))
+    return device_health(session=session, devices=found, now=now or utcnow())
 
 
 # -- audit ----------------------------------------------------------------------------------

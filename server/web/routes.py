@@ -43,8 +43,7 @@ from server.cases.models import Case
 from server.cases.rules import DEFAULT_TIMEZONE, site_zone
 from server.db import utcnow
 from server.deps import FormDep, SessionDep, UserDep, WebUser, app_settings
-from server.devices.health import device_health
-from server.devices.models import Device
+from server.devices.health import needs_attention
 from server.errors import Forbidden, InvalidInput, LintelError, NotFound
 from server.notify.views import channel_rows
 from server.occupants import chips
@@ -737,6 +736,22 @@ def dashboard_page(
     peak = max((d.known + d.unknown for d in report.per_day), default=0) if report else 0
     # People with face templates and the filing-threshold warning (engineer P).
     enrolled = people_with_templates(session=session, site_id=chosen.id)[0] if chosen else None
+    # What is wrong, in words, worst first (issue 17 H): the devices page's read and rules.
+    health = (
+        queries.devices_health(session=session, scope=user.scope, site_id=chosen.id)
+        if chosen
+        else []
+    )
+    # Channels that fail to deliver: managers are not being told (the devices page's list).
+    failing = (
+        [
+            c
+            for c in channel_rows(session=session, scope=user.scope, site_id=chosen.id)
+            if c.enabled and c.failing
+        ]
+        if chosen and user.can_act
+        else []
+    )
     return page(
         request,
         "dashboard.html",
@@ -746,6 +761,9 @@ def dashboard_page(
         tz=tz,
         peak=max(peak, 1),
         enrolled=enrolled,
+        attention=needs_attention(health),
+        in_use=sum(1 for h in health if not h.disabled),
+        failing=failing,
     )
 
 
@@ -762,8 +780,9 @@ def devices_page(
     rows = queries.devices(session=session, scope=user.scope, site_id=site)
     sites = queries.visible_sites(session=session, scope=user.scope)
     # What is wrong, in words (issue 17 D: server/devices/health.py).
-    found = list(session.scalars(select(Device).where(Device.id.in_([r.id for r in rows]))))
-    health = {h.id: h for h in device_health(session=session, devices=found, now=utcnow())}
+    health = {
+        h.id: h for h in queries.devices_health(session=session, scope=user.scope, site_id=site)
+    }
     # Notification channels and their state (issue 15): admins and managers, read-only.
     channels = channel_rows(session=session, scope=user.scope, site_id=site) if user.can_act else []
     zones = queries.site_timezones(session=session, site_ids=[s.id for s in sites])

@@ -5,7 +5,14 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from server.devices.health import CameraHealth, DeviceHealth, problems
+from server.devices.health import (
+    WORST_FIRST,
+    CameraHealth,
+    DeviceHealth,
+    needs_attention,
+    problems,
+)
+from server.web.i18n import catalog
 
 NOW = datetime(2026, 12, 6, 8, 0, tzinfo=UTC)
 
@@ -105,3 +112,33 @@ def test_offline_never_disabled_and_old_software() -> None:
     assert keys(_dev(last_heartbeat=None, online=False)) == ["health.never"]
     assert keys(_dev(disabled=True, outbox=5000)) == ["health.disabled"]
     assert keys(_dev(config_version=None)) == ["health.no_config"]
+
+
+def _with_problems(d: DeviceHealth) -> DeviceHealth:
+    return replace(d, problems=tuple(problems(d, NOW)))
+
+
+def test_the_dashboard_lists_problems_worst_first_across_devices() -> None:
+    rows = [
+        _with_problems(_dev(id=1, name="a-lobby", future_refused=3, outbox=5000)),
+        _with_problems(_dev(_cam(state="stalled", frames_at=None), id=2, name="b-gate")),
+        _with_problems(
+            _dev(id=3, name="c-back", online=False, last_heartbeat=NOW - timedelta(hours=3))
+        ),
+        _with_problems(_dev(id=4, name="d-fine")),
+        _with_problems(_dev(id=5, name="e-retired", disabled=True)),
+    ]
+    found = [(d.name, p.key) for d, p in needs_attention(rows)]
+    assert found == [
+        ("c-back", "health.offline"),
+        ("b-gate", "health.cam_stalled"),
+        ("a-lobby", "health.backlog"),
+        ("a-lobby", "health.clock"),
+    ]
+
+
+def test_every_health_message_has_a_place_in_the_order() -> None:
+    # A new rule with words but no rank would raise on the dashboard; this says so first.
+    words = {k for k in catalog("en") if k.startswith("health.")}
+    assert words - {"health.ok", "health.disabled"} == set(WORST_FIRST)
+    assert len(WORST_FIRST) == len(set(WORST_FIRST))
