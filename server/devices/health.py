@@ -39,8 +39,8 @@ CAMERA_STATES = ("starting", "reconnecting", "stalled", "stopped")
 """Camera states (other than running) with their own words."""
 
 WORST_FIRST = (
-    "health.never",
     "health.offline",
+    "health.never",
     "health.no_frames",
     "health.cam_stalled",
     "health.cam_reconnecting",
@@ -56,7 +56,8 @@ WORST_FIRST = (
     "health.cam_starting",
 )
 """Every key :func:`problems` gives, worst first across devices (the dashboard's order).
-Nothing seen at all comes first (a door is unwatched), then settings the box does not
+Nothing seen at all comes first (a door is unwatched): a box that stopped reporting before
+one that never did (that is usually an install in progress), then settings the box does not
 run (it watches with old rules or an old gallery), then sightings that wait or are lost,
 then frames dropped and a wrong clock (some sightings), and a camera that is starting
 (seconds, usually gone by the next heartbeat). ``health.disabled`` is not here: an

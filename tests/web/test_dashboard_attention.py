@@ -4,17 +4,13 @@ line when all is fine; names escaped, command names as <code>."""
 
 from __future__ import annotations
 
-from datetime import timedelta
-from typing import Any
-
 import httpx
 from sqlalchemy import Engine
 
-from server.db import make_session_factory, utcnow
-from server.devices.models import Camera, Device
-from server.devices.service import create_device, record_heartbeat
+from server.db import make_session_factory
+from server.devices.models import Device
 from server.notify.service import add_channel
-from server.sites.models import Site
+from tests.web import health_world as hw
 from tests.web.world import World, login
 
 
@@ -24,62 +20,13 @@ def _attention(client: httpx.Client, url: str = "/web/dashboard") -> str:
     return r.text.split('id="attention"')[1].split("</section>")[0]
 
 
-def _healthy(engine: Engine, device_id: int, camera: str = "gate") -> None:
-    """A heartbeat from a box that runs the server's settings and gallery, camera delivering."""
-    with make_session_factory(engine)() as s:
-        device = s.get(Device, device_id)
-        assert device is not None
-        site = s.get(Site, device.site_id)
-        assert site is not None
-        stats: dict[str, Any] = {
-            "cameras": {camera: {"state": "running", "fps": 25.0, "frames": 100}},
-            "outbox_depth": 0,
-            "config_version": device.config_version,
-            "gallery_version": site.gallery_version,
-        }
-        record_heartbeat(session=s, device=device, software_version="1.2", stats=stats)
-        s.commit()
-
-
-def _dark(engine: Engine, device_id: int, camera: str = "gate") -> None:
-    """The box reports in, but its camera has delivered no frame for 2 h 5 min."""
-    _healthy(engine, device_id, camera)
-    with make_session_factory(engine)() as s:
-        device = s.get(Device, device_id)
-        assert device is not None and device.stats is not None
-        device.stats = {
-            **device.stats,
-            "cameras": {camera: {"state": "reconnecting", "fps": 0.0, "frames": 100}},
-            "frames_at": {camera: (utcnow() - timedelta(hours=2, minutes=5)).isoformat()},
-        }
-        s.commit()
-
-
-def _offline(engine: Engine, device_id: int) -> None:
-    """A box that last reported 3 h 10 min ago."""
-    _healthy(engine, device_id)
-    with make_session_factory(engine)() as s:
-        device = s.get(Device, device_id)
-        assert device is not None
-        device.last_heartbeat_at = utcnow() - timedelta(hours=3, minutes=10)
-        s.commit()
-
-
-def _second_device(engine: Engine, site_id: int, name: str, camera: str = "gate") -> int:
-    with make_session_factory(engine)() as s:
-        device, _token = create_device(session=s, site_id=site_id, name=name)
-        s.add(Camera(device_id=device.id, name=camera))
-        s.commit()
-        return device.id
-
-
 def test_an_offline_box_and_a_dark_camera_in_words_worst_first_in_both_languages(
     client: httpx.Client, world: World, engine: Engine
 ) -> None:
-    _dark(engine, world.device_a)
-    back = _second_device(engine, world.site_a, "back-door")
-    _offline(engine, back)
-    _offline(engine, world.device_b)  # site B's box: not mgr_a's to see
+    hw.dark(engine, world.device_a)
+    back = hw.second_device(engine, world.site_a, "back-door")
+    hw.offline(engine, back)
+    hw.offline(engine, world.device_b)  # site B's box: not mgr_a's to see
     login(client, "mgr_a")
     block = _attention(client)
     offline = (
@@ -111,12 +58,12 @@ def test_an_offline_box_and_a_dark_camera_in_words_worst_first_in_both_languages
 def test_all_fine_says_so_with_the_count(
     client: httpx.Client, world: World, engine: Engine
 ) -> None:
-    _healthy(engine, world.device_a)
+    hw.healthy(engine, world.device_a)
     login(client, "viewer_a")
     assert "The site&#39;s one device is fine." in _attention(client)
-    second = _second_device(engine, world.site_a, "back-door")
-    _healthy(engine, second)
-    retired = _second_device(engine, world.site_a, "retired")
+    second = hw.second_device(engine, world.site_a, "back-door")
+    hw.healthy(engine, second)
+    retired = hw.second_device(engine, world.site_a, "retired")
     with make_session_factory(engine)() as s:  # turned off on purpose: not a problem
         device = s.get(Device, retired)
         assert device is not None
@@ -128,7 +75,7 @@ def test_all_fine_says_so_with_the_count(
     client.get("/web/lang?to=zh-CN&next=/web/dashboard")
     assert "全部 2 台设备运行正常。" in _attention(client)
     # One camera goes dark: the fine line gives way to the problem.
-    _dark(engine, second)
+    hw.dark(engine, second)
     block = _attention(client)
     assert "all-fine" not in block and "back-door</a>" in block
 
@@ -136,10 +83,10 @@ def test_all_fine_says_so_with_the_count(
 def test_names_stay_escaped_and_command_names_become_code(
     client: httpx.Client, world: World, engine: Engine
 ) -> None:
-    _healthy(engine, world.device_a)
+    hw.healthy(engine, world.device_a)
     evil = "<script>alert(1)</script>`x`"
-    fresh = _second_device(engine, world.site_a, "<script>alert(2)</script>`y`")
-    _dark(engine, _second_device(engine, world.site_a, "lobby", camera=evil), camera=evil)
+    fresh = hw.second_device(engine, world.site_a, "<script>alert(2)</script>`y`")
+    hw.dark(engine, hw.second_device(engine, world.site_a, "lobby", camera=evil), camera=evil)
     login(client, "admin")
     page = client.get(f"/web/dashboard?site={world.site_a}").text
     block = page.split('id="attention"')[1].split("</section>")[0]
@@ -160,7 +107,7 @@ def test_names_stay_escaped_and_command_names_become_code(
 def test_a_failing_notification_channel_is_flagged_for_managers(
     client: httpx.Client, world: World, engine: Engine
 ) -> None:
-    _healthy(engine, world.device_a)
+    hw.healthy(engine, world.device_a)
     with make_session_factory(engine)() as s:
         channel = add_channel(
             session=s,

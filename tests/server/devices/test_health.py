@@ -127,10 +127,12 @@ def test_the_dashboard_lists_problems_worst_first_across_devices() -> None:
         ),
         _with_problems(_dev(id=4, name="d-fine")),
         _with_problems(_dev(id=5, name="e-retired", disabled=True)),
+        _with_problems(_dev(id=6, name="f-new", online=False, last_heartbeat=None)),
     ]
     found = [(d.name, p.key) for d, p in needs_attention(rows)]
     assert found == [
         ("c-back", "health.offline"),
+        ("f-new", "health.never"),
         ("b-gate", "health.cam_stalled"),
         ("a-lobby", "health.backlog"),
         ("a-lobby", "health.clock"),
