@@ -11,6 +11,7 @@ from server.db import make_session_factory
 from server.devices.models import Device
 from server.notify.service import add_channel
 from tests.web import health_world as hw
+from tests.web.backends import pg_factory, web_engine_on_both_backends  # noqa: F401
 from tests.web.world import World, login
 
 
