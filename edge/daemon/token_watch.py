@@ -114,12 +114,17 @@ class TokenWatch:
     def tick(self) -> None:
         """Called by the main loop at each status write: while refused, look at the token
         source (so recovery takes at most one status interval); log each change of state
-        once, not once per refused request."""
+        once, not once per refused request; wake the waiting threads when another request
+        (a heartbeat) got through again."""
         refusal = self.client.refused
         if refusal is None:
             if self._logged_refusal:
                 self._logged_refusal = False
                 log.warning("the server accepts this box's token again; delivering the outbox")
+                # Same token accepted again (the device was enabled), seen by a
+                # heartbeat: the forwarder need not wait out its back-off.
+                for event in self.wakeups:
+                    event.set()
             return
         if not self._logged_refusal:
             self._logged_refusal = True
