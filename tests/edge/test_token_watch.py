@@ -270,3 +270,34 @@ def test_the_forwarder_retries_at_once_with_a_new_token_and_waits_without_one(
     assert len(fake.sightings) == 5, "a sighting was delivered twice"
     assert client.refused is None and watch.problem() is None
     outbox.close()
+
+
+def test_tick_logs_each_change_once_and_wakes_the_threads_when_the_token_passes_again(
+    tmp_path: Path,
+    fake: FakeServer,
+    client: LintelClient,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A disabled device enabled again: the same token, accepted by some other request
+    # (a heartbeat); the forwarder waiting out its back-off must hear of it.
+    config = _config(tmp_path)
+    woken = threading.Event()
+    watch = TokenWatch(config, client, wakeups=[woken])
+    fake.accepted = "nobody"  # disabled
+    for _ in range(3):
+        with pytest.raises(AuthRefused):
+            client.upload_sightings([_sighting(1)])
+        watch.tick()
+    refusals = [r for r in caplog.records if "refused this box's token" in r.getMessage()]
+    assert len(refusals) == 1 and refusals[0].levelname == "ERROR"
+    assert refusals[0].getMessage() == watch.problem()
+    assert not woken.is_set()
+
+    fake.accepted = "tok-old"  # enabled
+    client.upload_sightings([_sighting(1)])
+    watch.tick()
+    assert woken.is_set()
+    assert sum("accepts this box's token again" in r.getMessage() for r in caplog.records) == 1
+    woken.clear()
+    watch.tick()
+    assert not woken.is_set(), "woken once per recovery, not at every tick"
