@@ -36,8 +36,9 @@ T0 = datetime(2026, 12, 6, 10, 42, tzinfo=UTC)
 class FakeServer:
     """Accepts ``Bearer <accepted>`` only (401 otherwise); stores sightings by id."""
 
-    def __init__(self, accepted: str) -> None:
+    def __init__(self, accepted: str, refusal: int = 401) -> None:
         self.accepted = accepted
+        self.refusal = refusal  # this server answers 401; a proxy or a future one, 403
         self.lock = threading.Lock()
         self.calls: list[tuple[str, str, int]] = []  # (path, token, status)
         self.sightings: list[str] = []
@@ -46,8 +47,10 @@ class FakeServer:
         token = request.headers.get("Authorization", "").removeprefix("Bearer ")
         with self.lock:
             if token != self.accepted:
-                self.calls.append((request.url.path, token, 401))
-                return httpx.Response(401, json={"detail": "unknown or disabled device token"})
+                self.calls.append((request.url.path, token, self.refusal))
+                return httpx.Response(
+                    self.refusal, json={"detail": "unknown or disabled device token"}
+                )
             self.calls.append((request.url.path, token, 200))
             if request.url.path.endswith("/device/sightings"):
                 ids = [s["id"] for s in json.loads(request.content)["sightings"]]
@@ -108,17 +111,19 @@ def _bump_mtime(path: Path) -> None:
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
 
 
+@pytest.mark.parametrize("status", [401, 403])
 def test_client_records_a_refusal_once_and_clears_it_when_a_request_passes(
-    fake: FakeServer, client: LintelClient
+    fake: FakeServer, client: LintelClient, status: int
 ) -> None:
+    fake.refusal = status
     client.upload_sightings([_sighting(1)])
     assert client.refused is None
     fake.accepted = "tok-new"  # rotated in the web
     with pytest.raises(AuthRefused) as first:
         client.upload_sightings([_sighting(2)])
-    assert first.value.status_code == 401 and first.value.generation == 0
+    assert first.value.status_code == status and first.value.generation == 0
     refusal = client.refused
-    assert refusal is not None and refusal.status_code == 401
+    assert refusal is not None and refusal.status_code == status
     assert refusal.detail == "unknown or disabled device token"
     with pytest.raises(AuthRefused):
         client.upload_sightings([_sighting(2)])
