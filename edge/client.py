@@ -9,6 +9,9 @@ Exception tree (every error this module raises on purpose)::
     +-- GalleryModelMismatch   the server's templates come from another recogniser
 
 ``ClientError.retryable`` tells an outbox whether to keep the batch.
+The token can be swapped while threads share the client (:meth:`LintelClient.set_token`,
+after ``lintel-edge enrol`` wrote a new one); :attr:`LintelClient.refused` says since
+when the server refuses it.
 The ``transport`` seam lets tests run this client against the server app
 in-process.
 """
@@ -16,6 +19,9 @@ in-process.
 from __future__ import annotations
 
 import logging
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -45,6 +51,7 @@ __all__ = [
     "ClientError",
     "GalleryModelMismatch",
     "LintelClient",
+    "Refusal",
     "Rejected",
     "ServerUnreachable",
     "enrol",
@@ -66,7 +73,26 @@ class ServerUnreachable(ClientError):
 
 
 class AuthRefused(ClientError):
-    """The server refused the device token (401/403)."""
+    """The server refused the device token (401/403).
+
+    ``generation``: which of the client's tokens was refused (see
+    :attr:`LintelClient.token_generation`), so a caller can tell whether the client
+    already holds a newer one.
+    """
+
+    def __init__(self, message: str, *, status_code: int, generation: int = 0) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.generation = generation
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """The server has refused this client's token since ``since`` (until a request passes)."""
+
+    since: datetime
+    status_code: int
+    detail: str
 
 
 class Rejected(ClientError):
@@ -98,12 +124,38 @@ class LintelClient:
         self.model_id = model_id
         # Cleared when the server refuses the issue 17 D heartbeat fields (an older one).
         self.server_takes_config = True
+        # The token is read per request under this lock (not baked into the pool's
+        # headers), so a swap from another thread is never half seen.
+        self._token_lock = threading.Lock()
+        self._token = token
+        self._generation = 0
+        self._refused: Refusal | None = None
         self._http = httpx.Client(
             base_url=base_url.rstrip("/") + API_PREFIX,
-            headers={"Authorization": f"Bearer {token}"},
             transport=transport,
             timeout=timeout,
         )
+
+    @property
+    def token_generation(self) -> int:
+        """Counts token swaps: 0 for the token given at construction."""
+        with self._token_lock:
+            return self._generation
+
+    @property
+    def refused(self) -> Refusal | None:
+        """Since when the server refuses the token (None once a request passes)."""
+        with self._token_lock:
+            return self._refused
+
+    def set_token(self, token: str) -> bool:
+        """Use ``token`` from the next request on; False when it is the one in use."""
+        with self._token_lock:
+            if token == self._token:
+                return False
+            self._token = token
+            self._generation += 1
+            return True
 
     def __enter__(self) -> LintelClient:
         return self
@@ -209,6 +261,9 @@ class LintelClient:
                 )
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        with self._token_lock:
+            token, generation = self._token, self._generation
+        kwargs["headers"] = {**kwargs.get("headers", {}), "Authorization": f"Bearer {token}"}
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.TimeoutException as exc:
@@ -217,13 +272,29 @@ class LintelClient:
             raise ServerUnreachable(f"{method} {path}: {exc}") from exc
         status = response.status_code
         if status < 400 or status == 304:
+            self._note_accepted(generation)
             return response
         detail = _detail(response)
         if status in (401, 403):
-            raise AuthRefused(f"{method} {path}: token refused ({status}): {detail}")
+            with self._token_lock:
+                if self._refused is None and generation == self._generation:
+                    self._refused = Refusal(datetime.now(UTC), status, detail)
+            raise AuthRefused(
+                f"{method} {path}: token refused ({status}): {detail}",
+                status_code=status,
+                generation=generation,
+            )
         if status >= 500 or status in (408, 429):
             raise ServerUnreachable(f"{method} {path}: server answered {status}: {detail}")
         raise Rejected(status, detail)
+
+    def _note_accepted(self, generation: int) -> None:
+        # Only the token in use clears a refusal: an answer to a request still
+        # in flight with an older token says nothing about the current one.
+        if self._refused is not None:
+            with self._token_lock:
+                if generation == self._generation:
+                    self._refused = None
 
     @staticmethod
     def _parse(response: httpx.Response, model: type[_M]) -> _M:

@@ -27,6 +27,10 @@ locks, and the gallery reference, which is swapped whole):
   adaptive templates; a synced gallery that drops an occupant drops theirs.
 - the *heartbeat* (:mod:`edge.daemon.status`): per-camera state, fps, frames,
   dropped frames, reconnects, outbox depth/dropped/dead, model and version.
+- the device token (:mod:`edge.daemon.token_watch`, no thread of its own): when
+  the server refuses it (rotated, or the device disabled) the token source is
+  read again and a new token swapped into the shared client, so a
+  ``lintel-edge enrol`` on the box resumes delivery without a restart.
 
 The main thread (:mod:`edge.daemon.run`, the composition root) is the
 *watchdog*: every tick it samples each live camera's frame counter; a stream

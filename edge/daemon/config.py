@@ -81,7 +81,8 @@ class ServerConfig(_Strict):
         default=60.0,
         gt=0,
         le=3600,
-        description="Cap on the doubling wait after failed uploads (server unreachable).",
+        description="Cap on the doubling wait after failed uploads (server unreachable); "
+        "the wait between uploads while the token is refused, unless a new one arrives.",
     )
     gallery_sync_s: float = Field(
         default=60.0, ge=5, le=86400, description="How often to ask for a new gallery (ETag)."

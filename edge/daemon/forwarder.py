@@ -4,7 +4,9 @@ Drains the outbox to the server in batches; a retryable failure (server
 unreachable, 5xx) backs off, doubling up to a cap, and keeps everything
 queued; a sighting the server refuses as invalid goes to the outbox's dead
 table (isolated by halving the batch, so one bad sighting does not bury its
-neighbours).
+neighbours). A refused token keeps everything queued too; the wait that
+follows ends early when :class:`~edge.daemon.token_watch.TokenWatch` swaps in
+a new token.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from datetime import UTC, datetime
 
 from edge.client import AuthRefused, ClientError, LintelClient, Rejected
 from edge.daemon.config import ServerConfig
+from edge.daemon.token_watch import TokenWatch
 from edge.outbox import Outbox
 
 log = logging.getLogger(__name__)
@@ -33,6 +36,10 @@ class Forwarder:
         self.batch_limit = server.batch_size if server is not None else 1
         self.last_upload_at: str | None = None
         self.last_upload_error: str | None = None
+        # Set by the composition root: re-reads the token after a refusal.
+        self.tokens: TokenWatch | None = None
+        # Set when a new token arrives (or on stop): ends the wait after a refusal.
+        self.wakeup = threading.Event()
 
     def forward_once(self) -> int:
         """Upload one batch from the outbox; returns how many entries it settled.
@@ -112,8 +119,22 @@ class Forwarder:
                 continue
             except AuthRefused as exc:
                 self.last_upload_error = str(exc)
-                log.error("server refused the device token: %s (sightings stay queued)", exc)
-                delay = server.retry_max_s
+                self.wakeup.clear()  # before looking: a swap from now on still wakes us
+                if self.tokens is not None and self.tokens.recovered(exc):
+                    log.info("upload refused with the old token; retrying with the new one")
+                    continue
+                depth = self.outbox.stats().depth
+                log.info(
+                    "upload refused (%s); the outbox holds %d, waiting up to %.0f s "
+                    "for a new token",
+                    exc,
+                    depth,
+                    server.retry_max_s,
+                )
+                # Retrying the same token is pointless; a new one wakes this wait.
+                self.wakeup.wait(server.retry_max_s)
+                delay = 0.0
+                continue
             except ClientError as exc:
                 self.last_upload_error = str(exc)
                 delay = min(server.retry_max_s, max(1.0, delay * 2))

@@ -31,6 +31,7 @@ from edge.daemon.forwarder import Forwarder
 from edge.daemon.gallery_sync import GalleryCache, GallerySync
 from edge.daemon.settings_sync import SettingsSync
 from edge.daemon.status import StatusReporter, software_version
+from edge.daemon.token_watch import TokenWatch
 from edge.face.engine import FaceEngine
 from edge.face.errors import LintelEdgeError
 from edge.outbox import Outbox
@@ -114,6 +115,14 @@ class EdgeDaemon:
         )
         self.settings.load_cached()  # before the cameras start: they open with them
         self.forwarder = Forwarder(self.outbox, self.client, config.server)
+        self.tokens: TokenWatch | None = None
+        if self.client is not None and config.server is not None:
+            self.tokens = TokenWatch(
+                config,
+                self.client,
+                wakeups=[self.forwarder.wakeup, self.gallery_sync.wakeup, self.settings.wakeup],
+            )
+            self.forwarder.tokens = self.tokens
         self.reporter = StatusReporter(
             device=config.device.name,
             server_url=None if config.server is None else config.server.url,
@@ -125,6 +134,7 @@ class EdgeDaemon:
             gallery=self.gallery_sync,
             stop_event=self.stop_event,
             settings=self.settings if self.client is not None else None,
+            tokens=self.tokens,
         )
         self.status_path = self.reporter.status_path
         self._threads: list[threading.Thread] = []
@@ -144,6 +154,7 @@ class EdgeDaemon:
     def request_stop(self) -> None:
         """Ask every thread to finish (cameras end their streams, flushing live tracks)."""
         self.stop_event.set()
+        self.forwarder.wakeup.set()
         self.gallery_sync.wakeup.set()
         self.settings.wakeup.set()
         self.cameras.request_stop()
@@ -244,6 +255,8 @@ class EdgeDaemon:
             self.cameras.tick()
             now = time.monotonic()
             if now >= next_status:
+                if self.tokens is not None:
+                    self.tokens.tick()  # while refused: has `lintel-edge enrol` run?
                 self.write_status()
                 next_status = now + self.config.device.status_interval_s
             if not any(t.is_alive() for t in self._camera_threads()):

@@ -19,11 +19,12 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from edge.client import ClientError, LintelClient
+from edge.client import AuthRefused, ClientError, LintelClient
 from edge.daemon.cameras import Cameras
 from edge.daemon.forwarder import Forwarder
 from edge.daemon.gallery_sync import GallerySync
 from edge.daemon.settings_sync import SettingsSync
+from edge.daemon.token_watch import TokenWatch
 from edge.files import atomic_write
 from edge.outbox import Outbox, OutboxStats
 from edge.wire import CameraStats, Heartbeat
@@ -55,8 +56,10 @@ class StatusReporter:
         gallery: GallerySync,
         stop_event: threading.Event,
         settings: SettingsSync | None = None,
+        tokens: TokenWatch | None = None,
     ) -> None:
-        """``settings``: the camera settings from the server (None: a box without them)."""
+        """``settings``: the camera settings from the server (None: a box without them).
+        ``tokens``: the device token's watch (None: a box without a server)."""
         self.device = device
         self.server_url = server_url
         self.status_path = status_path
@@ -67,6 +70,7 @@ class StatusReporter:
         self.gallery = gallery
         self.stop_event = stop_event
         self.settings = settings
+        self.tokens = tokens
         self.started = time.monotonic()
 
     def heartbeat_payload(self) -> Heartbeat:
@@ -117,6 +121,12 @@ class StatusReporter:
                     and ack.config_version != settings.version
                 ):
                     settings.wakeup.set()  # the server has other camera settings: fetch now
+            except AuthRefused as exc:
+                # Refused heartbeats are the periodic look at the token file even
+                # while the outbox is empty; a new token gets a heartbeat at once.
+                if self.tokens is not None and self.tokens.recovered(exc):
+                    continue
+                log.info("heartbeat refused: %s", exc)
             except ClientError as exc:
                 log.info("heartbeat failed: %s", exc)
             except Exception:
@@ -165,6 +175,7 @@ class StatusReporter:
                 "url": self.server_url,
                 "last_upload_at": self.forwarder.last_upload_at,
                 "last_error": self.forwarder.last_upload_error,
+                **({} if self.tokens is None else self.tokens.status()),
             },
         }
 

@@ -96,6 +96,7 @@ def test_exported_names_are_pinned() -> None:
         "ClientError",
         "GalleryModelMismatch",
         "LintelClient",
+        "Refusal",
         "Rejected",
         "ServerUnreachable",
         "enrol",

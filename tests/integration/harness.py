@@ -29,6 +29,7 @@ from typing import Any
 import httpx
 import yaml
 
+from edge.enrol import write_token
 from edge.face.models import resolve_pack
 from server.db import make_engine, make_session_factory, upgrade
 from server.devices.service import create_device
@@ -139,6 +140,25 @@ class ServerProcess:
         _stop(self.proc)
         self.proc = None
 
+    def cli(self, *args: str) -> str:
+        """``lintel-server ARGS`` on this server's database; its stdout (fails on exit != 0)."""
+        env = {
+            **os.environ,
+            "LINTEL_DATA_DIR": str(self.folder),
+            "LINTEL_ENV": "test",
+            "LINTEL_SECRET_KEY": SECRET,
+        }
+        done = subprocess.run(
+            [sys.executable, "-m", "server.cli", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, f"lintel-server {' '.join(args)}: {done.stderr}"
+        return done.stdout
+
     def heartbeat(self) -> dict[str, Any]:
         """The device's last heartbeat as the server stored it ({} before the first)."""
         with sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=5) as conn:
@@ -212,11 +232,17 @@ class DaemonProcess:
         server: ServerProcess,
         cameras: list[dict[str, Any]],
         server_overrides: dict[str, Any] | None = None,
+        token_in_file: bool = False,
     ) -> None:
+        """``token_in_file``: the token in ``<data_dir>/device.token`` (as ``lintel-edge
+        enrol`` leaves it), not in the environment variable."""
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
         self.data_dir = folder / "data"
         self.token = server.token
+        self.token_in_file = token_in_file
+        if token_in_file:
+            write_token(self.data_dir / "device.token", server.token)
         config: dict[str, Any] = {
             "device": {"name": "edge-it", "data_dir": str(self.data_dir), "status_interval_s": 0.2},
             "server": {
@@ -239,7 +265,9 @@ class DaemonProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        env = {**os.environ, "LINTEL_DEVICE_TOKEN": self.token}
+        env = {k: v for k, v in os.environ.items() if k != "LINTEL_DEVICE_TOKEN"}
+        if not self.token_in_file:
+            env["LINTEL_DEVICE_TOKEN"] = self.token
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "edge.cli", "run", "--config", str(self.config_path)],
