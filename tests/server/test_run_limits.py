@@ -37,7 +37,7 @@ PASSWORD = "correct horse battery staple"
 # waits POOL_TIMEOUT_S and fails (/healthz: 503).
 POOL = {"LINTEL_DB_POOL_SIZE": "1", "LINTEL_DB_MAX_OVERFLOW": "1", "LINTEL_DB_POOL_TIMEOUT_S": "3"}
 SLOW_BODIES = 6
-BODY_TIMEOUT_S = 30
+BODY_TIMEOUT_S = 12
 
 
 def _free_port() -> int:
@@ -177,6 +177,9 @@ def test_slow_form_bodies_hold_no_connection_and_time_out(
                 timeout=60,
             )
             assert r.status_code == 200 and r.json()["created"] == 1, r.text
+            # ...and the slow bodies were still hanging while those were answered
+            readable, _, _ = select_mod.select(slow, [], [], 0)
+            assert readable == [], "a slow body timed out before the checks ran"
             # Each slow body runs out of time: 408, then the server closes the connection.
             for sock in slow:
                 assert _status_line(sock, BODY_TIMEOUT_S + 30).startswith(b"HTTP/1.1 408")
