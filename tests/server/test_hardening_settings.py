@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import anyio
 import pytest
 from pydantic import ValidationError
@@ -64,7 +66,10 @@ def _call(app: object, chunks: list[bytes], *, stall: bool) -> list[Message]:
 
         await app(scope, receive, send)  # type: ignore[operator]
 
-    anyio.run(run)
+    # In a thread of its own: a session's Playwright browser (tests/web) keeps an event
+    # loop marked running in the main thread, where anyio.run would refuse to start.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(anyio.run, run).result()
     return sent
 
 
