@@ -16,8 +16,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/lintel-demo
 
+# Worker processes for the suite (pytest-xdist); TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # Fresh venvs of .[server], .[registry] and .[edge], each running its role's commands
 # without the other stack (tests/install/check_extras.py; 76-157 s measured on 2 shared
