@@ -38,7 +38,7 @@ SEARCH_LIMIT = 50
 
 _ORIGINS = (
     ("registry:", TemplateOrigin.REGISTRY),
-    (WEB_PHOTO_PREFIX, TemplateOrigin.REGISTRY),
+    (WEB_PHOTO_PREFIX, TemplateOrigin.WEB),
     ("case:", TemplateOrigin.CASE),
     ("cluster:", TemplateOrigin.ADAPTIVE),
 )

@@ -14,8 +14,12 @@ class TemplateOrigin(StrEnum):
     """Where a face template came from, read from its ``source`` prefix."""
 
     REGISTRY = "registry"
-    """A registry photo: the office import (``registry:<sha256>``) or a photo added in
-    the web (``web:<sha256>``); the photo itself stays in the office or is discarded."""
+    """A registry photo from the office import (``registry:<sha256>``); the photo itself
+    stays in the office."""
+    WEB = "web"
+    """A photo added on the occupant's page (``web:<sha256>``), enrolled by the import's
+    engine and then discarded. Told apart from the import's because a later import
+    replaces only its own templates and keeps these."""
     CASE = "case"
     """The crops of a case closed as "enrolled" or "is this occupant" (``case:<id>``)."""
     ADAPTIVE = "adaptive"

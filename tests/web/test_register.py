@@ -389,7 +389,7 @@ def test_delete_a_template_leaves_the_gallery(
     after, people = _gallery_occupants(client, reg.token_a)
     assert after == version + 1 and reg.wang not in people
     (event,) = _audits(engine, "face_template.delete")
-    assert event.detail == {"occupant_id": reg.wang, "origin": "registry", "via": "web"}
+    assert event.detail == {"occupant_id": reg.wang, "origin": "web", "via": "web"}
     # Another occupant's template id under this occupant does not exist.
     assert (
         client.post(
