@@ -354,6 +354,7 @@ def serving(server: Venv) -> Iterator[Live]:
     )
     try:
         deadline = time.monotonic() + 60
+        last = "no answer yet"
         while True:
             if proc.poll() is not None:
                 raise CheckFailed(f"server: `run` exited {proc.returncode}:\n{proc.stdout.read()}")
@@ -361,10 +362,11 @@ def serving(server: Venv) -> Iterator[Live]:
                 status, _ = http_get(f"{url}/healthz")
                 if status == 200:
                     break
-            except OSError:
-                pass
+                last = f"answered {status}"
+            except OSError as exc:  # not listening yet
+                last = f"{type(exc).__name__}: {exc}"
             if time.monotonic() > deadline:
-                raise CheckFailed("server: /healthz did not answer 200 within 60 s")
+                raise CheckFailed(f"server: /healthz did not answer 200 within 60 s ({last})")
             time.sleep(0.3)
         status, body = http_get(f"{url}/web/login")
         if status != 200 or b"<form" not in body:
