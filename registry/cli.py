@@ -42,6 +42,7 @@ from registry.remote import (
     upload,
 )
 from registry.report import ImportReport
+from registry.store import local_store_opener
 from registry.template import write_template
 
 log = logging.getLogger(__name__)
@@ -166,23 +167,15 @@ def _cmd_import(args: argparse.Namespace, transport: httpx.BaseTransport | None 
 
     if args.server:
         return _remote_import(args, engine_factory, transport)
-    # The one optional import of this entry point (docs/architecture.md): the office
-    # PC installs only the registry extra (no SQLAlchemy, no server), where --server
-    # (with or without --dry-run) and `template` work; only the local --db mode
-    # writes the server's database directly, so only it needs the server installed.
+    # The office PC installs only the registry extra (no SQLAlchemy, no server), where
+    # --server (with or without --dry-run) and `template` work; only the local --db mode
+    # writes the server's database directly, through the store the server registers.
+    open_store = local_store_opener()  # without the server: one line, before any reading
+    sheet = read_registry(args.file)  # a bad file is refused before any database is made
+    secret, store = open_store(args.db, migrate=not args.dry_run)
+    photos: PhotoSource | None = None
     try:
-        from server.registry_api.store import SqlStore, local_secret_and_url
-    except ModuleNotFoundError as exc:
-        raise InputError(
-            f"the local --db mode needs the server (no module {exc.name!r}): "
-            "pip install 'lintel[server,registry]', or import through --server URL"
-        ) from None
-    secret, url = local_secret_and_url(args.db)
-    sheet = read_registry(args.file)
-    photos: PhotoSource | None = open_photos(args.photos) if args.photos else None
-    store = SqlStore(url, migrate=not args.dry_run)
-
-    try:
+        photos = open_photos(args.photos) if args.photos else None
         result = run_import(
             sheet,
             store=store,

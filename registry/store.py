@@ -24,11 +24,13 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
+from importlib.metadata import entry_points
 from typing import Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
+from registry.errors import InputError
 from registry.validate import OccupantRecord
 
 log = logging.getLogger(__name__)
@@ -119,6 +121,43 @@ class RegistryStore(Protocol):
     def apply(self, plan: Plan) -> int:
         """Write the plan atomically; returns the site's gallery version afterwards."""
         ...
+
+
+class LocalStore(RegistryStore, Protocol):
+    """A store over a database this process opens itself (``lintel-registry import --db``)."""
+
+    def close(self) -> None:
+        """Release the database connections."""
+        ...
+
+
+LOCAL_STORE_GROUP = "lintel.registry.local_store"
+"""The entry-point group naming the opener of the ``--db`` store: the server package
+registers it (pyproject.toml), so this library names no server module and an office
+install without the server simply finds it unloadable."""
+
+
+class LocalStoreOpener(Protocol):
+    def __call__(self, db: str | None, *, migrate: bool) -> tuple[bytes, LocalStore]:
+        """The ID-hash key and an open store for ``db`` (None: the configured database)."""
+        ...
+
+
+def local_store_opener() -> LocalStoreOpener:
+    """The opener of the ``--db`` store the server registered; :class:`InputError` in
+    one line where the server is not installed."""
+    found = entry_points(group=LOCAL_STORE_GROUP)
+    hint = "pip install 'lintel[server,registry]', or import through --server URL"
+    if not found:
+        raise InputError(f"the local --db mode needs the server: {hint}")
+    (entry,) = found
+    try:
+        opener: LocalStoreOpener = entry.load()
+    except ModuleNotFoundError as exc:  # the registry extra alone: no SQLAlchemy
+        raise InputError(
+            f"the local --db mode needs the server (no module {exc.name!r}): {hint}"
+        ) from None
+    return opener
 
 
 def occupants_by_identity(

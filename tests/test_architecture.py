@@ -9,8 +9,8 @@ Floors, lowest first; an import may only go to its own floor or a lower one:
 2. ``server``
 3. entry points: every ``*.cli`` module and ``lintel_demo``
 
-Besides the floors: no circle among module-level imports, and no project
-import inside a function unless :data:`INLINE_ALLOWED` names it with its
+Besides the floors: no circle among module-level imports, and no import of
+ours inside a function unless :data:`INLINE_ALLOWED` names it with its
 reason (an optional extra that may not be installed, or a measured start-up
 cost). A second check runs real interpreters: the server's command line loads
 no face engine, the edge's tools no server stack.
@@ -48,9 +48,6 @@ INLINE_ALLOWED: dict[tuple[str, str], str] = {
     ("registry.enrol", "edge.face.engine"): "optional extra: the server imports the registry "
     "library (registry.importer -> registry.enrol) without the face engine installed (no cv2, "
     "no onnxruntime); only enrolling a photo loads it",
-    ("registry.cli", "server.registry_api.store"): "optional extra: the office PC installs "
-    "only the registry tool (no SQLAlchemy); only the local --db mode needs the server, and "
-    "without it says so in one line",
 }
 
 # The server never loads the edge's runtime: the pipeline, the daemon, or the

@@ -310,3 +310,11 @@ def local_secret_and_url(db: str | None) -> tuple[bytes, str]:
     if len(secret) < 16:
         raise InputError("LINTEL_SECRET_KEY is shorter than 16 bytes; ID hashes need a real key")
     return secret, db or settings.sqlalchemy_url
+
+
+def open_local_store(db: str | None, *, migrate: bool) -> tuple[bytes, SqlStore]:
+    """``lintel-registry import --db``'s store (registered as the entry point
+    ``lintel.registry.local_store`` in pyproject.toml, so the registry library finds
+    it without importing the server)."""
+    secret, url = local_secret_and_url(db)
+    return secret, SqlStore(url, migrate=migrate)
